@@ -1,0 +1,1 @@
+"""A durable, resumable stream broker for LLM token streams, backed by Redis."""

@@ -1,0 +1,272 @@
+"""HTTP API version 1: request parsing, validation and the handlers.
+
+Every check that can refuse a request runs before anything is written, so bad input changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import msgspec
+import redis.exceptions
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from broker.bodies import MessageAccepted, PostMessage
+from broker.cancel import cancel_run
+from broker.errors import ApiError
+from broker.events import TERMINAL_STATUSES, ErrorInfo, RunFailed, UserMessage, encode
+from broker.feed import Feed, resolve_start
+from broker.ids import StreamPos, is_valid_path_id, new_id, parse_stream_id, predecessor
+from broker.jobs import Job, job_encoder
+from broker.models import UnknownModel, check_params
+from broker.services import Services
+from broker.snapshot import build_snapshot
+from broker.sse import EventStreamResponse, retry_frame
+
+_encoder = msgspec.json.Encoder()
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+def _json(body: msgspec.Struct, status: int = 200) -> Response:
+    return Response(_encoder.encode(body), status, media_type="application/json")
+
+
+def _path_id(request: Request, name: str) -> str:
+    value = request.path_params[name]
+    if not is_valid_path_id(value):
+        raise ApiError(400, "invalid_id", f"{name} must match [A-Za-z0-9_-]{{1,128}}")
+    return value
+
+
+def _services(request: Request) -> Services:
+    return request.state.services
+
+
+def _last_event_id(request: Request) -> StreamPos | None:
+    """The header wins over the query: a browser's reconnect sends the newer position there."""
+    raw = request.headers.get("last-event-id")
+    if raw is None:
+        raw = request.query_params.get("last_event_id")
+    if raw is None or raw == "":
+        return None
+    position = parse_stream_id(raw.strip())
+    if position is None:
+        raise ApiError(
+            400, "invalid_last_event_id", "Last-Event-ID must be an event id such as 1731000000000-0"
+        )
+    return position
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "body_too_large", f"the body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body_too_large", f"the body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_message(body: bytes, max_chars: int) -> PostMessage:
+    try:
+        raw: Any = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise ApiError(400, "malformed_json", "the body must be a JSON object")
+    try:
+        message = msgspec.convert(raw, PostMessage)
+    except msgspec.ValidationError as exc:
+        raise ApiError(422, "invalid_field", str(exc)) from None
+    if not message.content.strip():
+        raise ApiError(422, "invalid_field", "content must not be empty")
+    if len(message.content) > max_chars:
+        raise ApiError(413, "content_too_large", f"content exceeds {max_chars} characters")
+    try:
+        check_params(message.model, message.params)
+    except UnknownModel:
+        raise ApiError(422, "unknown_model", f"unknown model {message.model!r}") from None
+    except msgspec.ValidationError as exc:
+        raise ApiError(422, "invalid_field", f"params: {exc}") from None
+    return message
+
+
+async def post_message(request: Request) -> Response:
+    services = _services(request)
+    store = services.store
+    cid = _path_id(request, "cid")
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        raise ApiError(
+            400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 visible ASCII characters"
+        )
+    body = await _read_body(request, services.settings.max_body_bytes)
+    message = _parse_message(body, services.settings.max_content_chars)
+
+    run_id, message_id, answer_id = new_id("r"), new_id("m"), new_id("m")
+    _, data = encode(UserMessage(message_id=message_id, content=message.content, run_id=run_id))
+    fingerprint = hashlib.sha256(_encoder.encode(message)).hexdigest()
+    accepted = await store.accept(
+        cid,
+        run_id=run_id,
+        message_id=message_id,
+        assistant_message_id=answer_id,
+        model=message.model,
+        data=data,
+        idempotency_key=idempotency_key,
+        idempotency_record=f"{fingerprint}\n{run_id}\n{message_id}",
+    )
+    if accepted.outcome == "replay":
+        first_fingerprint, first_run, first_message, first_event = accepted.idempotency_record.split("\n")
+        if first_fingerprint != fingerprint:
+            raise ApiError(
+                422, "idempotency_key_reused", "this Idempotency-Key was used with another body"
+            )
+        return _json(MessageAccepted(cid, first_message, first_run, first_event), 202)
+    if accepted.outcome == "run_active":
+        raise ApiError(
+            409, "run_active", f"run {accepted.active_run} of this conversation has not finished"
+        )
+
+    job = Job(
+        conversation_id=cid,
+        run_id=run_id,
+        message_id=message_id,
+        assistant_message_id=answer_id,
+        model=message.model,
+        params=message.params,
+        content=message.content,
+    )
+    try:
+        await store.redis.xadd(store.keys.jobs, {b"j": job_encoder.encode(job)})
+    except redis.exceptions.RedisError:
+        # The run must not stay open without a job behind it: end it, then report the outage.
+        failure = RunFailed(run_id, ErrorInfo("enqueue_failed", "the run could not be queued"))
+        await store.finish(cid, run_id, "failed", *encode(failure))
+        raise
+    return _json(MessageAccepted(cid, message_id, run_id, accepted.event_id), 202)
+
+
+async def _sse_body(prefix: bytes, feed: Feed) -> AsyncIterator[bytes]:
+    yield prefix
+    async with aclosing(feed.frames()) as frames:
+        async for chunk in frames:
+            yield chunk
+
+
+async def stream_conversation(request: Request) -> Response | EventStreamResponse:
+    services = _services(request)
+    cid = _path_id(request, "cid")
+    last_event_id = _last_event_id(request)
+    start = await resolve_start(services.store, cid, last_event_id)
+    if start is None:
+        raise ApiError(404, "conversation_not_found", f"no conversation {cid}")
+    feed = services.feed(cid, start.position)
+    prefix = retry_frame(services.settings.retry_ms) + (start.reset or b"")
+    return EventStreamResponse(_sse_body(prefix, feed))
+
+
+async def _known_conversation(services: Services, cid: str) -> None:
+    if not await services.store.exists(cid):
+        raise ApiError(404, "conversation_not_found", f"no conversation {cid}")
+
+
+async def stream_run(request: Request) -> Response | EventStreamResponse:
+    services = _services(request)
+    store = services.store
+    cid = _path_id(request, "cid")
+    run_id = request.path_params["run_id"]
+    if run_id != "active":
+        run_id = _path_id(request, "run_id")
+    last_event_id = _last_event_id(request)
+    if run_id == "active":
+        active = await store.active_run(cid)
+        if active is None:
+            await _known_conversation(services, cid)
+            return Response(status_code=204)
+        run_id = active
+    info = await store.run_info(cid, run_id)
+    if info is None:
+        await _known_conversation(services, cid)
+        raise ApiError(404, "run_not_found", f"no run {run_id} in conversation {cid}")
+    message_pos = parse_stream_id(info["message_event_id"])
+    assert message_pos is not None
+    position = predecessor(message_pos)
+    if last_event_id is not None and last_event_id > position:
+        position = last_event_id
+    feed = services.feed(cid, position, run_id=run_id)
+    terminal = parse_stream_id(info.get("terminal_event_id", ""))
+    if info["status"] in TERMINAL_STATUSES and terminal is not None and position >= terminal:
+        feed.finished = True
+    return EventStreamResponse(_sse_body(retry_frame(services.settings.retry_ms), feed))
+
+
+def _wait_seconds(request: Request, limit: float) -> float | None:
+    raw = request.query_params.get("wait")
+    if raw is None or raw in ("false", "0"):
+        return None
+    if raw in ("true", "1", ""):
+        return limit
+    raise ApiError(400, "invalid_query", "wait must be true or false")
+
+
+async def cancel_active(request: Request) -> Response:
+    services = _services(request)
+    cid = _path_id(request, "cid")
+    wait = _wait_seconds(request, services.settings.cancel_wait_seconds)
+    run_id = await services.store.active_run(cid)
+    if run_id is None:
+        await _known_conversation(services, cid)
+        raise ApiError(409, "no_active_run", "nothing is running in this conversation")
+    status, body = await cancel_run(services.store, cid, run_id, wait)
+    return _json(body, status)
+
+
+async def cancel_named(request: Request) -> Response:
+    services = _services(request)
+    cid = _path_id(request, "cid")
+    run_id = _path_id(request, "run_id")
+    wait = _wait_seconds(request, services.settings.cancel_wait_seconds)
+    status, body = await cancel_run(services.store, cid, run_id, wait)
+    return _json(body, status)
+
+
+async def snapshot(request: Request) -> Response:
+    services = _services(request)
+    cid = _path_id(request, "cid")
+    result = await build_snapshot(services.store, cid, services.settings.replay_batch)
+    if result is None:
+        raise ApiError(404, "conversation_not_found", f"no conversation {cid}")
+    return _json(result)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    await _services(request).store.redis.ping()
+    return JSONResponse({"status": "ready"})
+
+
+routes = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/v1/conversations/{cid}", snapshot, methods=["GET"]),
+    Route("/v1/conversations/{cid}/messages", post_message, methods=["POST"]),
+    Route("/v1/conversations/{cid}/stream", stream_conversation, methods=["GET"]),
+    Route("/v1/conversations/{cid}/cancel", cancel_active, methods=["POST"]),
+    Route("/v1/conversations/{cid}/runs/{run_id}/stream", stream_run, methods=["GET"]),
+    Route("/v1/conversations/{cid}/runs/{run_id}/cancel", cancel_named, methods=["POST"]),
+]

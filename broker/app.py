@@ -1,0 +1,43 @@
+"""The front tier's ASGI application: routes, error handlers, and a lifespan that owns Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from starlette.applications import Starlette
+
+from broker.api import routes
+from broker.connections import redis_client
+from broker.errors import HANDLERS
+from broker.hub import Hub
+from broker.services import Services
+from broker.settings import Settings
+from broker.store import Store
+
+_TAIL_BLOCK_MS = 5000
+
+
+def create_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
+        pool = redis_client(settings, "front", max_connections=settings.redis_pool_size)
+        # The shared tail's blocking read holds its connection; it gets one of its own.
+        tail = redis_client(
+            settings, "front", max_connections=1, socket_timeout=_TAIL_BLOCK_MS / 1000 + 10
+        )
+        store = Store(pool, settings)
+        hub = Hub(
+            tail, pool, store.keys, queue_frames=settings.client_queue_frames, block_ms=_TAIL_BLOCK_MS
+        )
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(hub.run)
+                yield {"services": Services(settings, store, hub)}
+                tasks.cancel_scope.cancel()
+        finally:
+            await tail.aclose()
+            await pool.aclose()
+
+    return Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)

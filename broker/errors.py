@@ -1,0 +1,75 @@
+"""Every error leaves as ``{"error": {"code", "message"}}`` with a status that fits."""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+import redis.exceptions
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from broker.bodies import ErrorBody
+from broker.events import ErrorInfo
+
+log = logging.getLogger("broker.api")
+_encoder = msgspec.json.Encoder()
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    body = _encoder.encode(ErrorBody(ErrorInfo(code, message)))
+    return Response(body, status, headers=headers, media_type="application/json")
+
+
+async def on_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+
+async def on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        # A percent-encoded '/' inside an id splits it into path segments no route matches.
+        if request.url.path.startswith("/v1/conversations/") and b"%" in request.scope.get(
+            "raw_path", b""
+        ):
+            return error_response(400, "invalid_id", "identifiers match [A-Za-z0-9_-]{1,128}")
+        return error_response(404, "not_found", "no such endpoint")
+    if exc.status_code == 405:
+        return error_response(405, "method_not_allowed", "method not allowed here", exc.headers)
+    return error_response(exc.status_code, "http_error", str(exc.detail), exc.headers)
+
+
+async def on_redis_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("Redis unavailable: %s", exc)
+    return error_response(
+        503, "redis_unavailable", "the store is unreachable; retry shortly", {"Retry-After": "1"}
+    )
+
+
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error", exc_info=exc)
+    return error_response(500, "internal_error", "unexpected server error")
+
+
+HANDLERS = {
+    ApiError: on_api_error,
+    HTTPException: on_http_exception,
+    redis.exceptions.ConnectionError: on_redis_unavailable,
+    redis.exceptions.TimeoutError: on_redis_unavailable,
+    Exception: on_unexpected,
+}

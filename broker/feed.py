@@ -1,0 +1,137 @@
+"""A client's feed: replay from its position, then live entries, with no gap and no duplicate.
+
+The feed owns exactly one number, the position of the last entry it sent. Everything it sends
+comes after that position, in stream order; when the shared tail hands it a batch read after a
+later position, or tells it it fell behind, it reads the missing range from Redis first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import NamedTuple
+
+import msgspec
+
+from broker.events import Reset
+from broker.hub import GAP, Hub
+from broker.ids import ORIGIN, StreamPos, parse_stream_id
+from broker.sse import KEEPALIVE, TERMINAL_NAMES, Entry, entry_from_redis, unstored_frame
+from broker.store import Store
+
+_encoder = msgspec.json.Encoder()
+
+
+class Start(NamedTuple):
+    position: StreamPos
+    reset: bytes | None  # a `reset` frame to send before the replay, when one is due
+
+
+async def resolve_start(store: Store, cid: str, last_event_id: StreamPos | None) -> Start | None:
+    """Where a client holding ``last_event_id`` resumes; None when the conversation is unknown.
+
+    A position before the retained history (trimmed away), before the conversation's first
+    entry (an older conversation under the same id), or past its last entry (not from this
+    stream) cannot be resumed exactly: the client is told to reset and gets all that is retained.
+    """
+    keys = store.conversation(cid)
+    async with store.redis.pipeline(transaction=False) as pipe:
+        pipe.hget(keys.meta, "first_id")
+        pipe.xrange(keys.events, count=1)
+        pipe.xrevrange(keys.events, count=1)
+        first_id, earliest, latest = await pipe.execute()
+    if not earliest:
+        return None
+    if last_event_id is None or last_event_id == ORIGIN:
+        return Start(ORIGIN, None)
+    earliest_pos = parse_stream_id(earliest[0][0])
+    latest_pos = parse_stream_id(latest[0][0])
+    origin = parse_stream_id(first_id) if first_id else earliest_pos
+    assert earliest_pos is not None and latest_pos is not None and origin is not None
+    reason = None
+    if last_event_id > latest_pos or last_event_id < origin:
+        reason = "unknown_position"
+    elif last_event_id < earliest_pos and earliest_pos > origin:
+        reason = "trimmed"
+    if reason is None:
+        return Start(last_event_id, None)
+    data = _encoder.encode(Reset(reason=reason, earliest_event_id=earliest[0][0].decode()))
+    return Start(ORIGIN, unstored_frame("reset", data))
+
+
+class Feed:
+    """The frames one client receives; ``run_id`` narrows it to one run, ended by its terminal."""
+
+    def __init__(
+        self,
+        store: Store,
+        hub: Hub,
+        cid: str,
+        position: StreamPos,
+        *,
+        keepalive: float,
+        batch: int,
+        run_id: str | None = None,
+    ) -> None:
+        self._store = store
+        self._hub = hub
+        self._cid = cid
+        self._key = store.conversation(cid).events
+        self.position = position
+        self._keepalive = keepalive
+        self._batch = batch
+        self._run = run_id.encode() if run_id is not None else None
+        self.finished = False
+
+    def _take(self, entries: list[Entry], out: list[bytes]) -> None:
+        """Append the frames of entries past our position; stop after the run's terminal."""
+        run = self._run
+        for entry in entries:
+            if entry.pos <= self.position:
+                continue
+            self.position = entry.pos
+            if run is None:
+                out.append(entry.frame)
+            elif entry.run_id == run:
+                out.append(entry.frame)
+                if entry.name in TERMINAL_NAMES:
+                    self.finished = True
+                    return
+
+    async def _catch_up(self) -> AsyncIterator[bytes]:
+        """Read from Redis, a batch at a time, until the end of what is stored."""
+        while not self.finished:
+            raw = await self._store.read_after(self._cid, self.position, self._batch)
+            out: list[bytes] = []
+            self._take([entry_from_redis(i, f) for i, f in raw], out)
+            if out:
+                yield b"".join(out)
+            if len(raw) < self._batch:
+                return
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        async for chunk in self._catch_up():
+            yield chunk
+        if self.finished:
+            return
+        async with self._hub.subscribe(self._key, self.position) as subscription:
+            while True:
+                items = await subscription.receive(self._keepalive)
+                if not items:
+                    yield KEEPALIVE
+                    continue
+                out: list[bytes] = []
+                for item in items:
+                    if item is GAP or item.after > self.position:
+                        if out:
+                            yield b"".join(out)
+                            out = []
+                        async for chunk in self._catch_up():
+                            yield chunk
+                    if item is not GAP:
+                        self._take(item.entries, out)
+                    if self.finished:
+                        break
+                if out:
+                    yield b"".join(out)
+                if self.finished:
+                    return

@@ -1,0 +1,181 @@
+"""The shared live tail: one blocking ``XREAD`` per front process serves every local client.
+
+The hub keeps, for every stream that has local subscribers, the position it has read up to, and
+reads all of them in one command on one dedicated connection. Each batch it reads goes to every
+subscriber of that stream together with the position it was read *after*; a subscriber whose own
+position is older than that knows there may be a gap and fills it from Redis itself. That single
+rule makes the replay-to-live handoff, late joiners and slow clients exact without locks.
+
+A subscriber that falls too far behind is not buffered without bound: its queue is dropped and
+replaced by ``GAP``, and it catches up from Redis at its own pace.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Final, NamedTuple
+
+import anyio
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from broker.ids import StreamPos, format_stream_id
+from broker.keys import Keys
+from broker.sse import Entry, entry_from_redis
+
+log = logging.getLogger("broker.hub")
+
+
+class Batch(NamedTuple):
+    after: StreamPos  # the position the hub read after: the batch holds every entry past it
+    entries: list[Entry]
+
+
+class _Gap:
+    def __repr__(self) -> str:
+        return "GAP"
+
+
+GAP: Final = _Gap()
+
+
+class Subscription:
+    """One client's inbox of live batches, bounded in frames."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._queue: deque[Batch | _Gap] = deque()
+        self._queued = 0
+        self._wakeup: anyio.Event | None = None
+
+    def deliver(self, batch: Batch) -> None:
+        self._queued += len(batch.entries)
+        if self._queued > self._limit:
+            self._queue.clear()
+            self._queue.append(GAP)
+            self._queued = 0
+        else:
+            self._queue.append(batch)
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def receive(self, timeout: float) -> list[Batch | _Gap]:
+        """Everything queued so far; waits up to ``timeout`` for something, else returns []."""
+        if not self._queue:
+            self._wakeup = anyio.Event()
+            with anyio.move_on_after(timeout):
+                await self._wakeup.wait()
+            self._wakeup = None
+        items = list(self._queue)
+        self._queue.clear()
+        self._queued = 0
+        return items
+
+
+class _Tail:
+    __slots__ = ("cursor", "subscribers")
+
+    def __init__(self, cursor: StreamPos) -> None:
+        self.cursor = cursor
+        self.subscribers: set[Subscription] = set()
+
+
+class Hub:
+    def __init__(
+        self,
+        reader: aioredis.Redis,
+        writer: aioredis.Redis,
+        keys: Keys,
+        *,
+        queue_frames: int,
+        read_count: int = 1000,
+        block_ms: int = 5000,
+    ) -> None:
+        """``reader`` is dedicated to the blocking read; ``writer`` is the shared pool."""
+        self._reader = reader
+        self._writer = writer
+        self._queue_frames = queue_frames
+        self._read_count = read_count
+        self._block_ms = block_ms
+        self._tails: dict[bytes, _Tail] = {}
+        self._wake_key = keys.wakeup(uuid.uuid4().hex).encode()
+        self._wake_cursor = "0-0"
+        self._wake_pending = False
+        self._changed = anyio.Event()
+
+    @property
+    def stream_count(self) -> int:
+        return len(self._tails)
+
+    @asynccontextmanager
+    async def subscribe(self, key: str, position: StreamPos) -> AsyncIterator[Subscription]:
+        """Receive live entries of ``key``; the caller has already replayed up to ``position``."""
+        subscription = Subscription(self._queue_frames)
+        bkey = key.encode()
+        tail = self._tails.get(bkey)
+        if tail is None:
+            tail = self._tails[bkey] = _Tail(position)
+            await self._wake()
+        tail.subscribers.add(subscription)
+        try:
+            yield subscription
+        finally:
+            tail.subscribers.discard(subscription)
+            if not tail.subscribers and self._tails.get(bkey) is tail:
+                del self._tails[bkey]
+
+    async def _wake(self) -> None:
+        """Make the reader start a new read that includes the streams added since its last one."""
+        self._changed.set()
+        if self._wake_pending:
+            return
+        self._wake_pending = True
+        try:
+            async with self._writer.pipeline(transaction=False) as pipe:
+                pipe.xadd(self._wake_key, {b"w": b"1"}, maxlen=1, approximate=False)
+                pipe.pexpire(self._wake_key, 60_000)
+                await pipe.execute()
+        except redis.exceptions.RedisError:
+            # The reader's timeout bounds the delay instead; the subscriber loses nothing.
+            log.warning("could not wake the shared tail", exc_info=True)
+
+    async def run(self) -> None:
+        """Read and fan out until cancelled; survives Redis outages by retrying from its cursors."""
+        backoff = 0.05
+        while True:
+            if not self._tails:
+                self._changed = anyio.Event()
+                await self._changed.wait()
+                continue
+            self._changed = anyio.Event()
+            self._wake_pending = False
+            reading = list(self._tails.items())
+            streams: dict[bytes, str] = {self._wake_key: self._wake_cursor}
+            for key, tail in reading:
+                streams[key] = format_stream_id(tail.cursor)
+            try:
+                response = await self._reader.xread(
+                    streams, count=self._read_count, block=self._block_ms
+                )
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                log.warning("shared tail lost Redis; retrying in %.2fs", backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.05
+            sent = dict(reading)
+            for key, entries in response or ():
+                if key == self._wake_key:
+                    self._wake_cursor = entries[-1][0].decode()
+                    continue
+                tail = sent.get(key)
+                if tail is None or not entries:
+                    continue
+                batch = Batch(tail.cursor, [entry_from_redis(i, f) for i, f in entries])
+                tail.cursor = batch.entries[-1].pos
+                for subscription in tail.subscribers:
+                    subscription.deliver(batch)

@@ -1,0 +1,54 @@
+"""One settings object, read from ``BROKER_*`` environment variables.
+
+Every process (front, worker, ``broker dev``) builds it once at start-up and passes it down;
+nothing reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import msgspec
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Namespaces every key, so several deployments (or test runs) can share one Redis.
+    key_prefix: str = "broker"
+    # Retention: an approximate length cap per conversation stream, and an idle TTL after
+    # which a conversation that nobody wrote to disappears.
+    stream_maxlen: int = 20_000
+    idle_ttl_seconds: int = 7 * 24 * 3600
+    idempotency_ttl_seconds: int = 24 * 3600
+    # SSE
+    keepalive_seconds: float = 15.0
+    retry_ms: int = 1000
+    replay_batch: int = 500
+    # Frames queued for one SSE client before it is switched to reading Redis at its own pace.
+    client_queue_frames: int = 2048
+    redis_pool_size: int = 32
+    # Requests
+    max_body_bytes: int = 1 << 20
+    max_content_chars: int = 200_000
+    cancel_wait_seconds: float = 10.0
+    # Workers
+    coalesce_ms: float = 15.0
+    worker_concurrency: int = 64
+    shutdown_grace_seconds: float = 10.0
+    job_block_ms: int = 1000
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``BROKER_<FIELD>`` variables; a bad value stops start-up loudly."""
+        environ = os.environ if environ is None else environ
+        raw: dict[str, str] = {}
+        for field in msgspec.structs.fields(cls):
+            value = environ.get("BROKER_" + field.name.upper())
+            if value is not None and value != "":
+                raw[field.name] = value
+        try:
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise SystemExit(f"invalid BROKER_* setting: {exc}") from None

@@ -1,0 +1,236 @@
+"""The conversation store: every state change of a conversation, each one atomic in Redis.
+
+Races live in a handful of transitions (accepting a run while none is active, a run's terminal
+event, cancel against completion). Each is one Lua script over the keys of a single
+conversation, all in one hash slot, so they stay legal on Redis Cluster and no two processes
+can interleave inside them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import redis.asyncio as aioredis
+
+from broker.ids import StreamPos, format_stream_id
+from broker.keys import ConversationKeys, Keys
+from broker.settings import Settings
+
+# The terminal transition, shared by the worker's finish and the front's cancel of a queued run.
+# Expects `status` (the run's current status) and writes ARGV[2] (new status), ARGV[3] (event
+# name) and ARGV[4] (event data); KEYS are events, meta, run.
+_TERMINATE = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*',
+                      't', ARGV[3], 'd', ARGV[4], 'r', ARGV[1])
+redis.call('HSET', KEYS[3], 'status', ARGV[2], 'terminal_event_id', id)
+if redis.call('HGET', KEYS[2], 'active_run') == ARGV[1] then
+  redis.call('HSET', KEYS[2], 'active_run', '')
+end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[6]) end
+return {'ok', ARGV[2], id}
+"""
+
+_FINAL_OR_MISSING = """
+local status = redis.call('HGET', KEYS[3], 'status')
+if not status then return {'missing'} end
+if status == 'completed' or status == 'cancelled' or status == 'failed' then
+  return {'final', status, redis.call('HGET', KEYS[3], 'terminal_event_id') or ''}
+end
+"""
+
+# KEYS: events, meta, run, idempotency
+# ARGV: run_id, message_id, assistant_message_id, model, data, maxlen, ttl_ms, idem_ttl_ms,
+#       idempotency record ('' when the request carries no key)
+ACCEPT = """
+if ARGV[9] ~= '' then
+  local previous = redis.call('GET', KEYS[4])
+  if previous then return {'replay', previous} end
+end
+local active = redis.call('HGET', KEYS[2], 'active_run')
+if active and active ~= '' then return {'run_active', active} end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*',
+                      't', 'message', 'd', ARGV[5], 'r', ARGV[1])
+redis.call('HSET', KEYS[2], 'active_run', ARGV[1])
+redis.call('HSETNX', KEYS[2], 'first_id', id)
+redis.call('HSET', KEYS[3], 'status', 'queued', 'message_id', ARGV[2],
+           'assistant_message_id', ARGV[3], 'model', ARGV[4], 'message_event_id', id)
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
+if ARGV[9] ~= '' then
+  redis.call('SET', KEYS[4], ARGV[9] .. '\\n' .. id, 'PX', ARGV[8])
+end
+return {'ok', id}
+"""
+
+# KEYS: events, meta, run. ARGV: run_id, worker, data, maxlen, ttl_ms
+START = """
+local status = redis.call('HGET', KEYS[3], 'status')
+if status ~= 'queued' then return {status or 'missing'} end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*',
+                      't', 'run.started', 'd', ARGV[3], 'r', ARGV[1])
+redis.call('HSET', KEYS[3], 'status', 'running', 'worker', ARGV[2])
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
+return {'running', id}
+"""
+
+# KEYS: events, meta, run. ARGV: run_id, maxlen, ttl_ms, then (name, data) pairs.
+# Appends nothing unless the run is still running: no output lands after a cancel request
+# or a terminal event.
+APPEND = """
+local status = redis.call('HGET', KEYS[3], 'status')
+if status ~= 'running' then return {status or 'missing'} end
+local id = ''
+for i = 4, #ARGV, 2 do
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
+                  't', ARGV[i], 'd', ARGV[i + 1], 'r', ARGV[1])
+end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+return {'running', id}
+"""
+
+# KEYS: events, meta, run. ARGV: run_id, status, name, data, maxlen, ttl_ms
+FINISH = _FINAL_OR_MISSING + _TERMINATE
+
+# KEYS: events, meta, run. ARGV: run_id, 'cancelled', 'run.cancelled', data, maxlen, ttl_ms
+# A queued run (no worker has it) is ended here and now; a running one is marked so that its
+# worker stops at its next append even if the control message never reaches it.
+CANCEL = (
+    _FINAL_OR_MISSING
+    + """
+if status == 'running' then
+  redis.call('HSET', KEYS[3], 'status', 'cancelling')
+end
+if status ~= 'queued' then return {'cancelling'} end
+"""
+    + _TERMINATE
+)
+
+
+class Accepted(NamedTuple):
+    outcome: str  # 'ok', 'run_active' or 'replay'
+    event_id: str = ""
+    active_run: str = ""
+    idempotency_record: str = ""
+
+
+class Transition(NamedTuple):
+    """What a state-changing script did: its outcome, the run's status, the event it wrote."""
+
+    outcome: str  # 'ok', 'final', 'missing', 'cancelling', or the status that refused it
+    status: str = ""
+    event_id: str = ""
+
+
+def _text(values: list[Any]) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+class Store:
+    """State changes and reads of conversations, over one Redis client owned by the caller."""
+
+    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.keys = Keys(settings.key_prefix)
+        self._maxlen = settings.stream_maxlen
+        self._ttl_ms = settings.idle_ttl_seconds * 1000
+        self._idem_ttl_ms = settings.idempotency_ttl_seconds * 1000
+        self._accept = redis.register_script(ACCEPT)
+        self._start = redis.register_script(START)
+        self._append = redis.register_script(APPEND)
+        self._finish = redis.register_script(FINISH)
+        self._cancel = redis.register_script(CANCEL)
+
+    def conversation(self, cid: str) -> ConversationKeys:
+        return self.keys.conversation(cid)
+
+    def _run_keys(self, cid: str, run_id: str) -> list[str]:
+        keys = self.conversation(cid)
+        return [keys.events, keys.meta, keys.run(run_id)]
+
+    async def accept(
+        self,
+        cid: str,
+        *,
+        run_id: str,
+        message_id: str,
+        assistant_message_id: str,
+        model: str,
+        data: bytes,
+        idempotency_key: str | None,
+        idempotency_record: str,
+    ) -> Accepted:
+        """Append the user's message and open a run, unless another run is active."""
+        keys = self.conversation(cid)
+        idem_key = keys.idempotency(idempotency_key or "-")
+        result = _text(
+            await self._accept(
+                keys=[keys.events, keys.meta, keys.run(run_id), idem_key],
+                args=[
+                    run_id, message_id, assistant_message_id, model, data,
+                    self._maxlen, self._ttl_ms, self._idem_ttl_ms,
+                    idempotency_record if idempotency_key else "",
+                ],
+            )
+        )
+        if result[0] == "ok":
+            return Accepted("ok", event_id=result[1])
+        if result[0] == "run_active":
+            return Accepted("run_active", active_run=result[1])
+        return Accepted("replay", idempotency_record=result[1])
+
+    async def start_run(self, cid: str, run_id: str, worker: str, data: bytes) -> Transition:
+        result = _text(
+            await self._start(
+                keys=self._run_keys(cid, run_id),
+                args=[run_id, worker, data, self._maxlen, self._ttl_ms],
+            )
+        )
+        if result[0] == "running":
+            return Transition("ok", "running", result[1])
+        return Transition(result[0], result[0])
+
+    async def append(self, cid: str, run_id: str, events: list[tuple[str, bytes]]) -> str:
+        """Append a run's output; returns the run's status ('running' when it was written)."""
+        args: list[Any] = [run_id, self._maxlen, self._ttl_ms]
+        for name, data in events:
+            args += (name, data)
+        result = await self._append(keys=self._run_keys(cid, run_id), args=args)
+        return _text(result)[0]
+
+    async def finish(self, cid: str, run_id: str, status: str, name: str, data: bytes) -> Transition:
+        """Write the run's terminal event unless it has one already: one terminal per run."""
+        result = _text(
+            await self._finish(
+                keys=self._run_keys(cid, run_id),
+                args=[run_id, status, name, data, self._maxlen, self._ttl_ms],
+            )
+        )
+        return Transition(*result)
+
+    async def cancel(self, cid: str, run_id: str, data: bytes) -> Transition:
+        result = _text(
+            await self._cancel(
+                keys=self._run_keys(cid, run_id),
+                args=[run_id, "cancelled", "run.cancelled", data, self._maxlen, self._ttl_ms],
+            )
+        )
+        return Transition(*result)
+
+    async def exists(self, cid: str) -> bool:
+        keys = self.conversation(cid)
+        return bool(await self.redis.exists(keys.events, keys.meta))
+
+    async def active_run(self, cid: str) -> str | None:
+        value = await self.redis.hget(self.conversation(cid).meta, "active_run")
+        return value.decode() if value else None
+
+    async def run_info(self, cid: str, run_id: str) -> dict[str, str] | None:
+        raw = await self.redis.hgetall(self.conversation(cid).run(run_id))
+        return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
+
+    async def read_after(
+        self, cid: str, after: StreamPos, count: int
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Entries strictly after ``after``, oldest first, at most ``count``."""
+        return await self.redis.xrange(
+            self.conversation(cid).events, min="(" + format_stream_id(after), max="+", count=count
+        )

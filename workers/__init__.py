@@ -1,0 +1,1 @@
+"""The generation runtime: workers that run model calls and append their output to Redis."""

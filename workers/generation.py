@@ -1,0 +1,112 @@
+"""One run's generation: provider chunks in, coalesced delta events out to Redis.
+
+The provider runs in its own task and hands chunks over a small buffer; this side gathers text
+for up to the coalescing window and appends it in one write. Each append also reads the run's
+status, so a cancel marked in Redis stops the run at its next write even if the control
+message was lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import aclosing
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from broker.events import Channel, Delta, encode
+from broker.jobs import Job
+from broker.store import Store
+from workers.providers.base import Chunk, Failure, Finish, GenerationRequest, Provider, Text
+
+log = logging.getLogger("workers.generation")
+
+
+class CancelRequested(Exception):
+    """The run was marked for cancel in Redis."""
+
+
+class RunGone(Exception):
+    """Something else ended the run; it must not write anything more."""
+
+
+async def _pump(provider: Provider, request: GenerationRequest, send: MemoryObjectSendStream[Chunk]) -> None:
+    async with send:
+        try:
+            async with aclosing(provider.stream(request)) as chunks:  # type: ignore[type-var]
+                async for chunk in chunks:
+                    await send.send(chunk)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+        except Exception as exc:
+            log.exception("provider failed")
+            await send.send(Failure("provider_error", f"the model call failed: {type(exc).__name__}"))
+
+
+class Generation:
+    def __init__(self, store: Store, job: Job, provider: Provider, coalesce_seconds: float) -> None:
+        self._store = store
+        self._job = job
+        self._provider = provider
+        self._window = coalesce_seconds
+        self._channel: Channel = "content"
+        self._parts: list[tuple[Channel, list[str]]] = []
+        self._deadline = math.inf
+        self.appends = 0
+
+    async def run(self) -> Finish | Failure:
+        """Relay the provider's output; returns how it ended, raises if the run was stopped."""
+        job = self._job
+        request = GenerationRequest(job.model, job.content, job.params)
+        send, receive = anyio.create_memory_object_stream[Chunk](64)
+        with receive:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(_pump, self._provider, request, send)
+                try:
+                    return await self._relay(receive)
+                finally:
+                    # Abandons the upstream call when the run stops before the provider did.
+                    tasks.cancel_scope.cancel()
+
+    async def _relay(self, receive: MemoryObjectReceiveStream[Chunk]) -> Finish | Failure:
+        while True:
+            chunk: Chunk | None = None
+            with anyio.move_on_after(max(0.0, self._deadline - anyio.current_time())):
+                try:
+                    chunk = await receive.receive()
+                except anyio.EndOfStream:
+                    chunk = Failure("provider_error", "the model's stream ended without finishing")
+            if chunk is None:
+                await self._flush()
+            elif isinstance(chunk, Text):
+                self._add(chunk)
+                if self._window <= 0:
+                    await self._flush()
+            else:
+                await self._flush()
+                return chunk
+
+    def _add(self, chunk: Text) -> None:
+        if not chunk.text:
+            return
+        if self._parts and self._parts[-1][0] == chunk.channel:
+            self._parts[-1][1].append(chunk.text)
+        else:
+            self._parts.append((chunk.channel, [chunk.text]))
+        if self._deadline == math.inf:
+            self._deadline = anyio.current_time() + self._window
+
+    async def _flush(self) -> None:
+        self._deadline = math.inf
+        if not self._parts:
+            return
+        run_id = self._job.run_id
+        events = [encode(Delta(run_id, "".join(texts), channel)) for channel, texts in self._parts]
+        self._parts = []
+        status = await self._store.append(self._job.conversation_id, run_id, events)
+        self.appends += 1
+        if status == "cancelling":
+            raise CancelRequested
+        if status != "running":
+            raise RunGone(status)

@@ -1,0 +1,231 @@
+"""A worker process: takes jobs from the consumer group and runs many generations at once.
+
+Every run lives in the worker's task group inside its own cancel scope, keyed by run id, so a
+control message (or shutdown) cancels exactly that run; whatever stops a run, its terminal event
+is written under a shield and its job is acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import uuid
+
+import anyio
+import anyio.abc
+import msgspec
+import redis.exceptions
+
+from broker.connections import redis_client
+from broker.events import (
+    TERMINAL_EVENTS,
+    ErrorInfo,
+    Event,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RunStarted,
+    encode,
+)
+from broker.jobs import Job, control_decoder, job_decoder
+from broker.settings import Settings
+from broker.store import Store
+from workers.generation import CancelRequested, Generation, RunGone
+from workers.providers import default_providers
+from workers.providers.base import Failure, Finish, Provider
+
+log = logging.getLogger("workers.runtime")
+
+GROUP = "workers"
+_SHUTDOWN = "shutdown"
+_USER = "user"
+
+
+class Worker:
+    def __init__(self, settings: Settings, providers: dict[str, Provider] | None = None) -> None:
+        self.settings = settings
+        self.providers = providers if providers is not None else default_providers()
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.concurrency = settings.worker_concurrency
+        self._running: dict[str, anyio.CancelScope] = {}
+        self._stop_reasons: dict[str, str] = {}
+        self._in_flight = 0
+        self._slot_freed = anyio.Event()
+        self._stopping = anyio.Event()
+
+    async def run(self) -> None:
+        redis = redis_client(
+            self.settings, "worker", max_connections=self.settings.redis_pool_size
+        )
+        self.store = Store(redis, self.settings)
+        try:
+            async with anyio.create_task_group() as services:
+                services.start_soon(self._watch_signals)
+                services.start_soon(self._listen_control)
+                async with anyio.create_task_group() as runs:
+                    await self._consume(runs)
+                    await self._drain()
+                services.cancel_scope.cancel()
+        finally:
+            await redis.aclose()
+        log.info("worker %s stopped", self.name)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                log.info("worker %s stopping: no new jobs, %d running", self.name, self._in_flight)
+                self.stop()
+                return
+
+    async def _ensure_group(self) -> None:
+        try:
+            await self.store.redis.xgroup_create(self.store.keys.jobs, GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _consume(self, runs: anyio.abc.TaskGroup) -> None:
+        jobs_key = self.store.keys.jobs
+        backoff = 0.1
+        group_ready = False
+        while not self._stopping.is_set():
+            free = self.concurrency - self._in_flight
+            if free <= 0:
+                self._slot_freed = anyio.Event()
+                with anyio.move_on_after(1.0):
+                    await self._slot_freed.wait()
+                continue
+            try:
+                if not group_ready:
+                    await self._ensure_group()
+                    group_ready = True
+                response = await self.store.redis.xreadgroup(
+                    GROUP, self.name, {jobs_key: ">"}, count=free, block=self.settings.job_block_ms
+                )
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                log.warning("job queue unreachable; retrying in %.1fs", backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                group_ready = False
+                continue
+            backoff = 0.1
+            for _, messages in response or ():
+                for entry_id, fields in messages:
+                    try:
+                        job = job_decoder.decode(fields[b"j"])
+                    except (KeyError, msgspec.DecodeError):
+                        log.error("dropping malformed job %s", entry_id)
+                        await self._ack(entry_id)
+                        continue
+                    self._in_flight += 1
+                    runs.start_soon(self._run_job, entry_id, job)
+
+    async def _drain(self) -> None:
+        """Let running generations finish within the grace period, then end the rest."""
+        with anyio.move_on_after(self.settings.shutdown_grace_seconds):
+            while self._in_flight:
+                self._slot_freed = anyio.Event()
+                await self._slot_freed.wait()
+        for run_id, scope in list(self._running.items()):
+            self._stop_reasons[run_id] = _SHUTDOWN
+            scope.cancel()
+
+    async def _listen_control(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                async with self.store.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self.store.keys.control)
+                    backoff = 0.1
+                    while True:
+                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                        if message is not None and message["type"] == "message":
+                            self._on_control(message["data"])
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                log.warning("control channel lost; resubscribing in %.1fs", backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _on_control(self, data: bytes) -> None:
+        try:
+            control = control_decoder.decode(data)
+        except msgspec.DecodeError:
+            log.error("ignoring malformed control message")
+            return
+        scope = self._running.get(control.run_id)
+        if scope is not None and control.action == "cancel":
+            self._stop_reasons.setdefault(control.run_id, _USER)
+            scope.cancel()
+
+    async def _run_job(self, entry_id: bytes, job: Job) -> None:
+        try:
+            await self._generate(job)
+        except Exception:
+            log.exception("run %s failed inside the worker", job.run_id)
+            with anyio.CancelScope(shield=True):
+                await self._end(job, RunFailed(job.run_id, ErrorInfo("internal_error", "the worker failed")))
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._ack(entry_id)
+            self._in_flight -= 1
+            self._slot_freed.set()
+
+    async def _generate(self, job: Job) -> None:
+        run_id = job.run_id
+        _, started = encode(RunStarted(run_id, job.assistant_message_id, job.model))
+        if (await self.store.start_run(job.conversation_id, run_id, self.name, started)).outcome != "ok":
+            return  # cancelled before any worker had it: nothing to generate
+        provider = self.providers.get(job.model)
+        if provider is None:
+            await self._end(job, RunFailed(run_id, ErrorInfo("unknown_model", f"no provider for {job.model!r}")))
+            return
+        outcome: Finish | Failure | None = None
+        stopped_by: str | None = None
+        scope = anyio.CancelScope()
+        self._running[run_id] = scope
+        try:
+            with scope:
+                outcome = await Generation(
+                    self.store, job, provider, self.settings.coalesce_ms / 1000
+                ).run()
+        except CancelRequested:
+            stopped_by = _USER
+        except RunGone:
+            return
+        finally:
+            del self._running[run_id]
+            reason = self._stop_reasons.pop(run_id, None)
+        if scope.cancelled_caught:
+            stopped_by = reason or _USER
+        with anyio.CancelScope(shield=True):
+            await self._end(job, _terminal_event(run_id, outcome, stopped_by))
+
+    async def _end(self, job: Job, event: Event) -> None:
+        name, data = encode(event)
+        status = TERMINAL_EVENTS[type(event)]
+        await self.store.finish(job.conversation_id, job.run_id, status, name, data)
+
+    async def _ack(self, entry_id: bytes) -> None:
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            pipe.xack(self.store.keys.jobs, GROUP, entry_id)
+            pipe.xdel(self.store.keys.jobs, entry_id)
+            await pipe.execute()
+
+
+def _terminal_event(run_id: str, outcome: Finish | Failure | None, stopped_by: str | None) -> Event:
+    if stopped_by == _SHUTDOWN:
+        return RunFailed(run_id, ErrorInfo("worker_shutdown", "the worker stopped before the run finished"))
+    if stopped_by is not None or outcome is None:
+        return RunCancelled(run_id, reason=_USER)
+    if isinstance(outcome, Finish):
+        return RunCompleted(run_id, outcome.reason, outcome.usage)
+    return RunFailed(run_id, ErrorInfo(outcome.code, outcome.message))
