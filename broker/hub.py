@@ -117,11 +117,13 @@ class Hub:
         subscription = Subscription(self._queue_frames)
         bkey = key.encode()
         tail = self._tails.get(bkey)
+        is_new = tail is None
         if tail is None:
             tail = self._tails[bkey] = _Tail(position)
-            await self._wake()
         tail.subscribers.add(subscription)
         try:
+            if is_new:
+                await self._wake()
             yield subscription
         finally:
             tail.subscribers.discard(subscription)
@@ -134,14 +136,19 @@ class Hub:
         if self._wake_pending:
             return
         self._wake_pending = True
+        sent = False
         try:
             async with self._writer.pipeline(transaction=False) as pipe:
                 pipe.xadd(self._wake_key, {b"w": b"1"}, maxlen=1, approximate=False)
                 pipe.pexpire(self._wake_key, 60_000)
                 await pipe.execute()
+            sent = True
         except redis.exceptions.RedisError:
             # The reader's timeout bounds the delay instead; the subscriber loses nothing.
             log.warning("could not wake the shared tail", exc_info=True)
+        finally:
+            if not sent:
+                self._wake_pending = False
 
     async def run(self) -> None:
         """Read and fan out until cancelled; survives Redis outages by retrying from its cursors."""
