@@ -7,6 +7,7 @@ nothing.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -30,6 +31,7 @@ from broker.services import Services
 from broker.snapshot import build_snapshot
 from broker.sse import EventStreamResponse, retry_frame
 
+log = logging.getLogger("broker.api")
 _encoder = msgspec.json.Encoder()
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
@@ -160,9 +162,13 @@ async def post_message(request: Request) -> Response:
 
 async def _sse_body(prefix: bytes, feed: Feed) -> AsyncIterator[bytes]:
     yield prefix
-    async with aclosing(feed.frames()) as frames:
-        async for chunk in frames:
-            yield chunk
+    try:
+        async with aclosing(feed.frames()) as frames:
+            async for chunk in frames:
+                yield chunk
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        # End the stream cleanly: the client reconnects with its Last-Event-ID and loses nothing.
+        log.warning("ending an SSE stream: Redis unreachable")
 
 
 async def stream_conversation(request: Request) -> Response | EventStreamResponse:

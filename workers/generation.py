@@ -60,14 +60,21 @@ class Generation:
         job = self._job
         request = GenerationRequest(job.model, job.content, job.params)
         send, receive = anyio.create_memory_object_stream[Chunk](64)
+        stopped: Exception | None = None
         with receive:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(_pump, self._provider, request, send)
                 try:
-                    return await self._relay(receive)
+                    outcome = await self._relay(receive)
+                except Exception as exc:
+                    # Raised past the task group, it would come out wrapped in an ExceptionGroup.
+                    stopped = exc
                 finally:
                     # Abandons the upstream call when the run stops before the provider did.
                     tasks.cancel_scope.cancel()
+        if stopped is not None:
+            raise stopped
+        return outcome
 
     async def _relay(self, receive: MemoryObjectReceiveStream[Chunk]) -> Finish | Failure:
         while True:

@@ -113,7 +113,7 @@ class Worker:
                 backoff = min(backoff * 2, 5.0)
                 continue
             except redis.exceptions.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
                     raise
                 group_ready = False
                 continue
