@@ -47,6 +47,13 @@ def _path_id(request: Request, name: str) -> str:
     return value
 
 
+def _run_id_or_active(request: Request) -> str:
+    """The run in the path; ``active`` (or none) means whichever run is active."""
+    if request.path_params.get("run_id", "active") == "active":
+        return "active"
+    return _path_id(request, "run_id")
+
+
 def _services(request: Request) -> Services:
     return request.state.services
 
@@ -192,9 +199,7 @@ async def stream_run(request: Request) -> Response | EventStreamResponse:
     services = _services(request)
     store = services.store
     cid = _path_id(request, "cid")
-    run_id = request.path_params["run_id"]
-    if run_id != "active":
-        run_id = _path_id(request, "run_id")
+    run_id = _run_id_or_active(request)
     last_event_id = _last_event_id(request)
     if run_id == "active":
         active = await store.active_run(cid)
@@ -227,23 +232,18 @@ def _wait_seconds(request: Request, limit: float) -> float | None:
     raise ApiError(400, "invalid_query", "wait must be true or false")
 
 
-async def cancel_active(request: Request) -> Response:
+async def cancel(request: Request) -> Response:
+    """Cancel the named run, or the active one (no run in the path, or ``active``)."""
     services = _services(request)
     cid = _path_id(request, "cid")
+    run_id = _run_id_or_active(request)
     wait = _wait_seconds(request, services.settings.cancel_wait_seconds)
-    run_id = await services.store.active_run(cid)
-    if run_id is None:
-        await _known_conversation(services, cid)
-        raise ApiError(409, "no_active_run", "nothing is running in this conversation")
-    status, body = await cancel_run(services.store, cid, run_id, wait)
-    return _json(body, status)
-
-
-async def cancel_named(request: Request) -> Response:
-    services = _services(request)
-    cid = _path_id(request, "cid")
-    run_id = _path_id(request, "run_id")
-    wait = _wait_seconds(request, services.settings.cancel_wait_seconds)
+    if run_id == "active":
+        active = await services.store.active_run(cid)
+        if active is None:
+            await _known_conversation(services, cid)
+            raise ApiError(409, "no_active_run", "nothing is running in this conversation")
+        run_id = active
     status, body = await cancel_run(services.store, cid, run_id, wait)
     return _json(body, status)
 
@@ -272,7 +272,7 @@ routes = [
     Route("/v1/conversations/{cid}", snapshot, methods=["GET"]),
     Route("/v1/conversations/{cid}/messages", post_message, methods=["POST"]),
     Route("/v1/conversations/{cid}/stream", stream_conversation, methods=["GET"]),
-    Route("/v1/conversations/{cid}/cancel", cancel_active, methods=["POST"]),
+    Route("/v1/conversations/{cid}/cancel", cancel, methods=["POST"]),
     Route("/v1/conversations/{cid}/runs/{run_id}/stream", stream_run, methods=["GET"]),
-    Route("/v1/conversations/{cid}/runs/{run_id}/cancel", cancel_named, methods=["POST"]),
+    Route("/v1/conversations/{cid}/runs/{run_id}/cancel", cancel, methods=["POST"]),
 ]
