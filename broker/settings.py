@@ -37,6 +37,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_concurrency: int = 64
     shutdown_grace_seconds: float = 10.0
     job_block_ms: int = 1000
+    # A worker renews the jobs it runs every lease/3; a job nobody renewed for a whole lease
+    # (its worker died) is claimed by another worker within one reap interval.
+    lease_seconds: float = 10.0
+    reap_interval_seconds: float = 2.0
     log_level: str = "INFO"
 
     @classmethod

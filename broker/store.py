@@ -69,7 +69,7 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*',
                       't', 'run.started', 'd', ARGV[3], 'r', ARGV[1])
 redis.call('HSET', KEYS[3], 'status', 'running', 'worker', ARGV[2])
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
-return {'running', id}
+return {'ok', id}
 """
 
 # KEYS: events, meta, run. ARGV: run_id, maxlen, ttl_ms, then (name, data) pairs.
@@ -184,7 +184,7 @@ class Store:
                 args=[run_id, worker, data, self._maxlen, self._ttl_ms],
             )
         )
-        if result[0] == "running":
+        if result[0] == "ok":
             return Transition("ok", "running", result[1])
         return Transition(result[0], result[0])
 

@@ -3,6 +3,11 @@
 Every run lives in the worker's task group inside its own cancel scope, keyed by run id, so a
 control message (or shutdown) cancels exactly that run; whatever stops a run, its terminal event
 is written under a shield and its job is acknowledged.
+
+A job's idle time in the consumer group's pending list is its lease: the worker renews the jobs
+it holds, and every worker claims jobs left idle for a whole lease. A claimed job that never
+started runs normally; one whose worker died mid-run gets its terminal event, exactly once,
+because the terminal transition in ``store`` refuses a second one.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class Worker:
         self._running: dict[str, anyio.CancelScope] = {}
         self._stop_reasons: dict[str, str] = {}
         self._in_flight = 0
+        self._entries: set[bytes] = set()  # job entries this worker holds the lease of
         self._slot_freed = anyio.Event()
         self._stopping = anyio.Event()
 
@@ -64,7 +70,9 @@ class Worker:
             async with anyio.create_task_group() as services:
                 services.start_soon(self._watch_signals)
                 services.start_soon(self._listen_control)
+                services.start_soon(self._renew_leases)
                 async with anyio.create_task_group() as runs:
+                    runs.start_soon(self._reap, runs)
                     await self._consume(runs)
                     await self._drain()
                 services.cancel_scope.cancel()
@@ -119,15 +127,63 @@ class Worker:
                 continue
             backoff = 0.1
             for _, messages in response or ():
-                for entry_id, fields in messages:
-                    try:
-                        job = job_decoder.decode(fields[b"j"])
-                    except (KeyError, msgspec.DecodeError):
-                        log.error("dropping malformed job %s", entry_id)
-                        await self._ack(entry_id)
-                        continue
-                    self._in_flight += 1
-                    runs.start_soon(self._run_job, entry_id, job)
+                await self._start_jobs(runs, messages, recovered=False)
+
+    async def _start_jobs(
+        self,
+        runs: anyio.abc.TaskGroup,
+        messages: list[tuple[bytes, dict[bytes, bytes] | None]],
+        *,
+        recovered: bool,
+    ) -> None:
+        for entry_id, fields in messages:
+            try:
+                job = job_decoder.decode(fields[b"j"]) if fields else None
+            except (KeyError, msgspec.DecodeError):
+                job = None
+            if job is None:
+                log.error("dropping malformed or deleted job %s", entry_id)
+                await self._ack(entry_id)
+                continue
+            self._in_flight += 1
+            self._entries.add(entry_id)
+            runs.start_soon(self._run_job, entry_id, job, recovered)
+
+    async def _renew_leases(self) -> None:
+        """Keep the jobs this worker runs looking alive: their idle time is their lease."""
+        while True:
+            await anyio.sleep(self.settings.lease_seconds / 3)
+            if not self._entries:
+                continue
+            try:
+                await self.store.redis.xclaim(
+                    self.store.keys.jobs, GROUP, self.name, 0, list(self._entries), justid=True
+                )
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                log.warning("could not renew job leases")
+
+    async def _reap(self, runs: anyio.abc.TaskGroup) -> None:
+        """Claim the jobs of workers that died: unstarted ones run here, started ones end."""
+        lease_ms = int(self.settings.lease_seconds * 1000)
+        while not self._stopping.is_set():
+            with anyio.move_on_after(self.settings.reap_interval_seconds):
+                await self._stopping.wait()
+            free = self.concurrency - self._in_flight
+            if self._stopping.is_set() or free <= 0:
+                continue
+            try:
+                _, claimed, *_ = await self.store.redis.xautoclaim(
+                    self.store.keys.jobs, GROUP, self.name, lease_ms, "0-0", count=free
+                )
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                continue
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    continue
+                raise
+            if claimed:
+                log.warning("claimed %d job(s) of a lost worker", len(claimed))
+                await self._start_jobs(runs, claimed, recovered=True)
 
     async def _drain(self) -> None:
         """Let running generations finish within the grace period, then end the rest."""
@@ -166,9 +222,9 @@ class Worker:
             self._stop_reasons.setdefault(control.run_id, _USER)
             scope.cancel()
 
-    async def _run_job(self, entry_id: bytes, job: Job) -> None:
+    async def _run_job(self, entry_id: bytes, job: Job, recovered: bool) -> None:
         try:
-            await self._generate(job)
+            await self._generate(job, recovered)
         except Exception:
             log.exception("run %s failed inside the worker", job.run_id)
             with anyio.CancelScope(shield=True):
@@ -176,14 +232,25 @@ class Worker:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._ack(entry_id)
+            self._entries.discard(entry_id)
             self._in_flight -= 1
             self._slot_freed.set()
 
-    async def _generate(self, job: Job) -> None:
+    async def _generate(self, job: Job, recovered: bool) -> None:
         run_id = job.run_id
         _, started = encode(RunStarted(run_id, job.assistant_message_id, job.model))
-        if (await self.store.start_run(job.conversation_id, run_id, self.name, started)).outcome != "ok":
-            return  # cancelled before any worker had it: nothing to generate
+        start = await self.store.start_run(job.conversation_id, run_id, self.name, started)
+        if start.outcome != "ok":
+            if recovered and start.outcome in ("running", "cancelling"):
+                # Its worker died mid-run. The partial answer stays; the run ends here, once.
+                lost = ErrorInfo("worker_lost", "the worker running this answer stopped responding")
+                await self._end(
+                    job,
+                    RunFailed(run_id, lost)
+                    if start.outcome == "running"
+                    else RunCancelled(run_id, reason=_USER),
+                )
+            return  # cancelled before any worker had it, or already ended: nothing to generate
         provider = self.providers.get(job.model)
         if provider is None:
             await self._end(job, RunFailed(run_id, ErrorInfo("unknown_model", f"no provider for {job.model!r}")))
