@@ -1,0 +1,82 @@
+"""A worker killed mid-run: its lease lapses, another worker ends the run exactly once.
+
+Also the other half of the lease: a job a worker took but never started is run by another
+worker, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis
+
+from tests.helpers import new_cid, nth_delta, terminal_of
+from tests.stack import Stack
+from tests.stored import assert_no_duplicates, of_run, stored_events, terminals
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+LEASE = {"lease_seconds": 1.5, "reap_interval_seconds": 0.3}
+
+
+async def test_a_killed_worker_s_run_ends_with_worker_lost_and_the_conversation_goes_on(
+    stack: Stack, redis_client: redis.Redis, prefix: str
+) -> None:
+    stack.start(fronts=1, workers=0, **LEASE)
+    doomed = stack.worker()
+    front = stack.fronts[0]
+    cid = new_cid("lost")
+    run_id = (await front.api.start_run(cid, "long answer", tokens=2000, interval_ms=5))["run_id"]
+
+    watcher = await front.api.stream(cid)
+    await watcher.read_until(nth_delta(3))
+    doomed.kill()
+    stack.worker()  # the survivor: nothing else may end the run
+
+    async with watcher:
+        events = await watcher.read_until(terminal_of(run_id), timeout=30)
+    ended = terminals(events, run_id)
+    assert [e.event for e in ended] == ["run.failed"]
+    assert ended[0].json()["error"]["code"] == "worker_lost"
+
+    # Exactly one terminal in the store too, and no output after it, however long we look.
+    await asyncio.sleep(3 * LEASE["lease_seconds"])
+    stored = of_run(stored_events(redis_client, prefix, cid), run_id)
+    assert [e.event for e in stored if e.is_terminal] == ["run.failed"]
+    assert stored[-1].is_terminal
+    assert_no_duplicates(events)
+
+    # The conversation is usable again: a new prompt is accepted and answered.
+    second = (await front.api.start_run(cid, "again", tokens=5, interval_ms=1))["run_id"]
+    await front.api.wait_run_finished(cid, second)
+    assert [e.event for e in terminals(stored_events(redis_client, prefix, cid), second)] == [
+        "run.completed"
+    ]
+
+
+async def test_a_job_taken_by_a_dead_worker_before_it_started_runs_once_elsewhere(
+    stack: Stack, redis_client: redis.Redis, prefix: str
+) -> None:
+    """Simulates the crash window between reading a job and starting its run."""
+    stack.start(fronts=1, workers=0, **LEASE)
+    front = stack.fronts[0]
+    jobs = f"{prefix}:jobs"
+    redis_client.xgroup_create(jobs, "workers", id="0", mkstream=True)
+    cid = new_cid("orphan")
+    run_id = (await front.api.start_run(cid, "hello", tokens=20, interval_ms=1))["run_id"]
+    # A consumer that takes the job and then vanishes, as a worker killed at that instant would.
+    taken = redis_client.xreadgroup("workers", "vanished", {jobs: ">"}, count=1)
+    assert taken and len(taken[0][1]) == 1
+
+    stack.worker()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if terminals(stored_events(redis_client, prefix, cid), run_id):
+            break
+        await asyncio.sleep(0.1)
+    stored = of_run(stored_events(redis_client, prefix, cid), run_id)
+    assert [e.event for e in stored if e.event == "run.started"] == ["run.started"]
+    assert [e.event for e in stored if e.is_terminal] == ["run.completed"]
+    assert redis_client.xpending(jobs, "workers")["pending"] == 0
