@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -31,6 +32,9 @@ def create_app(settings: Settings) -> Starlette:
         hub = Hub(
             tail, pool, store.keys, queue_frames=settings.client_queue_frames, block_ms=_TAIL_BLOCK_MS
         )
+        loop = asyncio.get_running_loop()
+        # Called from the server's signal handler, before it waits for open connections.
+        app.state.drain = lambda: loop.call_soon_threadsafe(hub.close)
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(hub.run)
@@ -40,4 +44,6 @@ def create_app(settings: Settings) -> Starlette:
             await tail.aclose()
             await pool.aclose()
 
-    return Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)
+    app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)
+    app.state.drain = lambda: None
+    return app

@@ -20,8 +20,17 @@ def _serve(settings: Settings, host: str, port: int) -> None:
 
     from broker.app import create_app
 
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+
+    class DrainingServer(uvicorn.Server):
+        """Ends every SSE stream on SIGTERM/SIGINT so clients reconnect to another front at once."""
+
+        def handle_exit(self, sig: int, frame: object) -> None:
+            app.state.drain()
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+    config = uvicorn.Config(
+        app,
         host=host,
         port=port,
         loop="uvloop",
@@ -29,10 +38,11 @@ def _serve(settings: Settings, host: str, port: int) -> None:
         lifespan="on",
         access_log=False,
         log_level="warning",
-        # SSE streams never end by themselves; give them this long, then close them.
-        timeout_graceful_shutdown=3,
+        # Streams end at once on drain; this bounds any other request still running.
+        timeout_graceful_shutdown=5,
         backlog=4096,
     )
+    DrainingServer(config).run()
 
 
 def _worker(settings: Settings, concurrency: int | None) -> None:

@@ -13,12 +13,20 @@ from typing import NamedTuple
 import msgspec
 
 from broker.events import Reset
-from broker.hub import GAP, Hub
+from broker.hub import CLOSED, Batch, Hub
 from broker.ids import ORIGIN, StreamPos, parse_stream_id
-from broker.sse import KEEPALIVE, TERMINAL_NAMES, Entry, entry_from_redis, unstored_frame
+from broker.sse import (
+    KEEPALIVE,
+    TERMINAL_NAMES,
+    Entry,
+    entry_from_redis,
+    retry_frame,
+    unstored_frame,
+)
 from broker.store import Store
 
 _encoder = msgspec.json.Encoder()
+_DRAIN_RETRY_MS = 50
 
 
 class Start(NamedTuple):
@@ -121,13 +129,19 @@ class Feed:
                     continue
                 out: list[bytes] = []
                 for item in items:
-                    if item is GAP or item.after > self.position:
+                    if item is CLOSED:
+                        # Reconnect soon, elsewhere: the next stream sets `retry:` back.
+                        yield b"".join(out) + retry_frame(_DRAIN_RETRY_MS)
+                        return
+                    if not isinstance(item, Batch) or item.after > self.position:
+                        # Fell behind (GAP), or the batch starts past our position: read the
+                        # missing range from Redis before taking the batch.
                         if out:
                             yield b"".join(out)
                             out = []
                         async for chunk in self._catch_up():
                             yield chunk
-                    if item is not GAP:
+                    if isinstance(item, Batch):
                         self._take(item.entries, out)
                     if self.finished:
                         break

@@ -35,12 +35,16 @@ class Batch(NamedTuple):
     entries: list[Entry]
 
 
-class _Gap:
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self._name = name
+
     def __repr__(self) -> str:
-        return "GAP"
+        return self._name
 
 
-GAP: Final = _Gap()
+GAP: Final = _Marker("GAP")  # the subscriber fell behind: read from Redis up to the end
+CLOSED: Final = _Marker("CLOSED")  # the process is draining: end the stream now
 
 
 class Subscription:
@@ -48,7 +52,7 @@ class Subscription:
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._queue: deque[Batch | _Gap] = deque()
+        self._queue: deque[Batch | _Marker] = deque()
         self._queued = 0
         self._wakeup: anyio.Event | None = None
 
@@ -60,10 +64,17 @@ class Subscription:
             self._queued = 0
         else:
             self._queue.append(batch)
+        self._wake()
+
+    def close(self) -> None:
+        self._queue.append(CLOSED)
+        self._wake()
+
+    def _wake(self) -> None:
         if self._wakeup is not None:
             self._wakeup.set()
 
-    async def receive(self, timeout: float) -> list[Batch | _Gap]:
+    async def receive(self, timeout: float) -> list[Batch | _Marker]:
         """Everything queued so far; waits up to ``timeout`` for something, else returns []."""
         if not self._queue:
             self._wakeup = anyio.Event()
@@ -106,6 +117,14 @@ class Hub:
         self._wake_cursor = "0-0"
         self._wake_pending = False
         self._changed = anyio.Event()
+        self._closed = False
+
+    def close(self) -> None:
+        """Tell every subscriber, now and later, to end its stream: the process is draining."""
+        self._closed = True
+        for tail in self._tails.values():
+            for subscription in tail.subscribers:
+                subscription.close()
 
     @property
     def stream_count(self) -> int:
@@ -121,6 +140,8 @@ class Hub:
         if tail is None:
             tail = self._tails[bkey] = _Tail(position)
         tail.subscribers.add(subscription)
+        if self._closed:
+            subscription.close()
         try:
             if is_new:
                 await self._wake()
