@@ -41,6 +41,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # (its worker died) is claimed by another worker within one reap interval.
     lease_seconds: float = 10.0
     reap_interval_seconds: float = 2.0
+    # How long a worker retries a write through a Redis outage before it gives the run up.
+    redis_retry_seconds: float = 30.0
     log_level: str = "INFO"
 
     @classmethod

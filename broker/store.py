@@ -8,13 +8,19 @@ can interleave inside them.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, NamedTuple
 
+import anyio
 import redis.asyncio as aioredis
+import redis.exceptions
+from redis.commands.core import AsyncScript
 
 from broker.ids import StreamPos, format_stream_id
 from broker.keys import ConversationKeys, Keys
 from broker.settings import Settings
+
+log = logging.getLogger("broker.store")
 
 # The terminal transition, shared by the worker's finish and the front's cancel of a queued run.
 # Expects `status` (the run's current status) and writes ARGV[2] (new status), ARGV[3] (event
@@ -62,29 +68,37 @@ return {'ok', id}
 """
 
 # KEYS: events, meta, run. ARGV: run_id, worker, data, maxlen, ttl_ms
+# Repeating it (a retry after a lost reply) answers as the first call did.
 START = """
 local status = redis.call('HGET', KEYS[3], 'status')
+if status == 'running' and redis.call('HGET', KEYS[3], 'worker') == ARGV[2] then
+  return {'ok', redis.call('HGET', KEYS[3], 'started_event_id')}
+end
 if status ~= 'queued' then return {status or 'missing'} end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*',
                       't', 'run.started', 'd', ARGV[3], 'r', ARGV[1])
-redis.call('HSET', KEYS[3], 'status', 'running', 'worker', ARGV[2])
+redis.call('HSET', KEYS[3], 'status', 'running', 'worker', ARGV[2], 'started_event_id', id)
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
 return {'ok', id}
 """
 
-# KEYS: events, meta, run. ARGV: run_id, maxlen, ttl_ms, then (name, data) pairs.
+# KEYS: events, meta, run. ARGV: run_id, maxlen, ttl_ms, sequence, then (name, data) pairs.
 # Appends nothing unless the run is still running: no output lands after a cancel request
-# or a terminal event.
+# or a terminal event. The sequence number (1, 2, ... per run) makes a retried append that
+# had in fact been applied a no-op, so a lost reply never duplicates output.
 APPEND = """
 local status = redis.call('HGET', KEYS[3], 'status')
-if status ~= 'running' then return {status or 'missing'} end
-local id = ''
-for i = 4, #ARGV, 2 do
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
-                  't', ARGV[i], 'd', ARGV[i + 1], 'r', ARGV[1])
+if tonumber(redis.call('HGET', KEYS[3], 'appended') or '0') >= tonumber(ARGV[4]) then
+  return {status or 'missing'}
 end
+if status ~= 'running' then return {status or 'missing'} end
+for i = 5, #ARGV, 2 do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
+             't', ARGV[i], 'd', ARGV[i + 1], 'r', ARGV[1])
+end
+redis.call('HSET', KEYS[3], 'appended', ARGV[4])
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
-return {'running', id}
+return {'running'}
 """
 
 # KEYS: events, meta, run. ARGV: run_id, status, name, data, maxlen, ttl_ms
@@ -125,10 +139,15 @@ def _text(values: list[Any]) -> list[str]:
 
 
 class Store:
-    """State changes and reads of conversations, over one Redis client owned by the caller."""
+    """State changes and reads of conversations, over one Redis client owned by the caller.
 
-    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
+    ``retry_seconds`` > 0 (the workers) retries the run transitions through a Redis outage of
+    up to that long; each of them is safe to repeat. The front tier answers 503 instead.
+    """
+
+    def __init__(self, redis: aioredis.Redis, settings: Settings, *, retry_seconds: float = 0) -> None:
         self.redis = redis
+        self._retry_seconds = retry_seconds
         self.keys = Keys(settings.key_prefix)
         self._maxlen = settings.stream_maxlen
         self._ttl_ms = settings.idle_ttl_seconds * 1000
@@ -177,32 +196,43 @@ class Store:
             return Accepted("run_active", active_run=result[1])
         return Accepted("replay", idempotency_record=result[1])
 
+    async def _run_script(self, script: AsyncScript, cid: str, run_id: str, args: list[Any]) -> list[str]:
+        """Run a repeatable run transition, through a Redis outage of up to retry_seconds."""
+        keys = self._run_keys(cid, run_id)
+        deadline = anyio.current_time() + self._retry_seconds
+        delay = 0.05
+        while True:
+            try:
+                return _text(await script(keys=keys, args=args))
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                if anyio.current_time() + delay > deadline:
+                    raise
+                log.warning("Redis unreachable; retrying run %s in %.2fs", run_id, delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
     async def start_run(self, cid: str, run_id: str, worker: str, data: bytes) -> Transition:
-        result = _text(
-            await self._start(
-                keys=self._run_keys(cid, run_id),
-                args=[run_id, worker, data, self._maxlen, self._ttl_ms],
-            )
+        result = await self._run_script(
+            self._start, cid, run_id, [run_id, worker, data, self._maxlen, self._ttl_ms]
         )
         if result[0] == "ok":
             return Transition("ok", "running", result[1])
         return Transition(result[0], result[0])
 
-    async def append(self, cid: str, run_id: str, events: list[tuple[str, bytes]]) -> str:
-        """Append a run's output; returns the run's status ('running' when it was written)."""
-        args: list[Any] = [run_id, self._maxlen, self._ttl_ms]
+    async def append(
+        self, cid: str, run_id: str, sequence: int, events: list[tuple[str, bytes]]
+    ) -> str:
+        """Append a run's output as its ``sequence``-th write (from 1); returns the run's status
+        ('running' when it was written)."""
+        args: list[Any] = [run_id, self._maxlen, self._ttl_ms, sequence]
         for name, data in events:
             args += (name, data)
-        result = await self._append(keys=self._run_keys(cid, run_id), args=args)
-        return _text(result)[0]
+        return (await self._run_script(self._append, cid, run_id, args))[0]
 
     async def finish(self, cid: str, run_id: str, status: str, name: str, data: bytes) -> Transition:
         """Write the run's terminal event unless it has one already: one terminal per run."""
-        result = _text(
-            await self._finish(
-                keys=self._run_keys(cid, run_id),
-                args=[run_id, status, name, data, self._maxlen, self._ttl_ms],
-            )
+        result = await self._run_script(
+            self._finish, cid, run_id, [run_id, status, name, data, self._maxlen, self._ttl_ms]
         )
         return Transition(*result)
 

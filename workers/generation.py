@@ -111,8 +111,8 @@ class Generation:
         run_id = self._job.run_id
         events = [encode(Delta(run_id, "".join(texts), channel)) for channel, texts in self._parts]
         self._parts = []
-        status = await self._store.append(self._job.conversation_id, run_id, events)
         self.appends += 1
+        status = await self._store.append(self._job.conversation_id, run_id, self.appends, events)
         if status == "cancelling":
             raise CancelRequested
         if status != "running":

@@ -65,7 +65,7 @@ class Worker:
         redis = redis_client(
             self.settings, "worker", max_connections=self.settings.redis_pool_size
         )
-        self.store = Store(redis, self.settings)
+        self.store = Store(redis, self.settings, retry_seconds=self.settings.redis_retry_seconds)
         try:
             async with anyio.create_task_group() as services:
                 services.start_soon(self._watch_signals)
