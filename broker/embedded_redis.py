@@ -41,7 +41,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedRedis:
     """A redis-server child process on a loopback port; a context manager that stops it."""
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, appendonly: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        appendonly: bool = True,
+        appendfsync: str = "everysec",
+    ) -> None:
         binary = find_redis_server()
         if binary is None:
             raise RuntimeError(
@@ -52,6 +59,7 @@ class EmbeddedRedis:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -67,7 +75,7 @@ class EmbeddedRedis:
             "--dir", str(self.data_dir),
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
+            "--appendfsync", self.appendfsync,
             "--daemonize", "no",
             "--maxclients", "20000",
             "--logfile", str(self.data_dir / "redis.log"),
@@ -89,6 +97,13 @@ class EmbeddedRedis:
                     time.sleep(0.05)
         finally:
             client.close()
+
+    def kill(self) -> None:
+        """SIGKILL: Redis gets no chance to flush anything, as in a crash."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -59,6 +59,7 @@ class Subscription:
     def deliver(self, batch: Batch) -> None:
         self._queued += len(batch.entries)
         if self._queued > self._limit:
+            log.debug("a client fell %d frames behind; it continues from Redis", self._queued)
             self._queue.clear()
             self._queue.append(GAP)
             self._queued = 0
