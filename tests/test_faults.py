@@ -1,0 +1,243 @@
+"""Faults with real processes: Redis going away, Redis killed and restarted from its AOF, a
+front draining on SIGTERM, a client that stops reading, and a reconnect storm.
+
+The Redis faults need a Redis this test can stop and start, so they run their own
+``redis-server`` (with ``appendfsync always``) instead of the session's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from broker.embedded_redis import EmbeddedRedis, find_redis_server
+from tests.helpers import new_cid, nth_delta, terminal_of
+from tests.stack import Stack
+from tests.sse import Event, SSEParser, _Dechunker, _read_head, open_sse
+from tests.stored import assert_in_order, assert_no_duplicates, of_run, stored_events, terminals
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    if find_redis_server() is None:
+        pytest.skip("needs a redis-server binary to stop and restart")
+    server = EmbeddedRedis(tmp_path / "redis", appendonly=True, appendfsync="always").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_stack(request: pytest.FixtureRequest, own_redis: EmbeddedRedis, tmp_path: Path) -> Iterator[Stack]:
+    workdir = tmp_path / "processes"
+    workdir.mkdir()
+    processes = Stack(own_redis.url, "faults", workdir, settings={"shutdown_grace_seconds": 1})
+    try:
+        yield processes
+    finally:
+        processes.close(report=any(
+            getattr(request.node, "report_" + phase, None) is not None
+            and getattr(request.node, "report_" + phase).failed
+            for phase in ("setup", "call")
+        ))
+
+
+def _restart(server: EmbeddedRedis) -> None:
+    """Start redis-server again on the same port and data directory (its AOF)."""
+    server.start()
+
+
+async def _read_across_outages(front_url: str, cid: str, run_id: str, timeout: float = 60) -> list[Event]:
+    """A client that, like EventSource, reconnects with its last id whenever the stream ends."""
+    received: list[Event] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        last = received[-1].id if received else None
+        try:
+            stream = await open_sse(front_url, f"/v1/conversations/{cid}/stream", last_event_id=last)
+        except (OSError, TimeoutError):
+            await asyncio.sleep(0.2)
+            continue
+        async with stream:
+            if stream.status != 200:
+                assert stream.status == 503, stream.response.body
+                assert stream.headers.get("retry-after")
+                await asyncio.sleep(0.2)
+                continue
+            try:
+                while True:
+                    event = await stream.next(timeout=max(0.1, deadline - time.monotonic()))
+                    if event is None:
+                        break
+                    received.append(event)
+                    if event.is_terminal and event.run_id == run_id:
+                        return received
+            except TimeoutError:
+                break
+    raise AssertionError(f"no terminal event for {run_id} within {timeout}s")
+
+
+async def test_redis_away_for_5s_gives_503s_then_everything_resumes_without_gap_or_duplicate(
+    own_stack: Stack, own_redis: EmbeddedRedis
+) -> None:
+    own_stack.start(fronts=1, workers=1, coalesce_ms=0)
+    (front,) = own_stack.fronts
+    cid = new_cid("outage")
+    run_id = (await front.api.start_run(cid, "through the outage", tokens=600, interval_ms=10))["run_id"]
+    reader = asyncio.create_task(_read_across_outages(front.url, cid, run_id))
+    await asyncio.sleep(1.0)
+
+    own_redis.stop()  # a clean stop: the AOF keeps everything acknowledged
+    statuses = []
+    outage_end = time.monotonic() + 5
+    async with httpx.AsyncClient(base_url=front.url, trust_env=False, timeout=10) as client:
+        while time.monotonic() < outage_end:
+            for response in (
+                await client.get(f"/v1/conversations/{cid}"),
+                await client.post(f"/v1/conversations/{new_cid()}/messages", json={"content": "x"}),
+                await client.get("/readyz"),
+            ):
+                statuses.append(response.status_code)
+                assert response.status_code == 503, response.text
+                assert response.headers["retry-after"]
+                assert response.json()["error"]["code"] == "redis_unavailable"
+            await asyncio.sleep(0.5)
+    _restart(own_redis)
+
+    events = await reader
+    client = redis.Redis.from_url(own_redis.url)
+    stored = stored_events(client, "faults", cid)
+    client.close()
+    assert events == stored, "the client's view differs from the stored stream"
+    assert_no_duplicates(events)
+    assert_in_order(events)
+    ended = terminals(stored, run_id)
+    assert len(ended) == 1
+    assert ended[0].event == "run.completed"
+    words = "".join(e.json()["text"] for e in of_run(stored, run_id) if e.event == "delta").split()
+    assert len(words) == 600, "an append was lost or written twice across the outage"
+    assert statuses and all(s == 503 for s in statuses)
+
+
+async def test_every_event_a_client_saw_survives_redis_being_killed_and_restarted_from_its_aof(
+    own_stack: Stack, own_redis: EmbeddedRedis
+) -> None:
+    own_stack.start(fronts=1, workers=1, coalesce_ms=0)
+    (front,) = own_stack.fronts
+    cid = new_cid("aof")
+    run_id = (await front.api.start_run(cid, "durable", tokens=2000, interval_ms=5))["run_id"]
+    stream = await front.api.stream(cid)
+    async with stream:
+        seen = await stream.read_until(nth_delta(50))
+        own_redis.kill()
+        # Whatever else was in flight, everything already delivered was acknowledged first.
+        try:
+            while (event := await stream.next(timeout=2)) is not None:
+                seen.append(event)
+        except (TimeoutError, OSError):
+            pass
+    _restart(own_redis)
+    client = redis.Redis.from_url(own_redis.url)
+    stored = {e.id: e for e in stored_events(client, "faults", cid)}
+    client.close()
+    missing = [e.id for e in seen if stored.get(e.id) != e]
+    assert not missing, f"{len(missing)} delivered events were lost in the restart"
+    # And the run still ends, exactly once (the worker retries through the restart).
+    events = await _read_across_outages(front.url, cid, run_id, timeout=90)
+    assert len(terminals(events, run_id)) == 1
+
+
+async def test_a_draining_front_ends_its_streams_cleanly_and_clients_resume_elsewhere(
+    stack: Stack, redis_client: redis.Redis, prefix: str
+) -> None:
+    stack.start(fronts=2, workers=1)
+    leaving, staying = stack.fronts
+    cid = new_cid("drain")
+    run_id = (await leaving.api.start_run(cid, "keep going", tokens=300, interval_ms=10))["run_id"]
+    stream = await leaving.api.stream(cid)
+    async with stream:
+        await stream.read_until(nth_delta(5))
+        leaving.signal(signal.SIGTERM)
+        await stream.read_to_end(timeout=10)  # the body ends properly, long before the run
+        assert stream.parser.retry is not None and stream.parser.retry < 1000
+    assert not any(e.is_terminal for e in stream.events)
+    held = stream.events[-1].id
+    async with await staying.api.stream(cid, last_event_id=held) as resumed:
+        after = await resumed.read_until(terminal_of(run_id))
+    assert stream.events + after == stored_events(redis_client, prefix, cid)
+    # uvicorn shuts down cleanly, then exits by the signal it caught, as a service manager expects.
+    assert leaving.popen.wait(timeout=15) in (0, -signal.SIGTERM)
+
+
+async def test_a_client_that_stops_reading_catches_up_from_redis_without_slowing_others(
+    stack: Stack, redis_client: redis.Redis, prefix: str
+) -> None:
+    """Megabytes of events for a client that reads nothing: the front stops queueing for it,
+    the other client gets everything meanwhile, and the slow one later gets every event once.
+
+    45,000 one-word events are about 6 MB of SSE, more than loopback's socket buffers (4 MB at
+    most here) hold, so the front really has to give up on queueing for the slow client."""
+    stack.start(fronts=1, workers=1, coalesce_ms=0, client_queue_frames=64)
+    (front,) = stack.fronts
+    cid = new_cid("slow")
+    run_id = (await front.api.start_run(cid, "flood", tokens=45000, interval_ms=0))["run_id"]
+
+    slow_socket = socket.socket()
+    slow_socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow_socket.connect(("127.0.0.1", front.port))
+    slow_socket.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=slow_socket, limit=4096)
+    try:
+        writer.write(f"GET /v1/conversations/{cid}/stream HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        status, _ = await _read_head(reader)
+        assert status == 200
+        async with await front.api.stream(cid) as fast:
+            fast_events = await fast.read_until(terminal_of(run_id), timeout=120)
+
+        dechunker, parser, slow_events = _Dechunker(), SSEParser(), []
+        async with asyncio.timeout(120):
+            while not any(e.is_terminal for e in slow_events):
+                data = await reader.read(65536)
+                assert data, "the slow client was disconnected"
+                slow_events.extend(parser.feed(dechunker.feed(data)))
+    finally:
+        writer.close()
+    stored = stored_events(redis_client, prefix, cid)
+    assert fast_events == stored
+    assert slow_events == stored, "the slow client missed or repeated events while catching up"
+
+
+async def test_a_reconnect_storm_of_2000_clients_is_served_without_errors(
+    stack: Stack, redis_client: redis.Redis, prefix: str
+) -> None:
+    stack.start(fronts=2, workers=1, coalesce_ms=0)
+    cid = new_cid("storm")
+    run_id = (await stack.fronts[0].api.start_run(cid, "storm", tokens=100, interval_ms=0))["run_id"]
+    await stack.fronts[0].api.wait_run_finished(cid, run_id)
+    stored = stored_events(redis_client, prefix, cid)
+    rng = random.Random(7)
+
+    async def one(index: int) -> tuple[str | None, list[Event]]:
+        front = stack.fronts[index % 2]
+        position = rng.choice([None] + [e.id for e in stored[:-1]])
+        stream = await open_sse(
+            front.url, f"/v1/conversations/{cid}/stream", last_event_id=position, timeout=60
+        )
+        async with stream:
+            assert stream.status == 200, (stream.status, stream.response.body)
+            return position, await stream.read_until(terminal_of(run_id), timeout=90)
+
+    results = await asyncio.gather(*(one(i) for i in range(2000)))
+    for position, events in results:
+        start = 0 if position is None else next(i for i, e in enumerate(stored) if e.id == position) + 1
+        assert events == stored[start:]
