@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -11,7 +11,7 @@ from broker.models import DEFAULT_MODEL
 
 
 class PostMessage(msgspec.Struct, frozen=True):
-    content: str
+    content: Annotated[str, msgspec.Meta(min_length=1)]
     model: str = DEFAULT_MODEL
     params: dict[str, Any] = {}
 
