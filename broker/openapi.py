@@ -32,6 +32,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         409: "state conflict",
         413: "body or content too large",
         422: "invalid field, unknown model, or an Idempotency-Key reused with another body",
+        429: "too many open streams of this conversation on this front; retry after Retry-After",
         503: "Redis unreachable; retry after Retry-After seconds",
     }
     return {str(s): _json(_ref("ErrorBody"), text[s]) for s in (*statuses, 503)}
@@ -102,7 +103,7 @@ def build() -> dict[str, Any]:
             "get": {
                 "operationId": "streamConversation",
                 "parameters": [_path("cid"), *_LAST_EVENT_ID],
-                "responses": {"200": _SSE, **_errors(400, 404)},
+                "responses": {"200": _SSE, **_errors(400, 404, 429)},
             }
         },
         "/v1/conversations/{cid}/runs/{run_id}/stream": {
@@ -112,7 +113,7 @@ def build() -> dict[str, Any]:
                 "responses": {
                     "200": _SSE,
                     "204": {"description": "`active` and nothing runs"},
-                    **_errors(400, 404),
+                    **_errors(400, 404, 429),
                 },
             }
         },

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
+from broker.errors import ApiError
 from broker.feed import Feed
 from broker.hub import Hub
 from broker.ids import StreamPos
@@ -16,6 +19,26 @@ class Services:
     settings: Settings
     store: Store
     hub: Hub
+    # SSE streams this process serves, per conversation: the per-conversation limit.
+    open_streams: Counter[str] = field(default_factory=Counter)
+
+    def admit_stream(self, cid: str) -> Callable[[], None]:
+        """Count a new stream of ``cid``, or refuse it; returns the call that releases it."""
+        if self.open_streams[cid] >= self.settings.max_streams_per_conversation:
+            raise ApiError(
+                429,
+                "too_many_streams",
+                f"this conversation already has {self.open_streams[cid]} open streams here",
+                {"Retry-After": "5"},
+            )
+        self.open_streams[cid] += 1
+
+        def release() -> None:
+            self.open_streams[cid] -= 1
+            if not self.open_streams[cid]:
+                del self.open_streams[cid]
+
+        return release
 
     def feed(self, cid: str, position: StreamPos, *, run_id: str | None = None) -> Feed:
         return Feed(

@@ -6,7 +6,7 @@ stream; the response writes whatever frames are ready in one socket write.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import NamedTuple
 
@@ -57,21 +57,28 @@ class EventStreamResponse:
     anything at once, even while its feed is waiting for the next live event.
     """
 
-    def __init__(self, body: AsyncIterator[bytes]) -> None:
+    def __init__(
+        self, body: AsyncIterator[bytes], on_close: Callable[[], None] | None = None
+    ) -> None:
         self.body = body
+        self.on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-        async with anyio.create_task_group() as tg:
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+            async with anyio.create_task_group() as tg:
 
-            async def watch_disconnect() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
+                async def watch_disconnect() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(watch_disconnect)
+                async with aclosing(self.body) as chunks:
+                    async for chunk in chunks:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
                 tg.cancel_scope.cancel()
-
-            tg.start_soon(watch_disconnect)
-            async with aclosing(self.body) as chunks:
-                async for chunk in chunks:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            tg.cancel_scope.cancel()
+        finally:
+            if self.on_close is not None:
+                self.on_close()
