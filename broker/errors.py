@@ -43,10 +43,10 @@ async def on_api_error(request: Request, exc: Exception) -> Response:
 async def on_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        # A percent-encoded '/' inside an id splits it into path segments no route matches.
-        if request.url.path.startswith("/v1/conversations/") and b"%" in request.scope.get(
-            "raw_path", b""
-        ):
+        # An empty id, or a percent-encoded '/' inside one, leaves path segments no route matches.
+        path = request.url.path
+        raw_path = request.scope.get("raw_path") or b""
+        if path.startswith("/v1/conversations/") and (b"%" in raw_path or "//" in path or path.endswith("/")):
             return error_response(400, "invalid_id", "identifiers match [A-Za-z0-9_-]{1,128}")
         return error_response(404, "not_found", "no such endpoint")
     if exc.status_code == 405:

@@ -31,7 +31,10 @@ class _Answer:
 async def build_snapshot(store: Store, cid: str, batch: int) -> Snapshot | None:
     messages: list[SnapshotMessage] = []
     answers: dict[str, _Answer] = {}
-    open_runs: dict[str, None] = {}  # runs asked for and not ended, in order
+    # Runs asked for and not ended, in order. The run active before the scan counts too: its
+    # `message` entry may have been trimmed away; if it ends during the scan, the scan says so.
+    active_before = await store.active_run(cid)
+    open_runs: dict[str, None] = {active_before: None} if active_before else {}
     position = ORIGIN
     last_event_id: str | None = None
     while True:
