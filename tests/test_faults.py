@@ -187,7 +187,7 @@ async def test_a_client_that_stops_reading_catches_up_from_redis_without_slowing
 
     45,000 one-word events are about 6 MB of SSE, more than loopback's socket buffers (4 MB at
     most here) hold, so the front really has to give up on queueing for the slow client."""
-    stack.start(fronts=1, workers=1, coalesce_ms=0, client_queue_frames=64)
+    stack.start(fronts=1, workers=1, coalesce_ms=0, client_queue_frames=64, stream_maxlen=100_000)
     (front,) = stack.fronts
     cid = new_cid("slow")
     run_id = (await front.api.start_run(cid, "flood", tokens=45000, interval_ms=0))["run_id"]
