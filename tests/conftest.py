@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.stack import Stack
+from tests.stack import Front, Stack
 
 
 @pytest.fixture
@@ -120,3 +120,17 @@ def stack(
         yield processes
     finally:
         processes.close(report=_test_failed(request.node))
+
+
+@pytest.fixture(scope="module")
+def lone_front(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
+    """One front and no worker, shared by a module's tests: accepted runs simply stay queued.
+
+    For fuzzing, where starting processes per example would cost more than the requests.
+    """
+    processes = Stack(redis_url, "m" + uuid.uuid4().hex[:12], tmp_path_factory.mktemp("front"))
+    processes.start(fronts=1, workers=0)
+    try:
+        yield processes.fronts[0]
+    finally:
+        processes.close(report=False)

@@ -7,8 +7,6 @@ which a request/response fuzzer cannot judge.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 
 import msgspec
 import pytest
@@ -17,22 +15,11 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
 from broker.openapi import DOCUMENT
-from tests.stack import Front, Stack
+from tests.stack import Front
 
 schema = schemathesis.openapi.from_dict(msgspec.json.decode(DOCUMENT)).exclude(
     path_regex=r".*/stream$"
 )
-
-
-@pytest.fixture(scope="module")
-def front(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
-    """One front for the whole fuzz run (no worker: accepted runs simply stay queued)."""
-    processes = Stack(redis_url, "fz" + uuid.uuid4().hex[:10], tmp_path_factory.mktemp("fuzz"))
-    processes.start(fronts=1, workers=0)
-    try:
-        yield processes.fronts[0]
-    finally:
-        processes.close(report=False)
 
 
 @schema.parametrize()
@@ -42,8 +29,8 @@ def front(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @pytest.mark.timeout(240)
-def test_no_server_error_and_only_documented_answers(case: schemathesis.Case, front: Front) -> None:
+def test_no_server_error_and_only_documented_answers(case: schemathesis.Case, lone_front: Front) -> None:
     # Whether a schema-valid body is accepted depends on the model catalogue and on the
     # conversation's state (a run may be active), so acceptance is not required; everything
     # else is: no 5xx, declared statuses and bodies, and invalid input refused.
-    case.call_and_validate(base_url=front.url, excluded_checks=[positive_data_acceptance])
+    case.call_and_validate(base_url=lone_front.url, excluded_checks=[positive_data_acceptance])
