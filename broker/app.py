@@ -13,6 +13,7 @@ from broker.api import routes
 from broker.connections import redis_client
 from broker.errors import HANDLERS
 from broker.hub import Hub
+from broker.models import Catalogue
 from broker.services import Services
 from broker.settings import Settings
 from broker.store import Store
@@ -21,6 +22,9 @@ _TAIL_BLOCK_MS = 5000
 
 
 def create_app(settings: Settings) -> Starlette:
+    """Raises CatalogueError when the model catalogue cannot be read: refuse to start."""
+    catalogue = Catalogue.from_settings(settings)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
         pool = redis_client(settings, "front", max_connections=settings.redis_pool_size)
@@ -38,7 +42,7 @@ def create_app(settings: Settings) -> Starlette:
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(hub.run)
-                yield {"services": Services(settings, store, hub)}
+                yield {"services": Services(settings, store, hub, catalogue)}
                 tasks.cancel_scope.cancel()
         finally:
             await tail.aclose()

@@ -19,8 +19,12 @@ def _serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     from broker.app import create_app
+    from broker.models import CatalogueError
 
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except CatalogueError as exc:
+        raise SystemExit(f"model catalogue: {exc}") from None
 
     class DrainingServer(uvicorn.Server):
         """Ends every SSE stream on SIGTERM/SIGINT so clients reconnect to another front at once."""

@@ -1,16 +1,44 @@
-"""The models clients may ask for, and the params each accepts.
+"""The model catalogue: which ``model`` names clients may ask for, and what serves each.
 
-The front tier checks a request against this catalogue before it accepts a run, so an unknown
-model or a bad parameter is refused with a 422 and nothing is written.
+The front tier checks a request against the catalogue before it accepts a run, so an unknown
+model or a bad parameter is refused with a 422 and nothing is written; the workers build their
+providers from the same catalogue. It comes from two places, both read through ``Settings``:
+
+- a TOML file (``BROKER_MODELS_FILE``) with one ``[models."<name>"]`` table per model;
+- the OpenAI-compatible shortcut: ``BROKER_OPENAI_MODELS`` names models served at
+  ``BROKER_OPENAI_BASE_URL`` with the key in ``BROKER_OPENAI_API_KEY``.
+
+A catalogue entry names the environment variable that holds an API key, never the key itself,
+so the catalogue can be logged, diffed and committed. ``simulated`` always exists.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import tomllib
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
 
 import msgspec
 
+from broker.settings import Settings
+
 DEFAULT_MODEL = "simulated"
+OPENAI_API_KEY_ENV = "BROKER_OPENAI_API_KEY"
+
+ProviderKind = Literal[
+    "simulated", "openai_chat", "openai_responses", "anthropic", "gemini", "ollama", "generic"
+]
+
+# Where each kind is served when an entry names no base URL (the vendors' documented roots).
+DEFAULT_BASE_URLS: MappingProxyType[str, str] = MappingProxyType(
+    {
+        "openai_chat": "https://api.openai.com/v1",
+        "openai_responses": "https://api.openai.com/v1",
+        "anthropic": "https://api.anthropic.com",
+        "gemini": "https://generativelanguage.googleapis.com/v1beta",
+        "ollama": "http://127.0.0.1:11434",
+    }
+)
 
 
 class SimulatedParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -22,16 +50,142 @@ class SimulatedParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reasoning_tokens: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 0
 
 
-CATALOGUE: dict[str, type[msgspec.Struct]] = {"simulated": SimulatedParams}
+class ModelParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a client may tune on a real model; each provider maps these to its own fields."""
+
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+
+
+class Extraction(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How the generic provider reads a chunk: dotted paths into its JSON (``a.b.0.c``).
+
+    The stream ends at the first chunk where ``done`` holds a truthy value (or equals
+    ``done_value`` when that is set), at an SSE ``data`` equal to ``done_data``, or at an SSE
+    event named ``done_event``. With no end condition at all, the end of the body is the end.
+    """
+
+    text: str | None = None
+    reasoning: str | None = None
+    done: str | None = None
+    done_value: Any = None
+    done_data: str | None = None
+    done_event: str | None = None
+    finish_reason: str | None = None
+    input_tokens: str | None = None
+    output_tokens: str | None = None
+    error: str | None = None
+
+
+class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One catalogue entry: what serves a client-facing model name."""
+
+    provider: ProviderKind
+    # The model name sent upstream; empty means the client-facing name.
+    model: str = ""
+    base_url: str = ""
+    # The NAME of the environment variable holding the API key (read by the workers only).
+    api_key_env: str | None = None
+    # Extra request headers, and fields merged into every request body (e.g. Anthropic's
+    # ``thinking``, Gemini's ``generationConfig.thinkingConfig``, Ollama's ``think``).
+    headers: dict[str, str] = {}
+    body: dict[str, Any] = {}
+    # Anthropic requires a ``max_tokens``; used when the client sends none.
+    max_tokens: Annotated[int, msgspec.Meta(ge=1)] = 4096
+    # Per-model overrides of the ``BROKER_PROVIDER_*`` timeouts.
+    first_byte_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    idle_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    # Generic provider only: the wire framing and how to read each chunk.
+    format: Literal["sse", "ndjson"] = "sse"
+    api_key_header: str = "Authorization"
+    api_key_prefix: str = "Bearer "
+    extract: Extraction | None = None
+
+    def upstream_model(self, name: str) -> str:
+        return self.model or name
+
+    def url_root(self) -> str:
+        return (self.base_url or DEFAULT_BASE_URLS.get(self.provider, "")).rstrip("/")
+
+
+class _CatalogueFile(msgspec.Struct, forbid_unknown_fields=True):
+    models: dict[str, ModelSpec] = {}
+
+
+class CatalogueError(Exception):
+    """The catalogue configuration is unreadable or invalid; the message says where."""
 
 
 class UnknownModel(Exception):
     pass
 
 
-def check_params(model: str, params: dict[str, Any]) -> msgspec.Struct:
-    """Validate ``params`` for ``model``; raises UnknownModel or msgspec.ValidationError."""
-    params_type = CATALOGUE.get(model)
-    if params_type is None:
-        raise UnknownModel(model)
-    return msgspec.convert(params, params_type)
+class Catalogue(msgspec.Struct, frozen=True):
+    """Client-facing model names and their entries, ``simulated`` included."""
+
+    models: dict[str, ModelSpec]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Catalogue:
+        """Read the TOML file (if any), then add the OpenAI-compatible shortcut's models."""
+        models: dict[str, ModelSpec] = {DEFAULT_MODEL: ModelSpec(provider="simulated")}
+        if settings.models_file:
+            models.update(_read_file(settings.models_file))
+        for name, upstream in _parse_openai_models(settings.openai_models):
+            models[name] = ModelSpec(
+                provider="openai_chat",
+                model=upstream,
+                base_url=settings.openai_base_url,
+                api_key_env=OPENAI_API_KEY_ENV,
+            )
+        if models[DEFAULT_MODEL].provider != "simulated":
+            raise CatalogueError(
+                f"the model name {DEFAULT_MODEL!r} is reserved for the built-in model"
+            )
+        for name, spec in models.items():
+            if spec.provider == "generic" and (spec.extract is None or not spec.base_url):
+                raise CatalogueError(
+                    f"model {name!r}: a generic model needs base_url and [extract]"
+                )
+        return cls(models)
+
+    def get(self, model: str) -> ModelSpec | None:
+        return self.models.get(model)
+
+    def check_params(self, model: str, params: dict[str, Any]) -> msgspec.Struct:
+        """Validate ``params`` for ``model``; raises UnknownModel or msgspec.ValidationError."""
+        spec = self.models.get(model)
+        if spec is None:
+            raise UnknownModel(model)
+        params_type = SimulatedParams if spec.provider == "simulated" else ModelParams
+        return msgspec.convert(params, params_type)
+
+
+def _read_file(path: str) -> dict[str, ModelSpec]:
+    try:
+        with open(path, "rb") as file:
+            raw = tomllib.load(file)
+    except OSError as exc:
+        raise CatalogueError(f"cannot read the models file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogueError(f"the models file {path} is not valid TOML: {exc}") from None
+    try:
+        return msgspec.convert(raw, _CatalogueFile).models
+    except msgspec.ValidationError as exc:
+        raise CatalogueError(f"the models file {path} is invalid: {exc}") from None
+
+
+def _parse_openai_models(raw: str) -> list[tuple[str, str]]:
+    """``"gpt-4o-mini, fast=gpt-4.1-nano"`` -> ``[("gpt-4o-mini", "gpt-4o-mini"), ("fast", ...)]``."""
+    pairs: list[tuple[str, str]] = []
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, _, upstream = item.partition("=")
+        name, upstream = name.strip(), upstream.strip()
+        if not name:
+            raise CatalogueError(f"BROKER_OPENAI_MODELS: empty model name in {item!r}")
+        pairs.append((name, upstream or name))
+    return pairs

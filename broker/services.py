@@ -10,6 +10,7 @@ from broker.errors import ApiError
 from broker.feed import Feed
 from broker.hub import Hub
 from broker.ids import StreamPos
+from broker.models import Catalogue
 from broker.settings import Settings
 from broker.store import Store
 
@@ -19,6 +20,7 @@ class Services:
     settings: Settings
     store: Store
     hub: Hub
+    catalogue: Catalogue
     # SSE streams this process serves, per conversation: the per-conversation limit.
     open_streams: Counter[str] = field(default_factory=Counter)
 

@@ -28,6 +28,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Frames queued for one SSE client before it is switched to reading Redis at its own pace.
     client_queue_frames: int = 2048
     redis_pool_size: int = 32
+    # Open SSE streams of one conversation on one front process; more get 429.
+    max_streams_per_conversation: int = 1000
     # Requests
     max_body_bytes: int = 1 << 20
     max_content_chars: int = 200_000
@@ -44,6 +46,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # How long a worker retries a write through a Redis outage before it gives the run up.
     redis_retry_seconds: float = 30.0
     log_level: str = "INFO"
+    # Model catalogue (README, "Model providers"): a TOML file of models, plus the
+    # OpenAI-compatible shortcut, the comma-separated model names (``name`` or
+    # ``name=upstream``) served at ``openai_base_url`` with the key in BROKER_OPENAI_API_KEY.
+    # That key is read by the workers by name and is deliberately not a setting.
+    models_file: str = ""
+    openai_models: str = ""
+    openai_base_url: str = "https://api.openai.com/v1"
+    # Upstream model calls: connect timeout; the wait for the first body bytes (a reasoning
+    # model may think for a while); the longest silence between chunks after that. Connection
+    # errors before the first token are retried this many times, with doubling backoff.
+    provider_connect_timeout_seconds: float = 10.0
+    provider_first_byte_timeout_seconds: float = 120.0
+    provider_idle_timeout_seconds: float = 60.0
+    provider_connect_retries: int = 2
+    provider_retry_backoff_seconds: float = 0.5
+    # The earlier turns a worker sends as context: at most this many messages and characters
+    # (the newest turns are kept).
+    context_max_messages: int = 40
+    context_max_chars: int = 60_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

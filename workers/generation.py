@@ -45,9 +45,17 @@ async def _pump(provider: Provider, request: GenerationRequest, send: MemoryObje
 
 
 class Generation:
-    def __init__(self, store: Store, job: Job, provider: Provider, coalesce_seconds: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        job: Job,
+        request: GenerationRequest,
+        provider: Provider,
+        coalesce_seconds: float,
+    ) -> None:
         self._store = store
         self._job = job
+        self._request = request
         self._provider = provider
         self._window = coalesce_seconds
         self._channel: Channel = "content"
@@ -57,8 +65,7 @@ class Generation:
 
     async def run(self) -> Finish | Failure:
         """Relay the provider's output; returns how it ended, raises if the run was stopped."""
-        job = self._job
-        request = GenerationRequest(job.model, job.content, job.params)
+        request = self._request
         send, receive = anyio.create_memory_object_stream[Chunk](64)
         stopped: Exception | None = None
         with receive:

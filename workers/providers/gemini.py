@@ -1,0 +1,137 @@
+"""Google Gemini ``streamGenerateContent`` with ``alt=sse``.
+
+``POST {base}/models/{model}:streamGenerateContent?alt=sse`` answers SSE ``data:`` lines, each a
+whole ``GenerateContentResponse``; parts flagged ``thought: true`` are reasoning (sent only when
+the request sets ``generationConfig.thinkingConfig.includeThoughts``). There is no end marker:
+the chunk carrying a candidate's ``finishReason`` (with the final ``usageMetadata``) is the end,
+so a body that closes before one was cut. The key goes in the ``x-goog-api-key`` header, never in
+the URL, so it cannot surface in a logged URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from types import MappingProxyType
+from urllib.parse import quote
+
+import msgspec
+
+from broker.events import Usage
+from workers.providers.base import Chunk, Finish, GenerationRequest, Text
+from workers.providers.failures import (
+    STREAM_CUT,
+    UpstreamFailure,
+    code_for_error_type,
+    code_for_status,
+)
+from workers.providers.remote import RemoteProvider, decode_chunk, without_none
+
+
+class _Part(msgspec.Struct):
+    text: str | None = None
+    thought: bool = False
+
+
+class _Content(msgspec.Struct):
+    parts: list[_Part] = []
+
+
+class _Candidate(msgspec.Struct, rename="camel"):
+    content: _Content | None = None
+    finish_reason: str | None = None
+
+
+class _UsageMetadata(msgspec.Struct, rename="camel"):
+    prompt_token_count: int = 0
+    candidates_token_count: int = 0
+    thoughts_token_count: int | None = None
+
+
+class _PromptFeedback(msgspec.Struct, rename="camel"):
+    block_reason: str | None = None
+
+
+class _Error(msgspec.Struct):
+    code: int = 0
+    message: str = ""
+    status: str | None = None
+
+
+class _Chunk(msgspec.Struct, rename="camel"):
+    candidates: list[_Candidate] = []
+    usage_metadata: _UsageMetadata | None = None
+    prompt_feedback: _PromptFeedback | None = None
+    error: _Error | None = None
+
+
+_decoder = msgspec.json.Decoder(_Chunk)
+_FINISH_REASONS = MappingProxyType({"STOP": "stop", "MAX_TOKENS": "length"})
+_ROLES = MappingProxyType({"user": "user", "assistant": "model"})
+
+
+def _usage(metadata: _UsageMetadata | None) -> Usage | None:
+    if metadata is None:
+        return None
+    thoughts = metadata.thoughts_token_count
+    # Like the other vendors' output counts, thinking tokens are part of the output.
+    return Usage(
+        metadata.prompt_token_count, metadata.candidates_token_count + (thoughts or 0), thoughts
+    )
+
+
+class GeminiProvider(RemoteProvider):
+    async def _chunks(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        params = self.params(request)
+        generation = without_none(
+            {
+                "temperature": params.temperature,
+                "topP": params.top_p,
+                "maxOutputTokens": params.max_tokens,
+            }
+        )
+        body = self.body(
+            {
+                "contents": [
+                    {"role": _ROLES[m.role], "parts": [{"text": m.content}]}
+                    for m in request.messages
+                ],
+                **({"generationConfig": generation} if generation else {}),
+            }
+        )
+        auth = {"x-goog-api-key": self.api_key} if self.api_key else {}
+        model = quote(request.upstream_model.removeprefix("models/"), safe="")
+        url = self.url(f"/models/{model}:streamGenerateContent?alt=sse")
+        finish: Finish | None = None
+        async with self.upstream.post(url, headers=self.headers(auth), body=body) as response:
+            async with aclosing(response.sse()) as events:
+                async for raw in events:
+                    chunk = decode_chunk(_decoder, raw.data)
+                    if chunk.error is not None:
+                        code = (
+                            code_for_status(chunk.error.code)
+                            if chunk.error.code
+                            else code_for_error_type(chunk.error.status)
+                        )
+                        raise UpstreamFailure(
+                            code, f"the upstream reported an error: {chunk.error.message}"
+                        )
+                    candidate = chunk.candidates[0] if chunk.candidates else None
+                    if candidate is not None and candidate.content is not None:
+                        for part in candidate.content.parts:
+                            if part.text:
+                                yield Text(part.text, "reasoning" if part.thought else "content")
+                    if candidate is not None and candidate.finish_reason:
+                        reason = candidate.finish_reason
+                        finish = Finish(
+                            _FINISH_REASONS.get(reason, reason.lower()),
+                            _usage(chunk.usage_metadata),
+                        )
+                        break
+                    if chunk.prompt_feedback is not None and chunk.prompt_feedback.block_reason:
+                        # The prompt itself was refused: an answer that ends before it began.
+                        finish = Finish("content_filter", _usage(chunk.usage_metadata))
+                        break
+        if finish is None:
+            raise UpstreamFailure(STREAM_CUT, "the upstream stream ended before a finishReason")
+        yield finish
