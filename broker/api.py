@@ -22,14 +22,16 @@ from starlette.routing import Route
 from broker.bodies import MessageAccepted, PostMessage
 from broker.cancel import cancel_run
 from broker.errors import ApiError
-from broker.events import TERMINAL_STATUSES, ErrorInfo, RunFailed, UserMessage, encode
+from broker.events import TERMINAL_STATUSES, UserMessage, encode
 from broker.feed import Feed, resolve_start
 from broker.ids import StreamPos, is_valid_path_id, new_id, parse_stream_id, predecessor
 from broker.jobs import Job, job_encoder
-from broker.models import UnknownModel, check_params
+from broker.models import Catalogue, UnknownModel
+from broker.openapi import DOCUMENT
 from broker.services import Services
 from broker.snapshot import build_snapshot
 from broker.sse import EventStreamResponse, retry_frame
+from broker.store import Accepted
 
 log = logging.getLogger("broker.api")
 _encoder = msgspec.json.Encoder()
@@ -87,10 +89,10 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _parse_message(body: bytes, max_chars: int) -> PostMessage:
+def _parse_message(body: bytes, max_chars: int, catalogue: Catalogue) -> PostMessage:
     try:
         raw: Any = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
     if not isinstance(raw, dict):
         raise ApiError(400, "malformed_json", "the body must be a JSON object")
@@ -103,7 +105,7 @@ def _parse_message(body: bytes, max_chars: int) -> PostMessage:
     if len(message.content) > max_chars:
         raise ApiError(413, "content_too_large", f"content exceeds {max_chars} characters")
     try:
-        check_params(message.model, message.params)
+        catalogue.check_params(message.model, message.params)
     except UnknownModel:
         raise ApiError(422, "unknown_model", f"unknown model {message.model!r}") from None
     except msgspec.ValidationError as exc:
@@ -121,11 +123,27 @@ async def post_message(request: Request) -> Response:
             400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 visible ASCII characters"
         )
     body = await _read_body(request, services.settings.max_body_bytes)
-    message = _parse_message(body, services.settings.max_content_chars)
+    message = _parse_message(body, services.settings.max_content_chars, services.catalogue)
 
     run_id, message_id, answer_id = new_id("r"), new_id("m"), new_id("m")
     _, data = encode(UserMessage(message_id=message_id, content=message.content, run_id=run_id))
     fingerprint = hashlib.sha256(_encoder.encode(message)).hexdigest()
+    refused = await store.precheck(cid, idempotency_key)
+    if refused is not None:
+        return _refusal(cid, refused, fingerprint)
+
+    # The job goes first: once the run is accepted, its job already exists, so a front that
+    # dies in between leaves at most a job for a run that never was, which a worker drops.
+    job = Job(
+        conversation_id=cid,
+        run_id=run_id,
+        message_id=message_id,
+        assistant_message_id=answer_id,
+        model=message.model,
+        params=message.params,
+        content=message.content,
+    )
+    job_id = await store.redis.xadd(store.keys.jobs, {b"j": job_encoder.encode(job)})
     accepted = await store.accept(
         cid,
         run_id=run_id,
@@ -136,35 +154,28 @@ async def post_message(request: Request) -> Response:
         idempotency_key=idempotency_key,
         idempotency_record=f"{fingerprint}\n{run_id}\n{message_id}",
     )
-    if accepted.outcome == "replay":
-        first_fingerprint, first_run, first_message, first_event = accepted.idempotency_record.split("\n")
+    if accepted.outcome != "ok":
+        await store.redis.xdel(store.keys.jobs, job_id)
+        return _refusal(cid, accepted, fingerprint)
+    return _json(MessageAccepted(cid, message_id, run_id, accepted.event_id), 202)
+
+
+def _refusal(cid: str, refused: Accepted, fingerprint: str) -> Response:
+    """The answer to a POST that starts nothing: the first answer to a retry, or an error."""
+    if refused.outcome == "replay":
+        first_fingerprint, first_run, first_message, first_event = (
+            refused.idempotency_record.split("\n")
+        )
         if first_fingerprint != fingerprint:
             raise ApiError(
                 422, "idempotency_key_reused", "this Idempotency-Key was used with another body"
             )
         return _json(MessageAccepted(cid, first_message, first_run, first_event), 202)
-    if accepted.outcome == "run_active":
+    if refused.outcome == "run_active":
         raise ApiError(
-            409, "run_active", f"run {accepted.active_run} of this conversation has not finished"
+            409, "run_active", f"run {refused.active_run} of this conversation has not finished"
         )
-
-    job = Job(
-        conversation_id=cid,
-        run_id=run_id,
-        message_id=message_id,
-        assistant_message_id=answer_id,
-        model=message.model,
-        params=message.params,
-        content=message.content,
-    )
-    try:
-        await store.redis.xadd(store.keys.jobs, {b"j": job_encoder.encode(job)})
-    except redis.exceptions.RedisError:
-        # The run must not stay open without a job behind it: end it, then report the outage.
-        failure = RunFailed(run_id, ErrorInfo("enqueue_failed", "the run could not be queued"))
-        await store.finish(cid, run_id, "failed", *encode(failure))
-        raise
-    return _json(MessageAccepted(cid, message_id, run_id, accepted.event_id), 202)
+    raise ApiError(503, "try_again", "the run could not be queued in time", {"Retry-After": "1"})
 
 
 async def _sse_body(prefix: bytes, feed: Feed) -> AsyncIterator[bytes]:
@@ -187,7 +198,7 @@ async def stream_conversation(request: Request) -> Response | EventStreamRespons
         raise ApiError(404, "conversation_not_found", f"no conversation {cid}")
     feed = services.feed(cid, start.position)
     prefix = retry_frame(services.settings.retry_ms) + (start.reset or b"")
-    return EventStreamResponse(_sse_body(prefix, feed))
+    return EventStreamResponse(_sse_body(prefix, feed), services.admit_stream(cid))
 
 
 async def _known_conversation(services: Services, cid: str) -> None:
@@ -220,14 +231,16 @@ async def stream_run(request: Request) -> Response | EventStreamResponse:
     terminal = parse_stream_id(info.get("terminal_event_id", ""))
     if info["status"] in TERMINAL_STATUSES and terminal is not None and position >= terminal:
         feed.finished = True
-    return EventStreamResponse(_sse_body(retry_frame(services.settings.retry_ms), feed))
+    return EventStreamResponse(
+        _sse_body(retry_frame(services.settings.retry_ms), feed), services.admit_stream(cid)
+    )
 
 
 def _wait_seconds(request: Request, limit: float) -> float | None:
     raw = request.query_params.get("wait")
     if raw is None or raw in ("false", "0"):
         return None
-    if raw in ("true", "1", ""):
+    if raw in ("true", "1"):
         return limit
     raise ApiError(400, "invalid_query", "wait must be true or false")
 
@@ -266,7 +279,12 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready"})
 
 
+async def openapi(request: Request) -> Response:
+    return Response(DOCUMENT, media_type="application/json")
+
+
 routes = [
+    Route("/openapi.json", openapi, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/v1/conversations/{cid}", snapshot, methods=["GET"]),

@@ -54,6 +54,8 @@ if ARGV[9] ~= '' then
 end
 local active = redis.call('HGET', KEYS[2], 'active_run')
 if active and active ~= '' then return {'run_active', active} end
+-- A worker gave up waiting for this run and dropped its job: the run must not start now.
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'orphaned'} end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*',
                       't', 'message', 'd', ARGV[5], 'r', ARGV[1])
 redis.call('HSET', KEYS[2], 'active_run', ARGV[1])
@@ -67,12 +69,19 @@ end
 return {'ok', id}
 """
 
-# KEYS: events, meta, run. ARGV: run_id, worker, data, maxlen, ttl_ms
-# Repeating it (a retry after a lost reply) answers as the first call did.
+# KEYS: events, meta, run. ARGV: run_id, worker, data, maxlen, ttl_ms, orphan ('1' or '0')
+# Repeating it (a retry after a lost reply) answers as the first call did. The front queues a
+# job just before it accepts the run, so a worker may see the job first: 'missing' then means
+# "not yet". With orphan = '1' the worker gives up on it, and the run can never be accepted.
 START = """
 local status = redis.call('HGET', KEYS[3], 'status')
 if status == 'running' and redis.call('HGET', KEYS[3], 'worker') == ARGV[2] then
   return {'ok', redis.call('HGET', KEYS[3], 'started_event_id')}
+end
+if not status and ARGV[6] == '1' then
+  redis.call('HSET', KEYS[3], 'status', 'orphaned')
+  redis.call('PEXPIRE', KEYS[3], ARGV[5])
+  return {'orphaned'}
 end
 if status ~= 'queued' then return {status or 'missing'} end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*',
@@ -120,7 +129,7 @@ if status ~= 'queued' then return {'cancelling'} end
 
 
 class Accepted(NamedTuple):
-    outcome: str  # 'ok', 'run_active' or 'replay'
+    outcome: str  # 'ok', 'run_active', 'replay' or 'orphaned'
     event_id: str = ""
     active_run: str = ""
     idempotency_record: str = ""
@@ -194,7 +203,25 @@ class Store:
             return Accepted("ok", event_id=result[1])
         if result[0] == "run_active":
             return Accepted("run_active", active_run=result[1])
+        if result[0] == "orphaned":
+            return Accepted("orphaned")
         return Accepted("replay", idempotency_record=result[1])
+
+    async def precheck(self, cid: str, idempotency_key: str | None) -> Accepted | None:
+        """What ``accept`` would refuse right now, read without writing; None if nothing.
+
+        Lets the front refuse a retry or a conflict before it queues a job.
+        """
+        keys = self.conversation(cid)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.meta, "active_run")
+            pipe.get(keys.idempotency(idempotency_key or "-"))
+            active, record = await pipe.execute()
+        if idempotency_key and record:
+            return Accepted("replay", idempotency_record=record.decode())
+        if active:
+            return Accepted("run_active", active_run=active.decode())
+        return None
 
     async def _run_script(self, script: AsyncScript, cid: str, run_id: str, args: list[Any]) -> list[str]:
         """Run a repeatable run transition, through a Redis outage of up to retry_seconds."""
@@ -211,10 +238,11 @@ class Store:
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    async def start_run(self, cid: str, run_id: str, worker: str, data: bytes) -> Transition:
-        result = await self._run_script(
-            self._start, cid, run_id, [run_id, worker, data, self._maxlen, self._ttl_ms]
-        )
+    async def start_run(
+        self, cid: str, run_id: str, worker: str, data: bytes, *, orphan_if_missing: bool = False
+    ) -> Transition:
+        args = [run_id, worker, data, self._maxlen, self._ttl_ms, int(orphan_if_missing)]
+        result = await self._run_script(self._start, cid, run_id, args)
         if result[0] == "ok":
             return Transition("ok", "running", result[1])
         return Transition(result[0], result[0])

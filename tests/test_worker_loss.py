@@ -11,7 +11,12 @@ import time
 
 import pytest
 import redis
+import redis.asyncio
 
+from broker.ids import new_id
+from broker.jobs import Job, job_encoder
+from broker.settings import Settings
+from broker.store import Store
 from tests.helpers import new_cid, nth_delta, terminal_of
 from tests.stack import Stack
 from tests.stored import assert_no_duplicates, of_run, stored_events, terminals
@@ -80,3 +85,55 @@ async def test_a_job_taken_by_a_dead_worker_before_it_started_runs_once_elsewher
     assert [e.event for e in stored if e.event == "run.started"] == ["run.started"]
     assert [e.event for e in stored if e.is_terminal] == ["run.completed"]
     assert redis_client.xpending(jobs, "workers")["pending"] == 0
+
+
+async def test_a_front_dying_between_queueing_a_job_and_accepting_its_run_leaves_nothing_open(
+    stack: Stack, redis_client: redis.Redis, prefix: str, redis_url: str
+) -> None:
+    """The front queues the job, then accepts the run; it dies in between. The job is dropped,
+    the run can never start late, and the conversation takes new prompts."""
+    stack.start(fronts=1, workers=1)
+    front = stack.fronts[0]
+    cid = new_cid("halfway")
+    run_id = new_id("r")
+    job = Job(
+        conversation_id=cid,
+        run_id=run_id,
+        message_id=new_id("m"),
+        assistant_message_id=new_id("m"),
+        model="simulated",
+        content="never accepted",
+    )
+    redis_client.xadd(f"{prefix}:jobs", {b"j": job_encoder.encode(job)})
+
+    deadline = time.monotonic() + 20
+    while redis_client.hget(f"{prefix}:{{{cid}}}:run:{run_id}", "status") != b"orphaned":
+        assert time.monotonic() < deadline, "the worker never gave the job up"
+        await asyncio.sleep(0.1)
+    assert redis_client.xlen(f"{prefix}:jobs") == 0
+    assert redis_client.xpending(f"{prefix}:jobs", "workers")["pending"] == 0
+
+    # The accept that comes too late is refused: that run can never start.
+    settings = Settings(redis_url=redis_url, key_prefix=prefix)
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        late = await Store(client, settings).accept(
+            cid,
+            run_id=run_id,
+            message_id=job.message_id,
+            assistant_message_id=job.assistant_message_id,
+            model="simulated",
+            data=b"{}",
+            idempotency_key=None,
+            idempotency_record="",
+        )
+    finally:
+        await client.aclose()
+    assert late.outcome == "orphaned"
+    assert stored_events(redis_client, prefix, cid) == []
+
+    second = (await front.api.start_run(cid, "now for real", tokens=3, interval_ms=1))["run_id"]
+    await front.api.wait_run_finished(cid, second)
+    assert [e.event for e in terminals(stored_events(redis_client, prefix, cid), second)] == [
+        "run.completed"
+    ]

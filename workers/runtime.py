@@ -35,23 +35,33 @@ from broker.events import (
     encode,
 )
 from broker.jobs import Job, control_decoder, job_decoder
+from broker.models import Catalogue, CatalogueError
 from broker.settings import Settings
-from broker.store import Store
+from broker.store import Store, Transition
+from workers.context import conversation_context
 from workers.generation import CancelRequested, Generation, RunGone
 from workers.providers import default_providers
-from workers.providers.base import Failure, Finish, Provider
+from workers.providers.base import Failure, Finish, GenerationRequest, Message, Provider
+from workers.providers.upstream import make_client
 
 log = logging.getLogger("workers.runtime")
 
 GROUP = "workers"
+# How long a job may wait for its run to be accepted (the front queues the job just before);
+# about 1.5 s in all, far beyond the milliseconds between the two writes.
+_ACCEPT_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8)
 _SHUTDOWN = "shutdown"
 _USER = "user"
 
 
 class Worker:
-    def __init__(self, settings: Settings, providers: dict[str, Provider] | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.providers = providers if providers is not None else default_providers()
+        try:
+            self.catalogue = Catalogue.from_settings(settings)
+        except CatalogueError as exc:
+            raise SystemExit(f"model catalogue: {exc}") from None
+        self.providers: dict[str, Provider] = {}
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.concurrency = settings.worker_concurrency
         self._running: dict[str, anyio.CancelScope] = {}
@@ -67,7 +77,8 @@ class Worker:
         )
         self.store = Store(redis, self.settings, retry_seconds=self.settings.redis_retry_seconds)
         try:
-            async with anyio.create_task_group() as services:
+            async with make_client(self.settings) as http, anyio.create_task_group() as services:
+                self.providers = default_providers(self.settings, self.catalogue, http)
                 services.start_soon(self._watch_signals)
                 services.start_soon(self._listen_control)
                 services.start_soon(self._renew_leases)
@@ -239,7 +250,7 @@ class Worker:
     async def _generate(self, job: Job, recovered: bool) -> None:
         run_id = job.run_id
         _, started = encode(RunStarted(run_id, job.assistant_message_id, job.model))
-        start = await self.store.start_run(job.conversation_id, run_id, self.name, started)
+        start = await self._start(job, started)
         if start.outcome != "ok":
             if recovered and start.outcome in ("running", "cancelling"):
                 # Its worker died mid-run. The partial answer stays; the run ends here, once.
@@ -261,8 +272,9 @@ class Worker:
         self._running[run_id] = scope
         try:
             with scope:
+                request = await self._request(job)
                 outcome = await Generation(
-                    self.store, job, provider, self.settings.coalesce_ms / 1000
+                    self.store, job, request, provider, self.settings.coalesce_ms / 1000
                 ).run()
         except CancelRequested:
             stopped_by = _USER
@@ -275,6 +287,30 @@ class Worker:
             stopped_by = reason or _USER
         with anyio.CancelScope(shield=True):
             await self._end(job, _terminal_event(run_id, outcome, stopped_by))
+
+    async def _start(self, job: Job, started: bytes) -> Transition:
+        """Start the run; a run not accepted yet gets a moment, then is given up for good."""
+        for delay in _ACCEPT_WAITS:
+            start = await self.store.start_run(job.conversation_id, job.run_id, self.name, started)
+            if start.outcome != "missing":
+                return start
+            await anyio.sleep(delay)
+        start = await self.store.start_run(
+            job.conversation_id, job.run_id, self.name, started, orphan_if_missing=True
+        )
+        if start.outcome == "orphaned":
+            log.warning("dropping the job of run %s: the run was never accepted", job.run_id)
+        return start
+
+    async def _request(self, job: Job) -> GenerationRequest:
+        """The provider's input: the prompt, the earlier turns, the catalogue's upstream name."""
+        spec = self.catalogue.get(job.model)
+        history: tuple[Message, ...] = ()
+        if spec is not None and spec.provider != "simulated":
+            # The built-in model ignores context; it is not worth a read of the whole stream.
+            history = await conversation_context(self.store, job.conversation_id, job.run_id, self.settings)
+        upstream = spec.upstream_model(job.model) if spec is not None else job.model
+        return GenerationRequest(job.model, job.content, job.params, history, upstream)
 
     async def _end(self, job: Job, event: Event) -> None:
         name, data = encode(event)
