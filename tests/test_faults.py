@@ -21,8 +21,8 @@ import redis
 
 from broker.embedded_redis import EmbeddedRedis, find_redis_server
 from tests.helpers import new_cid, nth_delta, terminal_of
-from tests.stack import Stack
 from tests.sse import Event, SSEParser, _Dechunker, _read_head, open_sse
+from tests.stack import Stack
 from tests.stored import assert_in_order, assert_no_duplicates, of_run, stored_events, terminals
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]

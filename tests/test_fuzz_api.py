@@ -7,7 +7,6 @@ which a request/response fuzzer cannot judge.
 
 from __future__ import annotations
 
-
 import msgspec
 import pytest
 import schemathesis
