@@ -72,10 +72,8 @@ class Worker:
         self._stopping = anyio.Event()
 
     async def run(self) -> None:
-        redis = redis_client(
-            self.settings, "worker", max_connections=self.settings.redis_pool_size
-        )
-        self.store = Store(redis, self.settings, retry_seconds=self.settings.redis_retry_seconds)
+        client = redis_client(self.settings, "worker", max_connections=self.settings.redis_pool_size)
+        self.store = Store(client, self.settings, retry_seconds=self.settings.redis_retry_seconds)
         try:
             async with make_client(self.settings) as http, anyio.create_task_group() as services:
                 self.providers = default_providers(self.settings, self.catalogue, http)
@@ -88,7 +86,7 @@ class Worker:
                     await self._drain()
                 services.cancel_scope.cancel()
         finally:
-            await redis.aclose()
+            await client.aclose()
         log.info("worker %s stopped", self.name)
 
     def stop(self) -> None:
