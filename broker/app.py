@@ -34,7 +34,12 @@ def create_app(settings: Settings) -> Starlette:
         )
         store = Store(pool, settings)
         hub = Hub(
-            tail, pool, store.keys, queue_frames=settings.client_queue_frames, block_ms=_TAIL_BLOCK_MS
+            tail,
+            pool,
+            store.keys,
+            queue_frames=settings.client_queue_frames,
+            block_ms=_TAIL_BLOCK_MS,
+            batch_seconds=settings.tail_batch_ms / 1000,
         )
         loop = asyncio.get_running_loop()
         # Called from the server's signal handler, before it waits for open connections.
@@ -42,7 +47,8 @@ def create_app(settings: Settings) -> Starlette:
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(hub.run)
-                yield {"services": Services(settings, store, hub, catalogue)}
+                catch_up = anyio.CapacityLimiter(max(1, settings.redis_pool_size // 2))
+                yield {"services": Services(settings, store, hub, catalogue, catch_up)}
                 tasks.cancel_scope.cancel()
         finally:
             await tail.aclose()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import NamedTuple
 
+import anyio
 import msgspec
 
 from broker.events import Reset
@@ -78,6 +79,7 @@ class Feed:
         *,
         keepalive: float,
         batch: int,
+        catch_up: anyio.CapacityLimiter,
         run_id: str | None = None,
     ) -> None:
         self._store = store
@@ -88,6 +90,8 @@ class Feed:
         self._keepalive = keepalive
         self._batch = batch
         self._run = run_id.encode() if run_id is not None else None
+        self._catch_up_limiter = catch_up
+        self._first_read = True
         self.finished = False
 
     def _take(self, entries: list[Entry], out: list[bytes]) -> None:
@@ -105,10 +109,20 @@ class Feed:
                     self.finished = True
                     return
 
+    async def _read(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """One batch from Redis. A client's first read goes straight to the pool; the rest
+        share a limiter, so a storm of long replays cannot delay every new client's first
+        event behind all of them."""
+        if self._first_read:
+            self._first_read = False
+            return await self._store.read_after(self._cid, self.position, self._batch)
+        async with self._catch_up_limiter:
+            return await self._store.read_after(self._cid, self.position, self._batch)
+
     async def _catch_up(self) -> AsyncIterator[bytes]:
         """Read from Redis, a batch at a time, until the end of what is stored."""
         while not self.finished:
-            raw = await self._store.read_after(self._cid, self.position, self._batch)
+            raw = await self._read()
             out: list[bytes] = []
             self._take([entry_from_redis(i, f) for i, f in raw], out)
             if out:

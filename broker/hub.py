@@ -106,6 +106,7 @@ class Hub:
         queue_frames: int,
         read_count: int = 1000,
         block_ms: int = 5000,
+        batch_seconds: float = 0.0,
     ) -> None:
         """``reader`` is dedicated to the blocking read; ``writer`` is the shared pool."""
         self._reader = reader
@@ -113,6 +114,7 @@ class Hub:
         self._queue_frames = queue_frames
         self._read_count = read_count
         self._block_ms = block_ms
+        self._batch_seconds = batch_seconds
         self._tails: dict[bytes, _Tail] = {}
         self._wake_key = keys.wakeup(uuid.uuid4().hex).encode()
         self._wake_cursor = "0-0"
@@ -208,3 +210,7 @@ class Hub:
                 tail.cursor = batch.entries[-1].pos
                 for subscription in tail.subscribers:
                     subscription.deliver(batch)
+            if response and self._batch_seconds:
+                # Entries keep arriving: a moment's pause lets the next read carry many of them,
+                # for all streams at once, instead of one read per entry.
+                await anyio.sleep(self._batch_seconds)

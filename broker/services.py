@@ -6,6 +6,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import anyio
+
 from broker.errors import ApiError
 from broker.feed import Feed
 from broker.hub import Hub
@@ -21,6 +23,8 @@ class Services:
     store: Store
     hub: Hub
     catalogue: Catalogue
+    # Replays past their first read share half the Redis pool (see Feed._read).
+    catch_up: anyio.CapacityLimiter
     # SSE streams this process serves, per conversation: the per-conversation limit.
     open_streams: Counter[str] = field(default_factory=Counter)
 
@@ -50,5 +54,6 @@ class Services:
             position,
             keepalive=self.settings.keepalive_seconds,
             batch=self.settings.replay_batch,
+            catch_up=self.catch_up,
             run_id=run_id,
         )

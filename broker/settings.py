@@ -25,6 +25,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     keepalive_seconds: float = 15.0
     retry_ms: int = 1000
     replay_batch: int = 500
+    # After a read that returned entries, the shared tail waits this long before the next one,
+    # so one read carries many entries under load (adds at most this much latency).
+    tail_batch_ms: float = 1.0
     # Frames queued for one SSE client before it is switched to reading Redis at its own pace.
     client_queue_frames: int = 2048
     redis_pool_size: int = 32

@@ -85,12 +85,7 @@ class Generation:
 
     async def _relay(self, receive: MemoryObjectReceiveStream[Chunk]) -> Finish | Failure:
         while True:
-            chunk: Chunk | None = None
-            with anyio.move_on_after(max(0.0, self._deadline - anyio.current_time())):
-                try:
-                    chunk = await receive.receive()
-                except anyio.EndOfStream:
-                    chunk = Failure("provider_error", "the model's stream ended without finishing")
+            chunk = await self._next(receive)
             if chunk is None:
                 await self._flush()
             elif isinstance(chunk, Text):
@@ -100,6 +95,25 @@ class Generation:
             else:
                 await self._flush()
                 return chunk
+
+    async def _next(self, receive: MemoryObjectReceiveStream[Chunk]) -> Chunk | None:
+        """The next chunk, or None when the coalescing window closes first.
+
+        Per token, the cheapest path that is correct: what is buffered already, else a plain
+        wait while nothing is pending, and a timed wait only while text waits to be flushed.
+        """
+        try:
+            try:
+                return receive.receive_nowait()
+            except anyio.WouldBlock:
+                pass
+            if self._deadline == math.inf:
+                return await receive.receive()
+            with anyio.move_on_after(self._deadline - anyio.current_time()):
+                return await receive.receive()
+            return None
+        except anyio.EndOfStream:
+            return Failure("provider_error", "the model's stream ended without finishing")
 
     def _add(self, chunk: Text) -> None:
         if not chunk.text:
