@@ -1,0 +1,241 @@
+"""The benchmark's appender: writes conversation events through the broker's own core.
+
+It opens one run per conversation and appends deltas with ``broker.store.Store`` (the accept,
+start, append and finish scripts the workers use), so the front sees exactly what a worker
+would write. Each delta's text is ``time.time_ns()`` taken just before its append: readers
+subtract it from their receipt time, which gives end-to-end latency at sub-millisecond
+precision (an entry id only carries milliseconds).
+
+Appends are spread evenly in time across conversations (round robin at a fixed global
+interval), as independent generations would be, rather than all conversations at once. The
+appends due at one tick go out in one pipeline: the same ``APPEND`` script with the arguments
+``Store.append`` passes (checked against it at start-up), at a fraction of the client CPU that
+one awaited call per append costs, so the appender stays out of the way of what it measures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.sharedctypes import Synchronized
+
+from bench_load import raise_nofile
+
+_SETUP_PARALLEL = 64
+_PREFILL_BATCH = 100
+_MIN_TICK_NS = 2_000_000
+
+
+@dataclass(frozen=True)
+class AppendPlan:
+    redis_url: str
+    prefix: str
+    cids: list[str]
+    rate: float  # delta events per second per conversation while ticking (0: none)
+    prefill: int = 0  # delta events per conversation written before the window
+
+
+@dataclass
+class AppendResult:
+    appends: int = 0
+    events: int = 0
+    skipped: int = 0  # appends dropped because the appender fell behind its schedule
+    cpu_seconds: float = 0.0
+
+
+class Appender:
+    """One open run per conversation, appended to through Store as a worker does."""
+
+    def __init__(self, plan: AppendPlan, appends: Synchronized, events: Synchronized) -> None:
+        from broker.connections import redis_client
+        from broker.settings import Settings
+        from broker.store import Store
+
+        settings = Settings.from_env(
+            {"BROKER_REDIS_URL": plan.redis_url, "BROKER_KEY_PREFIX": plan.prefix}
+        )
+        self.plan = plan
+        self.redis = redis_client(settings, "bench-appender", max_connections=_SETUP_PARALLEL)
+        self.store = Store(self.redis, settings)
+        self._fixed_args = (settings.stream_maxlen, settings.idle_ttl_seconds * 1000)
+        self._sha = ""
+        self.runs: list[str] = []
+        self.sequence: list[int] = []
+        self.appends = appends
+        self.events = events
+        self.result = AppendResult()
+
+    async def open_runs(self) -> None:
+        """A user message and a started run in every conversation, as accept + a worker's start."""
+        from broker.events import RunStarted, UserMessage, encode
+        from broker.ids import new_id
+
+        async def one(cid: str, run_id: str) -> None:
+            message_id = new_id("m")
+            _, data = encode(UserMessage(message_id=message_id, content="bench", run_id=run_id))
+            accepted = await self.store.accept(
+                cid, run_id=run_id, message_id=message_id, assistant_message_id=new_id("m"),
+                model="simulated", data=data, idempotency_key=None, idempotency_record="",
+            )
+            if accepted.outcome != "ok":
+                raise RuntimeError(f"bench: could not open a run in {cid}: {accepted}")
+            _, started = encode(RunStarted(run_id, new_id("m"), "simulated"))
+            await self.store.start_run(cid, run_id, "bench-appender", started)
+
+        self.runs = [new_id("r") for _ in self.plan.cids]
+        self.sequence = [0] * len(self.runs)
+        await _bounded(one(cid, run) for cid, run in zip(self.plan.cids, self.runs, strict=True))
+
+    async def prefill(self) -> None:
+        """Fill every conversation with ``plan.prefill`` deltas, many per append."""
+
+        async def one(index: int) -> None:
+            left = self.plan.prefill
+            while left > 0:
+                count = min(left, _PREFILL_BATCH)
+                await self._append(index, count)
+                left -= count
+
+        await _bounded(one(i) for i in range(len(self.runs)))
+
+    async def _append(self, index: int, count: int = 1) -> None:
+        from broker.events import Delta, encode
+
+        run_id = self.runs[index]
+        self.sequence[index] += 1
+        events = [encode(Delta(run_id, str(time.time_ns()))) for _ in range(count)]
+        status = await self.store.append(self.plan.cids[index], run_id, self.sequence[index], events)
+        if status != "running":
+            raise RuntimeError(f"bench: append refused, run is {status}")
+
+    async def check_pipelined_append(self) -> None:
+        """Make sure a pipelined append writes what ``Store.append`` writes, or stop loudly."""
+        from broker.store import APPEND
+
+        self._sha = await self.redis.script_load(APPEND)
+        if not self.runs:
+            return
+        await self._append_batch([0], text="0")
+        await self._append(0)  # and Store.append still takes the next sequence number
+        key = self.store.conversation(self.plan.cids[0]).events
+        last_two = await self.redis.xrevrange(key, count=2)
+        texts = [fields[b"d"] for _, fields in reversed(last_two)]
+        if len(texts) != 2 or b'"text":"0"' not in texts[0]:
+            raise RuntimeError("bench: the pipelined append no longer matches Store.append")
+
+    async def _append_batch(self, indexes: list[int], text: str | None = None) -> None:
+        """One delta in each of these conversations, in one pipeline of APPEND script calls."""
+        from broker.events import Delta, encode
+
+        maxlen, ttl_ms = self._fixed_args
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for index in indexes:
+                run_id = self.runs[index]
+                keys = self.store.conversation(self.plan.cids[index])
+                self.sequence[index] += 1
+                _, data = encode(Delta(run_id, text if text is not None else str(time.time_ns())))
+                pipe.evalsha(
+                    self._sha, 3, keys.events, keys.meta, keys.run(run_id),
+                    run_id, maxlen, ttl_ms, self.sequence[index], "delta", data,
+                )
+            replies = await pipe.execute()
+        for reply in replies:
+            if reply[0] != b"running":
+                raise RuntimeError(f"bench: append refused, run is {reply[0]!r}")
+
+    async def tick(self, t_start: int, t_end: int) -> None:
+        """Append one delta at a time, conversations in turn, at ``rate`` per conversation."""
+        count = len(self.runs)
+        if self.plan.rate <= 0 or count == 0:
+            await _sleep_until(t_end)
+            return
+        interval = 1e9 / (self.plan.rate * count)
+        await _sleep_until(t_start)
+        done = 0
+        turn = 0
+        while True:
+            now = time.time_ns()
+            if now >= t_end:
+                return
+            due = int((now - t_start) / interval) + 1
+            batch = due - done
+            if batch > count:
+                self.result.skipped += batch - count
+                done += batch - count
+                batch = count
+            if batch > 0:
+                indexes = [(turn + i) % count for i in range(batch)]
+                turn = (turn + batch) % count
+                # Counted before they are sent: the parent reads these counters next to Redis's
+                # command counts, and a pipeline is in Redis's counts a moment after it leaves.
+                with self.appends.get_lock():
+                    self.appends.value += batch
+                with self.events.get_lock():
+                    self.events.value += batch
+                await self._append_batch(indexes)
+                done += batch
+                self.result.appends += batch
+                self.result.events += batch
+            # A pipeline costs the same client CPU for 1 append as for 20: tick at most every
+            # _MIN_TICK_NS. Each delta still carries the time it was really written.
+            await _sleep_until(max(int(t_start + done * interval), time.time_ns() + _MIN_TICK_NS))
+
+    async def finish_runs(self) -> None:
+        from broker.events import RunCompleted, encode
+
+        async def one(cid: str, run_id: str) -> None:
+            name, data = encode(RunCompleted(run_id, "stop"))
+            await self.store.finish(cid, run_id, "completed", name, data)
+
+        await _bounded(one(cid, run) for cid, run in zip(self.plan.cids, self.runs, strict=True))
+
+
+async def _bounded(coroutines: Iterable[Awaitable[None]], limit: int = _SETUP_PARALLEL) -> None:
+    """Run set-up writes concurrently, but no more at once than the pool has connections."""
+    gate = asyncio.Semaphore(limit)
+
+    async def guarded(coroutine: Awaitable[None]) -> None:
+        async with gate:
+            await coroutine
+
+    await asyncio.gather(*(guarded(c) for c in coroutines))
+
+
+async def _sleep_until(t_ns: int) -> None:
+    delay = (t_ns - time.time_ns()) / 1e9
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def _run(conn: Connection, plan: AppendPlan, appends: Synchronized, events: Synchronized) -> None:
+    appender = Appender(plan, appends, events)
+    try:
+        await appender.open_runs()
+        await appender.check_pipelined_append()
+        if plan.prefill:
+            await appender.prefill()
+        conn.send(("ready", appender.runs))
+        t_start, t_end = await asyncio.to_thread(conn.recv)
+        await appender.tick(t_start, t_end)
+        await appender.finish_runs()
+    finally:
+        await appender.redis.aclose()
+    times = os.times()
+    appender.result.cpu_seconds = times.user + times.system
+    conn.send(("result", appender.result))
+
+
+def append_main(conn: Connection, plan: AppendPlan, appends: Synchronized, events: Synchronized) -> None:
+    """Entry point of the appender process."""
+    raise_nofile()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(_run(conn, plan, appends, events))

@@ -1,0 +1,57 @@
+"""The benchmark script still runs: every scenario, with the naive baseline, at tiny sizes.
+
+No performance is asserted here (timings belong to ``scripts/bench.py`` runs, not to tests);
+this only keeps the script from rotting as the broker changes under it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TINY = [
+    "--compare-naive",
+    "--duration", "1", "--warmup", "0.5", "--load-procs", "1",
+    "--s1-conversations", "4", "--s1-rate", "20",
+    "--s2-conversations", "2", "--s2-fanout", "3",
+    "--s3-conversations", "2", "--s3-events", "100", "--s3-clients", "6",
+    "--s4-clients", "20", "--s4-conversations", "4", "--s4-rate", "20",
+    "--s5-runs", "2",
+]
+
+
+def test_bench_runs_every_scenario(redis_url: str, prefix: str, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    env["REDIS_URL"] = redis_url
+    completed = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "bench.py"), *TINY,
+         "--key-prefix", prefix, "--json", str(out)],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "| S1 | broker |" in completed.stdout
+
+    report = json.loads(out.read_text())
+    assert report["machine"]["cores"] >= 1 and report["machine"]["redis"]
+    seen = {(r["scenario"], r["system"]): r for r in report["results"]}
+    streaming = ["S1", "S2/3", "S3", "S4"]
+    assert set(seen) == {(s, system) for s in streaming for system in ("broker", "naive")} | {("S5", "broker")}
+    for (scenario, system), result in seen.items():
+        assert result["connected"] == result["clients"] > 0, (scenario, system, result)
+        assert result["delivered_events"] > 0, (scenario, system)
+        assert result["front_cpu_s"] >= 0 and result["front_redis_connections"] >= 1
+        if scenario != "S5":
+            latency = result["latency"]
+            assert latency is not None and 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+            assert result["redis_cmds_per_event_front"] is not None
+    assert seen[("S3", "broker")]["time_to_first_event"]["samples"] == 6
+    assert seen[("S4", "broker")]["rss_per_connection_kb"] is not None
+    worker = seen[("S5", "broker")]
+    assert worker["tokens"] > 0 and worker["tokens_per_worker_cpu_s"] > 0
+    assert worker["writes_per_token"] > 0
+    assert {r["scenario"] for r in report["ratios"]} == set(streaming)
