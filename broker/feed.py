@@ -28,6 +28,7 @@ from broker.store import Store
 
 _encoder = msgspec.json.Encoder()
 _DRAIN_RETRY_MS = 50
+_FIRST_BATCH = 50
 
 
 class Start(NamedTuple):
@@ -114,20 +115,22 @@ class Feed:
         share a limiter, so a storm of long replays cannot delay every new client's first
         event behind all of them."""
         if self._first_read:
+            # Small, so the first bytes leave quickly however many clients arrive at once.
             self._first_read = False
-            return await self._store.read_after(self._cid, self.position, self._batch)
+            return await self._store.read_after(self._cid, self.position, _FIRST_BATCH)
         async with self._catch_up_limiter:
             return await self._store.read_after(self._cid, self.position, self._batch)
 
     async def _catch_up(self) -> AsyncIterator[bytes]:
         """Read from Redis, a batch at a time, until the end of what is stored."""
         while not self.finished:
+            first = self._first_read
             raw = await self._read()
             out: list[bytes] = []
             self._take([entry_from_redis(i, f) for i, f in raw], out)
             if out:
                 yield b"".join(out)
-            if len(raw) < self._batch:
+            if len(raw) < (_FIRST_BATCH if first else self._batch):
                 return
 
     async def frames(self) -> AsyncIterator[bytes]:
