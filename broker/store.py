@@ -9,6 +9,7 @@ can interleave inside them.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, NamedTuple
 
 import anyio
@@ -226,13 +227,15 @@ class Store:
     async def _run_script(self, script: AsyncScript, cid: str, run_id: str, args: list[Any]) -> list[str]:
         """Run a repeatable run transition, through a Redis outage of up to retry_seconds."""
         keys = self._run_keys(cid, run_id)
-        deadline = anyio.current_time() + self._retry_seconds
+        deadline: float | None = None  # set at the first failure: the happy path reads no clock
         delay = 0.05
         while True:
             try:
                 return _text(await script(keys=keys, args=args))
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-                if anyio.current_time() + delay > deadline:
+                now = time.monotonic()
+                deadline = deadline or now + self._retry_seconds
+                if now + delay > deadline:
                     raise
                 log.warning("Redis unreachable; retrying run %s in %.2fs", run_id, delay)
                 await anyio.sleep(delay)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from contextlib import aclosing
 
 import anyio
@@ -109,7 +110,7 @@ class Generation:
                 pass
             if self._deadline == math.inf:
                 return await receive.receive()
-            with anyio.move_on_after(self._deadline - anyio.current_time()):
+            with anyio.move_on_after(self._deadline - time.monotonic()):
                 return await receive.receive()
             return None
         except anyio.EndOfStream:
@@ -123,7 +124,7 @@ class Generation:
         else:
             self._parts.append((chunk.channel, [chunk.text]))
         if self._deadline == math.inf:
-            self._deadline = anyio.current_time() + self._window
+            self._deadline = time.monotonic() + self._window
 
     async def _flush(self) -> None:
         self._deadline = math.inf
