@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import resource
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -108,18 +108,29 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def stack(
-    request: pytest.FixtureRequest, redis_url: str, prefix: str, tmp_path: Path
-) -> Iterator[Stack]:
-    """Broker processes for this test; stopped at teardown, their output shown on failure."""
-    workdir = tmp_path / "processes"
-    workdir.mkdir()
-    # A short grace keeps teardown quick; tests that care set their own.
-    processes = Stack(redis_url, prefix, workdir, settings={"shutdown_grace_seconds": 1})
+def stack_on(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str, str], Stack]]:
+    """Makes broker process stacks against any Redis; all are stopped at teardown, and their
+    output is shown when the test failed."""
+    stacks: list[Stack] = []
+
+    def make(redis_url: str, prefix: str) -> Stack:
+        workdir = tmp_path / f"processes{len(stacks)}"
+        workdir.mkdir()
+        # A short grace keeps teardown quick; tests that care set their own.
+        stacks.append(Stack(redis_url, prefix, workdir, settings={"shutdown_grace_seconds": 1}))
+        return stacks[-1]
+
     try:
-        yield processes
+        yield make
     finally:
-        processes.close(report=_test_failed(request.node))
+        for processes in stacks:
+            processes.close(report=_test_failed(request.node))
+
+
+@pytest.fixture
+def stack(stack_on: Callable[[str, str], Stack], redis_url: str, prefix: str) -> Stack:
+    """Broker processes for this test, on the session's Redis under the test's prefix."""
+    return stack_on(redis_url, prefix)
 
 
 @pytest.fixture(scope="module")
