@@ -9,14 +9,14 @@ from contextlib import asynccontextmanager
 import anyio
 from starlette.applications import Starlette
 
-from broker.api import routes
-from broker.connections import redis_client
-from broker.errors import HANDLERS
-from broker.hub import Hub
-from broker.models import Catalogue
-from broker.services import Services
-from broker.settings import Settings
-from broker.store import Store
+from broker.core.connections import redis_client
+from broker.core.models import Catalogue
+from broker.core.settings import Settings
+from broker.core.store import Store
+from broker.front.api import routes
+from broker.front.errors import HANDLERS
+from broker.front.hub import Hub
+from broker.front.services import Services
 
 _TAIL_BLOCK_MS = 5000
 

@@ -13,14 +13,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-from broker.settings import Settings
+from broker.core.settings import Settings
 
 
 def _serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     from broker.app import create_app
-    from broker.models import CatalogueError
+    from broker.core.models import CatalogueError
 
     try:
         app = create_app(settings)

@@ -109,10 +109,10 @@ class Bench:
 
     def _calibrate(self) -> ScriptCost:
         """Count what one append of 1 and of 2 events costs in Redis commands, while idle."""
-        from broker.connections import redis_client
-        from broker.events import Delta, RunStarted, UserMessage, encode
-        from broker.settings import Settings
-        from broker.store import Store
+        from broker.core.connections import redis_client
+        from broker.core.events import Delta, RunStarted, UserMessage, encode
+        from broker.core.settings import Settings
+        from broker.core.store import Store
 
         settings = Settings.from_env({"BROKER_REDIS_URL": self.redis_url, "BROKER_KEY_PREFIX": self.prefix})
 
@@ -164,7 +164,7 @@ class Bench:
         ]
 
     def _stored_ids(self, cids: list[str]) -> dict[str, list[str]]:
-        from broker.keys import Keys
+        from broker.core.keys import Keys
 
         keys = Keys(self.prefix)
         return {

@@ -1,6 +1,6 @@
 """The benchmark's appender: writes conversation events through the broker's own core.
 
-It opens one run per conversation and appends deltas with ``broker.store.Store`` (the accept,
+It opens one run per conversation and appends deltas with ``broker.core.store.Store`` (the accept,
 start, append and finish scripts the workers use), so the front sees exactly what a worker
 would write. Each delta's text is ``time.time_ns()`` taken just before its append: readers
 subtract it from their receipt time, which gives end-to-end latency at sub-millisecond
@@ -51,9 +51,9 @@ class Appender:
     """One open run per conversation, appended to through Store as a worker does."""
 
     def __init__(self, plan: AppendPlan, appends: Synchronized, events: Synchronized) -> None:
-        from broker.connections import redis_client
-        from broker.settings import Settings
-        from broker.store import Store
+        from broker.core.connections import redis_client
+        from broker.core.settings import Settings
+        from broker.core.store import Store
 
         settings = Settings.from_env(
             {"BROKER_REDIS_URL": plan.redis_url, "BROKER_KEY_PREFIX": plan.prefix}
@@ -71,8 +71,8 @@ class Appender:
 
     async def open_runs(self) -> None:
         """A user message and a started run in every conversation, as accept + a worker's start."""
-        from broker.events import RunStarted, UserMessage, encode
-        from broker.ids import new_id
+        from broker.core.events import RunStarted, UserMessage, encode
+        from broker.core.ids import new_id
 
         async def one(cid: str, run_id: str) -> None:
             message_id = new_id("m")
@@ -103,7 +103,7 @@ class Appender:
         await _bounded(one(i) for i in range(len(self.runs)))
 
     async def _append(self, index: int, count: int = 1) -> None:
-        from broker.events import Delta, encode
+        from broker.core.events import Delta, encode
 
         run_id = self.runs[index]
         self.sequence[index] += 1
@@ -114,7 +114,7 @@ class Appender:
 
     async def check_pipelined_append(self) -> None:
         """Make sure a pipelined append writes what ``Store.append`` writes, or stop loudly."""
-        from broker.store import APPEND
+        from broker.core.store import APPEND
 
         self._sha = await self.redis.script_load(APPEND)
         if not self.runs:
@@ -129,7 +129,7 @@ class Appender:
 
     async def _append_batch(self, indexes: list[int], text: str | None = None) -> None:
         """One delta in each of these conversations, in one pipeline of APPEND script calls."""
-        from broker.events import Delta, encode
+        from broker.core.events import Delta, encode
 
         maxlen, ttl_ms = self._fixed_args
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -185,7 +185,7 @@ class Appender:
             await _sleep_until(max(int(t_start + done * interval), time.time_ns() + _MIN_TICK_NS))
 
     async def finish_runs(self) -> None:
-        from broker.events import RunCompleted, encode
+        from broker.core.events import RunCompleted, encode
 
         async def one(cid: str, run_id: str) -> None:
             name, data = encode(RunCompleted(run_id, "stop"))

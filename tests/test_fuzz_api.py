@@ -13,7 +13,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
-from broker.openapi import DOCUMENT
+from broker.front.openapi import DOCUMENT
 from tests.stack import Front
 
 schema = schemathesis.openapi.from_dict(msgspec.json.decode(DOCUMENT)).exclude(

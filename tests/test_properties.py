@@ -17,7 +17,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.ids import format_stream_id, is_valid_path_id, parse_stream_id
+from broker.core.ids import format_stream_id, is_valid_path_id, parse_stream_id
 from tests.stack import Front
 
 FUZZ = settings(

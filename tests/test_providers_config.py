@@ -8,9 +8,9 @@ import httpx
 import msgspec
 import pytest
 
-from broker.bodies import SnapshotMessage
-from broker.models import Catalogue, CatalogueError, ModelParams, SimulatedParams, UnknownModel
-from broker.settings import Settings
+from broker.core.bodies import SnapshotMessage
+from broker.core.models import Catalogue, CatalogueError, ModelParams, SimulatedParams, UnknownModel
+from broker.core.settings import Settings
 from workers.context import _turns, bound_turns
 from workers.providers import default_providers
 from workers.providers.base import Message

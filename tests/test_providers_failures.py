@@ -14,7 +14,7 @@ from contextlib import aclosing
 import anyio
 import pytest
 
-from broker.settings import Settings
+from broker.core.settings import Settings
 from tests.stack import free_port
 from tests.upstreams import streams
 from tests.upstreams.harness import API_KEY, ending, provider, request, run, text

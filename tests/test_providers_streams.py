@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from broker.events import Usage
+from broker.core.events import Usage
 from tests.upstreams import streams
 from tests.upstreams.harness import API_KEY, HISTORY, ending, provider, request, run, text
 from tests.upstreams.server import FakeUpstream, Reply, ndjson_reply, sse_reply

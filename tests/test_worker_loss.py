@@ -13,10 +13,10 @@ import pytest
 import redis
 import redis.asyncio
 
-from broker.ids import new_id
-from broker.jobs import Job, job_encoder
-from broker.settings import Settings
-from broker.store import Store
+from broker.core.ids import new_id
+from broker.core.jobs import Job, job_encoder
+from broker.core.settings import Settings
+from broker.core.store import Store
 from tests.helpers import new_cid, nth_delta, terminal_of
 from tests.stack import Stack
 from tests.stored import assert_no_duplicates, of_run, stored_events, terminals

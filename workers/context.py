@@ -1,6 +1,6 @@
 """The earlier turns of a conversation, as context for the model answering the next prompt.
 
-Folded from the conversation's stream by ``broker.snapshot.build_snapshot`` (the same view a
+Folded from the conversation's stream by ``broker.core.snapshot.build_snapshot`` (the same view a
 client renders), then cut to the newest turns that fit the configured bounds. A turn is a user
 message and the answer to it; a question whose answer is empty (cancelled or failed before any
 text) is left out with it, so the context alternates user and assistant as the vendors' chat
@@ -9,10 +9,10 @@ APIs expect. Reasoning is never sent back: the vendors ask for answers only.
 
 from __future__ import annotations
 
-from broker.bodies import SnapshotMessage
-from broker.settings import Settings
-from broker.snapshot import build_snapshot
-from broker.store import Store
+from broker.core.bodies import SnapshotMessage
+from broker.core.settings import Settings
+from broker.core.snapshot import build_snapshot
+from broker.core.store import Store
 from workers.providers.base import Message
 
 

@@ -15,9 +15,9 @@ from contextlib import aclosing
 
 import anyio
 
-from broker.events import Channel, Delta, encode
-from broker.jobs import Job
-from broker.store import Store
+from broker.core.events import Channel, Delta, encode
+from broker.core.jobs import Job
+from broker.core.store import Store
 from workers.providers.base import Failure, Finish, GenerationRequest, Provider, Text
 
 log = logging.getLogger("workers.generation")

@@ -23,8 +23,8 @@ import anyio.abc
 import msgspec
 import redis.exceptions
 
-from broker.connections import redis_client
-from broker.events import (
+from broker.core.connections import redis_client
+from broker.core.events import (
     TERMINAL_EVENTS,
     ErrorInfo,
     Event,
@@ -34,10 +34,10 @@ from broker.events import (
     RunStarted,
     encode,
 )
-from broker.jobs import Job, control_decoder, job_decoder
-from broker.models import Catalogue, CatalogueError
-from broker.settings import Settings
-from broker.store import Store, Transition
+from broker.core.jobs import Job, control_decoder, job_decoder
+from broker.core.models import Catalogue, CatalogueError
+from broker.core.settings import Settings
+from broker.core.store import Store, Transition
 from workers.context import conversation_context
 from workers.generation import CancelRequested, Generation, RunGone
 from workers.providers import default_providers

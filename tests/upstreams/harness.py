@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import msgspec
 
-from broker.models import ModelSpec
-from broker.settings import Settings
+from broker.core.models import ModelSpec
+from broker.core.settings import Settings
 from workers.providers import build_provider
 from workers.providers.base import (
     Chunk,

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from broker.events import Channel, Usage
+from broker.core.events import Channel, Usage
 
 Role = Literal["user", "assistant"]
 

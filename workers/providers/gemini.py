@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import msgspec
 
-from broker.events import Usage
+from broker.core.events import Usage
 from workers.providers.base import Chunk, Finish, GenerationRequest, Text
 from workers.providers.failures import (
     STREAM_CUT,

@@ -15,7 +15,7 @@ from contextlib import aclosing
 
 import msgspec
 
-from broker.events import Usage
+from broker.core.events import Usage
 from workers.providers.base import Chunk, Finish, GenerationRequest, Text
 from workers.providers.failures import STREAM_CUT, UpstreamFailure, code_for_error_type
 from workers.providers.remote import RemoteProvider, decode_chunk, without_none

@@ -20,8 +20,8 @@ import anyio
 import httpx
 import msgspec
 
-from broker.models import ModelSpec
-from broker.settings import Settings
+from broker.core.models import ModelSpec
+from broker.core.settings import Settings
 from workers.providers.failures import (
     STREAM_CUT,
     TIMEOUT_FIRST_BYTE,

@@ -23,11 +23,11 @@ import anyio
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from broker.ids import StreamPos, format_stream_id
-from broker.keys import Keys
-from broker.sse import Entry, entry_from_redis
+from broker.core.entries import Entry, entry_from_redis
+from broker.core.ids import StreamPos, format_stream_id
+from broker.core.keys import Keys
 
-log = logging.getLogger("broker.hub")
+log = logging.getLogger("broker.front.hub")
 
 
 class Batch(NamedTuple):

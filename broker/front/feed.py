@@ -13,18 +13,12 @@ from typing import NamedTuple
 import anyio
 import msgspec
 
-from broker.events import Reset
-from broker.hub import CLOSED, Batch, Hub
-from broker.ids import ORIGIN, StreamPos, parse_stream_id
-from broker.sse import (
-    KEEPALIVE,
-    TERMINAL_NAMES,
-    Entry,
-    entry_from_redis,
-    retry_frame,
-    unstored_frame,
-)
-from broker.store import Store
+from broker.core.entries import TERMINAL_NAMES, Entry, entry_from_redis
+from broker.core.events import Reset
+from broker.core.ids import ORIGIN, StreamPos, parse_stream_id
+from broker.core.store import Store
+from broker.front.hub import CLOSED, Batch, Hub
+from broker.front.sse import KEEPALIVE, retry_frame, unstored_frame
 
 _encoder = msgspec.json.Encoder()
 _DRAIN_RETRY_MS = 50

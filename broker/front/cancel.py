@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import anyio
 
-from broker.bodies import CancelState
-from broker.errors import ApiError
-from broker.events import TERMINAL_STATUSES, RunCancelled, encode
-from broker.jobs import Control, job_encoder
-from broker.store import Store
+from broker.core.bodies import CancelState
+from broker.core.events import TERMINAL_STATUSES, RunCancelled, encode
+from broker.core.jobs import Control, job_encoder
+from broker.core.store import Store
+from broker.front.errors import ApiError
 
 CANCEL_REASON = "user"
 _POLL_SECONDS = 0.05

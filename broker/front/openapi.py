@@ -10,8 +10,8 @@ from typing import Any
 
 import msgspec
 
-from broker.bodies import CancelState, ErrorBody, MessageAccepted, PostMessage, Snapshot
-from broker.events import EVENT_TYPES, Reset
+from broker.core.bodies import CancelState, ErrorBody, MessageAccepted, PostMessage, Snapshot
+from broker.core.events import EVENT_TYPES, Reset
 
 _ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}
 _STREAM_ID = {"type": "string", "pattern": "^[0-9]{1,20}-[0-9]{1,20}$"}

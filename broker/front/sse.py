@@ -1,44 +1,22 @@
-"""Server-Sent Events on the wire: frames, and an ASGI response that streams them.
-
-A frame is built once per stream entry from the stored bytes and shared by every client of that
-stream; the response writes whatever frames are ready in one socket write.
+"""Server-Sent Events on the wire: the frames that are not stored entries, and an ASGI response
+that streams them, writing whatever frames are ready in one socket write.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from typing import NamedTuple
 
 import anyio
 from starlette.types import Receive, Scope, Send
 
-from broker.ids import StreamPos
-
 KEEPALIVE = b": keepalive\n\n"
-TERMINAL_NAMES = frozenset({b"run.completed", b"run.cancelled", b"run.failed"})
 
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache, no-transform"),
     (b"x-accel-buffering", b"no"),
 ]
-
-
-class Entry(NamedTuple):
-    """One stream entry, ready to send."""
-
-    pos: StreamPos
-    run_id: bytes
-    name: bytes
-    frame: bytes
-
-
-def entry_from_redis(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
-    ms, _, seq = entry_id.partition(b"-")
-    name = fields[b"t"]
-    frame = b"id: " + entry_id + b"\nevent: " + name + b"\ndata: " + fields[b"d"] + b"\n\n"
-    return Entry((int(ms), int(seq)), fields.get(b"r", b""), name, frame)
 
 
 def unstored_frame(name: str, data: bytes) -> bytes:

@@ -6,7 +6,7 @@ import os
 
 import redis.asyncio as aioredis
 
-from broker.settings import Settings
+from broker.core.settings import Settings
 
 
 def redis_client(

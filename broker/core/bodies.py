@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 import msgspec
 
-from broker.events import ErrorInfo
-from broker.models import DEFAULT_MODEL
+from broker.core.events import ErrorInfo
+from broker.core.models import DEFAULT_MODEL
 
 
 class PostMessage(msgspec.Struct, frozen=True):

@@ -6,17 +6,17 @@ Everything in the snapshot, the active run included, is derived from the entries
 
 from __future__ import annotations
 
-from broker.bodies import Snapshot, SnapshotMessage
-from broker.events import (
+from broker.core.bodies import Snapshot, SnapshotMessage
+from broker.core.entries import entry_from_redis
+from broker.core.events import (
     TERMINAL_EVENTS,
     Delta,
     RunStarted,
     UserMessage,
     decode,
 )
-from broker.ids import ORIGIN
-from broker.sse import entry_from_redis
-from broker.store import Store
+from broker.core.ids import ORIGIN
+from broker.core.store import Store
 
 
 class _Answer:

@@ -10,10 +10,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from broker.bodies import ErrorBody
-from broker.events import ErrorInfo
+from broker.core.bodies import ErrorBody
+from broker.core.events import ErrorInfo
 
-log = logging.getLogger("broker.api")
+log = logging.getLogger("broker.front.api")
 _encoder = msgspec.json.Encoder()
 
 

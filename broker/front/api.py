@@ -19,21 +19,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from broker.bodies import MessageAccepted, PostMessage
-from broker.cancel import cancel_run
-from broker.errors import ApiError
-from broker.events import TERMINAL_STATUSES, UserMessage, encode
-from broker.feed import Feed, resolve_start
-from broker.ids import StreamPos, is_valid_path_id, new_id, parse_stream_id, predecessor
-from broker.jobs import Job, job_encoder
-from broker.models import Catalogue, UnknownModel
-from broker.openapi import DOCUMENT
-from broker.services import Services
-from broker.snapshot import build_snapshot
-from broker.sse import EventStreamResponse, retry_frame
-from broker.store import Accepted
+from broker.core.bodies import MessageAccepted, PostMessage
+from broker.core.events import TERMINAL_STATUSES, UserMessage, encode
+from broker.core.ids import StreamPos, is_valid_path_id, new_id, parse_stream_id, predecessor
+from broker.core.jobs import Job, job_encoder
+from broker.core.models import Catalogue, UnknownModel
+from broker.core.snapshot import build_snapshot
+from broker.core.store import Accepted
+from broker.front.cancel import cancel_run
+from broker.front.errors import ApiError
+from broker.front.feed import Feed, resolve_start
+from broker.front.openapi import DOCUMENT
+from broker.front.services import Services
+from broker.front.sse import EventStreamResponse, retry_frame
 
-log = logging.getLogger("broker.api")
+log = logging.getLogger("broker.front.api")
 _encoder = msgspec.json.Encoder()
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from broker.settings import Settings
+from broker.core.settings import Settings
 
 DEFAULT_MODEL = "simulated"
 OPENAI_API_KEY_ENV = "BROKER_OPENAI_API_KEY"

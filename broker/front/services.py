@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from broker.errors import ApiError
-from broker.feed import Feed
-from broker.hub import Hub
-from broker.ids import StreamPos
-from broker.models import Catalogue
-from broker.settings import Settings
-from broker.store import Store
+from broker.core.ids import StreamPos
+from broker.core.models import Catalogue
+from broker.core.settings import Settings
+from broker.core.store import Store
+from broker.front.errors import ApiError
+from broker.front.feed import Feed
+from broker.front.hub import Hub
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from redis.commands.core import AsyncScript
 
-from broker.ids import StreamPos, format_stream_id
-from broker.keys import ConversationKeys, Keys
-from broker.settings import Settings
+from broker.core.ids import StreamPos, format_stream_id
+from broker.core.keys import ConversationKeys, Keys
+from broker.core.settings import Settings
 
-log = logging.getLogger("broker.store")
+log = logging.getLogger("broker.core.store")
 
 # The terminal transition, shared by the worker's finish and the front's cancel of a queued run.
 # Expects `status` (the run's current status) and writes ARGV[2] (new status), ARGV[3] (event

@@ -1,0 +1,29 @@
+"""Stored stream entries in the form the front tier sends them: one SSE frame each.
+
+A frame is built once per entry from the stored bytes and shared by every client of that
+stream; the snapshot folds the same entries.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from broker.core.ids import StreamPos
+
+TERMINAL_NAMES = frozenset({b"run.completed", b"run.cancelled", b"run.failed"})
+
+
+class Entry(NamedTuple):
+    """One stream entry, ready to send."""
+
+    pos: StreamPos
+    run_id: bytes
+    name: bytes
+    frame: bytes
+
+
+def entry_from_redis(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+    ms, _, seq = entry_id.partition(b"-")
+    name = fields[b"t"]
+    frame = b"id: " + entry_id + b"\nevent: " + name + b"\ndata: " + fields[b"d"] + b"\n\n"
+    return Entry((int(ms), int(seq)), fields.get(b"r", b""), name, frame)

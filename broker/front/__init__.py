@@ -1,0 +1,1 @@
+"""The stateless HTTP/SSE tier: routes, feeds, the shared live tail."""
