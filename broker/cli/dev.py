@@ -1,0 +1,84 @@
+"""``broker dev``: Redis (embedded unless configured), one front and one worker, until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from broker.core.settings import Settings
+
+
+def _wait_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in processes):
+            raise SystemExit("broker dev: a process exited during start-up")
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("broker dev: the front did not become ready")
+
+
+def dev(host: str, port: int) -> None:
+    """Redis (embedded unless BROKER_REDIS_URL is set), one front and one worker, until Ctrl-C."""
+    from broker.embedded_redis import EmbeddedRedis
+
+    env = dict(os.environ)
+    embedded: EmbeddedRedis | None = None
+    if not env.get("BROKER_REDIS_URL"):
+        embedded = EmbeddedRedis(Path(".broker") / "redis").start()
+        env["BROKER_REDIS_URL"] = embedded.url
+    Settings.from_env(env)  # refuse bad settings before starting anything
+    command = [sys.executable, "-m", "broker"]
+    children = [
+        subprocess.Popen([*command, "serve", "--host", host, "--port", str(port)], env=env),
+        subprocess.Popen([*command, "worker"], env=env),
+    ]
+    stop = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    code = 0
+    try:
+        url = f"http://{host}:{port}"
+        _wait_ready(url, children)
+        where = f"embedded redis-server at {embedded.url}" if embedded else env["BROKER_REDIS_URL"]
+        print(f"broker dev: serving {url} (Redis: {where}); Ctrl-C stops", flush=True)
+        while not stop:
+            if any(p.poll() is not None for p in children):
+                print("broker dev: a process exited; stopping", file=sys.stderr, flush=True)
+                code = 1
+                break
+            time.sleep(0.2)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if embedded is not None:
+            embedded.stop()
+    raise SystemExit(code)
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sub = commands.add_parser("dev", help="Redis, one front and one worker")
+    sub.add_argument("--host", default="127.0.0.1")
+    sub.add_argument("--port", type=int, default=8000)
+    sub.set_defaults(run=lambda args, settings: dev(args.host, args.port))

@@ -1,0 +1,25 @@
+"""``broker worker``: one worker process."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from broker.core.settings import Settings
+
+
+def worker(settings: Settings, concurrency: int | None) -> None:
+    import anyio
+
+    # Imported here: the front tier never loads the worker runtime.
+    from workers.runtime import Worker
+
+    if concurrency is not None:
+        settings = Settings.from_env({**os.environ, "BROKER_WORKER_CONCURRENCY": str(concurrency)})
+    anyio.run(Worker(settings).run, backend_options={"use_uvloop": True})
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sub = commands.add_parser("worker", help="one worker process")
+    sub.add_argument("--concurrency", type=int, default=None)
+    sub.set_defaults(run=lambda args, settings: worker(settings, args.concurrency))
