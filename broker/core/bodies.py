@@ -29,13 +29,49 @@ class CancelState(msgspec.Struct, frozen=True, omit_defaults=True):
     event_id: str | None = None
 
 
+class TextPart(msgspec.Struct, tag="text", tag_field="type"):
+    text: str
+
+
+class ReasoningPart(msgspec.Struct, tag="reasoning", tag_field="type"):
+    text: str
+
+
+class ToolCallPart(msgspec.Struct, tag="tool_call", tag_field="type"):
+    call_id: str
+    name: str
+    # The whole arguments once the call was complete; until then the argument text so far.
+    arguments: Any
+
+
+class ToolResultPart(msgspec.Struct, tag="tool_result", tag_field="type"):
+    call_id: str
+    result: Any
+    is_error: bool
+
+
+class DataPart(msgspec.Struct, tag="data", tag_field="type"):
+    name: str
+    value: Any
+
+
+Part = TextPart | ReasoningPart | ToolCallPart | ToolResultPart | DataPart
+
+
 class SnapshotMessage(msgspec.Struct):
+    """One message, merged from its events.
+
+    ``content`` and ``reasoning`` are the whole text of each channel; ``parts`` is everything
+    in the order it arrived (a user message is one text part).
+    """
+
     message_id: str
     role: str
     content: str
     reasoning: str
     run_id: str
     status: str
+    parts: list[Part] = []
 
 
 class Snapshot(msgspec.Struct):

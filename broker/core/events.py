@@ -6,9 +6,10 @@ stream entry's ``d`` field and sent to every client as they are.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 Channel = Literal["content", "reasoning"]
 RunStatus = Literal["queued", "running", "cancelling", "completed", "cancelled", "failed"]
@@ -45,6 +46,38 @@ class Delta(msgspec.Struct, frozen=True):
     channel: Channel = "content"
 
 
+class ToolCall(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A tool call the model (or the application's generator) makes; the broker never runs it.
+
+    Streamed calls come as pieces, each with ``arguments_delta`` (the next piece of the
+    arguments' JSON text), then once with ``arguments`` (the whole value, parsed); a call made
+    whole has only that last event. Exactly one of the two fields is set.
+    """
+
+    run_id: str
+    call_id: str
+    name: str
+    arguments_delta: str | UnsetType = UNSET
+    arguments: Any | UnsetType = UNSET
+
+
+class ToolResult(msgspec.Struct, frozen=True):
+    """What a tool call gave back: any JSON value, or text; ``is_error`` when the tool failed."""
+
+    run_id: str
+    call_id: str
+    result: Any
+    is_error: bool = False
+
+
+class Data(msgspec.Struct, frozen=True):
+    """A named piece of structured output (citations, progress, UI state) for the client."""
+
+    run_id: str
+    name: str
+    value: Any
+
+
 class RunCompleted(msgspec.Struct, frozen=True, omit_defaults=True):
     run_id: str
     finish_reason: str
@@ -68,12 +101,25 @@ class Reset(msgspec.Struct, frozen=True):
     earliest_event_id: str | None
 
 
-Event = UserMessage | RunStarted | Delta | RunCompleted | RunCancelled | RunFailed
+Event = (
+    UserMessage
+    | RunStarted
+    | Delta
+    | ToolCall
+    | ToolResult
+    | Data
+    | RunCompleted
+    | RunCancelled
+    | RunFailed
+)
 
 EVENT_TYPES: dict[str, type[Event]] = {
     "message": UserMessage,
     "run.started": RunStarted,
     "delta": Delta,
+    "tool.call": ToolCall,
+    "tool.result": ToolResult,
+    "data": Data,
     "run.completed": RunCompleted,
     "run.cancelled": RunCancelled,
     "run.failed": RunFailed,
