@@ -367,6 +367,7 @@ async def test_snapshot_merges_the_stream_and_resuming_after_it_completes_the_an
                 "reasoning": "",
                 "run_id": run_id,
                 "status": "completed",
+                "parts": [{"type": "text", "text": "explain streams"}],
             },
             {
                 "message_id": started.json()["message_id"],
@@ -375,6 +376,10 @@ async def test_snapshot_merges_the_stream_and_resuming_after_it_completes_the_an
                 "reasoning": reasoning,
                 "run_id": run_id,
                 "status": "completed",
+                "parts": [
+                    {"type": "reasoning", "text": reasoning},
+                    {"type": "text", "text": content},
+                ],
             },
         ],
         "active_run_id": None,
