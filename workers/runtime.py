@@ -39,7 +39,13 @@ from broker.core.models import Catalogue, CatalogueError
 from broker.core.settings import Settings
 from broker.core.store import Store, Transition
 from workers.context import conversation_context
-from workers.generation import CancelRequested, Generation, RunGone
+from workers.generation import CancelRequested, Generation, Outcome, RunGone
+from workers.generators import (
+    ApplicationGenerator,
+    GeneratorImportError,
+    bind_generators,
+    import_generators,
+)
 from workers.providers import default_providers
 from workers.providers.base import Failure, Finish, GenerationRequest, Message, Provider
 from workers.providers.upstream import make_client
@@ -59,9 +65,13 @@ class Worker:
         self.settings = settings
         try:
             self.catalogue = Catalogue.from_settings(settings)
+            self._generator_functions = import_generators(self.catalogue)
         except CatalogueError as exc:
             raise SystemExit(f"model catalogue: {exc}") from None
+        except GeneratorImportError as exc:
+            raise SystemExit(str(exc)) from None
         self.providers: dict[str, Provider] = {}
+        self.generators: dict[str, ApplicationGenerator] = {}
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.concurrency = settings.worker_concurrency
         self._running: dict[str, anyio.CancelScope] = {}
@@ -77,6 +87,9 @@ class Worker:
         try:
             async with make_client(self.settings) as http, anyio.create_task_group() as services:
                 self.providers = default_providers(self.settings, self.catalogue, http)
+                self.generators = bind_generators(
+                    self._generator_functions, self.catalogue, self.providers
+                )
                 services.start_soon(self._watch_signals)
                 services.start_soon(self._listen_control)
                 services.start_soon(self._renew_leases)
@@ -261,7 +274,8 @@ class Worker:
                 )
             return  # cancelled before any worker had it, or already ended: nothing to generate
         provider = self.providers.get(job.model)
-        if provider is None:
+        generator = self.generators.get(job.model)
+        if provider is None and generator is None:
             await self._end(job, RunFailed(run_id, ErrorInfo("unknown_model", f"no provider for {job.model!r}")))
             return
         outcome: Finish | Failure | None = None
@@ -271,9 +285,17 @@ class Worker:
         try:
             with scope:
                 request = await self._request(job)
-                outcome = await Generation(
-                    self.store, job, request, provider, self.settings.coalesce_ms / 1000
-                ).run()
+                generation = Generation(self.store, job, self.settings.coalesce_ms / 1000)
+
+                async def produce(generation: Generation) -> Outcome:
+                    if generator is not None:
+                        return await generator.produce(
+                            generation, request, cid=job.conversation_id, run_id=run_id
+                        )
+                    assert provider is not None
+                    return await generation.relay(provider.stream(request))
+
+                outcome = await generation.run(produce)
         except CancelRequested:
             stopped_by = _USER
         except RunGone:
@@ -306,6 +328,7 @@ class Worker:
         history: tuple[Message, ...] = ()
         if spec is not None and spec.provider != "simulated":
             # The built-in model ignores context; it is not worth a read of the whole stream.
+            # A generator gets it as ``run.history``.
             history = await conversation_context(self.store, job.conversation_id, job.run_id, self.settings)
         upstream = spec.upstream_model(job.model) if spec is not None else job.model
         return GenerationRequest(job.model, job.content, job.params, history, upstream)

@@ -6,7 +6,10 @@ providers from the same catalogue. It comes from two places, both read through `
 
 - a TOML file (``BROKER_MODELS_FILE``) with one ``[models."<name>"]`` table per model;
 - the OpenAI-compatible shortcut: ``BROKER_OPENAI_MODELS`` names models served at
-  ``BROKER_OPENAI_BASE_URL`` with the key in ``BROKER_OPENAI_API_KEY``.
+  ``BROKER_OPENAI_BASE_URL`` with the key in ``BROKER_OPENAI_API_KEY``;
+- the application's own generators: ``BROKER_GENERATORS`` maps model names to
+  ``module:function`` import paths. Only the workers import them: the front knows the names
+  and nothing of the code, and passes the client's ``params`` through as they are.
 
 A catalogue entry names the environment variable that holds an API key, never the key itself,
 so the catalogue can be logged, diffed and committed. ``simulated`` always exists.
@@ -14,6 +17,7 @@ so the catalogue can be logged, diffed and committed. ``simulated`` always exist
 
 from __future__ import annotations
 
+import re
 import tomllib
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
@@ -26,8 +30,19 @@ DEFAULT_MODEL = "simulated"
 OPENAI_API_KEY_ENV = "BROKER_OPENAI_API_KEY"
 
 ProviderKind = Literal[
-    "simulated", "openai_chat", "openai_responses", "anthropic", "gemini", "ollama", "generic"
+    "simulated",
+    "openai_chat",
+    "openai_responses",
+    "anthropic",
+    "gemini",
+    "ollama",
+    "generic",
+    "generator",
 ]
+# The providers that pass the client's tool definitions upstream and stream tool calls back.
+TOOL_PROVIDERS = frozenset({"openai_chat", "openai_responses", "anthropic", "gemini"})
+GENERATORS_VARIABLE = "BROKER_GENERATORS"
+_IMPORT_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
 
 # Where each kind is served when an entry names no base URL (the vendors' documented roots).
 DEFAULT_BASE_URLS: MappingProxyType[str, str] = MappingProxyType(
@@ -50,12 +65,25 @@ class SimulatedParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reasoning_tokens: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 0
 
 
+class ToolSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A tool the model may call: what the vendors agree on, mapped to each one's shape.
+
+    The broker only tells the model about it; running the tool is the application's job.
+    """
+
+    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    description: Annotated[str, msgspec.Meta(max_length=10_000)] = ""
+    # A JSON Schema of the arguments (an object schema, as every vendor expects).
+    parameters: dict[str, Any] = {}
+
+
 class ModelParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """What a client may tune on a real model; each provider maps these to its own fields."""
 
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
     top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
     max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    tools: Annotated[list[ToolSpec], msgspec.Meta(max_length=128)] | None = None
 
 
 class Extraction(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -101,6 +129,8 @@ class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     api_key_header: str = "Authorization"
     api_key_prefix: str = "Bearer "
     extract: Extraction | None = None
+    # Generator only: the application's ``module:function``.
+    function: str = ""
 
     def upstream_model(self, name: str) -> str:
         return self.model or name
@@ -143,23 +173,44 @@ class Catalogue(msgspec.Struct, frozen=True):
             raise CatalogueError(
                 f"the model name {DEFAULT_MODEL!r} is reserved for the built-in model"
             )
+        for name, function in parse_generators(settings.generators):
+            if name in models:
+                raise CatalogueError(
+                    f"{GENERATORS_VARIABLE}: {name!r} is already the name of a catalogue model"
+                )
+            models[name] = ModelSpec(provider="generator", function=function)
         for name, spec in models.items():
             if spec.provider == "generic" and (spec.extract is None or not spec.base_url):
                 raise CatalogueError(
                     f"model {name!r}: a generic model needs base_url and [extract]"
+                )
+            if spec.provider == "generator" and not _IMPORT_PATH.fullmatch(spec.function):
+                raise CatalogueError(
+                    f"model {name!r}: a generator needs function = \"module:function\""
                 )
         return cls(models)
 
     def get(self, model: str) -> ModelSpec | None:
         return self.models.get(model)
 
-    def check_params(self, model: str, params: dict[str, Any]) -> msgspec.Struct:
-        """Validate ``params`` for ``model``; raises UnknownModel or msgspec.ValidationError."""
+    def check_params(self, model: str, params: dict[str, Any]) -> Any:
+        """Validate ``params`` for ``model``; raises UnknownModel or msgspec.ValidationError.
+
+        A generator's params are the application's business: any JSON object passes.
+        """
         spec = self.models.get(model)
         if spec is None:
             raise UnknownModel(model)
-        params_type = SimulatedParams if spec.provider == "simulated" else ModelParams
-        return msgspec.convert(params, params_type)
+        if spec.provider == "generator":
+            return params
+        if spec.provider == "simulated":
+            return msgspec.convert(params, SimulatedParams)
+        checked = msgspec.convert(params, ModelParams)
+        if checked.tools is not None and spec.provider not in TOOL_PROVIDERS:
+            raise msgspec.ValidationError(
+                f"model {model!r} ({spec.provider}) does not take `tools`"
+            )
+        return checked
 
 
 def _read_file(path: str) -> dict[str, ModelSpec]:
@@ -188,4 +239,27 @@ def _parse_openai_models(raw: str) -> list[tuple[str, str]]:
         if not name:
             raise CatalogueError(f"BROKER_OPENAI_MODELS: empty model name in {item!r}")
         pairs.append((name, upstream or name))
+    return pairs
+
+
+def parse_generators(raw: str) -> list[tuple[str, str]]:
+    """``"support=myapp.agents:support_agent, b=pkg.mod:fn"`` -> ``[("support", "myapp..."), ...]``.
+
+    Only the form is checked here; the workers import the functions when they start.
+    """
+    pairs: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, equals, function = (part.strip() for part in item.partition("="))
+        if not equals or not name or not _IMPORT_PATH.fullmatch(function):
+            raise CatalogueError(
+                f"{GENERATORS_VARIABLE}: {item!r} is not model=module:function"
+            )
+        if name in seen:
+            raise CatalogueError(f"{GENERATORS_VARIABLE}: {name!r} is named twice")
+        seen.add(name)
+        pairs.append((name, function))
     return pairs

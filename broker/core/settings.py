@@ -56,6 +56,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     models_file: str = ""
     openai_models: str = ""
     openai_base_url: str = "https://api.openai.com/v1"
+    # Application generators and the T-joint (README, "Your own generation code" and "Getting
+    # finished answers into your database"). Generators: comma-separated
+    # ``model=module:function``, imported by the workers only (fronts just accept the names).
+    # The webhook: where each finished run is POSTed, the HMAC secret that signs it, the
+    # timeout of one attempt, how long a delivery is retried, the first backoff (doubled up to
+    # the maximum) and the deliveries one worker has in flight. The outbox: the notices of
+    # finished runs that the webhook and ``broker tap`` read, capped at about this many.
+    generators: str = ""
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    webhook_timeout_seconds: float = 10.0
+    webhook_retry_seconds: float = 24 * 3600
+    webhook_backoff_seconds: float = 1.0
+    webhook_backoff_max_seconds: float = 300.0
+    webhook_concurrency: int = 16
+    outbox_maxlen: int = 100_000
     # Upstream model calls: connect timeout; the wait for the first body bytes (a reasoning
     # model may think for a while); the longest silence between chunks after that. Connection
     # errors before the first token are retried this many times, with doubling backoff.

@@ -76,9 +76,11 @@ def default_providers(
     client: httpx.AsyncClient,
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, Provider]:
-    """Every model of the catalogue; the HTTP ones share ``client``, which the caller owns."""
+    """Every model of the catalogue but the application's generators (``workers.generators``);
+    the HTTP ones share ``client``, which the caller owns."""
     environ = os.environ if environ is None else environ
     return {
         name: build_provider(name, spec, settings, client, environ)
         for name, spec in catalogue.models.items()
+        if spec.provider != "generator"
     }

@@ -1,8 +1,11 @@
 """What every model provider produces: a stream of normalized chunks.
 
 Whatever the upstream's wire format, a provider yields ``Text`` on the ``content`` or
-``reasoning`` channel and ends with exactly one ``Finish`` or ``Failure``; the rest of the
-worker never sees a vendor's shapes.
+``reasoning`` channel, tool calls the model makes (``ToolCallDelta`` pieces of a call's
+argument text, then ``ToolCallWhole`` once the call is complete), and ends with exactly one
+``Finish`` or ``Failure``; the rest of the worker never sees a vendor's shapes. An
+application's generator emits the same chunks, plus ``ToolOutput`` and ``DataValue``, so both
+go through one relay to Redis.
 """
 
 from __future__ import annotations
@@ -23,6 +26,39 @@ class Text:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """The next piece of a tool call's arguments, as JSON text."""
+
+    call_id: str
+    name: str
+    arguments_delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallWhole:
+    """A complete tool call: its arguments parsed (the raw text when it was not JSON)."""
+
+    call_id: str
+    name: str
+    arguments: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutput:
+    """What a tool call gave back (a generator ran the tool; the broker never does)."""
+
+    call_id: str
+    result: Any
+    is_error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DataValue:
+    name: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
 class Finish:
     reason: str
     usage: Usage | None = None
@@ -34,7 +70,9 @@ class Failure:
     message: str
 
 
-Chunk = Text | Finish | Failure
+# What a model's stream carries before its end; what a generator may emit besides.
+Output = Text | ToolCallDelta | ToolCallWhole | ToolOutput | DataValue
+Chunk = Output | Finish | Failure
 
 
 @dataclass(frozen=True, slots=True)

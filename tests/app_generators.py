@@ -1,0 +1,80 @@
+"""Small generators the tests register through ``BROKER_GENERATORS``, as an application would.
+
+The worker processes import them from ``tests.app_generators`` (the repository root is on
+their ``PYTHONPATH``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+
+from broker.core.events import Usage
+from workers.providers.base import Failure, ToolCallWhole
+from workers.run import GeneratorFailure, Run
+
+SECRET = "db-password-7f3a9c1e"
+
+
+async def echo(run: Run) -> None:
+    """Answers with its own input, so a test can see what a generator is given."""
+    await run.text(
+        json.dumps(
+            {
+                "prompt": run.prompt,
+                "history": [[m.role, m.content] for m in run.history],
+                "params": run.params,
+                "conversation_id": run.conversation_id,
+                "run_id": run.run_id,
+                "models": run.models,
+            }
+        )
+    )
+    run.finish_reason = "echoed"
+    run.usage = Usage(input_tokens=len(run.prompt), output_tokens=1)
+
+
+async def raises(run: Run) -> None:
+    await run.text("partial ")
+    raise RuntimeError(f"could not connect with {SECRET}")
+
+
+async def refuses(run: Run) -> None:
+    raise GeneratorFailure("quota_exceeded", "You have used up today's questions.")
+
+
+async def busy(run: Run) -> None:
+    """Emits forever and never awaits anything else."""
+    while True:
+        await run.text("x ")
+
+
+async def slow_words(run: Run) -> None:
+    """A word every ``interval`` seconds, ``count`` of them (params)."""
+    for index in range(int(run.params.get("count", 1000))):
+        await anyio.sleep(float(run.params.get("interval", 0.01)))
+        await run.text(f"w{index} ")
+
+
+async def model_with_tools(run: Run) -> None:
+    """Calls a catalogue model with tools, forwards its output, then answers each call."""
+    end = await run.forward(run.model(run.params["model"], params={"tools": run.params["tools"]}))
+    if isinstance(end, Failure):
+        raise GeneratorFailure(end.code, end.message)
+    run.finish_reason = end.reason
+
+
+async def collects(run: Run) -> None:
+    """Reads a model's answer without forwarding it, then reports what it read."""
+    text, calls, end = await run.collect(
+        run.model(run.params["model"], params={"tools": run.params["tools"]})
+    )
+    await run.data(
+        "collected",
+        {
+            "text": text,
+            "calls": [[c.call_id, c.name, c.arguments] for c in calls if isinstance(c, ToolCallWhole)],
+            "end": type(end).__name__,
+        },
+    )
