@@ -126,6 +126,56 @@ def test_params_are_checked_per_model(tmp_path: Path) -> None:
         catalogue.check_params("claude", {"temperature": 7})
 
 
+def test_tools_go_to_the_models_that_pass_them_upstream(tmp_path: Path) -> None:
+    catalogue = _catalogue(tmp_path)
+    tool = {"name": "get_weather", "parameters": {"type": "object"}}
+    for model in ("gpt-4o-mini", "claude", "flash"):
+        checked = catalogue.check_params(model, {"tools": [tool]})
+        assert checked.tools[0].name == "get_weather"
+    for model, params in [
+        ("tgi", {"tools": [tool]}),  # generic: no tool calls to read
+        ("simulated", {"tools": [tool]}),
+        ("claude", {"tools": [{"name": "has spaces"}]}),
+        ("claude", {"tools": [{"name": "x", "unknown": 1}]}),
+        ("claude", {"tools": "get_weather"}),
+        ("claude", {"tools": [{"name": f"t{i}"} for i in range(129)]}),
+    ]:
+        with pytest.raises(msgspec.ValidationError):
+            catalogue.check_params(model, params)
+
+
+def test_generators_are_catalogue_names_whose_params_are_the_application_s(
+    tmp_path: Path,
+) -> None:
+    catalogue = _catalogue(tmp_path, generators="support=myapp.agents:support_agent")
+    assert catalogue.models["support"].provider == "generator"
+    assert catalogue.models["support"].function == "myapp.agents:support_agent"
+    anything = {"tokens": "many", "nested": {"any": [1, None]}}
+    assert catalogue.check_params("support", anything) == anything
+    # The front never imports the application's code: the module need not exist there.
+    assert "myapp" not in __import__("sys").modules
+
+
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [
+        ("support", "not model=module:function"),
+        ("support=myapp.agents", "not model=module:function"),
+        ("support=:fn", "not model=module:function"),
+        ("=myapp:fn", "not model=module:function"),
+        ("a=m:f,a=m:g", "named twice"),
+        ("simulated=m:f", "already the name"),
+        ("claude=m:f", "already the name"),
+    ],
+)
+def test_a_malformed_generators_setting_names_the_variable(
+    tmp_path: Path, raw: str, match: str
+) -> None:
+    with pytest.raises(CatalogueError, match=match) as error:
+        _catalogue(tmp_path, generators=raw)
+    assert "BROKER_GENERATORS" in str(error.value)
+
+
 def test_providers_are_built_from_the_catalogue_with_keys_from_named_variables(
     tmp_path: Path,
 ) -> None:

@@ -172,3 +172,75 @@ async def test_an_unreadable_catalogue_stops_workers_and_fronts_with_a_clear_mes
     for process in (stack.worker(), stack.front(wait=False)):
         assert await asyncio.to_thread(process.popen.wait, 30) != 0
         assert "model catalogue" in process.output() and "api_key" in process.output()
+
+
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+
+
+@pytest.mark.parametrize("via", ["model", "generator"])
+async def test_tool_calls_of_a_model_reach_clients_as_tool_call_events(
+    stack: Stack, fake: FakeUpstream, redis_client: redis.Redis, prefix: str, via: str
+) -> None:
+    """Straight from a model asked with tools, or forwarded by a generator that called it."""
+    fake.reply(sse_reply(streams.OPENAI_CHAT_TOOLS, piece=40))
+    stack.start(
+        openai_base_url=fake.url + "/v1",
+        openai_models="gpt-test",
+        generators="forwarder=tests.app_generators:model_with_tools",
+        coalesce_ms=0,
+    )
+    front = stack.fronts[0]
+    cid = new_cid()
+    if via == "model":
+        body = {"model": "gpt-test", "params": {"tools": [WEATHER_TOOL]}}
+    else:
+        body = {"model": "forwarder", "params": {"model": "gpt-test", "tools": [WEATHER_TOOL]}}
+    response = await front.api.request(
+        "POST", f"/v1/conversations/{cid}/messages", json={"content": "Weather in Paris?", **body}
+    )
+    assert response.status_code == 202, response.text
+    run_id = response.json()["run_id"]
+    async with await front.api.run_stream(cid, run_id) as client:
+        events = await client.read_to_end(timeout=30)
+    assert events == [e for e in stored_events(redis_client, prefix, cid) if e.run_id == run_id]
+
+    calls = [e.json() for e in events if e.event == "tool.call"]
+    weather = [c for c in calls if c["name"] == "get_weather"]
+    assert "".join(c.get("arguments_delta", "") for c in weather) == streams.TOOL_ARGUMENTS
+    assert weather[-1] == {
+        "run_id": run_id,
+        "call_id": "call_Vx8mQ2",
+        "name": "get_weather",
+        "arguments": {"city": "Paris"},
+    }
+    assert calls[-1]["name"] == "get_time" and calls[-1]["arguments"] == {}
+    assert events[-1].event == "run.completed"
+    assert events[-1].json()["finish_reason"] == "tool_calls"
+    assert fake.requests[0].json()["tools"][0]["function"]["name"] == "get_weather"
+
+    parts = (await front.api.snapshot(cid)).json()["messages"][1]["parts"]
+    assert parts == [
+        {"type": "text", "text": streams.TOOL_TEXT},
+        {
+            "type": "tool_call",
+            "call_id": "call_Vx8mQ2",
+            "name": "get_weather",
+            "arguments": {"city": "Paris"},
+        },
+        {"type": "tool_call", "call_id": "call_Tq4nB7", "name": "get_time", "arguments": {}},
+    ]
+
+
+async def test_tools_for_a_model_that_cannot_take_them_are_refused(
+    stack: Stack, tmp_path: Path
+) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text('[models.local]\nprovider = "ollama"\n')
+    stack.start(workers=0, models_file=str(path))
+    front = stack.fronts[0]
+    for model in ("local", "simulated"):
+        refused = await front.api.post_message(new_cid(), "hi", model=model, tools=[WEATHER_TOOL])
+        assert refused.status_code == 422 and error_code(refused) == "invalid_field", refused.text

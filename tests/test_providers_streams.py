@@ -17,7 +17,7 @@ from broker.core.events import Usage
 from tests.upstreams import streams
 from tests.upstreams.harness import API_KEY, HISTORY, ending, provider, request, run, text
 from tests.upstreams.server import FakeUpstream, Reply, ndjson_reply, sse_reply
-from workers.providers.base import Failure, Finish, Text
+from workers.providers.base import Failure, Finish, Text, ToolCallDelta, ToolCallWhole
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -318,3 +318,104 @@ async def test_anthropic_max_tokens_defaults_from_the_catalogue(fake: FakeUpstre
     async with provider("anthropic", fake.url, max_tokens=1234) as p:
         await run(p)
     assert fake.requests[0].json()["max_tokens"] == 1234
+
+
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "The forecast for a city",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+TOOL_CASES = [
+    ("openai_chat", "/v1", streams.OPENAI_CHAT_TOOLS, "call_Vx8mQ2", Usage(40, 18)),
+    ("openai_responses", "/v1", streams.OPENAI_RESPONSES_TOOLS, "call_Vx8mQ2", Usage(40, 18, 0)),
+    ("anthropic", "", streams.ANTHROPIC_TOOLS, "toolu_01Vx8mQ2", Usage(40, 18)),
+    ("gemini", "/v1beta", streams.GEMINI_TOOLS, "call_1", Usage(40, 18)),
+]
+
+
+@pytest.mark.parametrize(("kind", "root", "stream", "call_id", "usage"), TOOL_CASES)
+@pytest.mark.parametrize("piece", [0, 7], ids=["whole", "7-byte-pieces"])
+async def test_tool_calls_stream_through_as_pieces_then_whole(
+    fake: FakeUpstream, kind: str, root: str, stream: bytes, call_id: str, usage: Usage, piece: int
+) -> None:
+    fake.reply(sse_reply(stream, piece=piece))
+    async with provider(kind, fake.url + root) as p:
+        chunks = await run(p, request("Weather in Paris?", tools=[WEATHER_TOOL]))
+    assert text(chunks) == streams.TOOL_TEXT
+    pieces = [c for c in chunks if isinstance(c, ToolCallDelta) and c.name == "get_weather"]
+    wholes = [c for c in chunks if isinstance(c, ToolCallWhole)]
+    assert wholes[0] == ToolCallWhole(call_id, "get_weather", {"city": "Paris"})
+    if kind == "gemini":
+        assert pieces == []  # Gemini sends a call whole
+    else:
+        assert len(pieces) == 2
+        assert {c.call_id for c in pieces} == {call_id}
+        assert "".join(c.arguments_delta for c in pieces) == streams.TOOL_ARGUMENTS
+        # The pieces come before their whole call, which comes before the end.
+        assert chunks.index(pieces[-1]) < chunks.index(wholes[0])
+    if kind == "openai_chat":
+        assert wholes[1] == ToolCallWhole("call_Tq4nB7", "get_time", {})
+    else:
+        assert len(wholes) == 1
+    assert ending(chunks) == Finish("tool_calls", usage)
+
+
+@pytest.mark.parametrize(("kind", "root", "stream", "call_id", "usage"), TOOL_CASES)
+async def test_tools_go_upstream_in_each_vendor_s_shape(
+    fake: FakeUpstream, kind: str, root: str, stream: bytes, call_id: str, usage: Usage
+) -> None:
+    fake.reply(sse_reply(stream))
+    bare = {"name": "get_time"}  # no description, no parameters
+    async with provider(kind, fake.url + root) as p:
+        await run(p, request("Weather in Paris?", tools=[WEATHER_TOOL, bare]))
+    body = fake.requests[0].json()
+    schema = WEATHER_TOOL["parameters"]
+    empty = {"type": "object", "properties": {}}
+    description = WEATHER_TOOL["description"]
+    expected = {
+        "openai_chat": [
+            {
+                "type": "function",
+                "function": {"name": "get_weather", "description": description, "parameters": schema},
+            },
+            {"type": "function", "function": {"name": "get_time", "parameters": empty}},
+        ],
+        "openai_responses": [
+            {"type": "function", "name": "get_weather", "description": description, "parameters": schema},
+            {"type": "function", "name": "get_time", "parameters": empty},
+        ],
+        "anthropic": [
+            {"name": "get_weather", "description": description, "input_schema": schema},
+            {"name": "get_time", "input_schema": empty},
+        ],
+        "gemini": [
+            {
+                "functionDeclarations": [
+                    {"name": "get_weather", "description": description, "parameters": schema},
+                    {"name": "get_time", "parameters": empty},
+                ]
+            }
+        ],
+    }
+    assert body["tools"] == expected[kind]
+
+
+@pytest.mark.parametrize("case", CASES[:4], ids=IDS[:4])
+async def test_no_tools_means_no_tools_field(fake: FakeUpstream, case: Case) -> None:
+    fake.reply(case.reply(case.stream))
+    async with provider(case.kind, fake.url + case.root) as p:
+        await run(p)
+    assert "tools" not in fake.requests[0].json()
+
+
+async def test_arguments_that_are_not_json_reach_the_client_as_text(fake: FakeUpstream) -> None:
+    broken = streams.ANTHROPIC_TOOLS.replace(b': \\"Paris\\"}', b': \\"Par')
+    fake.reply(sse_reply(broken))
+    async with provider("anthropic", fake.url) as p:
+        chunks = await run(p, request(tools=[WEATHER_TOOL]))
+    [whole] = [c for c in chunks if isinstance(c, ToolCallWhole)]
+    assert whole.arguments == '{"city": "Par'

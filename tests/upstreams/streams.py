@@ -168,3 +168,77 @@ GENERIC_NDJSON = (
     b'{"status":"done","usage":{"in":12,"out":9}}\n'
 )
 GENERIC_NDJSON_CUT = cut_before(GENERIC_NDJSON, b'" there!"')
+
+# Tool calls, when the request carries ``tools``: each vendor says "Let me check." and then
+# calls get_weather with {"city": "Paris"}, its arguments streamed in pieces where the vendor
+# streams them. OpenAI's Chat Completions also makes a second call in parallel (index 1).
+TOOL_TEXT = "Let me check."
+TOOL_ARGUMENTS = '{"city": "Paris"}'
+
+OPENAI_CHAT_TOOLS = (
+    b'data: {"id":"chatcmpl-3","object":"chat.completion.chunk","created":1731000000,"model":"gpt-4o-mini","system_fingerprint":"fp_3","choices":[{"index":0,"delta":{"role":"assistant","content":"Let me check.","refusal":null},"logprobs":null,"finish_reason":null}]}\n\n'
+    b'data: {"id":"chatcmpl-3","object":"chat.completion.chunk","created":1731000000,"model":"gpt-4o-mini","system_fingerprint":"fp_3","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_Vx8mQ2","type":"function","function":{"name":"get_weather","arguments":""}}]},"logprobs":null,"finish_reason":null}]}\n\n'
+    b'data: {"id":"chatcmpl-3","object":"chat.completion.chunk","created":1731000000,"model":"gpt-4o-mini","system_fingerprint":"fp_3","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\\"city\\""}}]},"logprobs":null,"finish_reason":null}]}\n\n'
+    b'data: {"id":"chatcmpl-3","object":"chat.completion.chunk","created":1731000000,"model":"gpt-4o-mini","system_fingerprint":"fp_3","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":": \\"Paris\\"}"}}]},"logprobs":null,"finish_reason":null}]}\n\n'
+    b'data: {"id":"chatcmpl-3","object":"chat.completion.chunk","created":1731000000,"model":"gpt-4o-mini","system_fingerprint":"fp_3","choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_Tq4nB7","type":"function","function":{"name":"get_time","arguments":""}}]},"logprobs":null,"finish_reason":null}]}\n\n'
+    b'data: {"id":"chatcmpl-3","object":"chat.completion.chunk","created":1731000000,"model":"gpt-4o-mini","system_fingerprint":"fp_3","choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"function":{"arguments":"{}"}}]},"logprobs":null,"finish_reason":null}]}\n\n'
+    b'data: {"id":"chatcmpl-3","object":"chat.completion.chunk","created":1731000000,"model":"gpt-4o-mini","system_fingerprint":"fp_3","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"tool_calls"}],"usage":null}\n\n'
+    b'data: {"id":"chatcmpl-3","object":"chat.completion.chunk","created":1731000000,"model":"gpt-4o-mini","system_fingerprint":"fp_3","choices":[],"usage":{"prompt_tokens":40,"completion_tokens":18,"total_tokens":58}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+OPENAI_RESPONSES_TOOLS = (
+    b"event: response.created\n"
+    b'data: {"type":"response.created","sequence_number":0,"response":{"id":"resp_4","object":"response","created_at":1731000000,"status":"in_progress","model":"gpt-4.1","output":[],"usage":null}}\n\n'
+    b"event: response.output_item.added\n"
+    b'data: {"type":"response.output_item.added","sequence_number":1,"output_index":0,"item":{"id":"msg_4","type":"message","status":"in_progress","content":[],"role":"assistant"}}\n\n'
+    b"event: response.output_text.delta\n"
+    b'data: {"type":"response.output_text.delta","sequence_number":2,"item_id":"msg_4","output_index":0,"content_index":0,"delta":"Let me check.","logprobs":[]}\n\n'
+    b"event: response.output_item.done\n"
+    b'data: {"type":"response.output_item.done","sequence_number":3,"output_index":0,"item":{"id":"msg_4","type":"message","status":"completed","role":"assistant","content":[{"type":"output_text","annotations":[],"text":"Let me check."}]}}\n\n'
+    b"event: response.output_item.added\n"
+    b'data: {"type":"response.output_item.added","sequence_number":4,"output_index":1,"item":{"id":"fc_4","type":"function_call","status":"in_progress","arguments":"","call_id":"call_Vx8mQ2","name":"get_weather"}}\n\n'
+    b"event: response.function_call_arguments.delta\n"
+    b'data: {"type":"response.function_call_arguments.delta","sequence_number":5,"item_id":"fc_4","output_index":1,"delta":"{\\"city\\""}\n\n'
+    b"event: response.function_call_arguments.delta\n"
+    b'data: {"type":"response.function_call_arguments.delta","sequence_number":6,"item_id":"fc_4","output_index":1,"delta":": \\"Paris\\"}"}\n\n'
+    b"event: response.function_call_arguments.done\n"
+    b'data: {"type":"response.function_call_arguments.done","sequence_number":7,"item_id":"fc_4","output_index":1,"arguments":"{\\"city\\": \\"Paris\\"}"}\n\n'
+    b"event: response.output_item.done\n"
+    b'data: {"type":"response.output_item.done","sequence_number":8,"output_index":1,"item":{"id":"fc_4","type":"function_call","status":"completed","arguments":"{\\"city\\": \\"Paris\\"}","call_id":"call_Vx8mQ2","name":"get_weather"}}\n\n'
+    b"event: response.completed\n"
+    b'data: {"type":"response.completed","sequence_number":9,"response":{"id":"resp_4","object":"response","created_at":1731000000,"status":"completed","model":"gpt-4.1","output":[{"id":"msg_4","type":"message","status":"completed","role":"assistant","content":[{"type":"output_text","annotations":[],"text":"Let me check."}]},{"id":"fc_4","type":"function_call","status":"completed","arguments":"{\\"city\\": \\"Paris\\"}","call_id":"call_Vx8mQ2","name":"get_weather"}],"usage":{"input_tokens":40,"input_tokens_details":{"cached_tokens":0},"output_tokens":18,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":58}}}\n\n'
+)
+
+ANTHROPIC_TOOLS = (
+    b"event: message_start\n"
+    b'data: {"type":"message_start","message":{"id":"msg_5","type":"message","role":"assistant","content":[],"model":"claude-sonnet-4-5","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":40,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1}}}\n\n'
+    b"event: content_block_start\n"
+    b'data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n\n'
+    b"event: content_block_delta\n"
+    b'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Let me check."}}\n\n'
+    b"event: content_block_stop\n"
+    b'data: {"type":"content_block_stop","index":0}\n\n'
+    b"event: content_block_start\n"
+    b'data: {"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_01Vx8mQ2","name":"get_weather","input":{}}}\n\n'
+    b"event: content_block_delta\n"
+    b'data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}\n\n'
+    b"event: content_block_delta\n"
+    b'data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\\"city\\""}}\n\n'
+    b"event: ping\n"
+    b'data: {"type": "ping"}\n\n'
+    b"event: content_block_delta\n"
+    b'data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":": \\"Paris\\"}"}}\n\n'
+    b"event: content_block_stop\n"
+    b'data: {"type":"content_block_stop","index":1}\n\n'
+    b"event: message_delta\n"
+    b'data: {"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":18}}\n\n'
+    b"event: message_stop\n"
+    b'data: {"type":"message_stop"}\n\n'
+)
+
+# Gemini sends a call whole, in one part (with the thought signature it wants back).
+GEMINI_TOOLS = (
+    b'data: {"candidates": [{"content": {"parts": [{"text": "Let me check."}],"role": "model"},"index": 0}],"usageMetadata": {"promptTokenCount": 40,"totalTokenCount": 40},"modelVersion": "gemini-2.5-flash","responseId": "r2"}\r\n\r\n'
+    b'data: {"candidates": [{"content": {"parts": [{"functionCall": {"name": "get_weather","args": {"city": "Paris"}},"thoughtSignature": "CiQBVKhc7r9xkqZ1"}],"role": "model"},"finishReason": "STOP","index": 0}],"usageMetadata": {"promptTokenCount": 40,"candidatesTokenCount": 18,"totalTokenCount": 58},"modelVersion": "gemini-2.5-flash","responseId": "r2"}\r\n\r\n'
+)

@@ -5,7 +5,10 @@
 (``text_delta`` for the answer, ``thinking_delta`` for extended thinking), ``message_delta``
 (stop reason and cumulative output usage), ``message_stop`` at the end, ``ping`` at any time and
 ``error`` (e.g. ``overloaded_error``) mid-stream. Thinking appears only when asked for, e.g. a
-catalogue ``body = { thinking = { type = "enabled", budget_tokens = 2048 } }``.
+catalogue ``body = { thinking = { type = "enabled", budget_tokens = 2048 } }``. With ``tools``
+in the request, a call is a ``tool_use`` block: its ``content_block_start`` names it, its
+input streams as ``input_json_delta`` pieces, its ``content_block_stop`` ends it, and the
+answer stops with ``tool_use`` (given to clients as ``tool_calls``, OpenAI's word for it).
 """
 
 from __future__ import annotations
@@ -13,13 +16,27 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from types import MappingProxyType
+from typing import Any
 
 import msgspec
 
 from broker.core.events import Usage
-from workers.providers.base import Chunk, Finish, GenerationRequest, Text
+from workers.providers.base import (
+    Chunk,
+    Finish,
+    GenerationRequest,
+    Text,
+    ToolCallDelta,
+    ToolCallWhole,
+)
 from workers.providers.failures import STREAM_CUT, UpstreamFailure, code_for_error_type
-from workers.providers.remote import RemoteProvider, decode_chunk, without_none
+from workers.providers.remote import (
+    RemoteProvider,
+    decode_chunk,
+    object_schema,
+    tool_arguments,
+    without_none,
+)
 
 API_VERSION = "2023-06-01"
 
@@ -39,7 +56,15 @@ class _Delta(msgspec.Struct):
     type: str | None = None
     text: str | None = None
     thinking: str | None = None
+    partial_json: str | None = None
     stop_reason: str | None = None
+
+
+class _Block(msgspec.Struct):
+    type: str = ""
+    id: str | None = None
+    name: str | None = None
+    input: Any = None
 
 
 class _Error(msgspec.Struct):
@@ -49,6 +74,8 @@ class _Error(msgspec.Struct):
 
 class _Event(msgspec.Struct):
     type: str = ""
+    index: int | None = None
+    content_block: _Block | None = None
     message: _Message | None = None
     delta: _Delta | None = None
     usage: _Usage | None = None
@@ -57,7 +84,7 @@ class _Event(msgspec.Struct):
 
 _decoder = msgspec.json.Decoder(_Event)
 _FINISH_REASONS = MappingProxyType(
-    {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+    {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
 )
 
 
@@ -80,7 +107,22 @@ class AnthropicProvider(RemoteProvider):
                 "messages": [{"role": m.role, "content": m.content} for m in request.messages],
                 "max_tokens": params.max_tokens or self.spec.max_tokens,
                 "stream": True,
-                **without_none({"temperature": params.temperature, "top_p": params.top_p}),
+                **without_none(
+                    {
+                        "temperature": params.temperature,
+                        "top_p": params.top_p,
+                        "tools": [
+                            {
+                                "name": tool.name,
+                                **({"description": tool.description} if tool.description else {}),
+                                "input_schema": object_schema(tool),
+                            }
+                            for tool in params.tools
+                        ]
+                        if params.tools
+                        else None,
+                    }
+                ),
             }
         )
         auth = {"anthropic-version": API_VERSION}
@@ -90,6 +132,8 @@ class AnthropicProvider(RemoteProvider):
         output_tokens: int | None = None
         stop_reason: str | None = None
         finished = False
+        # Open tool_use blocks by index: (id, name, input pieces).
+        calls: dict[int, tuple[str, str, list[str]]] = {}
         async with self.upstream.post(
             self.url("/v1/messages"), headers=self.headers(auth), body=body
         ) as response:
@@ -102,6 +146,18 @@ class AnthropicProvider(RemoteProvider):
                             yield Text(event.delta.text)
                         elif event.delta.type == "thinking_delta" and event.delta.thinking:
                             yield Text(event.delta.thinking, "reasoning")
+                        elif event.delta.type == "input_json_delta" and event.delta.partial_json:
+                            call = calls.get(event.index if event.index is not None else -1)
+                            if call is not None:
+                                call[2].append(event.delta.partial_json)
+                                yield ToolCallDelta(call[0], call[1], event.delta.partial_json)
+                    elif kind == "content_block_start" and event.content_block is not None:
+                        block = event.content_block
+                        if block.type == "tool_use" and event.index is not None:
+                            calls[event.index] = (block.id or f"call_{event.index}", block.name or "", [])
+                    elif kind == "content_block_stop" and event.index in calls:
+                        call_id, name, pieces = calls.pop(event.index)  # type: ignore[arg-type]
+                        yield ToolCallWhole(call_id, name, tool_arguments("".join(pieces)))
                     elif kind == "message_start" and event.message and event.message.usage:
                         input_tokens = _input_tokens(event.message.usage)
                         output_tokens = event.message.usage.output_tokens

@@ -5,7 +5,9 @@ whole ``GenerateContentResponse``; parts flagged ``thought: true`` are reasoning
 the request sets ``generationConfig.thinkingConfig.includeThoughts``). There is no end marker:
 the chunk carrying a candidate's ``finishReason`` (with the final ``usageMetadata``) is the end,
 so a body that closes before one was cut. The key goes in the ``x-goog-api-key`` header, never in
-the URL, so it cannot surface in a logged URL.
+the URL, so it cannot surface in a logged URL. With ``tools`` in the request (as
+``functionDeclarations``), a call arrives whole as a ``functionCall`` part; an answer that made
+calls and stopped ends with ``tool_calls``.
 """
 
 from __future__ import annotations
@@ -13,24 +15,32 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from types import MappingProxyType
+from typing import Any
 from urllib.parse import quote
 
 import msgspec
 
 from broker.core.events import Usage
-from workers.providers.base import Chunk, Finish, GenerationRequest, Text
+from workers.providers.base import Chunk, Finish, GenerationRequest, Text, ToolCallWhole
 from workers.providers.failures import (
     STREAM_CUT,
     UpstreamFailure,
     code_for_error_type,
     code_for_status,
 )
-from workers.providers.remote import RemoteProvider, decode_chunk, without_none
+from workers.providers.remote import RemoteProvider, decode_chunk, object_schema, without_none
 
 
-class _Part(msgspec.Struct):
+class _FunctionCall(msgspec.Struct):
+    name: str = ""
+    args: Any = None
+    id: str | None = None
+
+
+class _Part(msgspec.Struct, rename="camel"):
     text: str | None = None
     thought: bool = False
+    function_call: _FunctionCall | None = None
 
 
 class _Content(msgspec.Struct):
@@ -97,12 +107,35 @@ class GeminiProvider(RemoteProvider):
                     for m in request.messages
                 ],
                 **({"generationConfig": generation} if generation else {}),
+                **(
+                    {
+                        "tools": [
+                            {
+                                "functionDeclarations": [
+                                    {
+                                        "name": tool.name,
+                                        **(
+                                            {"description": tool.description}
+                                            if tool.description
+                                            else {}
+                                        ),
+                                        "parameters": object_schema(tool),
+                                    }
+                                    for tool in params.tools
+                                ]
+                            }
+                        ]
+                    }
+                    if params.tools
+                    else {}
+                ),
             }
         )
         auth = {"x-goog-api-key": self.api_key} if self.api_key else {}
         model = quote(request.upstream_model.removeprefix("models/"), safe="")
         url = self.url(f"/models/{model}:streamGenerateContent?alt=sse")
         finish: Finish | None = None
+        calls = 0
         async with self.upstream.post(url, headers=self.headers(auth), body=body) as response:
             async with aclosing(response.sse()) as events:
                 async for raw in events:
@@ -121,12 +154,21 @@ class GeminiProvider(RemoteProvider):
                         for part in candidate.content.parts:
                             if part.text:
                                 yield Text(part.text, "reasoning" if part.thought else "content")
+                            if part.function_call is not None:
+                                call = part.function_call
+                                calls += 1
+                                yield ToolCallWhole(
+                                    call.id or f"call_{calls}",
+                                    call.name,
+                                    call.args if call.args is not None else {},
+                                )
                     if candidate is not None and candidate.finish_reason:
-                        reason = candidate.finish_reason
-                        finish = Finish(
-                            _FINISH_REASONS.get(reason, reason.lower()),
-                            _usage(chunk.usage_metadata),
+                        reason = _FINISH_REASONS.get(
+                            candidate.finish_reason, candidate.finish_reason.lower()
                         )
+                        if calls and reason == "stop":
+                            reason = "tool_calls"
+                        finish = Finish(reason, _usage(chunk.usage_metadata))
                         break
                     if chunk.prompt_feedback is not None and chunk.prompt_feedback.block_reason:
                         # The prompt itself was refused: an answer that ends before it began.

@@ -5,26 +5,55 @@ llama.cpp server, DeepSeek).
 ``chat.completion.chunk`` objects and ends with ``data: [DONE]``. Reasoning arrives as
 ``delta.reasoning_content`` (DeepSeek, llama.cpp) or ``delta.reasoning`` (vLLM, Ollama,
 OpenRouter); usage comes in a last chunk with empty ``choices`` when
-``stream_options.include_usage`` is set.
+``stream_options.include_usage`` is set. With ``tools`` in the request, a call streams as
+``delta.tool_calls`` pieces keyed by ``index`` (the first carries ``id`` and ``function.name``,
+the rest pieces of ``function.arguments``), and the answer ends with ``tool_calls``.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from typing import Any
 
 import msgspec
 
 from broker.core.events import Usage
-from workers.providers.base import Chunk, Finish, GenerationRequest, Text
+from broker.core.models import ToolSpec
+from workers.providers.base import (
+    Chunk,
+    Finish,
+    GenerationRequest,
+    Text,
+    ToolCallDelta,
+    ToolCallWhole,
+)
 from workers.providers.failures import STREAM_CUT, UpstreamFailure, code_for_error_type
-from workers.providers.remote import RemoteProvider, decode_chunk, without_none
+from workers.providers.remote import (
+    RemoteProvider,
+    decode_chunk,
+    object_schema,
+    tool_arguments,
+    without_none,
+)
+
+
+class _Function(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCall(msgspec.Struct):
+    index: int = 0
+    id: str | None = None
+    function: _Function | None = None
 
 
 class _Delta(msgspec.Struct):
     content: str | None = None
     reasoning_content: str | None = None
     reasoning: str | None = None
+    tool_calls: list[_ToolCall] | None = None
 
 
 class _Choice(msgspec.Struct):
@@ -58,6 +87,46 @@ class _ChatChunk(msgspec.Struct):
 _decoder = msgspec.json.Decoder(_ChatChunk)
 
 
+def tools_field(tools: list[ToolSpec]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": tool.name,
+                **({"description": tool.description} if tool.description else {}),
+                "parameters": object_schema(tool),
+            },
+        }
+        for tool in tools
+    ]
+
+
+class _Calls:
+    """The tool calls of one answer, gathered by index until the answer finishes."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, tuple[str, str, list[str]]] = {}
+
+    def piece(self, call: _ToolCall) -> ToolCallDelta | None:
+        known = self._calls.get(call.index)
+        if known is None:
+            name = call.function.name if call.function and call.function.name else ""
+            known = self._calls[call.index] = (call.id or f"call_{call.index}", name, [])
+        arguments = call.function.arguments if call.function else None
+        if not arguments:
+            return None
+        known[2].append(arguments)
+        return ToolCallDelta(known[0], known[1], arguments)
+
+    def whole(self) -> list[ToolCallWhole]:
+        calls = [
+            ToolCallWhole(call_id, name, tool_arguments("".join(pieces)))
+            for _, (call_id, name, pieces) in sorted(self._calls.items())
+        ]
+        self._calls.clear()
+        return calls
+
+
 class OpenAIChatProvider(RemoteProvider):
     async def _chunks(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         params = self.params(request)
@@ -72,6 +141,7 @@ class OpenAIChatProvider(RemoteProvider):
                         "temperature": params.temperature,
                         "top_p": params.top_p,
                         "max_tokens": params.max_tokens,
+                        "tools": tools_field(params.tools) if params.tools else None,
                     }
                 ),
             }
@@ -80,6 +150,7 @@ class OpenAIChatProvider(RemoteProvider):
         finish: str | None = None
         usage: Usage | None = None
         done = False
+        calls = _Calls()
         async with self.upstream.post(
             self.url("/chat/completions"), headers=self.headers(auth), body=body
         ) as response:
@@ -107,8 +178,14 @@ class OpenAIChatProvider(RemoteProvider):
                                 yield Text(reasoning, "reasoning")
                             if delta.content:
                                 yield Text(delta.content)
+                            for call in delta.tool_calls or ():
+                                piece = calls.piece(call)
+                                if piece is not None:
+                                    yield piece
                         if choice.finish_reason:
                             finish = choice.finish_reason
+                            for whole in calls.whole():
+                                yield whole
                     if chunk.usage is not None:
                         details = chunk.usage.completion_tokens_details
                         usage = Usage(
@@ -118,4 +195,6 @@ class OpenAIChatProvider(RemoteProvider):
                         )
         if not done and finish is None:
             raise UpstreamFailure(STREAM_CUT, "the upstream stream ended before its end marker")
+        for whole in calls.whole():  # a server that sent [DONE] without a finish_reason
+            yield whole
         yield Finish(finish or "stop", usage)

@@ -6,7 +6,10 @@
 ``response.reasoning_text.delta``), and exactly one of ``response.completed``,
 ``response.incomplete`` or ``response.failed`` at the end; an ``error`` event can come at any
 time. Reasoning summaries appear only when the request asks for them, e.g. a catalogue
-``body = { reasoning = { effort = "medium", summary = "auto" } }``.
+``body = { reasoning = { effort = "medium", summary = "auto" } }``. With ``tools`` in the
+request, a call is an output item of type ``function_call`` (``response.output_item.added``
+names it), its arguments stream as ``response.function_call_arguments.delta`` and are whole
+in ``response.function_call_arguments.done``.
 """
 
 from __future__ import annotations
@@ -18,9 +21,23 @@ from typing import Any
 import msgspec
 
 from broker.core.events import Usage
-from workers.providers.base import Chunk, Finish, GenerationRequest, Text
+from broker.core.models import ToolSpec
+from workers.providers.base import (
+    Chunk,
+    Finish,
+    GenerationRequest,
+    Text,
+    ToolCallDelta,
+    ToolCallWhole,
+)
 from workers.providers.failures import STREAM_CUT, UpstreamFailure, code_for_error_type
-from workers.providers.remote import RemoteProvider, decode_chunk, without_none
+from workers.providers.remote import (
+    RemoteProvider,
+    decode_chunk,
+    object_schema,
+    tool_arguments,
+    without_none,
+)
 
 
 class _OutputDetails(msgspec.Struct):
@@ -49,8 +66,18 @@ class _Response(msgspec.Struct):
     incomplete_details: _Incomplete | None = None
 
 
+class _Item(msgspec.Struct):
+    type: str = ""
+    id: str | None = None
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+
+
 class _Event(msgspec.Struct):
     type: str = ""
+    item: _Item | None = None
+    arguments: str | None = None
     # A string for every text delta; other delta events may carry other shapes.
     delta: Any = None
     item_id: str | None = None
@@ -64,6 +91,18 @@ class _Event(msgspec.Struct):
 
 _decoder = msgspec.json.Decoder(_Event)
 _FINISH_REASONS = {"max_output_tokens": "length"}
+
+
+def _tools_field(tools: list[ToolSpec]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "name": tool.name,
+            **({"description": tool.description} if tool.description else {}),
+            "parameters": object_schema(tool),
+        }
+        for tool in tools
+    ]
 
 
 def _usage(response: _Response | None) -> Usage | None:
@@ -90,6 +129,7 @@ class OpenAIResponsesProvider(RemoteProvider):
                         "temperature": params.temperature,
                         "top_p": params.top_p,
                         "max_output_tokens": params.max_tokens,
+                        "tools": _tools_field(params.tools) if params.tools else None,
                     }
                 ),
             }
@@ -97,6 +137,9 @@ class OpenAIResponsesProvider(RemoteProvider):
         auth = {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         finish: Finish | None = None
         summary: tuple[str | None, int | None] | None = None
+        # Function calls by item id: (call id, name); a call is made whole once.
+        calls: dict[str, tuple[str, str]] = {}
+        made: set[str] = set()
         async with self.upstream.post(
             self.url("/responses"), headers=self.headers(auth), body=body
         ) as response:
@@ -118,8 +161,28 @@ class OpenAIResponsesProvider(RemoteProvider):
                     elif kind == "response.reasoning_text.delta":
                         if text:
                             yield Text(text, "reasoning")
+                    elif kind == "response.output_item.added":
+                        item = event.item
+                        if item is not None and item.type == "function_call" and item.id:
+                            calls[item.id] = (item.call_id or item.id, item.name or "")
+                    elif kind == "response.function_call_arguments.delta":
+                        call = calls.get(event.item_id or "")
+                        if call is not None and text:
+                            yield ToolCallDelta(call[0], call[1], text)
+                    elif kind in (
+                        "response.function_call_arguments.done",
+                        "response.output_item.done",
+                    ):
+                        item_id = event.item.id if event.item is not None else event.item_id
+                        arguments = (
+                            event.item.arguments if event.item is not None else event.arguments
+                        )
+                        call = calls.get(item_id or "")
+                        if call is not None and item_id not in made:
+                            made.add(item_id)  # type: ignore[arg-type]
+                            yield ToolCallWhole(call[0], call[1], tool_arguments(arguments or ""))
                     elif kind == "response.completed":
-                        finish = Finish("stop", _usage(event.response))
+                        finish = Finish("tool_calls" if made else "stop", _usage(event.response))
                         break
                     elif kind == "response.incomplete":
                         details = event.response.incomplete_details if event.response else None

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from broker.core.models import ModelParams, ModelSpec
+from broker.core.models import ModelParams, ModelSpec, ToolSpec
 from workers.providers.base import Chunk, GenerationRequest
 from workers.providers.failures import BAD_REQUEST, MALFORMED_CHUNK, UpstreamFailure, guarded
 from workers.providers.upstream import Upstream
@@ -72,3 +72,21 @@ def decode_chunk(decoder: msgspec.json.Decoder[T], data: str | bytes) -> T:
         raise UpstreamFailure(
             MALFORMED_CHUNK, f"the upstream sent a chunk that could not be read: {exc}"
         ) from None
+
+
+def tool_arguments(text: str) -> Any:
+    """A streamed call's whole arguments: the JSON value, ``{}`` for none, else the raw text.
+
+    Models do produce invalid JSON now and then; the client gets what was said, not a failure.
+    """
+    if not text.strip():
+        return {}
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return text
+
+
+def object_schema(tool: ToolSpec) -> dict[str, Any]:
+    """The tool's argument schema, or the schema of "no arguments" when it has none."""
+    return tool.parameters or {"type": "object", "properties": {}}
