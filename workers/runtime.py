@@ -20,12 +20,14 @@ import uuid
 
 import anyio
 import anyio.abc
+import httpx
 import msgspec
 import redis.exceptions
 
 from broker.core.connections import redis_client
 from broker.core.events import (
     TERMINAL_EVENTS,
+    TERMINAL_STATUSES,
     ErrorInfo,
     Event,
     RunCancelled,
@@ -36,6 +38,7 @@ from broker.core.events import (
 )
 from broker.core.jobs import Job, control_decoder, job_decoder
 from broker.core.models import Catalogue, CatalogueError
+from broker.core.outbox import RunEnded, notice_encoder
 from broker.core.settings import Settings
 from broker.core.store import Store, Transition
 from workers.context import conversation_context
@@ -49,6 +52,7 @@ from workers.generators import (
 from workers.providers import default_providers
 from workers.providers.base import Failure, Finish, GenerationRequest, Message, Provider
 from workers.providers.upstream import make_client
+from workers.webhooks import WebhookDispatcher
 
 log = logging.getLogger("workers.runtime")
 
@@ -70,6 +74,7 @@ class Worker:
             raise SystemExit(f"model catalogue: {exc}") from None
         except GeneratorImportError as exc:
             raise SystemExit(str(exc)) from None
+        _check_webhook(settings)
         self.providers: dict[str, Provider] = {}
         self.generators: dict[str, ApplicationGenerator] = {}
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -93,6 +98,9 @@ class Worker:
                 services.start_soon(self._watch_signals)
                 services.start_soon(self._listen_control)
                 services.start_soon(self._renew_leases)
+                if self.settings.webhook_url:
+                    dispatcher = WebhookDispatcher(self.store, self.settings, self.name)
+                    services.start_soon(dispatcher.run)
                 async with anyio.create_task_group() as runs:
                     runs.start_soon(self._reap, runs)
                     await self._consume(runs)
@@ -245,20 +253,27 @@ class Worker:
             scope.cancel()
 
     async def _run_job(self, entry_id: bytes, job: Job, recovered: bool) -> None:
+        ended: str | None = None
         try:
-            await self._generate(job, recovered)
+            ended = await self._generate(job, recovered)
         except Exception:
             log.exception("run %s failed inside the worker", job.run_id)
             with anyio.CancelScope(shield=True):
-                await self._end(job, RunFailed(job.run_id, ErrorInfo("internal_error", "the worker failed")))
+                ended = await self._end(
+                    job, RunFailed(job.run_id, ErrorInfo("internal_error", "the worker failed"))
+                )
         finally:
             with anyio.CancelScope(shield=True):
-                await self._ack(entry_id)
+                # The run's notice goes out before its job is acknowledged: a worker dying in
+                # between leaves the job to be reclaimed, and the notice to be written then.
+                if ended is None or await self._announce(job, ended):
+                    await self._ack(entry_id)
             self._entries.discard(entry_id)
             self._in_flight -= 1
             self._slot_freed.set()
 
-    async def _generate(self, job: Job, recovered: bool) -> None:
+    async def _generate(self, job: Job, recovered: bool) -> str | None:
+        """Run the job; returns the run's final status when this worker must announce it."""
         run_id = job.run_id
         _, started = encode(RunStarted(run_id, job.assistant_message_id, job.model))
         start = await self._start(job, started)
@@ -266,18 +281,23 @@ class Worker:
             if recovered and start.outcome in ("running", "cancelling"):
                 # Its worker died mid-run. The partial answer stays; the run ends here, once.
                 lost = ErrorInfo("worker_lost", "the worker running this answer stopped responding")
-                await self._end(
+                return await self._end(
                     job,
                     RunFailed(run_id, lost)
                     if start.outcome == "running"
                     else RunCancelled(run_id, reason=_USER),
                 )
-            return  # cancelled before any worker had it, or already ended: nothing to generate
+            if start.outcome in TERMINAL_STATUSES:
+                # Cancelled before any worker had it, or ended by a worker that died before
+                # acknowledging the job (and maybe before announcing the run): announce it.
+                return start.outcome
+            return None  # never accepted: nothing to generate, nothing to announce
         provider = self.providers.get(job.model)
         generator = self.generators.get(job.model)
         if provider is None and generator is None:
-            await self._end(job, RunFailed(run_id, ErrorInfo("unknown_model", f"no provider for {job.model!r}")))
-            return
+            return await self._end(
+                job, RunFailed(run_id, ErrorInfo("unknown_model", f"no provider for {job.model!r}"))
+            )
         outcome: Finish | Failure | None = None
         stopped_by: str | None = None
         scope = anyio.CancelScope()
@@ -299,14 +319,14 @@ class Worker:
         except CancelRequested:
             stopped_by = _USER
         except RunGone:
-            return
+            return None  # whoever ended the run announces it
         finally:
             del self._running[run_id]
             reason = self._stop_reasons.pop(run_id, None)
         if scope.cancelled_caught:
             stopped_by = reason or _USER
         with anyio.CancelScope(shield=True):
-            await self._end(job, _terminal_event(run_id, outcome, stopped_by))
+            return await self._end(job, _terminal_event(run_id, outcome, stopped_by))
 
     async def _start(self, job: Job, started: bytes) -> Transition:
         """Start the run; a run not accepted yet gets a moment, then is given up for good."""
@@ -333,16 +353,41 @@ class Worker:
         upstream = spec.upstream_model(job.model) if spec is not None else job.model
         return GenerationRequest(job.model, job.content, job.params, history, upstream)
 
-    async def _end(self, job: Job, event: Event) -> None:
+    async def _end(self, job: Job, event: Event) -> str | None:
+        """Write the run's terminal event; returns its status if this call ended the run."""
         name, data = encode(event)
         status = TERMINAL_EVENTS[type(event)]
-        await self.store.finish(job.conversation_id, job.run_id, status, name, data)
+        ended = await self.store.finish(job.conversation_id, job.run_id, status, name, data)
+        return status if ended.outcome == "ok" else None
+
+    async def _announce(self, job: Job, status: str) -> bool:
+        """Add the finished run's notice to the outbox; False if Redis stayed away too long."""
+        notice = notice_encoder.encode(RunEnded(job.conversation_id, job.run_id, status))
+        try:
+            await self.store.add_notice(notice, self.settings.outbox_maxlen)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            log.error("could not announce run %s; its job is left to be reclaimed", job.run_id)
+            return False
+        return True
 
     async def _ack(self, entry_id: bytes) -> None:
         async with self.store.redis.pipeline(transaction=False) as pipe:
             pipe.xack(self.store.keys.jobs, GROUP, entry_id)
             pipe.xdel(self.store.keys.jobs, entry_id)
             await pipe.execute()
+
+
+def _check_webhook(settings: Settings) -> None:
+    if not settings.webhook_url:
+        return
+    try:
+        url = httpx.URL(settings.webhook_url)
+    except httpx.InvalidURL:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise SystemExit("BROKER_WEBHOOK_URL must be an http:// or https:// URL")
+    if not settings.webhook_secret:
+        raise SystemExit("BROKER_WEBHOOK_SECRET must be set when BROKER_WEBHOOK_URL is")
 
 
 def _terminal_event(run_id: str, outcome: Finish | Failure | None, stopped_by: str | None) -> Event:

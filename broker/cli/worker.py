@@ -9,7 +9,12 @@ from broker.core.settings import Settings
 
 
 def worker(settings: Settings, concurrency: int | None) -> None:
+    import logging
+
     import anyio
+
+    # httpx logs every request's URL at INFO; a webhook URL may carry a token.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
 
     # Imported here: the front tier never loads the worker runtime.
     from workers.runtime import Worker

@@ -28,6 +28,9 @@ class Keys:
         self.prefix = prefix
         self.jobs = f"{prefix}:jobs"
         self.control = f"{prefix}:control"
+        # A stream of notices, one per finished run, read by the webhook dispatcher and by
+        # taps through consumer groups (``broker.core.outbox``).
+        self.outbox = f"{prefix}:outbox"
 
     def conversation(self, cid: str) -> ConversationKeys:
         return ConversationKeys(self.prefix, cid)

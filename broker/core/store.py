@@ -276,6 +276,26 @@ class Store:
         )
         return Transition(*result)
 
+    async def add_notice(self, data: bytes, maxlen: int) -> None:
+        """Add a finished run's notice to the outbox (see ``broker.core.outbox``), retried
+        through a Redis outage like the run transitions; the cap trims the oldest notices."""
+        deadline: float | None = None
+        delay = 0.05
+        while True:
+            try:
+                await self.redis.xadd(
+                    self.keys.outbox, {b"n": data}, maxlen=maxlen, approximate=True
+                )
+                return
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                now = time.monotonic()
+                deadline = deadline or now + self._retry_seconds
+                if now + delay > deadline:
+                    raise
+                log.warning("Redis unreachable; retrying a run's notice in %.2fs", delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
     async def exists(self, cid: str) -> bool:
         keys = self.conversation(cid)
         return bool(await self.redis.exists(keys.events, keys.meta))

@@ -1,0 +1,228 @@
+"""The webhook dispatcher: every worker POSTs finished runs to ``BROKER_WEBHOOK_URL``.
+
+It reads the outbox (``broker.core.outbox``) through the ``webhook`` consumer group, so the
+workers share the deliveries, and runs apart from the generations: its own task group and HTTP
+client, one task per delivery, at most ``BROKER_WEBHOOK_CONCURRENCY`` at once. A slow or dead
+receiver holds deliveries, never a run or a token.
+
+A delivery is retried with doubling backoff until a 2xx answer or until
+``BROKER_WEBHOOK_RETRY_SECONDS`` after its run ended (then it is given up, with an error in the
+log), and only then acknowledged. Until then its notice stays pending in the group: the
+dispatcher renews it like a job lease, and a notice whose dispatcher died is claimed by another
+worker's. So a delivery survives the crash of any process; it may then be POSTed again, with
+the same ``Broker-Delivery-Id``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import anyio
+import anyio.abc
+import httpx
+import msgspec
+import redis.exceptions
+
+from broker.core.outbox import WEBHOOK_GROUP, notice_decoder, read_finished_run
+from broker.core.settings import Settings
+from broker.core.store import Store
+from broker.core.webhook import (
+    ATTEMPT_HEADER,
+    DELIVERY_ID_HEADER,
+    SIGNATURE_HEADER,
+    signature,
+    webhook_body,
+    webhook_encoder,
+)
+
+log = logging.getLogger("workers.webhooks")
+
+_REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+class WebhookDispatcher:
+    def __init__(self, store: Store, settings: Settings, consumer: str) -> None:
+        self._store = store
+        self._settings = settings
+        self._consumer = consumer
+        self._outbox = store.keys.outbox
+        self._held: set[bytes] = set()  # notices being delivered here: their leases are renewed
+        self._slot_freed = anyio.Event()
+
+    async def run(self) -> None:
+        """Deliver until cancelled; deliveries in flight then stay pending for another worker."""
+        settings = self._settings
+        timeout = settings.webhook_timeout_seconds
+        async with (
+            httpx.AsyncClient(timeout=httpx.Timeout(timeout), follow_redirects=False) as http,
+            anyio.create_task_group() as deliveries,
+        ):
+            self._http = http
+            deliveries.start_soon(self._renew)
+            deliveries.start_soon(self._reclaim, deliveries)
+            await self._read(deliveries)
+
+    @property
+    def _free(self) -> int:
+        return self._settings.webhook_concurrency - len(self._held)
+
+    async def _ensure_group(self) -> None:
+        try:
+            # From now on: runs that ended before a webhook was configured are not sent.
+            await self._store.redis.xgroup_create(self._outbox, WEBHOOK_GROUP, id="$", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _read(self, deliveries: anyio.abc.TaskGroup) -> None:
+        backoff = 0.1
+        group_ready = False
+        while True:
+            if self._free <= 0:
+                self._slot_freed = anyio.Event()
+                with anyio.move_on_after(1.0):
+                    await self._slot_freed.wait()
+                continue
+            try:
+                if not group_ready:
+                    await self._ensure_group()
+                    group_ready = True
+                response = await self._store.redis.xreadgroup(
+                    WEBHOOK_GROUP,
+                    self._consumer,
+                    {self._outbox: ">"},
+                    count=self._free,
+                    block=self._settings.job_block_ms,
+                )
+            except _REDIS_ERRORS:
+                log.warning("outbox unreachable; retrying in %.1fs", backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                group_ready = False
+                continue
+            backoff = 0.1
+            for _, entries in response or ():
+                self._start(deliveries, entries)
+
+    def _start(
+        self, deliveries: anyio.abc.TaskGroup, entries: list[tuple[bytes, dict[bytes, bytes] | None]]
+    ) -> None:
+        for entry_id, fields in entries:
+            if entry_id not in self._held:
+                self._held.add(entry_id)
+                deliveries.start_soon(self._deliver, entry_id, fields)
+
+    async def _renew(self) -> None:
+        """Keep this dispatcher's deliveries looking alive: their idle time is their lease."""
+        while True:
+            await anyio.sleep(self._settings.lease_seconds / 3)
+            if not self._held:
+                continue
+            try:
+                await self._store.redis.xclaim(
+                    self._outbox, WEBHOOK_GROUP, self._consumer, 0, list(self._held), justid=True
+                )
+            except _REDIS_ERRORS:
+                log.warning("could not renew webhook delivery leases")
+
+    async def _reclaim(self, deliveries: anyio.abc.TaskGroup) -> None:
+        """Take over the deliveries of dispatchers that died."""
+        lease_ms = int(self._settings.lease_seconds * 1000)
+        while True:
+            await anyio.sleep(self._settings.reap_interval_seconds)
+            if self._free <= 0:
+                continue
+            try:
+                _, claimed, *_ = await self._store.redis.xautoclaim(
+                    self._outbox, WEBHOOK_GROUP, self._consumer, lease_ms, "0-0", count=self._free
+                )
+            except _REDIS_ERRORS:
+                continue
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    continue
+                raise
+            if claimed:
+                log.warning("took over %d webhook delivery(ies) of a lost worker", len(claimed))
+                self._start(deliveries, claimed)
+
+    async def _deliver(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> None:
+        try:
+            if await self._try_delivering(entry_id, fields):
+                await self._store.redis.xack(self._outbox, WEBHOOK_GROUP, entry_id)
+        except _REDIS_ERRORS:
+            # Left pending: once its lease lapses, a dispatcher (maybe this one) takes it again.
+            log.warning("Redis unreachable; webhook delivery %s left for later", entry_id)
+        finally:
+            self._held.discard(entry_id)
+            self._slot_freed.set()
+
+    async def _try_delivering(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> bool:
+        """Deliver one notice's run until done or given up; True when it may be acknowledged."""
+        try:
+            notice = notice_decoder.decode(fields[b"n"]) if fields else None
+        except (KeyError, msgspec.DecodeError):
+            notice = None
+        if notice is None:
+            log.error("dropping a malformed or trimmed outbox entry %s", entry_id)
+            return True
+        run = await read_finished_run(
+            self._store, notice.conversation_id, notice.run_id, self._settings.replay_batch
+        )
+        if run is None:
+            log.error("run %s is gone from Redis: its webhook is not sent", notice.run_id)
+            return True
+        body = webhook_encoder.encode(webhook_body(run))
+        # Retried until this long after the run ended (the notice's id is when it was written).
+        give_up_at = int(entry_id.split(b"-")[0]) / 1000 + self._settings.webhook_retry_seconds
+        backoff = self._settings.webhook_backoff_seconds
+        attempt = 0
+        while True:
+            attempt += 1
+            problem = await self._post(body, notice.run_id, attempt)
+            if problem is None:
+                log.debug("delivered run %s (attempt %d)", notice.run_id, attempt)
+                return True
+            if time.time() + backoff > give_up_at:
+                log.error(
+                    "gave up the webhook of run %s after %d attempt(s): %s",
+                    notice.run_id, attempt, problem,
+                )
+                return True
+            log.warning(
+                "webhook of run %s, attempt %d: %s; next in %gs",
+                notice.run_id, attempt, problem, backoff,
+            )
+            await anyio.sleep(backoff)
+            backoff = min(backoff * 2, self._settings.webhook_backoff_max_seconds)
+
+    async def _post(self, body: bytes, delivery_id: str, attempt: int) -> str | None:
+        """One attempt; None on a 2xx answer, else what went wrong (never the URL: it may hold
+        a token)."""
+        settings = self._settings
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "llm-stream-broker",
+            DELIVERY_ID_HEADER: delivery_id,
+            ATTEMPT_HEADER: str(attempt),
+            SIGNATURE_HEADER: signature(settings.webhook_secret, body),
+        }
+        status = 0
+        with anyio.move_on_after(settings.webhook_timeout_seconds) as scope:
+            try:
+                async with self._http.stream(
+                    "POST", settings.webhook_url, content=body, headers=headers
+                ) as response:
+                    status = response.status_code  # the answer's body is of no interest
+            except httpx.HTTPError as exc:
+                return f"no answer ({type(exc).__name__})"
+        if scope.cancelled_caught:
+            return f"no answer within {settings.webhook_timeout_seconds:g} s"
+        if 200 <= status < 300:
+            return None
+        return f"HTTP {status}"
