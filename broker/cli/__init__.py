@@ -1,4 +1,5 @@
-"""The ``broker`` command: ``dev`` (everything at once), ``serve`` (a front), ``worker``.
+"""The ``broker`` command: ``dev`` (everything at once), ``serve`` (a front), ``worker``,
+``tap`` (every event, for a copy elsewhere).
 
 The one composition root that knows both tiers. Each subcommand lives in a module of this
 package that offers ``register(commands)``: it adds its parser and sets ``run(args, settings)``
@@ -10,10 +11,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-from broker.cli import dev, serve, worker
+from broker.cli import dev, serve, tap, worker
 from broker.core.settings import Settings
 
-SUBCOMMANDS = (dev, serve, worker)
+SUBCOMMANDS = (dev, serve, worker, tap)
 
 
 def main(argv: list[str] | None = None) -> None:
