@@ -17,6 +17,7 @@ conversation.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
@@ -31,6 +32,7 @@ from broker.core.outbox import notice_decoder, read_finished_run, tap_group
 from broker.core.settings import Settings
 from broker.core.store import Store
 
+log = logging.getLogger("broker.tap")
 
 class TapEvent(msgspec.Struct, frozen=True):
     """One event, as ``broker tap`` prints it: ``data`` is the event's JSON, as stored."""
@@ -133,6 +135,8 @@ class Tap:
                 run = await read_finished_run(
                     self._store, notice.conversation_id, notice.run_id, self._batch
                 )
+            if run is None:
+                log.warning("outbox entry %s names no run still in Redis: skipped", notice_id)
             for entry_id, entry in run.entries if run is not None else ():
                 yield TapEvent(
                     run.conversation_id,  # type: ignore[union-attr]

@@ -121,7 +121,8 @@ async def test_a_generator_gets_the_prompt_history_params_and_ids(stack: Stack) 
     stack.start(generators=AGENTS)
     front = stack.fronts[0]
     cid = new_cid("echo")
-    first = (await front.api.start_run(cid, "first question", tokens=3, interval_ms=1))["run_id"]
+    # The earlier turn has tool calls, results and data: the context keeps its answer text.
+    first = (await front.api.start_run(cid, "Weather in Paris?", model="weather"))["run_id"]
     await front.api.wait_run_finished(cid, first)
     response = await front.api.post_message(
         cid, "second question", model="echo", anything={"the": ["app", "decides"]}
@@ -133,9 +134,10 @@ async def test_a_generator_gets_the_prompt_history_params_and_ids(stack: Stack) 
 
     seen = json.loads(answer_text(events, second))
     first_answer = (await front.api.snapshot(cid)).json()["messages"][1]["content"]
+    assert first_answer.startswith("In Paris it is 21 °C")
     assert seen == {
         "prompt": "second question",
-        "history": [["user", "first question"], ["assistant", first_answer]],
+        "history": [["user", "Weather in Paris?"], ["assistant", first_answer]],
         "params": {"anything": {"the": ["app", "decides"]}},
         "conversation_id": cid,
         "run_id": second,
