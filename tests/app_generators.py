@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 
-import anyio
-
 from broker.core.events import Usage
-from workers.providers.base import Failure, ToolCallWhole
+from workers.providers.base import Failure
 from workers.run import GeneratorFailure, Run
 
 SECRET = "db-password-7f3a9c1e"
@@ -50,13 +48,6 @@ async def busy(run: Run) -> None:
         await run.text("x ")
 
 
-async def slow_words(run: Run) -> None:
-    """A word every ``interval`` seconds, ``count`` of them (params)."""
-    for index in range(int(run.params.get("count", 1000))):
-        await anyio.sleep(float(run.params.get("interval", 0.01)))
-        await run.text(f"w{index} ")
-
-
 async def model_with_tools(run: Run) -> None:
     """Calls a catalogue model with tools, forwards its output, then answers each call."""
     end = await run.forward(run.model(run.params["model"], params={"tools": run.params["tools"]}))
@@ -74,7 +65,7 @@ async def collects(run: Run) -> None:
         "collected",
         {
             "text": text,
-            "calls": [[c.call_id, c.name, c.arguments] for c in calls if isinstance(c, ToolCallWhole)],
+            "calls": [[c.call_id, c.name, c.arguments] for c in calls],
             "end": type(end).__name__,
         },
     )

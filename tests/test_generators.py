@@ -62,7 +62,8 @@ async def test_the_example_agent_streams_reasoning_a_tool_call_its_result_data_a
     assert names[:3] == ["message", "run.started", "delta"]
     assert names[-1] == "run.completed"
     assert events[1].json()["model"] == "weather"
-    assert answer_text(events, run_id, "reasoning").startswith("The user asks about the weather in Paris")
+    reasoning = answer_text(events, run_id, "reasoning")
+    assert reasoning.startswith("The user asks about the weather in Paris")
 
     calls = [e.json() for e in events if e.event == "tool.call"]
     pieces, whole = calls[:-1], calls[-1]
@@ -97,7 +98,12 @@ async def test_the_example_agent_streams_reasoning_a_tool_call_its_result_data_a
     assert assistant["content"] == content
     assert assistant["parts"] == [
         {"type": "reasoning", "text": answer_text(events, run_id, "reasoning")},
-        {"type": "tool_call", "call_id": call_id, "name": "get_weather", "arguments": {"city": "Paris"}},
+        {
+            "type": "tool_call",
+            "call_id": call_id,
+            "name": "get_weather",
+            "arguments": {"city": "Paris"},
+        },
         {"type": "tool_result", "call_id": call_id, "result": weather, "is_error": False},
         {"type": "data", "name": "weather_card", "value": weather},
         {"type": "text", "text": content},

@@ -36,7 +36,12 @@ from broker.front.openapi import build
         (
             ToolCall("r1", "c1", "get_weather", arguments={"city": "Paris"}),
             "tool.call",
-            {"run_id": "r1", "call_id": "c1", "name": "get_weather", "arguments": {"city": "Paris"}},
+            {
+                "run_id": "r1",
+                "call_id": "c1",
+                "name": "get_weather",
+                "arguments": {"city": "Paris"},
+            },
         ),
         (
             # null is a value like any other: it is sent, not taken for "unset".
@@ -107,7 +112,12 @@ def test_a_message_folds_its_parts_in_order() -> None:
     assert message["parts"] == [
         {"type": "reasoning", "text": "The user asks."},
         {"type": "text", "text": "Let me look."},
-        {"type": "tool_call", "call_id": "c1", "name": "get_weather", "arguments": {"city": "Paris"}},
+        {
+            "type": "tool_call",
+            "call_id": "c1",
+            "name": "get_weather",
+            "arguments": {"city": "Paris"},
+        },
         {"type": "text", "text": " (one moment)"},
         {"type": "tool_result", "call_id": "c1", "result": {"temp_c": 21}, "is_error": False},
         {"type": "data", "name": "card", "value": {"city": "Paris", "temp_c": 21}},

@@ -244,3 +244,37 @@ async def test_tools_for_a_model_that_cannot_take_them_are_refused(
     for model in ("local", "simulated"):
         refused = await front.api.post_message(new_cid(), "hi", model=model, tools=[WEATHER_TOOL])
         assert refused.status_code == 422 and error_code(refused) == "invalid_field", refused.text
+
+
+async def test_a_generator_can_read_a_model_s_answer_without_showing_it(
+    stack: Stack, fake: FakeUpstream
+) -> None:
+    fake.reply(sse_reply(streams.OPENAI_CHAT_TOOLS))
+    stack.start(
+        openai_base_url=fake.url + "/v1",
+        openai_models="gpt-test",
+        generators="collector=tests.app_generators:collects",
+    )
+    front = stack.fronts[0]
+    cid = new_cid()
+    response = await front.api.request(
+        "POST",
+        f"/v1/conversations/{cid}/messages",
+        json={
+            "content": "Weather in Paris?",
+            "model": "collector",
+            "params": {"model": "gpt-test", "tools": [WEATHER_TOOL]},
+        },
+    )
+    run_id = response.json()["run_id"]
+    async with await front.api.run_stream(cid, run_id) as client:
+        events = await client.read_to_end(timeout=30)
+    assert [e.event for e in events] == ["message", "run.started", "data", "run.completed"]
+    assert events[2].json()["value"] == {
+        "text": streams.TOOL_TEXT,
+        "calls": [
+            ["call_Vx8mQ2", "get_weather", {"city": "Paris"}],
+            ["call_Tq4nB7", "get_time", {}],
+        ],
+        "end": "Finish",
+    }

@@ -226,7 +226,9 @@ async def test_consumers_of_one_group_share_the_runs_and_other_groups_get_everyt
         await client.aclose()
 
 
-async def test_the_plain_iterator_yields_typed_events(stack: Stack, redis_url: str, prefix: str) -> None:
+async def test_the_plain_iterator_yields_typed_events(
+    stack: Stack, redis_url: str, prefix: str
+) -> None:
     stack.start(generators="weather=examples.agent:weather_agent")
     front = stack.fronts[0]
     cid = new_cid("typed")

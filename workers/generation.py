@@ -183,7 +183,8 @@ class Generation:
                 if key is _WHOLE:
                     events += pieces
                 elif isinstance(key, str):
-                    events.append(encode(Delta(run_id, "".join(pieces), key)))  # type: ignore[arg-type]
+                    text = "".join(pieces)
+                    events.append(encode(Delta(run_id, text, key)))  # type: ignore[arg-type]
                 else:
                     call_id, name = key  # type: ignore[misc]
                     events.append(

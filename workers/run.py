@@ -154,7 +154,9 @@ class Run:
         """
         return await self._generation.relay(chunks)
 
-    async def collect(self, chunks: AsyncIterator[Chunk]) -> tuple[str, list[ToolCallWhole], Outcome]:
+    async def collect(
+        self, chunks: AsyncIterator[Chunk]
+    ) -> tuple[str, list[ToolCallWhole], Outcome]:
         """Read a model's answer without forwarding it: its text, its whole tool calls, its end."""
         text: list[str] = []
         calls: list[ToolCallWhole] = []

@@ -70,7 +70,9 @@ class WebhookDispatcher:
     async def _ensure_group(self) -> None:
         try:
             # From now on: runs that ended before a webhook was configured are not sent.
-            await self._store.redis.xgroup_create(self._outbox, WEBHOOK_GROUP, id="$", mkstream=True)
+            await self._store.redis.xgroup_create(
+                self._outbox, WEBHOOK_GROUP, id="$", mkstream=True
+            )
         except redis.exceptions.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -110,7 +112,9 @@ class WebhookDispatcher:
                 self._start(deliveries, entries)
 
     def _start(
-        self, deliveries: anyio.abc.TaskGroup, entries: list[tuple[bytes, dict[bytes, bytes] | None]]
+        self,
+        deliveries: anyio.abc.TaskGroup,
+        entries: list[tuple[bytes, dict[bytes, bytes] | None]],
     ) -> None:
         for entry_id, fields in entries:
             if entry_id not in self._held:

@@ -101,7 +101,12 @@ def signature(secret: str, body: bytes, timestamp: int | None = None) -> str:
 
 
 def verify_signature(
-    secret: str, header: str, body: bytes, *, tolerance_seconds: float = 300, now: float | None = None
+    secret: str,
+    header: str,
+    body: bytes,
+    *,
+    tolerance_seconds: float = 300,
+    now: float | None = None,
 ) -> bool:
     """Whether ``header`` signs ``body`` with ``secret`` within ``tolerance_seconds`` of now."""
     fields = dict(part.strip().split("=", 1) for part in header.split(",") if "=" in part)

@@ -154,7 +154,8 @@ class AnthropicProvider(RemoteProvider):
                     elif kind == "content_block_start" and event.content_block is not None:
                         block = event.content_block
                         if block.type == "tool_use" and event.index is not None:
-                            calls[event.index] = (block.id or f"call_{event.index}", block.name or "", [])
+                            call_id = block.id or f"call_{event.index}"
+                            calls[event.index] = (call_id, block.name or "", [])
                     elif kind == "content_block_stop" and event.index in calls:
                         call_id, name, pieces = calls.pop(event.index)  # type: ignore[arg-type]
                         yield ToolCallWhole(call_id, name, tool_arguments("".join(pieces)))
