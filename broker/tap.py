@@ -23,6 +23,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 
+import anyio
 import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -80,6 +81,20 @@ class Tap:
         self._batch = settings.replay_batch
 
     async def events(self) -> AsyncIterator[TapEvent]:
+        """Every event, run by run, until the caller stops; a Redis outage is waited out (the
+        run being read then comes again, whole)."""
+        backoff = 0.1
+        while True:
+            try:
+                async for event in self._follow():
+                    yield event
+                    backoff = 0.1
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                log.warning("Redis unreachable; the tap goes on in %.1fs", backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _follow(self) -> AsyncIterator[TapEvent]:
         await self._ensure_group()
         # First, what this consumer was given before and never finished.
         after = "0"

@@ -261,3 +261,47 @@ def test_a_bad_group_name_is_refused(tmp_path: Path) -> None:
         capture_output=True, text=True, env=base_environment(), timeout=30,
     )
     assert done.returncode != 0 and "--group" in done.stderr
+
+
+async def test_a_tap_waits_out_a_redis_restart(
+    tmp_path: Path, stack_on: Any, taps: list[TapProcess]
+) -> None:
+    from broker.embedded_redis import EmbeddedRedis, find_redis_server
+
+    if find_redis_server() is None:
+        pytest.skip("needs a redis-server binary to stop and restart")
+    server = EmbeddedRedis(tmp_path / "redis", appendonly=True, appendfsync="always").start()
+    try:
+        stack = stack_on(server.url, "tapfaults")
+        stack.start()
+        before = [new_cid("before")]
+        await _finished_runs(stack, before, tokens=5, interval_ms=1)
+        tap = TapProcess(stack, "--group", "copy")
+        taps.append(tap)
+        client = redis.Redis.from_url(server.url)
+        try:
+            await _wait_for(
+                lambda: tap.keys() == set(_all_stored(client, "tapfaults", before)), what="before"
+            )
+            server.stop()
+            await asyncio.sleep(1.5)
+            server.start()  # the same port and data (its AOF)
+            after = [new_cid("after")]
+            front = stack.fronts[0]
+            for _ in range(50):  # a front's pooled connections may fail once after the restart
+                response = await front.api.post_message(after[0], "after", tokens=5, interval_ms=1)
+                if response.status_code == 202:
+                    break
+                await asyncio.sleep(0.2)
+            await front.api.wait_run_finished(after[0], response.json()["run_id"])
+            everything = _all_stored(client, "tapfaults", before + after)
+            await _wait_for(lambda: tap.keys() == set(everything), what="the run after")
+        finally:
+            client.close()
+        assert tap.popen.poll() is None, "the tap is still running"
+        assert "Redis unreachable" in tap.stderr_path.read_text()
+    finally:
+        for process in taps:
+            process.kill()
+        taps.clear()
+        server.stop()
