@@ -26,8 +26,7 @@ from typing import Any
 
 import anyio
 
-from workers.providers.base import Failure
-from workers.run import GeneratorFailure, Run
+from workers.run import Failure, GeneratorFailure, Run
 
 log = logging.getLogger("examples.agent")
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 
-from broker.core.events import Usage
-from workers.providers.base import Failure
-from workers.run import GeneratorFailure, Run
+from workers.run import Failure, GeneratorFailure, Run, Usage
 
 SECRET = "db-password-7f3a9c1e"
 

@@ -32,6 +32,22 @@ from workers.providers.base import (
     ToolOutput,
 )
 
+# What a generator needs, importable from this one module.
+__all__ = [
+    "Chunk",
+    "DataValue",
+    "Failure",
+    "Finish",
+    "GeneratorFailure",
+    "Message",
+    "Run",
+    "Text",
+    "ToolCallDelta",
+    "ToolCallWhole",
+    "ToolOutput",
+    "Usage",
+]
+
 
 class GeneratorFailure(Exception):
     """Raise it to end the run with ``run.failed`` carrying this code and message as they are.
