@@ -7,6 +7,7 @@ nothing reads the environment anywhere else.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
 import msgspec
@@ -37,6 +38,37 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 1 << 20
     max_content_chars: int = 200_000
     cancel_wait_seconds: float = 10.0
+    # Security: authentication, limits, CORS
+    # ``jwt`` or ``none``; ``broker serve`` refuses to start while it is unset. With ``none``
+    # anyone who reaches a front may read and write every conversation.
+    auth: str = ""
+    # One key source for BROKER_AUTH=jwt: an HS256 secret, a PEM public key (RS256, ES256,
+    # EdDSA), or a JWKS URL whose keys are cached by ``kid`` for ``jwt_jwks_cache_seconds``.
+    jwt_secret: str = ""
+    jwt_public_key_file: str = ""
+    jwt_jwks_url: str = ""
+    jwt_jwks_cache_seconds: float = 300.0
+    # Comma-separated; empty picks the key's own (HS256, RS256, ES256, EdDSA; RS256 for JWKS).
+    jwt_algorithms: str = ""
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    jwt_leeway_seconds: float = 30.0
+    # The HttpOnly cookie POST /v1/session sets, read on GET requests only.
+    session_cookie: str = "broker_token"
+    # Accept ``?access_token=`` on GET requests (stripped before anything else sees the URL).
+    jwt_query_token: bool = False
+    # Comma-separated exact origins allowed to call the API from a browser.
+    cors_origins: str = ""
+    # Per subject, counted in Redis so every front enforces the same limit; 0 turns one off.
+    limit_requests_per_minute: int = 1200
+    limit_posts_per_minute: int = 60
+    limit_streams_per_subject: int = 64
+    limit_conversations_per_day: int = 1000
+    limit_active_runs_per_subject: int = 16
+    # An open stream's lease, renewed by its front: a front that died stops counting within it.
+    stream_lease_seconds: float = 30.0
+    # A run counts towards its subject's active runs at most this long, even if nobody sees it end.
+    limit_run_seconds: float = 3600.0
     # Workers
     coalesce_ms: float = 15.0
     worker_concurrency: int = 64
@@ -97,4 +129,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         try:
             return msgspec.convert(raw, cls, strict=False)
         except msgspec.ValidationError as exc:
-            raise SystemExit(f"invalid BROKER_* setting: {exc}") from None
+            # msgspec names the field (`$.field`); the operator set the variable.
+            message = re.sub(r"`\$\.(\w+)`", lambda m: "BROKER_" + m.group(1).upper(), str(exc))
+            raise SystemExit(f"invalid BROKER_* setting: {message}") from None
