@@ -1,5 +1,5 @@
 """The ``broker`` command: ``dev`` (everything at once), ``serve`` (a front), ``worker``,
-``tap`` (every event, for a copy elsewhere).
+``tap`` (every event, for a copy elsewhere), ``token`` (a signed token for local testing).
 
 The one composition root that knows both tiers. Each subcommand lives in a module of this
 package that offers ``register(commands)``: it adds its parser and sets ``run(args, settings)``
@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-from broker.cli import dev, serve, tap, worker
+from broker.cli import dev, serve, tap, token, worker
 from broker.core.settings import Settings
 
-SUBCOMMANDS = (dev, serve, worker, tap)
+SUBCOMMANDS = (dev, serve, worker, tap, token)
 
 
 def main(argv: list[str] | None = None) -> None:
