@@ -255,7 +255,7 @@ class Worker:
     async def _run_job(self, entry_id: bytes, job: Job, recovered: bool) -> None:
         ended: str | None = None
         try:
-            ended = await self._generate(job, recovered)
+            ended = await self._generate(entry_id, job, recovered)
         except Exception:
             log.exception("run %s failed inside the worker", job.run_id)
             with anyio.CancelScope(shield=True):
@@ -272,11 +272,11 @@ class Worker:
             self._in_flight -= 1
             self._slot_freed.set()
 
-    async def _generate(self, job: Job, recovered: bool) -> str | None:
+    async def _generate(self, entry_id: bytes, job: Job, recovered: bool) -> str | None:
         """Run the job; returns the run's final status when this worker must announce it."""
         run_id = job.run_id
         _, started = encode(RunStarted(run_id, job.assistant_message_id, job.model))
-        start = await self._start(job, started)
+        start = await self._start(entry_id, job, started)
         if start.outcome != "ok":
             if recovered and start.outcome in ("running", "cancelling"):
                 # Its worker died mid-run. The partial answer stays; the run ends here, once.
@@ -328,13 +328,18 @@ class Worker:
         with anyio.CancelScope(shield=True):
             return await self._end(job, _terminal_event(run_id, outcome, stopped_by))
 
-    async def _start(self, job: Job, started: bytes) -> Transition:
+    async def _start(self, entry_id: bytes, job: Job, started: bytes) -> Transition:
         """Start the run; a run not accepted yet gets a moment, then is given up for good."""
         for delay in _ACCEPT_WAITS:
             start = await self.store.start_run(job.conversation_id, job.run_id, self.name, started)
             if start.outcome != "missing":
                 return start
             await anyio.sleep(delay)
+        if not await self.store.redis.xrange(self.store.keys.jobs, entry_id, entry_id):
+            # The front refused the run and withdrew its job (the conversation is somebody
+            # else's, or busy): no late accept can come, so nothing is written to its keys.
+            log.info("dropping the job of run %s: the front withdrew it", job.run_id)
+            return Transition("withdrawn", "withdrawn")
         start = await self.store.start_run(
             job.conversation_id, job.run_id, self.name, started, orphan_if_missing=True
         )

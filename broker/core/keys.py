@@ -13,7 +13,8 @@ class ConversationKeys:
     def __init__(self, prefix: str, cid: str) -> None:
         self._base = f"{prefix}:{{{cid}}}"
         self.events = f"{self._base}:events"  # the Redis Stream: every event, in order
-        self.meta = f"{self._base}:meta"  # hash: active_run, first_id (first entry ever written)
+        # hash: active_run, first_id (first entry ever written), owner (the subject who created it)
+        self.meta = f"{self._base}:meta"
 
     def run(self, run_id: str) -> str:
         """Hash of one run: status, ids of its message and terminal events, owner."""

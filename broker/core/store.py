@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import anyio
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
 from broker.core.ids import StreamPos, format_stream_id
@@ -47,8 +49,18 @@ end
 
 # KEYS: events, meta, run, idempotency
 # ARGV: run_id, message_id, assistant_message_id, model, data, maxlen, ttl_ms, idem_ttl_ms,
-#       idempotency record ('' when the request carries no key)
+#       idempotency record ('' when the request carries no key), subject ('' when nobody owns
+#       conversations: BROKER_AUTH=none), '1' when the subject may write every conversation
+# The first message creates the conversation and records its subject as the owner, in this one
+# step: of many subjects racing to create one id, exactly one owns it and the others are refused
+# here, before anything is written. A conversation created with no owner has no owner to match.
 ACCEPT = """
+if ARGV[10] ~= '' and ARGV[11] ~= '1' then
+  local owner = redis.call('HGET', KEYS[2], 'owner')
+  if owner ~= ARGV[10] and (owner or redis.call('HEXISTS', KEYS[2], 'first_id') == 1) then
+    return {'not_owner'}
+  end
+end
 if ARGV[9] ~= '' then
   local previous = redis.call('GET', KEYS[4])
   if previous then return {'replay', previous} end
@@ -60,7 +72,9 @@ if redis.call('EXISTS', KEYS[3]) == 1 then return {'orphaned'} end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*',
                       't', 'message', 'd', ARGV[5], 'r', ARGV[1])
 redis.call('HSET', KEYS[2], 'active_run', ARGV[1])
-redis.call('HSETNX', KEYS[2], 'first_id', id)
+if redis.call('HSETNX', KEYS[2], 'first_id', id) == 1 and ARGV[10] ~= '' then
+  redis.call('HSET', KEYS[2], 'owner', ARGV[10])
+end
 redis.call('HSET', KEYS[3], 'status', 'queued', 'message_id', ARGV[2],
            'assistant_message_id', ARGV[3], 'model', ARGV[4], 'message_event_id', id)
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
@@ -130,10 +144,21 @@ if status ~= 'queued' then return {'cancelling'} end
 
 
 class Accepted(NamedTuple):
-    outcome: str  # 'ok', 'run_active', 'replay' or 'orphaned'
+    outcome: str  # 'ok', 'run_active', 'replay', 'orphaned' or 'not_owner'
     event_id: str = ""
     active_run: str = ""
     idempotency_record: str = ""
+
+
+class Owner(NamedTuple):
+    """Who writes: ``subject`` becomes the owner of a conversation it creates, and may write
+    only conversations it owns, unless ``admin``. An empty subject owns and checks nothing."""
+
+    subject: str = ""
+    admin: bool = False
+
+
+NOBODY = Owner()
 
 
 class Transition(NamedTuple):
@@ -186,8 +211,10 @@ class Store:
         data: bytes,
         idempotency_key: str | None,
         idempotency_record: str,
+        owner: Owner = NOBODY,
     ) -> Accepted:
-        """Append the user's message and open a run, unless another run is active."""
+        """Append the user's message and open a run, unless another run is active or the
+        conversation is somebody else's."""
         keys = self.conversation(cid)
         idem_key = keys.idempotency(idempotency_key or "-")
         result = _text(
@@ -197,6 +224,7 @@ class Store:
                     run_id, message_id, assistant_message_id, model, data,
                     self._maxlen, self._ttl_ms, self._idem_ttl_ms,
                     idempotency_record if idempotency_key else "",
+                    owner.subject, "1" if owner.admin else "0",
                 ],
             )
         )
@@ -204,25 +232,38 @@ class Store:
             return Accepted("ok", event_id=result[1])
         if result[0] == "run_active":
             return Accepted("run_active", active_run=result[1])
-        if result[0] == "orphaned":
-            return Accepted("orphaned")
+        if result[0] in ("orphaned", "not_owner"):
+            return Accepted(result[0])
         return Accepted("replay", idempotency_record=result[1])
 
-    async def precheck(self, cid: str, idempotency_key: str | None) -> Accepted | None:
+    async def precheck(
+        self,
+        cid: str,
+        idempotency_key: str | None,
+        owner: Owner = NOBODY,
+        also: Callable[[Pipeline], None] | None = None,
+    ) -> tuple[Accepted | None, list[Any]]:
         """What ``accept`` would refuse right now, read without writing; None if nothing.
 
-        Lets the front refuse a retry or a conflict before it queues a job.
+        Lets the front refuse a stranger, a retry or a conflict before it queues a job. ``also``
+        adds the caller's own commands to the same round trip; their replies come second.
         """
         keys = self.conversation(cid)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(keys.meta, "active_run")
+            pipe.hmget(keys.meta, ["active_run", "owner", "first_id"])
             pipe.get(keys.idempotency(idempotency_key or "-"))
-            active, record = await pipe.execute()
+            if also is not None:
+                also(pipe)
+            (active, owned_by, first_id), record, *rest = await pipe.execute()
+        if owner.subject and not owner.admin and (owned_by or first_id) and (
+            owned_by is None or owned_by.decode() != owner.subject
+        ):
+            return Accepted("not_owner"), rest
         if idempotency_key and record:
-            return Accepted("replay", idempotency_record=record.decode())
+            return Accepted("replay", idempotency_record=record.decode()), rest
         if active:
-            return Accepted("run_active", active_run=active.decode())
-        return None
+            return Accepted("run_active", active_run=active.decode()), rest
+        return None, rest
 
     async def _run_script(self, script: AsyncScript, cid: str, run_id: str, args: list[Any]) -> list[str]:
         """Run a repeatable run transition, through a Redis outage of up to retry_seconds."""

@@ -128,7 +128,7 @@ async def post_message(request: Request) -> Response:
     run_id, message_id, answer_id = new_id("r"), new_id("m"), new_id("m")
     _, data = encode(UserMessage(message_id=message_id, content=message.content, run_id=run_id))
     fingerprint = hashlib.sha256(_encoder.encode(message)).hexdigest()
-    refused = await store.precheck(cid, idempotency_key)
+    refused, _ = await store.precheck(cid, idempotency_key)
     if refused is not None:
         return _refusal(cid, refused, fingerprint)
 
