@@ -8,22 +8,56 @@ from contextlib import asynccontextmanager
 
 import anyio
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
 from broker.core.connections import redis_client
 from broker.core.models import Catalogue
 from broker.core.settings import Settings
 from broker.core.store import Store
+from broker.front.access import Gate
 from broker.front.api import routes
+from broker.front.authentication import Authentication
+from broker.front.browser import Cors, SecurityHeaders, cors_options
 from broker.front.errors import HANDLERS
 from broker.front.hub import Hub
+from broker.front.limits import Limits
 from broker.front.services import Services
+from broker.front.tokens import SecurityConfigError, TokenVerifier
 
 _TAIL_BLOCK_MS = 5000
 
 
+def _verifier(settings: Settings) -> TokenVerifier | None:
+    if settings.auth == "jwt":
+        return TokenVerifier.from_settings(settings)
+    if settings.auth == "none":
+        return None
+    if not settings.auth:
+        raise SecurityConfigError(
+            "BROKER_AUTH is not set: set BROKER_AUTH=jwt (with BROKER_JWT_SECRET, "
+            "BROKER_JWT_PUBLIC_KEY_FILE or BROKER_JWT_JWKS_URL), or BROKER_AUTH=none to let "
+            "anyone who reaches this front read and write every conversation"
+        )
+    raise SecurityConfigError(f"BROKER_AUTH must be jwt or none, not {settings.auth!r}")
+
+
 def create_app(settings: Settings) -> Starlette:
-    """Raises CatalogueError when the model catalogue cannot be read: refuse to start."""
+    """Raises CatalogueError when the model catalogue cannot be read, SecurityConfigError when
+    authentication is not configured or cannot work: refuse to start."""
     catalogue = Catalogue.from_settings(settings)
+    verifier = _verifier(settings)
+    # Outermost first: every answer gets the headers, CORS answers preflights before anyone
+    # asks for a token, and authentication runs before any route.
+    middleware = [
+        Middleware(SecurityHeaders),
+        Middleware(Cors, **cors_options(settings)),
+        Middleware(
+            Authentication,
+            verifier=verifier,
+            cookie=settings.session_cookie,
+            query_token=settings.jwt_query_token,
+        ),
+    ]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
@@ -44,16 +78,21 @@ def create_app(settings: Settings) -> Starlette:
         loop = asyncio.get_running_loop()
         # Called from the server's signal handler, before it waits for open connections.
         app.state.drain = lambda: loop.call_soon_threadsafe(hub.close)
+        limits = Limits(pool, store.keys, settings)
+        gate = Gate(pool, store.keys, limits, enforced=verifier is not None)
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(hub.run)
+                tasks.start_soon(limits.leases.run)
                 catch_up = anyio.CapacityLimiter(max(1, settings.redis_pool_size // 2))
-                yield {"services": Services(settings, store, hub, catalogue, catch_up)}
+                yield {"services": Services(settings, store, hub, catalogue, catch_up, gate)}
                 tasks.cancel_scope.cancel()
         finally:
             await tail.aclose()
             await pool.aclose()
 
-    app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)
+    app = Starlette(
+        routes=routes, middleware=middleware, exception_handlers=HANDLERS, lifespan=lifespan
+    )
     app.state.drain = lambda: None
     return app

@@ -125,6 +125,11 @@ def child_env(redis_url: str, prefix: str, settings: dict[str, Any] | None = Non
     env["BROKER_REDIS_URL"] = redis_url
     env["BROKER_KEY_PREFIX"] = prefix
     env["BROKER_LOG_LEVEL"] = "WARNING"
+    # Load from one loopback address: no authentication, and no per-subject limit.
+    env["BROKER_AUTH"] = "none"
+    for limit in ("REQUESTS_PER_MINUTE", "POSTS_PER_MINUTE", "STREAMS_PER_SUBJECT",
+                  "CONVERSATIONS_PER_DAY", "ACTIVE_RUNS_PER_SUBJECT"):
+        env[f"BROKER_LIMIT_{limit}"] = "0"
     for name, value in (settings or {}).items():
         env[f"BROKER_{name.upper()}"] = str(value)
     return env

@@ -104,6 +104,11 @@ class Fleet:
         env["PYTHONUNBUFFERED"] = "1"
         env["BROKER_REDIS_URL"] = self.redis_url
         env["BROKER_KEY_PREFIX"] = self.prefix
+        # Load from one loopback address: no authentication, and no per-subject limit.
+        env["BROKER_AUTH"] = "none"
+        for limit in ("REQUESTS_PER_MINUTE", "POSTS_PER_MINUTE", "STREAMS_PER_SUBJECT",
+                      "CONVERSATIONS_PER_DAY", "ACTIVE_RUNS_PER_SUBJECT"):
+            env[f"BROKER_LIMIT_{limit}"] = "0"
         env.update(self.settings)
         return env
 

@@ -23,10 +23,22 @@ def events_key(prefix: str, cid: str) -> str:
 
 
 class Api:
-    """The v1 HTTP API of one front process."""
+    """The v1 HTTP API of one front process, as one client: ``headers`` go with every request."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, headers: Mapping[str, str] | None = None) -> None:
         self.base_url = base_url
+        self.headers = dict(headers or {})
+
+    def bearer(self, token: str) -> Api:
+        """The same API, as a client that sends ``token`` in the Authorization header."""
+        return Api(self.base_url, {**self.headers, "Authorization": f"Bearer {token}"})
+
+    def cookie(self, token: str, name: str = "broker_token") -> Api:
+        """The same API, as a browser holding the session cookie (and no header)."""
+        return Api(self.base_url, {**self.headers, "Cookie": f"{name}={token}"})
+
+    def _headers(self, extra: Mapping[str, str] | None) -> dict[str, str]:
+        return {**self.headers, **(extra or {})}
 
     async def request(
         self,
@@ -41,7 +53,9 @@ class Api:
         async with httpx.AsyncClient(
             base_url=self.base_url, trust_env=False, timeout=timeout
         ) as client:
-            return await client.request(method, path, json=json, content=content, headers=headers)
+            return await client.request(
+                method, path, json=json, content=content, headers=self._headers(headers)
+            )
 
     async def post_message(
         self,
@@ -90,13 +104,22 @@ class Api:
         path = f"/v1/conversations/{cid}/stream"
         if query_last_event_id is not None:
             path += "?last_event_id=" + quote(query_last_event_id, safe="")
-        return await open_sse(self.base_url, path, last_event_id=last_event_id, headers=headers)
+        return await open_sse(
+            self.base_url, path, last_event_id=last_event_id, headers=self._headers(headers)
+        )
 
     async def run_stream(
-        self, cid: str, run_id: str, *, last_event_id: str | None = None
+        self,
+        cid: str,
+        run_id: str,
+        *,
+        last_event_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> SSEStream:
         path = f"/v1/conversations/{cid}/runs/{run_id}/stream"
-        return await open_sse(self.base_url, path, last_event_id=last_event_id)
+        return await open_sse(
+            self.base_url, path, last_event_id=last_event_id, headers=self._headers(headers)
+        )
 
     async def wait_run_finished(self, cid: str, run_id: str, timeout: float = 30.0) -> None:
         """Poll the snapshot until the run is no longer active (no stream needed)."""

@@ -40,6 +40,18 @@ def base_environment() -> dict[str, str]:
     return env
 
 
+# Every stack starts open and unlimited, as the broker was before authentication: tests about
+# authentication and limits set their own values on top.
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "auth": "none",
+    "limit_requests_per_minute": 0,
+    "limit_posts_per_minute": 0,
+    "limit_streams_per_subject": 0,
+    "limit_conversations_per_day": 0,
+    "limit_active_runs_per_subject": 0,
+}
+
+
 def settings_env(settings: dict[str, Any]) -> dict[str, str]:
     """``{"coalesce_ms": 0}`` -> ``{"BROKER_COALESCE_MS": "0"}``."""
     return {f"BROKER_{name.upper()}": str(value) for name, value in settings.items()}
@@ -124,7 +136,7 @@ class Stack:
         env = base_environment()
         env["BROKER_REDIS_URL"] = self.redis_url
         env["BROKER_KEY_PREFIX"] = self.prefix
-        env.update(settings_env({**self.settings, **(extra or {})}))
+        env.update(settings_env({**DEFAULT_SETTINGS, **self.settings, **(extra or {})}))
         return env
 
     def _spawn(

@@ -111,3 +111,6 @@ async def test_broker_dev_serves_a_conversation_and_stops_everything(
             os.kill(pid, signal.SIGKILL)
     assert not leftovers, f"processes left running after broker dev stopped: {leftovers}"
     assert re.search(r"http://127\.0\.0\.1:\d+", "".join(lines))
+    # Open by default, and it says so, once.
+    warnings = [line for line in log_path.read_text().splitlines() if "BROKER_AUTH=none" in line]
+    assert len(warnings) == 1 and "every conversation" in warnings[0]

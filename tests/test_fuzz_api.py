@@ -1,11 +1,17 @@
 """Every endpoint fuzzed from the OpenAPI document: no input yields a server error, and every
 answer is one the document declares (status, content type, body schema).
 
+The front requires tokens (BROKER_AUTH=jwt), as the document declares: the fuzzer sends a valid
+one, and checks on its own that a request without it is refused.
+
 The SSE endpoints are left to ``test_properties.py``: a valid request to them streams forever,
 which a request/response fuzzer cannot judge.
 """
 
 from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
 
 import msgspec
 import pytest
@@ -14,11 +20,25 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
 from broker.front.openapi import DOCUMENT
-from tests.stack import Front
+from tests.stack import Front, Stack
+from tests.tokens import AUTH, hs256
 
 schema = schemathesis.openapi.from_dict(msgspec.json.decode(DOCUMENT)).exclude(
     path_regex=r".*/stream$"
 )
+
+
+TOKEN = hs256("fuzzer", ttl=3600)
+
+
+@pytest.fixture(scope="module")
+def secured_front(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
+    processes = Stack(redis_url, "m" + uuid.uuid4().hex[:12], tmp_path_factory.mktemp("front"))
+    processes.start(fronts=1, workers=0, **AUTH)
+    try:
+        yield processes.fronts[0]
+    finally:
+        processes.close(report=False)
 
 
 @schema.parametrize()
@@ -28,8 +48,14 @@ schema = schemathesis.openapi.from_dict(msgspec.json.decode(DOCUMENT)).exclude(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @pytest.mark.timeout(240)
-def test_no_server_error_and_only_documented_answers(case: schemathesis.Case, lone_front: Front) -> None:
+def test_no_server_error_and_only_documented_answers(
+    case: schemathesis.Case, secured_front: Front
+) -> None:
     # Whether a schema-valid body is accepted depends on the model catalogue and on the
     # conversation's state (a run may be active), so acceptance is not required; everything
     # else is: no 5xx, declared statuses and bodies, and invalid input refused.
-    case.call_and_validate(base_url=lone_front.url, excluded_checks=[positive_data_acceptance])
+    case.call_and_validate(
+        base_url=secured_front.url,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        excluded_checks=[positive_data_acceptance],
+    )

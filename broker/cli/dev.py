@@ -37,6 +37,15 @@ def dev(host: str, port: int) -> None:
     if not env.get("BROKER_REDIS_URL"):
         embedded = EmbeddedRedis(Path(".broker") / "redis").start()
         env["BROKER_REDIS_URL"] = embedded.url
+    if not env.get("BROKER_AUTH"):
+        env["BROKER_AUTH"] = "none"
+    if env["BROKER_AUTH"] == "none":
+        print(
+            "broker dev: WARNING: BROKER_AUTH=none: anyone who can reach this port may read, "
+            "post to and cancel every conversation",
+            file=sys.stderr,
+            flush=True,
+        )
     Settings.from_env(env)  # refuse bad settings before starting anything
     command = [sys.executable, "-m", "broker"]
     children = [

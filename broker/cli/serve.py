@@ -13,11 +13,14 @@ def serve(settings: Settings, host: str, port: int) -> None:
 
     from broker.app import create_app
     from broker.core.models import CatalogueError
+    from broker.front.tokens import SecurityConfigError
 
     try:
         app = create_app(settings)
     except CatalogueError as exc:
         raise SystemExit(f"model catalogue: {exc}") from None
+    except SecurityConfigError as exc:
+        raise SystemExit(f"broker serve: {exc}") from None
 
     class DrainingServer(uvicorn.Server):
         """Ends every SSE stream on SIGTERM/SIGINT so clients reconnect to another front at once."""

@@ -101,6 +101,14 @@ class Reset(msgspec.Struct, frozen=True):
     earliest_event_id: str | None
 
 
+class StreamError(msgspec.Struct, frozen=True):
+    """Sent, never stored, as the last frame of a stream the server ends; ``token_expired``: the
+    token that opened it has expired, so the client resumes with a fresh one from its last id."""
+
+    code: str
+    message: str
+
+
 Event = (
     UserMessage
     | RunStarted

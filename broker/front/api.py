@@ -25,12 +25,17 @@ from broker.core.ids import StreamPos, is_valid_path_id, new_id, parse_stream_id
 from broker.core.jobs import Job, job_encoder
 from broker.core.models import Catalogue, UnknownModel
 from broker.core.snapshot import build_snapshot
-from broker.core.store import Accepted
+from broker.core.store import NOBODY, Accepted, Owner
+from broker.front.access import Access, GuardedRoute, admission_of, conversation_not_found
+from broker.front.browser import NO_STORE
 from broker.front.cancel import cancel_run
 from broker.front.errors import ApiError
 from broker.front.feed import Feed, resolve_start
+from broker.front.limits import Cost
 from broker.front.openapi import DOCUMENT
+from broker.front.principal import principal_of
 from broker.front.services import Services
+from broker.front.session import session
 from broker.front.sse import EventStreamResponse, retry_frame
 
 log = logging.getLogger("broker.front.api")
@@ -38,8 +43,10 @@ _encoder = msgspec.json.Encoder()
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
-def _json(body: msgspec.Struct, status: int = 200) -> Response:
-    return Response(_encoder.encode(body), status, media_type="application/json")
+def _json(
+    body: msgspec.Struct, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(_encoder.encode(body), status, headers=headers, media_type="application/json")
 
 
 def _path_id(request: Request, name: str) -> str:
@@ -102,7 +109,7 @@ def _parse_message(body: bytes, max_chars: int, catalogue: Catalogue) -> PostMes
         raise ApiError(422, "invalid_field", str(exc)) from None
     if not message.content.strip():
         raise ApiError(422, "invalid_field", "content must not be empty")
-    if len(message.content) > max_chars:
+    if max_chars and len(message.content) > max_chars:
         raise ApiError(413, "content_too_large", f"content exceeds {max_chars} characters")
     try:
         catalogue.check_params(message.model, message.params)
@@ -117,6 +124,11 @@ async def post_message(request: Request) -> Response:
     services = _services(request)
     store = services.store
     cid = _path_id(request, "cid")
+    principal = principal_of(request)
+    owner = Owner(principal.subject, principal.admin) if services.gate.enforced else NOBODY
+    limits = services.gate.limits
+    # The guard read the conversation if its owner is checked or its creation counted.
+    creating = admission_of(request).exists is False and limits.counts_creation(principal)
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise ApiError(
@@ -128,9 +140,17 @@ async def post_message(request: Request) -> Response:
     run_id, message_id, answer_id = new_id("r"), new_id("m"), new_id("m")
     _, data = encode(UserMessage(message_id=message_id, content=message.content, run_id=run_id))
     fingerprint = hashlib.sha256(_encoder.encode(message)).hexdigest()
-    refused, _ = await store.precheck(cid, idempotency_key)
+    # A new conversation is counted in the same round trip as the checks before queueing.
+    refused, counted = await store.precheck(
+        cid,
+        idempotency_key,
+        owner,
+        also=(lambda pipe: limits.count_creation(pipe, principal)) if creating else None,
+    )
     if refused is not None:
         return _refusal(cid, refused, fingerprint)
+    if creating:
+        limits.check_creation(counted)
 
     # The job goes first: once the run is accepted, its job already exists, so a front that
     # dies in between leaves at most a job for a run that never was, which a worker drops.
@@ -153,8 +173,10 @@ async def post_message(request: Request) -> Response:
         data=data,
         idempotency_key=idempotency_key,
         idempotency_record=f"{fingerprint}\n{run_id}\n{message_id}",
+        owner=owner,
     )
     if accepted.outcome != "ok":
+        # A worker that already read the job finds it gone and leaves the run's keys untouched.
         await store.redis.xdel(store.keys.jobs, job_id)
         return _refusal(cid, accepted, fingerprint)
     return _json(MessageAccepted(cid, message_id, run_id, accepted.event_id), 202)
@@ -171,6 +193,10 @@ def _refusal(cid: str, refused: Accepted, fingerprint: str) -> Response:
                 422, "idempotency_key_reused", "this Idempotency-Key was used with another body"
             )
         return _json(MessageAccepted(cid, first_message, first_run, first_event), 202)
+    if refused.outcome == "not_owner":
+        # Somebody else's: the same answer as everywhere a conversation may not be seen. (The
+        # id is taken, so a POST cannot answer like a conversation that does not exist.)
+        raise conversation_not_found(cid)
     if refused.outcome == "run_active":
         raise ApiError(
             409, "run_active", f"run {refused.active_run} of this conversation has not finished"
@@ -195,15 +221,15 @@ async def stream_conversation(request: Request) -> Response | EventStreamRespons
     last_event_id = _last_event_id(request)
     start = await resolve_start(services.store, cid, last_event_id)
     if start is None:
-        raise ApiError(404, "conversation_not_found", f"no conversation {cid}")
-    feed = services.feed(cid, start.position)
+        raise conversation_not_found(cid)
+    feed = services.feed(cid, start.position, expires_at=principal_of(request).expires_at)
     prefix = retry_frame(services.settings.retry_ms) + (start.reset or b"")
     return EventStreamResponse(_sse_body(prefix, feed), services.admit_stream(cid))
 
 
 async def _known_conversation(services: Services, cid: str) -> None:
     if not await services.store.exists(cid):
-        raise ApiError(404, "conversation_not_found", f"no conversation {cid}")
+        raise conversation_not_found(cid)
 
 
 async def stream_run(request: Request) -> Response | EventStreamResponse:
@@ -227,7 +253,7 @@ async def stream_run(request: Request) -> Response | EventStreamResponse:
     position = predecessor(message_pos)
     if last_event_id is not None and last_event_id > position:
         position = last_event_id
-    feed = services.feed(cid, position, run_id=run_id)
+    feed = services.feed(cid, position, run_id=run_id, expires_at=principal_of(request).expires_at)
     terminal = parse_stream_id(info.get("terminal_event_id", ""))
     if info["status"] in TERMINAL_STATUSES and terminal is not None and position >= terminal:
         feed.finished = True
@@ -266,8 +292,8 @@ async def snapshot(request: Request) -> Response:
     cid = _path_id(request, "cid")
     result = await build_snapshot(services.store, cid, services.settings.replay_batch)
     if result is None:
-        raise ApiError(404, "conversation_not_found", f"no conversation {cid}")
-    return _json(result)
+        raise conversation_not_found(cid)
+    return _json(result, headers=NO_STORE)
 
 
 async def healthz(request: Request) -> Response:
@@ -283,14 +309,39 @@ async def openapi(request: Request) -> Response:
     return Response(DOCUMENT, media_type="application/json")
 
 
+_CONVERSATION = "/v1/conversations/{cid}"
+
+# Public routes are plain Routes on paths of the authentication allow-list; every other route
+# is guarded and declares its access (tests/test_routes_guarded.py walks them all).
 routes = [
     Route("/openapi.json", openapi, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
-    Route("/v1/conversations/{cid}", snapshot, methods=["GET"]),
-    Route("/v1/conversations/{cid}/messages", post_message, methods=["POST"]),
-    Route("/v1/conversations/{cid}/stream", stream_conversation, methods=["GET"]),
-    Route("/v1/conversations/{cid}/cancel", cancel, methods=["POST"]),
-    Route("/v1/conversations/{cid}/runs/{run_id}/stream", stream_run, methods=["GET"]),
-    Route("/v1/conversations/{cid}/runs/{run_id}/cancel", cancel, methods=["POST"]),
+    GuardedRoute("/v1/session", session, methods=["POST", "DELETE"], access=Access.SUBJECT),
+    GuardedRoute(_CONVERSATION, snapshot, methods=["GET"], access=Access.READ),
+    GuardedRoute(
+        _CONVERSATION + "/messages",
+        post_message,
+        methods=["POST"],
+        access=Access.POST,
+        cost=Cost.POST,
+    ),
+    GuardedRoute(
+        _CONVERSATION + "/stream",
+        stream_conversation,
+        methods=["GET"],
+        access=Access.READ,
+        cost=Cost.STREAM,
+    ),
+    GuardedRoute(_CONVERSATION + "/cancel", cancel, methods=["POST"], access=Access.WRITE),
+    GuardedRoute(
+        _CONVERSATION + "/runs/{run_id}/stream",
+        stream_run,
+        methods=["GET"],
+        access=Access.READ,
+        cost=Cost.STREAM,
+    ),
+    GuardedRoute(
+        _CONVERSATION + "/runs/{run_id}/cancel", cancel, methods=["POST"], access=Access.WRITE
+    ),
 ]

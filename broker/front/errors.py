@@ -32,6 +32,8 @@ def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> Response:
     body = _encoder.encode(ErrorBody(ErrorInfo(code, message)))
+    # Also here, not only in the middleware: a 500 leaves from outside every middleware.
+    headers = {**(headers or {}), "X-Content-Type-Options": "nosniff"}
     return Response(body, status, headers=headers, media_type="application/json")
 
 

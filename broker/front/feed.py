@@ -7,6 +7,7 @@ later position, or tells it it fell behind, it reads the missing range from Redi
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import NamedTuple
 
@@ -14,7 +15,7 @@ import anyio
 import msgspec
 
 from broker.core.entries import TERMINAL_NAMES, Entry, entry_from_redis
-from broker.core.events import Reset
+from broker.core.events import Reset, StreamError
 from broker.core.ids import ORIGIN, StreamPos, parse_stream_id
 from broker.core.store import Store
 from broker.front.hub import CLOSED, Batch, Hub
@@ -23,6 +24,16 @@ from broker.front.sse import KEEPALIVE, retry_frame, unstored_frame
 _encoder = msgspec.json.Encoder()
 _DRAIN_RETRY_MS = 50
 _FIRST_BATCH = 50
+TOKEN_EXPIRED = unstored_frame(
+    "error",
+    _encoder.encode(
+        StreamError(
+            "token_expired",
+            "the token that opened this stream has expired; reconnect with a fresh one and "
+            "your last event id",
+        )
+    ),
+)
 
 
 class Start(NamedTuple):
@@ -76,7 +87,9 @@ class Feed:
         batch: int,
         catch_up: anyio.CapacityLimiter,
         run_id: str | None = None,
+        expires_at: float | None = None,
     ) -> None:
+        """``expires_at`` (Unix seconds) is when the token that opened the stream expires."""
         self._store = store
         self._hub = hub
         self._cid = cid
@@ -87,6 +100,7 @@ class Feed:
         self._run = run_id.encode() if run_id is not None else None
         self._catch_up_limiter = catch_up
         self._first_read = True
+        self._expires_at = expires_at
         self.finished = False
 
     def _take(self, entries: list[Entry], out: list[bytes]) -> None:
@@ -135,6 +149,10 @@ class Feed:
         async with self._hub.subscribe(self._key, self.position) as subscription:
             while True:
                 items = await subscription.receive(self._keepalive)
+                # Checked once per wake-up, not per event: at the latest at the next keepalive.
+                if self._expires_at is not None and time.time() >= self._expires_at:
+                    yield TOKEN_EXPIRED
+                    return
                 if not items:
                     yield KEEPALIVE
                     continue

@@ -12,6 +12,7 @@ from broker.core.ids import StreamPos
 from broker.core.models import Catalogue
 from broker.core.settings import Settings
 from broker.core.store import Store
+from broker.front.access import Gate
 from broker.front.errors import ApiError
 from broker.front.feed import Feed
 from broker.front.hub import Hub
@@ -25,6 +26,8 @@ class Services:
     catalogue: Catalogue
     # Replays past their first read share half the Redis pool (see Feed._read).
     catch_up: anyio.CapacityLimiter
+    # Authorization and limits, run by every guarded route before its handler.
+    gate: Gate
     # SSE streams this process serves, per conversation: the per-conversation limit.
     open_streams: Counter[str] = field(default_factory=Counter)
 
@@ -46,7 +49,14 @@ class Services:
 
         return release
 
-    def feed(self, cid: str, position: StreamPos, *, run_id: str | None = None) -> Feed:
+    def feed(
+        self,
+        cid: str,
+        position: StreamPos,
+        *,
+        run_id: str | None = None,
+        expires_at: float | None = None,
+    ) -> Feed:
         return Feed(
             self.store,
             self.hub,
@@ -56,4 +66,5 @@ class Services:
             batch=self.settings.replay_batch,
             catch_up=self.catch_up,
             run_id=run_id,
+            expires_at=expires_at,
         )

@@ -39,7 +39,11 @@ class EventStreamResponse:
         self, body: AsyncIterator[bytes], on_close: Callable[[], None] | None = None
     ) -> None:
         self.body = body
-        self.on_close = on_close
+        self._on_close = [on_close] if on_close is not None else []
+
+    def also_on_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` too when the stream ends, however it ends."""
+        self._on_close.append(callback)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -58,5 +62,5 @@ class EventStreamResponse:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 tg.cancel_scope.cancel()
         finally:
-            if self.on_close is not None:
-                self.on_close()
+            for callback in self._on_close:
+                callback()

@@ -1,0 +1,204 @@
+"""Who may do what to a conversation, declared where each route is declared.
+
+Every route outside the public allow-list is a ``GuardedRoute``: it names the ``Access`` it needs
+to the conversation in its path and what it ``Cost``s its subject. Before the handler runs, the
+guard reads the conversation's owner and counts the subject's limits in one pipelined round trip,
+and refuses:
+
+- anyone who may not read the conversation with exactly the answer for a conversation that does
+  not exist (``404 conversation_not_found``, same body, same round trip): existence never leaks;
+- a subject that may only read it (a ``read`` grant) with ``403 forbidden`` on a write.
+
+The owner may do everything, from any device; an ``admin`` principal may do everything on every
+conversation. With BROKER_AUTH=none nothing is checked: only the limits are counted.
+
+Adapters that serve conversations through other routes call ``authorize`` (or build their routes
+with ``GuardedRoute``); other resources owned by a subject use ``check_owner``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from enum import Enum
+from typing import Any
+
+import redis.asyncio as aioredis
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from broker.core.ids import is_valid_path_id
+from broker.core.keys import Keys
+from broker.front.errors import ApiError
+from broker.front.limits import Cost, Limits
+from broker.front.principal import Principal, principal_of
+from broker.front.sse import EventStreamResponse
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class Access(Enum):
+    SUBJECT = "subject"  # any authenticated principal; no conversation in the path
+    READ = "read"  # stream, resume, snapshot: the owner, a read grant, an admin
+    WRITE = "write"  # cancel: the owner or an admin
+    POST = "post"  # a message: WRITE, or anyone when the conversation does not exist yet
+
+
+def conversation_not_found(cid: str) -> ApiError:
+    """The one answer for a conversation that does not exist or that the caller may not see."""
+    return ApiError(404, "conversation_not_found", f"no conversation {cid}")
+
+
+def decide(
+    principal: Principal, cid: str, access: Access, owner: str | None, exists: bool
+) -> None:
+    """Raise unless ``principal`` may have ``access`` to conversation ``cid``, whose owner and
+    existence the caller read (an ownerless conversation was created with BROKER_AUTH=none)."""
+    if principal.admin or access is Access.SUBJECT or owner == principal.subject:
+        return
+    if access is Access.POST and not exists:
+        return  # the message creates it; the store claims it atomically (see ACCEPT)
+    if access is Access.READ and cid in principal.read:
+        return
+    if exists and cid in principal.read:
+        raise ApiError(403, "forbidden", "this token may read this conversation, not write to it")
+    raise conversation_not_found(cid)
+
+
+def check_owner(principal: Principal, owner: str | None, missing: ApiError) -> None:
+    """For other resources a subject owns: the owner and admins pass; anyone else gets the same
+    ``missing`` error as a resource that does not exist."""
+    if not principal.admin and owner != principal.subject:
+        raise missing
+
+
+def _path_cid(request: Request) -> str | None:
+    cid = request.path_params.get("cid")
+    if cid is not None and not is_valid_path_id(cid):
+        raise ApiError(400, "invalid_id", "cid must match [A-Za-z0-9_-]{1,128}")
+    return cid
+
+
+class Admission:
+    """What the guard found out and holds for one request."""
+
+    __slots__ = ("exists", "stream_id", "_limits")
+
+    def __init__(self, limits: Limits, exists: bool | None, stream_id: str | None) -> None:
+        self.exists = exists  # None when the conversation was not read
+        self.stream_id = stream_id
+        self._limits = limits
+
+    def release(self) -> None:
+        if self.stream_id is not None:
+            self._limits.leases.release(self.stream_id)
+            self.stream_id = None
+
+
+class Gate:
+    """The checks every guarded route runs first; ``enforced`` is False with BROKER_AUTH=none."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, limits: Limits, *, enforced: bool) -> None:
+        self._redis = redis
+        self._keys = keys
+        self.limits = limits
+        self.enforced = enforced
+
+    def _reads_conversation(self, principal: Principal, access: Access, creation_counted: bool) -> bool:
+        if access is Access.SUBJECT:
+            return False
+        if self.enforced and not principal.admin:
+            return True
+        return access is Access.POST and creation_counted
+
+    async def admit(
+        self, principal: Principal, access: Access, cost: Cost, cid: str | None
+    ) -> Admission:
+        counts_creation = self.limits.counts_creation(principal)
+        reads = cid is not None and self._reads_conversation(principal, access, counts_creation)
+        if not reads and not self.limits.counts(principal):
+            return Admission(self.limits, None, None)  # BROKER_AUTH=none, no limits: no Redis
+        async with self._redis.pipeline(transaction=False) as pipe:
+            if reads:
+                assert cid is not None
+                pipe.hmget(self._keys.conversation(cid).meta, ["owner", "first_id"])
+            pending = await self.limits.queue(pipe, principal, cost, cid)
+            replies: list[Any] = await pipe.execute()
+        stream_id = None
+        if pending is not None:
+            stream_id = await self.limits.settle(pending, replies[-1])
+        admission = Admission(self.limits, None, stream_id)
+        if reads:
+            assert cid is not None
+            owner, first_id = replies[0]
+            admission.exists = first_id is not None
+            if self.enforced:
+                try:
+                    decide(principal, cid, access, owner and owner.decode(), admission.exists)
+                except ApiError:
+                    admission.release()
+                    raise
+        return admission
+
+    async def authorize(self, principal: Principal, cid: str, access: Access) -> bool:
+        """Raise unless ``principal`` may have ``access`` to ``cid`` (one read); returns whether
+        the conversation exists."""
+        meta = self._keys.conversation(cid).meta
+        owner, first_id = await self._redis.hmget(meta, ["owner", "first_id"])
+        if self.enforced:
+            decide(principal, cid, access, owner and owner.decode(), first_id is not None)
+        return first_id is not None
+
+
+def _guard(endpoint: Endpoint, access: Access, cost: Cost) -> Endpoint:
+    @functools.wraps(endpoint)
+    async def guarded(request: Request) -> Response:
+        gate: Gate = request.state.services.gate
+        admission = await gate.admit(principal_of(request), access, cost, _path_cid(request))
+        request.state.admission = admission
+        try:
+            response = await endpoint(request)
+        except BaseException:
+            admission.release()
+            raise
+        if isinstance(response, EventStreamResponse) and admission.stream_id is not None:
+            response.also_on_close(admission.release)
+        else:
+            admission.release()
+        return response
+
+    return guarded
+
+
+class GuardedRoute(Route):
+    """A route that needs a principal with ``access`` to the conversation ``{cid}`` in its path."""
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Endpoint,
+        *,
+        methods: Sequence[str],
+        access: Access,
+        cost: Cost = Cost.REQUEST,
+    ) -> None:
+        if access is not Access.SUBJECT and "{cid}" not in path:
+            raise ValueError(f"{path}: conversation access needs {{cid}} in the path")
+        self.access = access
+        self.cost = cost
+        super().__init__(path, _guard(endpoint, access, cost), methods=list(methods))
+
+
+def admission_of(request: Request) -> Admission:
+    return request.state.admission
+
+
+async def authorize(request: Request, cid: str, access: Access) -> bool:
+    """May this request's principal have ``access`` to conversation ``cid``? Raises the answer
+    (404 ``conversation_not_found`` or 403 ``forbidden``) when not; returns whether the
+    conversation exists. For adapters whose routes name a conversation another way."""
+    if not is_valid_path_id(cid):
+        raise ApiError(400, "invalid_id", "cid must match [A-Za-z0-9_-]{1,128}")
+    gate: Gate = request.state.services.gate
+    return await gate.authorize(principal_of(request), cid, access)

@@ -1,0 +1,88 @@
+"""Rules for browsers: CORS for pages on other origins, and the headers every answer carries."""
+
+from __future__ import annotations
+
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from broker.core.settings import Settings
+from broker.front.errors import error_response
+from broker.front.tokens import SecurityConfigError
+
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+VARY_ORIGIN = (b"vary", b"Origin")
+NO_STORE = {"Cache-Control": "no-store"}
+
+# What a page may send: the token, a resume position, a retry key; and what it may read back.
+ALLOWED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID")
+EXPOSED_HEADERS = ("Retry-After", "WWW-Authenticate", "X-Request-ID")
+ALLOWED_METHODS = ("GET", "POST", "DELETE")
+
+
+class SecurityHeaders:
+    """``X-Content-Type-Options: nosniff`` on every answer, streams and errors included, so no
+    browser ever guesses a type and runs a JSON body or an event stream as a page; and
+    ``Vary: Origin`` where CORS did not set it, so no cache hands one origin's answer to another.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                if NOSNIFF not in headers:
+                    headers.append(NOSNIFF)
+                if not any(name.lower() == b"vary" for name, _ in headers):
+                    headers.append(VARY_ORIGIN)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class Cors(CORSMiddleware):
+    """Starlette's CORS middleware, with two changes: a refused preflight gets the API's JSON
+    error, and a request without ``Origin`` (not from a browser page on another origin) goes
+    straight through instead of having every frame of its stream pass one more wrapper."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not any(name == b"origin" for name, _ in scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code == 200:
+            return response
+        # Starlette keeps the allow-headers on a refusal; a refused preflight grants nothing.
+        refused = bytes(response.body).decode().removeprefix("Disallowed CORS ")
+        return error_response(
+            400,
+            "cors_refused",
+            f"this cross-origin request is not allowed ({refused})",
+            {"Vary": response.headers["vary"]},
+        )
+
+
+def cors_options(settings: Settings) -> dict[str, object]:
+    """Exact origins only (no wildcard: credentials are allowed, for the session cookie)."""
+    origins = [o.strip().rstrip("/") for o in settings.cors_origins.split(",") if o.strip()]
+    if "*" in origins:
+        raise SecurityConfigError("BROKER_CORS_ORIGINS lists exact origins; '*' is not allowed")
+    return {
+        "allow_origins": origins,
+        "allow_methods": ALLOWED_METHODS,
+        "allow_headers": ALLOWED_HEADERS,
+        "allow_credentials": True,
+        "expose_headers": EXPOSED_HEADERS,
+        "max_age": 600,
+    }
