@@ -1,0 +1,65 @@
+"""Every route of the real application is either public or declares the access it needs.
+
+The authentication middleware already refuses every non-public path without a principal; this
+walk makes sure no route reaches a conversation without saying who may: a route added later
+(an adapter, a listing) that is neither on the public allow-list nor a ``GuardedRoute`` fails
+here.
+"""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute, Mount, Route
+
+from broker.app import create_app
+from broker.core.settings import Settings
+from broker.front.access import Access, GuardedRoute
+from broker.front.authentication import is_public
+
+
+def _unguarded(routes: list[BaseRoute], prefix: str = "") -> list[str]:
+    """Paths that are neither public nor guarded, and guarded routes that cannot work."""
+    problems: list[str] = []
+    for route in routes:
+        if isinstance(route, Mount):
+            if not is_public(prefix + route.path + "/"):
+                problems += _unguarded(route.routes, prefix + route.path)
+            continue
+        path = prefix + getattr(route, "path", "?")
+        if isinstance(route, GuardedRoute):
+            if is_public(path):
+                problems.append(f"{path}: guarded, but public paths get no principal")
+            elif "{cid}" in path and route.access is Access.SUBJECT:
+                problems.append(f"{path}: names a conversation without declaring access to it")
+        elif not is_public(path):
+            problems.append(f"{path}: neither public nor guarded")
+    return problems
+
+
+def test_every_route_is_public_or_declares_its_access() -> None:
+    app = create_app(Settings(auth="none"))
+    assert _unguarded(app.routes) == []
+    guarded = [r for r in app.routes if isinstance(r, GuardedRoute)]
+    assert {r.path for r in guarded} >= {
+        "/v1/conversations/{cid}",
+        "/v1/conversations/{cid}/messages",
+        "/v1/conversations/{cid}/stream",
+        "/v1/conversations/{cid}/cancel",
+        "/v1/conversations/{cid}/runs/{run_id}/stream",
+        "/v1/conversations/{cid}/runs/{run_id}/cancel",
+    }
+
+
+def test_the_walk_finds_a_forgotten_route() -> None:
+    """A check that cannot fail is no check."""
+
+    async def endpoint(request: object) -> None:
+        return None
+
+    forgotten = [
+        Route("/v1/conversations/{cid}/export", endpoint),
+        Mount("/v2", routes=[Route("/things", endpoint)]),
+        GuardedRoute("/v1/conversations/{cid}/x", endpoint, methods=["GET"], access=Access.SUBJECT),
+        GuardedRoute("/healthz", endpoint, methods=["GET"], access=Access.SUBJECT),
+    ]
+    assert len(_unguarded(forgotten)) == 4
+    assert _unguarded([Route("/healthz", endpoint), Mount("/static", routes=[])]) == []
