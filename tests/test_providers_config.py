@@ -197,8 +197,10 @@ def test_providers_are_built_from_the_catalogue_with_keys_from_named_variables(
 def test_the_catalogue_names_key_variables_and_never_holds_a_key() -> None:
     catalogue = Catalogue.from_settings(Settings(openai_models="m"))
     assert catalogue.models["m"].api_key_env == "BROKER_OPENAI_API_KEY"
+    # (The JWT public key's file is a path to a key anyone may know, not a provider key.)
     assert not any(
-        "key" in f.name and f.name != "key_prefix" for f in msgspec.structs.fields(Settings)
+        "key" in f.name and f.name not in ("key_prefix", "jwt_public_key_file")
+        for f in msgspec.structs.fields(Settings)
     )
 
 
