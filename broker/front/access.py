@@ -36,6 +36,8 @@ from broker.front.principal import Principal, principal_of
 from broker.front.sse import EventStreamResponse
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+# Of a conversation's meta hash: who owns it, and whether it exists at all.
+_META_FIELDS = ["owner", "first_id"]
 
 
 class Access(Enum):
@@ -122,7 +124,7 @@ class Gate:
         async with self._redis.pipeline(transaction=False) as pipe:
             if reads:
                 assert cid is not None
-                pipe.hmget(self._keys.conversation(cid).meta, ["owner", "first_id"])
+                pipe.hmget(self._keys.conversation(cid).meta, _META_FIELDS)
             pending = await self.limits.queue(pipe, principal, cost, cid)
             replies: list[Any] = await pipe.execute()
         stream_id = None
@@ -131,24 +133,25 @@ class Gate:
         admission = Admission(self.limits, None, stream_id)
         if reads:
             assert cid is not None
-            owner, first_id = replies[0]
-            admission.exists = first_id is not None
-            if self.enforced:
-                try:
-                    decide(principal, cid, access, owner and owner.decode(), admission.exists)
-                except ApiError:
-                    admission.release()
-                    raise
+            try:
+                admission.exists = self._decide(principal, cid, access, replies[0])
+            except ApiError:
+                admission.release()
+                raise
         return admission
 
     async def authorize(self, principal: Principal, cid: str, access: Access) -> bool:
         """Raise unless ``principal`` may have ``access`` to ``cid`` (one read); returns whether
         the conversation exists."""
         meta = self._keys.conversation(cid).meta
-        owner, first_id = await self._redis.hmget(meta, ["owner", "first_id"])
+        return self._decide(principal, cid, access, await self._redis.hmget(meta, _META_FIELDS))
+
+    def _decide(self, principal: Principal, cid: str, access: Access, meta: list[Any]) -> bool:
+        owner, first_id = meta
+        exists = first_id is not None
         if self.enforced:
-            decide(principal, cid, access, owner and owner.decode(), first_id is not None)
-        return first_id is not None
+            decide(principal, cid, access, owner.decode() if owner else None, exists)
+        return exists
 
 
 def _guard(endpoint: Endpoint, access: Access, cost: Cost) -> Endpoint:
