@@ -197,3 +197,17 @@ async def test_active_runs_are_counted_across_workers_and_end_with_the_run(stack
     # A cancelled run too.
     assert (await a.api.bearer(alice).cancel(first, wait=True)).status_code == 200
     assert (await a.api.bearer(alice).post_message(new_cid(), tokens=1)).status_code == 202
+
+
+async def test_zero_turns_a_limit_off(stack: Stack) -> None:
+    stack.start(
+        fronts=1, workers=0, **AUTH, max_content_chars=0, limit_requests_per_minute=0,
+        limit_posts_per_minute=0, limit_streams_per_subject=0, limit_conversations_per_day=0,
+        limit_active_runs_per_subject=0,
+    )
+    (front,) = stack.fronts
+    alice = front.api.bearer(hs256("alice"))
+    long_prompt = "word " * 60_000  # past the default 200,000 characters
+    # 30 runs at once, none of them ends (no worker): past the default of 16 active runs.
+    responses = await asyncio.gather(*(alice.post_message(new_cid(), long_prompt) for _ in range(30)))
+    assert {r.status_code for r in responses} == {202}
