@@ -46,31 +46,38 @@ _RETRY_RUNS_SECONDS = 5
 
 # KEYS: requests this minute, requests last minute, posts this minute, posts last minute,
 #       open streams, active runs
-# ARGV: now_ms, weight of last minute, requests limit, posts limit, streams limit, stream id,
-#       stream lease expiry ms, runs limit, conversation id, run deadline ms, then conversations
-#       whose runs the front has seen end. A limit of 0 is not checked (off, or not this kind
-#       of request). Counts nothing unless the request is admitted.
+# ARGV: now_ms, requests limit, posts limit, streams limit, stream id, stream lease expiry ms,
+#       runs limit, conversation id, run deadline ms, then conversations whose runs the front
+#       has seen end. A limit of 0 is not checked (off, or not this kind of request). Counts
+#       nothing unless the request is admitted. A refused rate answers with the milliseconds
+#       until its sliding count falls below the limit, if nothing more comes.
 ADMIT = """
 local now = tonumber(ARGV[1])
-local weight = tonumber(ARGV[2])
-local function reached(current, previous, limit)
-  if limit == 0 then return false end
-  local count = tonumber(redis.call('GET', previous) or '0') * weight
-                + tonumber(redis.call('GET', current) or '0')
-  return count >= limit
+local into = now % 60000
+local function wait(current, previous, limit)
+  if limit == 0 then return nil end
+  local last = tonumber(redis.call('GET', previous) or '0')
+  local this = tonumber(redis.call('GET', current) or '0')
+  if last * (1 - into / 60000) + this < limit then return nil end
+  if this < limit then
+    return math.ceil(60000 * (1 - (limit - this) / last) - into) + 1
+  end
+  return math.ceil(60000 - into + 60000 * (1 - limit / this)) + 1
 end
-local requests, posts = tonumber(ARGV[3]), tonumber(ARGV[4])
-local streams, runs = tonumber(ARGV[5]), tonumber(ARGV[8])
-if reached(KEYS[1], KEYS[2], requests) then return {'requests'} end
-if reached(KEYS[3], KEYS[4], posts) then return {'posts'} end
+local requests, posts = tonumber(ARGV[2]), tonumber(ARGV[3])
+local streams, runs = tonumber(ARGV[4]), tonumber(ARGV[7])
+local waiting = wait(KEYS[1], KEYS[2], requests)
+if waiting then return {'requests', waiting} end
+waiting = wait(KEYS[3], KEYS[4], posts)
+if waiting then return {'posts', waiting} end
 if streams > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
   if redis.call('ZCARD', KEYS[5]) >= streams then return {'streams'} end
 end
 if runs > 0 then
-  for i = 11, #ARGV do redis.call('ZREM', KEYS[6], ARGV[i]) end
+  for i = 10, #ARGV do redis.call('ZREM', KEYS[6], ARGV[i]) end
   redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
-  if not redis.call('ZSCORE', KEYS[6], ARGV[9]) and redis.call('ZCARD', KEYS[6]) >= runs then
+  if not redis.call('ZSCORE', KEYS[6], ARGV[8]) and redis.call('ZCARD', KEYS[6]) >= runs then
     local members = redis.call('ZRANGE', KEYS[6], 0, -1)
     table.insert(members, 1, 'runs')
     return members
@@ -85,12 +92,12 @@ if posts > 0 then
   redis.call('PEXPIRE', KEYS[3], 120000)
 end
 if streams > 0 then
-  redis.call('ZADD', KEYS[5], ARGV[7], ARGV[6])
-  redis.call('PEXPIRE', KEYS[5], tonumber(ARGV[7]) - now)
+  redis.call('ZADD', KEYS[5], ARGV[6], ARGV[5])
+  redis.call('PEXPIRE', KEYS[5], tonumber(ARGV[6]) - now)
 end
 if runs > 0 then
-  redis.call('ZADD', KEYS[6], ARGV[10], ARGV[9])
-  redis.call('PEXPIRE', KEYS[6], tonumber(ARGV[10]) - now)
+  redis.call('ZADD', KEYS[6], ARGV[9], ARGV[8])
+  redis.call('PEXPIRE', KEYS[6], tonumber(ARGV[9]) - now)
 end
 return {'ok'}
 """
@@ -227,7 +234,6 @@ class Limits:
         ]
         args: list[Any] = [
             now,
-            repr(1 - (now % _MINUTE_MS) / _MINUTE_MS),
             settings.limit_requests_per_minute,
             settings.limit_posts_per_minute if posting else 0,
             streams,
@@ -260,21 +266,18 @@ class Limits:
             if pending.stream_id is not None:
                 self.leases.hold(pending.keys[4], pending.stream_id)
             return pending.stream_id
-        now = int(pending.args[0])
         settings = self._settings
-        if verdict == "requests":
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"more than {settings.limit_requests_per_minute} requests a minute",
-                {"Retry-After": _seconds_left(now, _MINUTE_MS)},
+        if verdict in ("requests", "posts"):
+            limit, what = (
+                (settings.limit_requests_per_minute, "requests")
+                if verdict == "requests"
+                else (settings.limit_posts_per_minute, "messages")
             )
-        if verdict == "posts":
             raise ApiError(
                 429,
                 "rate_limited",
-                f"more than {settings.limit_posts_per_minute} messages a minute",
-                {"Retry-After": _seconds_left(now, _MINUTE_MS)},
+                f"more than {limit} {what} a minute",
+                {"Retry-After": str(max(1, math.ceil(int(reply[1]) / 1000)))},
             )
         if verdict == "streams":
             raise ApiError(
