@@ -15,6 +15,7 @@ so no log line can carry it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.requests import cookie_parser
@@ -69,19 +70,34 @@ class Authentication:
         self._cookie = cookie
         self._query_token = query_token
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Where nothing here needs awaiting, returns the next layer's awaitable itself: an open
+        stream then holds no frame of this layer (memory per idle connection)."""
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         query_token = None
         if QUERY_TOKEN.encode() in scope.get("query_string", b""):
             query, query_token = _without_query_token(scope["query_string"])
             scope = {**scope, "query_string": query}
         if is_public(scope["path"]):
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        if self._verifier is None:
+            client = scope.get("client")
+            attach(scope, Principal(subject=client[0] if client else "unknown", via="address"))
+            return self.app(scope, receive, send)
+        return self._authenticated(self._verifier, scope, receive, send, query_token)
+
+    async def _authenticated(
+        self,
+        verifier: TokenVerifier,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        query_token: str | None,
+    ) -> None:
         try:
-            principal = await self._authenticate(scope, query_token)
+            token, via = self._token(scope, query_token)
+            principal = await verifier.verify(token, via)
         except Unauthorized as exc:
             challenge = 'Bearer realm="broker"'
             if exc.token_seen:
@@ -102,13 +118,6 @@ class Authentication:
             return
         attach(scope, principal)
         await self.app(scope, receive, send)
-
-    async def _authenticate(self, scope: Scope, query_token: str | None) -> Principal:
-        if self._verifier is None:
-            client = scope.get("client")
-            return Principal(subject=client[0] if client else "unknown", via="address")
-        token, via = self._token(scope, query_token)
-        return await self._verifier.verify(token, via)
 
     def _token(self, scope: Scope, query_token: str | None) -> tuple[str, Via]:
         header = cookies = None
