@@ -107,6 +107,16 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
+def _fail_on_tracebacks(unexpected: list[str]) -> None:
+    """A broker process that logs a traceback fails the test (see ``Stack.expect_traceback``)."""
+    if unexpected:
+        pytest.fail(
+            f"{len(unexpected)} unexpected traceback(s) in broker output:\n\n"
+            + "\n\n".join(unexpected),
+            pytrace=False,
+        )
+
+
 @pytest.fixture
 def stack_on(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str, str], Stack]]:
     """Makes broker process stacks against any Redis; all are stopped at teardown, and their
@@ -120,11 +130,13 @@ def stack_on(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callabl
         stacks.append(Stack(redis_url, prefix, workdir, settings={"shutdown_grace_seconds": 1}))
         return stacks[-1]
 
+    unexpected: list[str] = []
     try:
         yield make
     finally:
         for processes in stacks:
-            processes.close(report=_test_failed(request.node))
+            unexpected += processes.close(report=_test_failed(request.node))
+    _fail_on_tracebacks(unexpected)
 
 
 @pytest.fixture
@@ -141,7 +153,9 @@ def lone_front(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     """
     processes = Stack(redis_url, "m" + uuid.uuid4().hex[:12], tmp_path_factory.mktemp("front"))
     processes.start(fronts=1, workers=0)
+    unexpected: list[str] = []
     try:
         yield processes.fronts[0]
     finally:
-        processes.close(report=False)
+        unexpected = processes.close(report=False)
+    _fail_on_tracebacks(unexpected)

@@ -3,11 +3,16 @@
 Every process is ``python -m broker ...`` with its settings in the environment, exactly as an
 operator runs it. Output goes to files (a pipe nobody reads could fill and stall a process), and
 the files are printed when a test fails, so a failure shows what each process said.
+
+A traceback in any process's output fails the test that started it: a fault the broker is
+built to survive must be handled, not crash through. A test that provokes one on purpose says
+so with ``Stack.expect_traceback``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -24,6 +29,18 @@ from tests.api import Api
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
+_TRACEBACK = "Traceback (most recent call last):"
+_TRACEBACK_LINES = 40
+
+
+def tracebacks(output: str) -> list[str]:
+    """Every traceback in a process's output, each with the lines that follow its header."""
+    lines = output.splitlines()
+    return [
+        "\n".join(lines[index : index + _TRACEBACK_LINES])
+        for index, line in enumerate(lines)
+        if _TRACEBACK in line
+    ]
 
 
 def free_port() -> int:
@@ -131,6 +148,12 @@ class Stack:
     processes: list[Process] = field(default_factory=list)
     fronts: list[Front] = field(default_factory=list)
     workers: list[Process] = field(default_factory=list)
+    expected_tracebacks: list[re.Pattern[str]] = field(default_factory=list)
+
+    def expect_traceback(self, pattern: str) -> None:
+        """Declare that a traceback matching ``pattern`` (a regex searched in the traceback and
+        the lines after it) is legitimately expected in some process's output."""
+        self.expected_tracebacks.append(re.compile(pattern))
 
     def env(self, extra: dict[str, Any] | None = None) -> dict[str, str]:
         env = base_environment()
@@ -204,12 +227,27 @@ class Stack:
                     )
                 time.sleep(0.05)
 
-    def close(self, report: bool) -> None:
+    def unexpected_tracebacks(self) -> list[str]:
+        """Tracebacks in the processes' output that no ``expect_traceback`` pattern matches."""
+        found = []
+        for process in self.processes:
+            for text in tracebacks(process.output()):
+                if not any(pattern.search(text) for pattern in self.expected_tracebacks):
+                    found.append(f"{process.name} (pid {process.pid}):\n{text}")
+        return found
+
+    def close(self, report: bool) -> list[str]:
+        """Stop every process; print their output if ``report`` or if one logged a traceback.
+
+        Returns the unexpected tracebacks, for the caller to fail the test with.
+        """
         for process in self.processes:
             process.signal(signal.SIGTERM)
-        for process in self.processes:
-            code = process.stop()
-            if report:
+        codes = [process.stop() for process in self.processes]
+        unexpected = self.unexpected_tracebacks()
+        for process, code in zip(self.processes, codes, strict=True):
+            if report or unexpected:
                 print(f"----- {process.name} (pid {process.pid}, exit {code}) -----")
                 print(process.output()[-20000:])
             process.close_log()
+        return unexpected

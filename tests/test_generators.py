@@ -159,6 +159,8 @@ async def test_a_generator_gets_the_prompt_history_params_and_ids(stack: Stack) 
 async def test_a_generator_that_raises_fails_the_run_without_its_message(
     stack: Stack, redis_client: redis.Redis, prefix: str
 ) -> None:
+    # The worker logs the generator's exception with its traceback, for the operator.
+    stack.expect_traceback(r"RuntimeError: could not connect with")
     stack.start(generators=AGENTS)
     front = stack.fronts[0]
     cid = new_cid("raises")

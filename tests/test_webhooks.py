@@ -137,6 +137,7 @@ async def test_receiver_down_then_up_every_run_is_delivered_once(
     stack: Stack, receiver: Receiver, redis_client: redis.Redis, prefix: str
 ) -> None:
     """Nothing listens at first (connections refused); two workers share the deliveries."""
+    stack.expect_traceback(r"RuntimeError: could not connect with")  # the failing generator's
     stack.start(
         workers=2,
         generators="raises=tests.app_generators:raises",
