@@ -12,6 +12,7 @@ _UINT64_MAX = (1 << 64) - 1
 # A stream position as Redis orders it: (milliseconds, sequence).
 StreamPos = tuple[int, int]
 ORIGIN: StreamPos = (0, 0)
+LAST_POSITION: StreamPos = (_UINT64_MAX, _UINT64_MAX)  # the largest id Redis can hold
 
 
 def is_valid_path_id(value: str) -> bool:

@@ -19,7 +19,7 @@ import redis.exceptions
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
-from broker.core.ids import StreamPos, format_stream_id
+from broker.core.ids import LAST_POSITION, StreamPos, format_stream_id
 from broker.core.keys import ConversationKeys, Keys
 from broker.core.settings import Settings
 
@@ -353,6 +353,8 @@ class Store:
         self, cid: str, after: StreamPos, count: int
     ) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """Entries strictly after ``after``, oldest first, at most ``count``."""
+        if after == LAST_POSITION:
+            return []  # nothing can follow it, and Redis refuses an exclusive start there
         return await self.redis.xrange(
             self.conversation(cid).events, min="(" + format_stream_id(after), max="+", count=count
         )

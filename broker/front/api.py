@@ -251,15 +251,21 @@ async def stream_run(request: Request) -> Response | EventStreamResponse:
     message_pos = parse_stream_id(info["message_event_id"])
     assert message_pos is not None
     position = predecessor(message_pos)
-    if last_event_id is not None and last_event_id > position:
-        position = last_event_id
+    reset = b""
+    if last_event_id is not None:
+        # Checked exactly as on the conversation stream: a position that is not one of this
+        # stream's (from the future, or another conversation) gets `reset` and the whole run.
+        start = await resolve_start(store, cid, last_event_id)
+        if start is None:
+            raise ApiError(404, "conversation_not_found", f"no conversation {cid}")
+        position = max(position, start.position)
+        reset = start.reset or b""
     feed = services.feed(cid, position, run_id=run_id, expires_at=principal_of(request).expires_at)
     terminal = parse_stream_id(info.get("terminal_event_id", ""))
     if info["status"] in TERMINAL_STATUSES and terminal is not None and position >= terminal:
         feed.finished = True
-    return EventStreamResponse(
-        _sse_body(retry_frame(services.settings.retry_ms), feed), services.admit_stream(cid)
-    )
+    prefix = retry_frame(services.settings.retry_ms) + reset
+    return EventStreamResponse(_sse_body(prefix, feed), services.admit_stream(cid))
 
 
 def _wait_seconds(request: Request, limit: float) -> float | None:

@@ -146,7 +146,7 @@ class Feed:
             yield chunk
         if self.finished:
             return
-        async with self._hub.subscribe(self._key, self.position) as subscription:
+        async with self._hub.subscribe(self._key) as subscription:
             while True:
                 items = await subscription.receive(self._keepalive)
                 # Checked once per wake-up, not per event: at the latest at the next keepalive.

@@ -6,6 +6,13 @@ subscriber of that stream together with the position it was read *after*; a subs
 position is older than that knows there may be a gap and fills it from Redis itself. That single
 rule makes the replay-to-live handoff, late joiners and slow clients exact without locks.
 
+The position the hub reads after comes from the stream, never from a client: a new tail starts
+at the stream's own last entry, looked up when the tail is created. A client holding a position
+past the end (a forged id) then only waits for itself, never for the other clients of the stream.
+Every subscriber, as soon as its tail has a position, gets an empty batch read after it: one
+whose own position is older (entries landed while it replayed, or while the tail started) reads
+the difference from Redis at once, instead of waiting for an entry that may never come.
+
 A subscriber that falls too far behind is not buffered without bound: its queue is dropped and
 replaced by ``GAP``, and it catches up from Redis at its own pace.
 """
@@ -24,7 +31,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from broker.core.entries import Entry, entry_from_redis
-from broker.core.ids import StreamPos, format_stream_id
+from broker.core.ids import ORIGIN, StreamPos, format_stream_id, parse_stream_id
 from broker.core.keys import Keys
 
 log = logging.getLogger("broker.front.hub")
@@ -91,8 +98,9 @@ class Subscription:
 class _Tail:
     __slots__ = ("cursor", "subscribers")
 
-    def __init__(self, cursor: StreamPos) -> None:
-        self.cursor = cursor
+    def __init__(self) -> None:
+        # Where the shared read continues; None until the stream's last entry has been looked up.
+        self.cursor: StreamPos | None = None
         self.subscribers: set[Subscription] = set()
 
 
@@ -134,15 +142,18 @@ class Hub:
         return len(self._tails)
 
     @asynccontextmanager
-    async def subscribe(self, key: str, position: StreamPos) -> AsyncIterator[Subscription]:
-        """Receive live entries of ``key``; the caller has already replayed up to ``position``."""
+    async def subscribe(self, key: str) -> AsyncIterator[Subscription]:
+        """Receive live entries of ``key``: every batch says which position it was read after,
+        and the subscriber reads whatever lies between its own position and that from Redis."""
         subscription = Subscription(self._queue_frames)
         bkey = key.encode()
         tail = self._tails.get(bkey)
         is_new = tail is None
         if tail is None:
-            tail = self._tails[bkey] = _Tail(position)
+            tail = self._tails[bkey] = _Tail()
         tail.subscribers.add(subscription)
+        if tail.cursor is not None:
+            subscription.deliver(Batch(tail.cursor, []))
         if self._closed:
             subscription.close()
         try:
@@ -184,11 +195,16 @@ class Hub:
                 continue
             self._changed = anyio.Event()
             self._wake_pending = False
-            reading = list(self._tails.items())
-            streams: dict[bytes, str] = {self._wake_key: self._wake_cursor}
-            for key, tail in reading:
-                streams[key] = format_stream_id(tail.cursor)
             try:
+                await self._start_new_tails()
+                reading = {
+                    key: (tail, tail.cursor)
+                    for key, tail in self._tails.items()
+                    if tail.cursor is not None
+                }
+                streams: dict[bytes, str] = {self._wake_key: self._wake_cursor}
+                for key, (_, cursor) in reading.items():
+                    streams[key] = format_stream_id(cursor)
                 response = await self._reader.xread(
                     streams, count=self._read_count, block=self._block_ms
                 )
@@ -198,15 +214,14 @@ class Hub:
                 backoff = min(backoff * 2, 2.0)
                 continue
             backoff = 0.05
-            sent = dict(reading)
             for key, entries in response or ():
                 if key == self._wake_key:
                     self._wake_cursor = entries[-1][0].decode()
                     continue
-                tail = sent.get(key)
-                if tail is None or not entries:
+                if key not in reading or not entries:
                     continue
-                batch = Batch(tail.cursor, [entry_from_redis(i, f) for i, f in entries])
+                tail, cursor = reading[key]
+                batch = Batch(cursor, [entry_from_redis(i, f) for i, f in entries])
                 tail.cursor = batch.entries[-1].pos
                 for subscription in tail.subscribers:
                     subscription.deliver(batch)
@@ -214,3 +229,18 @@ class Hub:
                 # Entries keep arriving: a moment's pause lets the next read carry many of them,
                 # for all streams at once, instead of one read per entry.
                 await anyio.sleep(self._batch_seconds)
+
+    async def _start_new_tails(self) -> None:
+        """Set each new tail's cursor to its stream's last entry: one pipelined read for all."""
+        new = [(key, tail) for key, tail in self._tails.items() if tail.cursor is None]
+        if not new:
+            return
+        async with self._reader.pipeline(transaction=False) as pipe:
+            for key, _ in new:
+                pipe.xrevrange(key, count=1)
+            lasts = await pipe.execute()
+        for (_, tail), last in zip(new, lasts, strict=True):
+            cursor = parse_stream_id(last[0][0]) if last else ORIGIN
+            tail.cursor = cursor
+            for subscription in tail.subscribers:
+                subscription.deliver(Batch(cursor, []))
