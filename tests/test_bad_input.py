@@ -164,6 +164,21 @@ TABLE: list[Bad] = [
     _post("json string", "hello", 400, "malformed_json"),
     _raw("json null", b"null", 400, "malformed_json"),
     _post("json number", 42, 400, "malformed_json"),
+    # Nesting deeper than a decoder can recurse, inside the body limit (2 to 4 KB).
+    _raw("deeply nested array", b"[" * 1000 + b"]" * 1000, 400, "malformed_json"),
+    _raw("very deeply nested array", b"[" * 2000 + b"]" * 2000, 400, "malformed_json"),
+    _raw(
+        "deeply nested params",
+        b'{"content": "x", "params": {"seed": ' + b"[" * 1500 + b"]" * 1500 + b"}}",
+        400,
+        "malformed_json",
+    ),
+    _raw(
+        "deeply nested content",
+        b'{"content": ' + b'[{"":' * 550 + b"1" + b"}]" * 550 + b"}",
+        400,
+        "malformed_json",
+    ),
     _post("missing content", {}, 422, "invalid_field"),
     _post("only params", {"params": {"tokens": 3}}, 422, "invalid_field"),
     _post("content number", {"content": 5}, 422, "invalid_field"),
@@ -349,3 +364,4 @@ async def test_bad_requests_leave_a_new_conversation_unborn(
     assert response.status_code == 400
     assert _state(redis_client, prefix) == before
     assert (await known.api.snapshot(cid)).status_code == 404
+

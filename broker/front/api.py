@@ -11,7 +11,6 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any
 
 import msgspec
 import redis.exceptions
@@ -34,6 +33,7 @@ from broker.front.feed import Feed, resolve_start
 from broker.front.limits import Cost
 from broker.front.openapi import DOCUMENT
 from broker.front.principal import principal_of
+from broker.front.request_body import json_body
 from broker.front.services import Services
 from broker.front.session import session
 from broker.front.sse import EventStreamResponse, retry_frame
@@ -82,31 +82,7 @@ def _last_event_id(request: Request) -> StreamPos | None:
     return position
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "body_too_large", f"the body exceeds {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "body_too_large", f"the body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _parse_message(body: bytes, max_chars: int, catalogue: Catalogue) -> PostMessage:
-    try:
-        raw: Any = msgspec.json.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
-    if not isinstance(raw, dict):
-        raise ApiError(400, "malformed_json", "the body must be a JSON object")
-    try:
-        message = msgspec.convert(raw, PostMessage)
-    except msgspec.ValidationError as exc:
-        raise ApiError(422, "invalid_field", str(exc)) from None
+def _check_message(message: PostMessage, max_chars: int, catalogue: Catalogue) -> None:
     if not message.content.strip():
         raise ApiError(422, "invalid_field", "content must not be empty")
     if max_chars and len(message.content) > max_chars:
@@ -117,7 +93,6 @@ def _parse_message(body: bytes, max_chars: int, catalogue: Catalogue) -> PostMes
         raise ApiError(422, "unknown_model", f"unknown model {message.model!r}") from None
     except msgspec.ValidationError as exc:
         raise ApiError(422, "invalid_field", f"params: {exc}") from None
-    return message
 
 
 async def post_message(request: Request) -> Response:
@@ -134,8 +109,8 @@ async def post_message(request: Request) -> Response:
         raise ApiError(
             400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 visible ASCII characters"
         )
-    body = await _read_body(request, services.settings.max_body_bytes)
-    message = _parse_message(body, services.settings.max_content_chars, services.catalogue)
+    message = await json_body(request, PostMessage, services.settings.max_body_bytes)
+    _check_message(message, services.settings.max_content_chars, services.catalogue)
 
     run_id, message_id, answer_id = new_id("r"), new_id("m"), new_id("m")
     _, data = encode(UserMessage(message_id=message_id, content=message.content, run_id=run_id))
