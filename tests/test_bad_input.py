@@ -7,6 +7,7 @@ before: same key set, same serialized values.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -365,3 +366,30 @@ async def test_bad_requests_leave_a_new_conversation_unborn(
     assert _state(redis_client, prefix) == before
     assert (await known.api.snapshot(cid)).status_code == 404
 
+
+async def test_a_client_leaving_mid_upload_is_one_quiet_log_line(stack: Stack) -> None:
+    """Anyone can start a POST and vanish before the body ends: that is logged once per
+    request, at DEBUG, with no traceback, so it cannot fill the logs."""
+    stack.start(fronts=1, workers=0, log_level="DEBUG")
+    (front,) = stack.fronts
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection("127.0.0.1", front.port)
+        writer.write(
+            f"POST /v1/conversations/{new_cid()}/messages HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: application/json\r\nContent-Length: 10000\r\n\r\n".encode()
+            + b'{"content": "' + b"a" * 100
+        )
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.close()
+    lines: list[str] = []
+    for _ in range(50):
+        lines = [line for line in front.output().splitlines() if "disconnected" in line]
+        if len(lines) >= 3:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # anything else it would log comes now
+    output = front.output()
+    assert len([line for line in output.splitlines() if "disconnected" in line]) == 3, output
+    assert all(" DEBUG " in line for line in lines), lines
+    assert "Traceback" not in output and " ERROR " not in output, output

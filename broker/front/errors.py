@@ -7,7 +7,7 @@ import logging
 import msgspec
 import redis.exceptions
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from broker.core.bodies import ErrorBody
@@ -63,6 +63,13 @@ async def on_redis_unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
+async def on_client_disconnect(request: Request, exc: Exception) -> Response:
+    # The client left before sending its whole body: nothing went wrong here, and nobody is
+    # left to answer. One quiet line, since any client can do this as often as it likes.
+    log.debug("%s %s: the client disconnected before its body arrived", request.method, request.url.path)
+    return error_response(400, "client_disconnected", "the client disconnected")
+
+
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error", exc_info=exc)
     return error_response(500, "internal_error", "unexpected server error")
@@ -73,5 +80,6 @@ HANDLERS = {
     HTTPException: on_http_exception,
     redis.exceptions.ConnectionError: on_redis_unavailable,
     redis.exceptions.TimeoutError: on_redis_unavailable,
+    ClientDisconnect: on_client_disconnect,
     Exception: on_unexpected,
 }
