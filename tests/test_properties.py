@@ -7,6 +7,7 @@ a documented 4xx or a success, never a 5xx, and a refused request writes nothing
 
 from __future__ import annotations
 
+import re
 import socket
 import uuid
 from urllib.parse import quote
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 
 from broker.core.ids import format_stream_id, is_valid_path_id, parse_stream_id
 from tests.stack import Front
+from workers.providers.failures import excerpt
 
 FUZZ = settings(
     max_examples=150,
@@ -47,6 +49,29 @@ def test_stream_ids_round_trip(ms: int, seq: int) -> None:
 def test_path_ids_are_exactly_the_documented_alphabet(value: str) -> None:
     expected = 1 <= len(value) <= 128 and all(c.isascii() and (c.isalnum() or c in "_-") for c in value)
     assert is_valid_path_id(value) == expected
+
+
+SECRET_ALPHABET = "abcdef0123456789-_"
+TEXT_ALPHABET = "ghijklmnopqrstuvwxyz .,"
+
+
+@given(
+    secret=st.text(alphabet=SECRET_ALPHABET, min_size=8, max_size=80),
+    before=st.text(alphabet=TEXT_ALPHABET, max_size=400),
+    after=st.text(alphabet=TEXT_ALPHABET, max_size=400),
+    echoed=st.integers(3, 80),
+)
+def test_an_excerpt_never_shows_a_secret_whole_or_cut(
+    secret: str, before: str, after: str, echoed: int
+) -> None:
+    """Whole secrets anywhere, and a secret cut short at the end of the text or by the excerpt
+    itself: nothing of three characters or more survives (the alphabets are disjoint, so any
+    such run could only come from the secret)."""
+    for text in (before + secret + after, before + secret[:echoed]):
+        shown = excerpt(text, [secret]).replace("[redacted]", "")
+        runs = re.findall(f"[{re.escape(SECRET_ALPHABET)}]{{3,}}", shown)
+        assert not runs, (text, shown)
+        assert len(shown) <= 300
 
 
 @pytest.fixture(scope="module")

@@ -308,3 +308,58 @@ async def test_missing_key_variable_sends_no_credentials(fake: FakeUpstream) -> 
         failure = ending(await run(p))
     assert isinstance(failure, Failure) and failure.code == "auth_failed"
     assert "authorization" not in fake.requests[0].headers
+
+
+def _fragments(secret: str, size: int = 6) -> set[str]:
+    """Every run of ``size`` consecutive characters of a secret: none may show anywhere."""
+    return {secret[i : i + size] for i in range(len(secret) - size + 1)}
+
+
+def _leaked(secret: str, message: str) -> list[str]:
+    return sorted(f for f in _fragments(secret.strip()) if f in message)
+
+
+@pytest.mark.parametrize("offset", [272, 280, 290, 296])
+async def test_a_key_crossing_the_excerpt_cut_is_redacted_whole(
+    fake: FakeUpstream, offset: int
+) -> None:
+    """Upstream text is cut to a short excerpt; a key that crosses the cut must not leave
+    its first characters behind."""
+    fake.reply(json_reply(500, {"error": {"message": "e" * offset + " " + API_KEY + " tail"}}))
+    async with provider("openai_chat", fake.url) as p:
+        failure = ending(await run(p))
+    assert isinstance(failure, Failure) and failure.code == "upstream_error"
+    assert not _leaked(API_KEY, failure.message), failure.message
+    assert "[redacted]" in failure.message
+
+
+async def test_a_key_echoed_cut_short_at_the_excerpt_end_is_redacted(fake: FakeUpstream) -> None:
+    """The upstream echoes only the start of the key, right where the excerpt ends."""
+    fake.reply(json_reply(400, {"error": {"message": "e" * 280 + " " + API_KEY[:15]}}))
+    async with provider("openai_chat", fake.url) as p:
+        failure = ending(await run(p))
+    assert isinstance(failure, Failure)
+    assert not _leaked(API_KEY, failure.message), failure.message
+
+
+async def test_a_request_that_cannot_be_sent_names_no_header(fake: FakeUpstream) -> None:
+    """A key pasted with a trailing newline makes an illegal header; the HTTP library's error
+    quotes that header, key included, in a form redaction does not recognize."""
+    async with provider("openai_chat", fake.url, key=API_KEY + "\n") as p:
+        failure = ending(await run(p))
+    assert isinstance(failure, Failure) and failure.code == "upstream_error"
+    assert not _leaked(API_KEY, failure.message), failure.message
+    assert "Bearer" not in failure.message
+    assert not fake.requests
+
+
+async def test_extra_request_headers_echoed_by_the_upstream_are_redacted(
+    fake: FakeUpstream,
+) -> None:
+    token = "org-token-5e4d3c2b1a09"
+    fake.reply(json_reply(400, {"error": {"message": f"unknown organization {token}"}}))
+    async with provider("openai_chat", fake.url, headers={"x-org-token": token}) as p:
+        failure = ending(await run(p))
+    assert isinstance(failure, Failure) and failure.code == "bad_request"
+    assert fake.requests[0].headers["x-org-token"] == token
+    assert not _leaked(token, failure.message), failure.message

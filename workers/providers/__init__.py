@@ -18,6 +18,7 @@ from broker.core.models import Catalogue, ModelSpec
 from broker.core.settings import Settings
 from workers.providers.anthropic import AnthropicProvider
 from workers.providers.base import Provider
+from workers.providers.failures import request_secrets
 from workers.providers.gemini import GeminiProvider
 from workers.providers.generic import GenericProvider
 from workers.providers.ollama import OllamaProvider
@@ -66,7 +67,8 @@ def build_provider(
                 name,
                 spec.api_key_env,
             )
-    upstream = Upstream(client, CallPolicy.for_model(settings, spec))
+    secrets = request_secrets(api_key, spec.headers)
+    upstream = Upstream(client, CallPolicy.for_model(settings, spec), secrets)
     return _remote_class(spec.provider)(spec, upstream, api_key)
 
 

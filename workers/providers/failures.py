@@ -30,6 +30,8 @@ UPSTREAM_ERROR = "upstream_error"
 
 _EXCERPT_CHARS = 300
 _REDACTED = "[redacted]"
+_MIN_SECRET = 4  # shorter values would redact ordinary words
+_MIN_FRAGMENT = 3
 
 
 class UpstreamFailure(Exception):
@@ -100,14 +102,16 @@ def error_text(body: bytes) -> str:
     return body.decode("utf-8", errors="replace").strip()
 
 
-def status_failure(status: int, headers: Mapping[str, str], body: bytes) -> UpstreamFailure:
+def status_failure(
+    status: int, headers: Mapping[str, str], body: bytes, secrets: Iterable[str] = ()
+) -> UpstreamFailure:
     """The failure for a non-2xx answer."""
     code = code_for_status(status)
     if code == AUTH_FAILED:
         # Some vendors echo part of the key back; their text is left out altogether.
         return UpstreamFailure(code, f"the upstream refused the credentials (HTTP {status})")
     message = f"the upstream answered HTTP {status}"
-    detail = excerpt(error_text(body))
+    detail = excerpt(error_text(body), secrets)
     if detail:
         message += f": {detail}"
     if code == RATE_LIMITED:
@@ -116,16 +120,47 @@ def status_failure(status: int, headers: Mapping[str, str], body: bytes) -> Upst
     return UpstreamFailure(code, message)
 
 
-def excerpt(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _EXCERPT_CHARS else text[: _EXCERPT_CHARS - 1] + "…"
+def excerpt(text: str, secrets: Iterable[str] = ()) -> str:
+    """One short line of upstream text, with every secret taken out before it is cut.
+
+    Cutting first would leave the start of a secret that crosses the cut; and a secret the
+    upstream itself echoed cut short can still end the excerpt, so a trailing fragment that
+    begins a secret is taken out too.
+    """
+    secrets = tuple(s for s in secrets if len(s) >= _MIN_SECRET)
+    text = redact(" ".join(text.split()), secrets)
+    if len(text) <= _EXCERPT_CHARS:
+        return _redact_cut_fragment(text, secrets)
+    kept = text[: _EXCERPT_CHARS - 1]
+    # A cut through a redaction marker keeps the whole marker rather than half of one.
+    marker_start = text.rfind(_REDACTED, 0, len(kept) + len(_REDACTED) - 1)
+    if marker_start >= 0 and marker_start + len(_REDACTED) > len(kept):
+        kept = text[: marker_start + len(_REDACTED)]
+    return _redact_cut_fragment(kept, secrets) + "…"
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
-        if len(secret) >= 4:
+        if len(secret) >= _MIN_SECRET:
             text = text.replace(secret, _REDACTED)
     return text
+
+
+def _redact_cut_fragment(text: str, secrets: tuple[str, ...]) -> str:
+    """Replace a tail of ``text`` that is the beginning of a secret (of 3 characters or more)."""
+    for secret in secrets:
+        for size in range(min(len(secret) - 1, len(text)), _MIN_FRAGMENT - 1, -1):
+            if text.endswith(secret[:size]):
+                return text[:-size] + _REDACTED
+    return text
+
+
+def request_secrets(api_key: str | None, headers: Mapping[str, str]) -> tuple[str, ...]:
+    """What must never show in a message: the key (also as sent, trimmed) and every value of
+    the catalogue's extra request headers, which may carry credentials of their own."""
+    found = [api_key, api_key.strip()] if api_key else []
+    found += headers.values()
+    return tuple(dict.fromkeys(s for s in found if len(s) >= _MIN_SECRET))
 
 
 async def guarded(chunks: AsyncIterator[Chunk], secrets: tuple[str, ...]) -> AsyncIterator[Chunk]:

@@ -129,8 +129,9 @@ class GenericProvider(RemoteProvider):
                         ) from None
                     error = _get(document, rules.error)
                     if error:
+                        detail = excerpt(str(error), self.upstream.secrets)
                         raise UpstreamFailure(
-                            UPSTREAM_ERROR, f"the upstream reported an error: {excerpt(str(error))}"
+                            UPSTREAM_ERROR, f"the upstream reported an error: {detail}"
                         )
                     reasoning = _get(document, rules.reasoning)
                     if isinstance(reasoning, str) and reasoning:

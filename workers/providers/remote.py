@@ -28,7 +28,7 @@ class RemoteProvider:
         self.api_key = api_key or None
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        return guarded(self._chunks(request), (self.api_key,) if self.api_key else ())
+        return guarded(self._chunks(request), self.upstream.secrets)
 
     def _chunks(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         raise NotImplementedError

@@ -139,11 +139,18 @@ class Body:
 
 
 class Upstream:
-    """Streaming POSTs to one model's upstream, under that model's call policy."""
+    """Streaming POSTs to one model's upstream, under that model's call policy.
 
-    def __init__(self, client: httpx.AsyncClient, policy: CallPolicy) -> None:
+    ``secrets`` (the API key, the extra header values) are redacted from every message built
+    from upstream text.
+    """
+
+    def __init__(
+        self, client: httpx.AsyncClient, policy: CallPolicy, secrets: tuple[str, ...] = ()
+    ) -> None:
         self._client = client
         self._policy = policy
+        self.secrets = secrets
 
     @asynccontextmanager
     async def post(
@@ -175,12 +182,16 @@ class Upstream:
                         raise UpstreamFailure(
                             UPSTREAM_ERROR,
                             f"could not reach the upstream after {attempt + 1} attempt(s): "
-                            f"{type(exc).__name__}: {excerpt(str(exc))}",
+                            f"{type(exc).__name__}: {excerpt(str(exc), self.secrets)}",
                         ) from None
                 except httpx.HTTPError as exc:
+                    # The request could not be sent as built (an illegal header value, a bad
+                    # URL): the library's text quotes the request, headers and key included,
+                    # so only the kind of error is told.
                     raise UpstreamFailure(
                         UPSTREAM_ERROR,
-                        f"the upstream call failed: {type(exc).__name__}: {excerpt(str(exc))}",
+                        f"the upstream call failed: {type(exc).__name__} "
+                        "(the request could not be sent; check the model's URL, headers and key)",
                     ) from None
             if scope.cancelled_caught:
                 raise UpstreamFailure(
@@ -193,11 +204,14 @@ class Upstream:
         try:
             if response.status_code >= 300:
                 raise status_failure(
-                    response.status_code, response.headers, await self._error_body(response)
+                    response.status_code,
+                    response.headers,
+                    await self._error_body(response),
+                    self.secrets,
                 )
             content_type = response.headers.get("content-type", "")
             if expect_sse and content_type.startswith("application/json"):
-                detail = excerpt(error_text(await self._error_body(response)))
+                detail = excerpt(error_text(await self._error_body(response)), self.secrets)
                 raise UpstreamFailure(
                     UPSTREAM_ERROR, f"the upstream answered JSON, not a stream: {detail}"
                 )
