@@ -115,6 +115,57 @@ async def test_redis_away_for_5s_gives_503s_then_everything_resumes_without_gap_
     assert statuses, "the outage was never observed"
 
 
+async def _requests(client: httpx.AsyncClient, cid: str, count: int) -> list[int]:
+    """``count`` requests of every kind a load balancer or a client sends, 10 at a time."""
+
+    async def one(index: int) -> int:
+        match index % 4:
+            case 0:
+                response = await client.get("/readyz")
+            case 1:
+                response = await client.get(f"/v1/conversations/{cid}")
+            case 2:
+                response = await client.post(
+                    f"/v1/conversations/{new_cid()}/messages",
+                    json={"content": "x", "params": {"tokens": 1, "interval_ms": 0}},
+                )
+            case _:
+                response = await client.post(f"/v1/conversations/{cid}/cancel")
+        return response.status_code
+
+    statuses: list[int] = []
+    for start in range(0, count, 10):
+        statuses += await asyncio.gather(*(one(i) for i in range(start, min(count, start + 10))))
+    return statuses
+
+
+@pytest.mark.parametrize("outage", ["killed", "stopped"])
+async def test_a_second_after_redis_answers_again_the_front_answers_every_request(
+    own_stack: Stack, own_redis: EmbeddedRedis, outage: str
+) -> None:
+    """Every pooled connection from before the restart is dead; none of them may cost a
+    request its answer once Redis is back (a load balancer would drop the front)."""
+    own_stack.start(fronts=1, workers=1)
+    (front,) = own_stack.fronts
+    cid = new_cid("back")
+    run_id = (await front.api.start_run(cid, "before", tokens=3, interval_ms=1))["run_id"]
+    await front.api.wait_run_finished(cid, run_id)
+    async with httpx.AsyncClient(
+        base_url=front.url, trust_env=False, timeout=20, limits=httpx.Limits(max_connections=40)
+    ) as client:
+        # Many requests at once, so the front's pool holds many connections to go stale.
+        before = await _requests(client, cid, 120)
+        assert set(before) <= {200, 202, 409}, before
+        own_redis.kill() if outage == "killed" else own_redis.stop()
+        during = await _requests(client, cid, 8)
+        assert set(during) == {503}, during
+        own_redis.start()  # returns once Redis answers commands again
+        await asyncio.sleep(1.0)
+        after = await _requests(client, cid, 120)
+    assert 503 not in after, f"{after.count(503)} of {len(after)} requests got 503: {after}"
+    assert set(after) <= {200, 202, 409}, after
+
+
 async def test_every_event_a_client_saw_survives_redis_being_killed_and_restarted_from_its_aof(
     own_stack: Stack, own_redis: EmbeddedRedis
 ) -> None:

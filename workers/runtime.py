@@ -254,19 +254,29 @@ class Worker:
 
     async def _run_job(self, entry_id: bytes, job: Job, recovered: bool) -> None:
         ended: str | None = None
+        release = True
         try:
             ended = await self._generate(entry_id, job, recovered)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            # Redis stayed away longer than the store retries. The job stays pending: once its
+            # lease lapses, whoever claims it ends the run.
+            log.warning("giving run %s up: Redis unreachable", job.run_id)
+            release = False
         except Exception:
             log.exception("run %s failed inside the worker", job.run_id)
             with anyio.CancelScope(shield=True):
-                ended = await self._end(
-                    job, RunFailed(job.run_id, ErrorInfo("internal_error", "the worker failed"))
-                )
+                try:
+                    ended = await self._end(
+                        job, RunFailed(job.run_id, ErrorInfo("internal_error", "the worker failed"))
+                    )
+                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                    log.warning("could not end run %s: Redis unreachable", job.run_id)
+                    release = False
         finally:
             with anyio.CancelScope(shield=True):
                 # The run's notice goes out before its job is acknowledged: a worker dying in
                 # between leaves the job to be reclaimed, and the notice to be written then.
-                if ended is None or await self._announce(job, ended):
+                if release and (ended is None or await self._announce(job, ended)):
                     await self._ack(entry_id)
             self._entries.discard(entry_id)
             self._in_flight -= 1
@@ -376,10 +386,15 @@ class Worker:
         return True
 
     async def _ack(self, entry_id: bytes) -> None:
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            pipe.xack(self.store.keys.jobs, GROUP, entry_id)
-            pipe.xdel(self.store.keys.jobs, entry_id)
-            await pipe.execute()
+        """Done with a job. If Redis is unreachable the job stays pending, and whoever claims
+        it after its lease finds its run ended and acknowledges it then."""
+        try:
+            async with self.store.redis.pipeline(transaction=False) as pipe:
+                pipe.xack(self.store.keys.jobs, GROUP, entry_id)
+                pipe.xdel(self.store.keys.jobs, entry_id)
+                await pipe.execute()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            log.warning("could not acknowledge job %s: Redis unreachable", entry_id.decode())
 
 
 def _check_webhook(settings: Settings) -> None:

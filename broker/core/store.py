@@ -65,6 +65,9 @@ if ARGV[9] ~= '' then
   local previous = redis.call('GET', KEYS[4])
   if previous then return {'replay', previous} end
 end
+-- This very accept already ran (repeated after a lost reply): answer as it did.
+local accepted = redis.call('HGET', KEYS[3], 'message_event_id')
+if accepted then return {'ok', accepted} end
 local active = redis.call('HGET', KEYS[2], 'active_run')
 if active and active ~= '' then return {'run_active', active} end
 -- A worker gave up waiting for this run and dropped its job: the run must not start now.
