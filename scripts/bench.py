@@ -124,13 +124,17 @@ class Bench:
                 _, data = encode(UserMessage(message_id="m_c", content="c", run_id=run))
                 await store.accept(cid, run_id=run, message_id="m_c", assistant_message_id="m_a",
                                    model="simulated", data=data, idempotency_key=None, idempotency_record="")
-                await store.start_run(cid, run, "bench", encode(RunStarted(run, "m_a", "simulated"))[1])
+                start = await store.start_run(
+                    cid, run, "bench", "bench", encode(RunStarted(run, "m_a", "simulated"))[1]
+                )
+                assert start.fence is not None, start
                 costs = []
                 sequence = 0
                 for count in (1, 2, 1, 2, 1, 2):
                     before = redis_sample(self.redis)
                     sequence += 1
-                    await store.append(cid, run, sequence, [encode(Delta(run, "0"))] * count)
+                    events = [encode(Delta(run, "0"))] * count
+                    await store.append(cid, run, start.fence, sequence, events)
                     costs.append((count, redis_sample(self.redis).delta(before)))
                 one = min(c for n, c in costs if n == 1)
                 two = min(c for n, c in costs if n == 2)

@@ -22,8 +22,12 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
+from typing import TYPE_CHECKING
 
 from bench_load import raise_nofile
+
+if TYPE_CHECKING:
+    from broker.core.store import Fence
 
 _SETUP_PARALLEL = 64
 _PREFILL_BATCH = 100
@@ -64,6 +68,7 @@ class Appender:
         self._fixed_args = (settings.stream_maxlen, settings.idle_ttl_seconds * 1000)
         self._sha = ""
         self.runs: list[str] = []
+        self.fences: dict[str, Fence] = {}  # each run's, as a worker holds it
         self.sequence: list[int] = []
         self.appends = appends
         self.events = events
@@ -84,7 +89,10 @@ class Appender:
             if accepted.outcome != "ok":
                 raise RuntimeError(f"bench: could not open a run in {cid}: {accepted}")
             _, started = encode(RunStarted(run_id, new_id("m"), "simulated"))
-            await self.store.start_run(cid, run_id, "bench-appender", started)
+            start = await self.store.start_run(cid, run_id, "bench-appender", "bench", started)
+            if start.fence is None:
+                raise RuntimeError(f"bench: could not start the run in {cid}: {start}")
+            self.fences[run_id] = start.fence
 
         self.runs = [new_id("r") for _ in self.plan.cids]
         self.sequence = [0] * len(self.runs)
@@ -108,7 +116,9 @@ class Appender:
         run_id = self.runs[index]
         self.sequence[index] += 1
         events = [encode(Delta(run_id, str(time.time_ns()))) for _ in range(count)]
-        status = await self.store.append(self.plan.cids[index], run_id, self.sequence[index], events)
+        status = await self.store.append(
+            self.plan.cids[index], run_id, self.fences[run_id], self.sequence[index], events
+        )
         if status != "running":
             raise RuntimeError(f"bench: append refused, run is {status}")
 
@@ -140,7 +150,8 @@ class Appender:
                 _, data = encode(Delta(run_id, text if text is not None else str(time.time_ns())))
                 pipe.evalsha(
                     self._sha, 3, keys.events, keys.meta, keys.run(run_id),
-                    run_id, maxlen, ttl_ms, self.sequence[index], "delta", data,
+                    run_id, maxlen, ttl_ms, self.sequence[index], *self.fences[run_id],
+                    "delta", data,
                 )
             replies = await pipe.execute()
         for reply in replies:
@@ -189,7 +200,7 @@ class Appender:
 
         async def one(cid: str, run_id: str) -> None:
             name, data = encode(RunCompleted(run_id, "stop"))
-            await self.store.finish(cid, run_id, "completed", name, data)
+            await self.store.finish(cid, run_id, self.fences[run_id], "completed", name, data)
 
         await _bounded(one(cid, run) for cid, run in zip(self.plan.cids, self.runs, strict=True))
 

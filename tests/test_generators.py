@@ -325,14 +325,15 @@ async def test_ten_thousand_emits_in_a_tight_loop_cost_a_handful_of_writes(
             cid, run_id="r1", message_id="m1", assistant_message_id="m2", model="tight",
             data=message, idempotency_key=None, idempotency_record="",
         )
-        await store.start_run(cid, "r1", "test-worker", started)
+        start = await store.start_run(cid, "r1", "test-worker", "job-1", started)
+        assert start.fence is not None
 
         async def tight(run: Run) -> None:
             for index in range(10_000):
                 await run.text(f"{index} ")
 
         generator = ApplicationGenerator("tight", tight, {}, {})
-        generation = Generation(store, job, coalesce_seconds=0.015)
+        generation = Generation(store, job, start.fence, coalesce_seconds=0.015)
         outcome = await generation.run(
             lambda g: generator.produce(
                 g, GenerationRequest("tight", "go"), cid=cid, run_id="r1"

@@ -6,7 +6,8 @@ what was gathered once the coalescing window closes, so a token costs one step o
 producer and no wake-up of another task. Consecutive text of one channel, and consecutive
 argument pieces of one tool call, become one event; everything keeps its order. Each append
 also reads the run's status, so a cancel marked in Redis stops the run at its next write even
-if the control message was lost.
+if the control message was lost, and carries the run's fence, so a run another worker took over
+stops at its next write too.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from anyio.lowlevel import checkpoint_if_cancelled
 
 from broker.core.events import Data, Delta, ToolCall, ToolResult, encode
 from broker.core.jobs import Job
-from broker.core.store import Store
+from broker.core.store import Fence, Store
 from workers.providers.base import (
     DataValue,
     Failure,
@@ -49,10 +50,15 @@ class RunGone(Exception):
     """Something else ended the run; it must not write anything more."""
 
 
+class Fenced(RunGone):
+    """Another worker took the run over (this one was paused past its lease)."""
+
+
 class Generation:
-    def __init__(self, store: Store, job: Job, coalesce_seconds: float) -> None:
+    def __init__(self, store: Store, job: Job, fence: Fence, coalesce_seconds: float) -> None:
         self._store = store
         self._job = job
+        self._fence = fence
         self._window = coalesce_seconds
         # Gathered output in order: (key, pieces). The key is the channel for text, (call id,
         # name) for a tool call's argument pieces, _WHOLE for encoded whole events.
@@ -192,9 +198,11 @@ class Generation:
                     )
             self.appends += 1
             status = await self._store.append(
-                self._job.conversation_id, run_id, self.appends, events
+                self._job.conversation_id, run_id, self._fence, self.appends, events
             )
         if status == "cancelling":
             raise CancelRequested
+        if status == "fenced":
+            raise Fenced
         if status != "running":
             raise RunGone(status)

@@ -4,10 +4,13 @@ Every run lives in the worker's task group inside its own cancel scope, keyed by
 control message (or shutdown) cancels exactly that run; whatever stops a run, its terminal event
 is written under a shield and its job is acknowledged.
 
-A job's idle time in the consumer group's pending list is its lease: the worker renews the jobs
-it holds, and every worker claims jobs left idle for a whole lease. A claimed job that never
-started runs normally; one whose worker died mid-run gets its terminal event, exactly once,
-because the terminal transition in ``store`` refuses a second one.
+A job's idle time in the consumer group's pending list is its lease (``workers.leases``): the
+worker renews the jobs it holds, and every worker claims jobs left idle for a whole lease, never
+its own live ones. A claimed job that never started runs normally. A started run is fenced:
+``store`` records its owner and an epoch, and checks both in every append and terminal script.
+The worker that claims a lapsed started run takes it over (a new epoch) and ends it once, as
+``worker_lost``; its old owner, if it was only paused, can write nothing more, learns so at its
+next append or lease renewal, and abandons the run, closing its model call.
 """
 
 from __future__ import annotations
@@ -40,15 +43,16 @@ from broker.core.jobs import Job, control_decoder, job_decoder
 from broker.core.models import Catalogue, CatalogueError
 from broker.core.outbox import RunEnded, notice_encoder
 from broker.core.settings import Settings
-from broker.core.store import Store, Transition
+from broker.core.store import Fence, Started, Store
 from workers.context import conversation_context
-from workers.generation import CancelRequested, Generation, Outcome, RunGone
+from workers.generation import CancelRequested, Fenced, Generation, Outcome, RunGone
 from workers.generators import (
     ApplicationGenerator,
     GeneratorImportError,
     bind_generators,
     import_generators,
 )
+from workers.leases import Leases
 from workers.providers import default_providers
 from workers.providers.base import Failure, Finish, GenerationRequest, Message, Provider
 from workers.providers.upstream import make_client
@@ -56,12 +60,12 @@ from workers.webhooks import WebhookDispatcher
 
 log = logging.getLogger("workers.runtime")
 
-GROUP = "workers"
 # How long a job may wait for its run to be accepted (the front queues the job just before);
 # about 1.5 s in all, far beyond the milliseconds between the two writes.
 _ACCEPT_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8)
 _SHUTDOWN = "shutdown"
 _USER = "user"
+_LOST = "lost"  # another worker took the run over: write nothing more
 
 
 class Worker:
@@ -82,13 +86,14 @@ class Worker:
         self._running: dict[str, anyio.CancelScope] = {}
         self._stop_reasons: dict[str, str] = {}
         self._in_flight = 0
-        self._entries: set[bytes] = set()  # job entries this worker holds the lease of
+        self._jobs: dict[bytes, str] = {}  # job entries this worker holds the lease of: run ids
         self._slot_freed = anyio.Event()
         self._stopping = anyio.Event()
 
     async def run(self) -> None:
         client = redis_client(self.settings, "worker", max_connections=self.settings.redis_pool_size)
         self.store = Store(client, self.settings, retry_seconds=self.settings.redis_retry_seconds)
+        self.leases = Leases(client, self.store.keys.jobs, self.name)
         try:
             async with make_client(self.settings) as http, anyio.create_task_group() as services:
                 self.providers = default_providers(self.settings, self.catalogue, http)
@@ -120,15 +125,7 @@ class Worker:
                 self.stop()
                 return
 
-    async def _ensure_group(self) -> None:
-        try:
-            await self.store.redis.xgroup_create(self.store.keys.jobs, GROUP, id="0", mkstream=True)
-        except redis.exceptions.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
     async def _consume(self, runs: anyio.abc.TaskGroup) -> None:
-        jobs_key = self.store.keys.jobs
         backoff = 0.1
         group_ready = False
         while not self._stopping.is_set():
@@ -140,11 +137,9 @@ class Worker:
                 continue
             try:
                 if not group_ready:
-                    await self._ensure_group()
+                    await self.leases.ensure_group()
                     group_ready = True
-                response = await self.store.redis.xreadgroup(
-                    GROUP, self.name, {jobs_key: ">"}, count=free, block=self.settings.job_block_ms
-                )
+                messages = await self.leases.read_new(free, self.settings.job_block_ms)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
                 log.warning("job queue unreachable; retrying in %.1fs", backoff)
                 await anyio.sleep(backoff)
@@ -156,8 +151,7 @@ class Worker:
                 group_ready = False
                 continue
             backoff = 0.1
-            for _, messages in response or ():
-                await self._start_jobs(runs, messages, recovered=False)
+            await self._start_jobs(runs, messages, recovered=False)
 
     async def _start_jobs(
         self,
@@ -173,24 +167,35 @@ class Worker:
                 job = None
             if job is None:
                 log.error("dropping malformed or deleted job %s", entry_id)
-                await self._ack(entry_id)
+                await self._release(entry_id)
                 continue
             self._in_flight += 1
-            self._entries.add(entry_id)
+            self._jobs[entry_id] = job.run_id
             runs.start_soon(self._run_job, entry_id, job, recovered)
 
     async def _renew_leases(self) -> None:
-        """Keep the jobs this worker runs looking alive: their idle time is their lease."""
+        """Keep the jobs this worker runs looking alive: their idle time is their lease. A job
+        found claimed by another worker (this one was paused past the lease) is abandoned."""
         while True:
             await anyio.sleep(self.settings.lease_seconds / 3)
-            if not self._entries:
-                continue
             try:
-                await self.store.redis.xclaim(
-                    self.store.keys.jobs, GROUP, self.name, 0, list(self._entries), justid=True
-                )
+                lost = await self.leases.renew(list(self._jobs))
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
                 log.warning("could not renew job leases")
+                continue
+            for entry_id in lost:
+                run_id = self._jobs.get(entry_id)
+                if run_id is not None:
+                    self._abandon(run_id)
+
+    def _abandon(self, run_id: str) -> None:
+        """Stop a run another worker has taken over, writing nothing; closes its model call."""
+        scope = self._running.get(run_id)
+        if scope is None:
+            return
+        log.warning("run %s: another worker took its job over; abandoning it", run_id)
+        self._stop_reasons[run_id] = _LOST
+        scope.cancel()
 
     async def _reap(self, runs: anyio.abc.TaskGroup) -> None:
         """Claim the jobs of workers that died: unstarted ones run here, started ones end."""
@@ -202,18 +207,19 @@ class Worker:
             if self._stopping.is_set() or free <= 0:
                 continue
             try:
-                _, claimed, *_ = await self.store.redis.xautoclaim(
-                    self.store.keys.jobs, GROUP, self.name, lease_ms, "0-0", count=free
-                )
+                claimed = await self.leases.claim_lapsed(lease_ms, free)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
                 continue
             except redis.exceptions.ResponseError as exc:
                 if "NOGROUP" in str(exc):
                     continue
                 raise
-            if claimed:
-                log.warning("claimed %d job(s) of a lost worker", len(claimed))
-                await self._start_jobs(runs, claimed, recovered=True)
+            # This worker's own live jobs come back too when it was paused past their lease:
+            # claiming them only renewed them, and running them again would run them twice.
+            lapsed = [message for message in claimed if message[0] not in self._jobs]
+            if lapsed:
+                log.warning("claimed %d job(s) of a lost worker", len(lapsed))
+                await self._start_jobs(runs, lapsed, recovered=True)
 
     async def _drain(self) -> None:
         """Let running generations finish within the grace period, then end the rest."""
@@ -253,10 +259,17 @@ class Worker:
             scope.cancel()
 
     async def _run_job(self, entry_id: bytes, job: Job, recovered: bool) -> None:
-        ended: str | None = None
+        ended: str | None = None  # the run's final status, when this worker must announce it
+        fence: Fence | None = None
         release = True
         try:
-            ended = await self._generate(entry_id, job, recovered)
+            start = await self._start(entry_id, job)
+            if start.outcome == "ok":
+                fence = start.fence
+                assert fence is not None
+                ended = await self._generate(job, fence)
+            else:
+                ended = await self._settle(entry_id, job, start.outcome, recovered)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
             # Redis stayed away longer than the store retries. The job stays pending: once its
             # lease lapses, whoever claims it ends the run.
@@ -264,50 +277,59 @@ class Worker:
             release = False
         except Exception:
             log.exception("run %s failed inside the worker", job.run_id)
+            failed = RunFailed(job.run_id, ErrorInfo("internal_error", "the worker failed"))
             with anyio.CancelScope(shield=True):
                 try:
-                    ended = await self._end(
-                        job, RunFailed(job.run_id, ErrorInfo("internal_error", "the worker failed"))
-                    )
+                    ended = await self._end(job, fence, failed)
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
                     log.warning("could not end run %s: Redis unreachable", job.run_id)
                     release = False
         finally:
+            # No longer live here first, so a lease renewal racing with the release below does
+            # not take the job for one lost to another worker.
+            del self._jobs[entry_id]
             with anyio.CancelScope(shield=True):
                 # The run's notice goes out before its job is acknowledged: a worker dying in
                 # between leaves the job to be reclaimed, and the notice to be written then.
                 if release and (ended is None or await self._announce(job, ended)):
-                    await self._ack(entry_id)
-            self._entries.discard(entry_id)
+                    await self._release(entry_id)
             self._in_flight -= 1
             self._slot_freed.set()
 
-    async def _generate(self, entry_id: bytes, job: Job, recovered: bool) -> str | None:
-        """Run the job; returns the run's final status when this worker must announce it."""
+    async def _settle(
+        self, entry_id: bytes, job: Job, outcome: str, recovered: bool
+    ) -> str | None:
+        """A job whose run did not start here: returns the run's final status when this worker
+        must announce it."""
+        if recovered and outcome in ("running", "cancelling"):
+            # Its worker died or stalled mid-run. The partial answer stays; the run ends here,
+            # once, under this worker's fence, so the old owner cannot write past it.
+            taken = await self.store.take_over(
+                job.conversation_id, job.run_id, self.name, entry_id.decode()
+            )
+            if taken.outcome != "taken":
+                return None  # a duplicate job of the run: its own job ends it
+            lost = ErrorInfo("worker_lost", "the worker running this answer stopped responding")
+            ending: Event = (
+                RunFailed(job.run_id, lost)
+                if taken.status == "running"
+                else RunCancelled(job.run_id, reason=_USER)
+            )
+            return await self._end(job, taken.fence, ending)
+        if outcome in TERMINAL_STATUSES:
+            # Cancelled before any worker had it, or ended by a worker that died before
+            # acknowledging the job (and maybe before announcing the run): announce it.
+            return outcome
+        return None  # never accepted, or another job's: nothing to generate, nothing to announce
+
+    async def _generate(self, job: Job, fence: Fence) -> str | None:
+        """Generate a started run; returns its final status when this worker ended it."""
         run_id = job.run_id
-        _, started = encode(RunStarted(run_id, job.assistant_message_id, job.model))
-        start = await self._start(entry_id, job, started)
-        if start.outcome != "ok":
-            if recovered and start.outcome in ("running", "cancelling"):
-                # Its worker died mid-run. The partial answer stays; the run ends here, once.
-                lost = ErrorInfo("worker_lost", "the worker running this answer stopped responding")
-                return await self._end(
-                    job,
-                    RunFailed(run_id, lost)
-                    if start.outcome == "running"
-                    else RunCancelled(run_id, reason=_USER),
-                )
-            if start.outcome in TERMINAL_STATUSES:
-                # Cancelled before any worker had it, or ended by a worker that died before
-                # acknowledging the job (and maybe before announcing the run): announce it.
-                return start.outcome
-            return None  # never accepted: nothing to generate, nothing to announce
         provider = self.providers.get(job.model)
         generator = self.generators.get(job.model)
         if provider is None and generator is None:
-            return await self._end(
-                job, RunFailed(run_id, ErrorInfo("unknown_model", f"no provider for {job.model!r}"))
-            )
+            failed = RunFailed(run_id, ErrorInfo("unknown_model", f"no provider for {job.model!r}"))
+            return await self._end(job, fence, failed)
         outcome: Finish | Failure | None = None
         stopped_by: str | None = None
         scope = anyio.CancelScope()
@@ -315,7 +337,7 @@ class Worker:
         try:
             with scope:
                 request = await self._request(job)
-                generation = Generation(self.store, job, self.settings.coalesce_ms / 1000)
+                generation = Generation(self.store, job, fence, self.settings.coalesce_ms / 1000)
 
                 async def produce(generation: Generation) -> Outcome:
                     if generator is not None:
@@ -328,33 +350,41 @@ class Worker:
                 outcome = await generation.run(produce)
         except CancelRequested:
             stopped_by = _USER
+        except Fenced:
+            log.warning("run %s: another worker took it over; abandoning it", run_id)
+            return None  # whoever took it over ends and announces it
         except RunGone:
             return None  # whoever ended the run announces it
         finally:
-            del self._running[run_id]
+            if self._running.get(run_id) is scope:
+                del self._running[run_id]
             reason = self._stop_reasons.pop(run_id, None)
+        if reason == _LOST:
+            return None
         if scope.cancelled_caught:
             stopped_by = reason or _USER
         with anyio.CancelScope(shield=True):
-            return await self._end(job, _terminal_event(run_id, outcome, stopped_by))
+            return await self._end(job, fence, _terminal_event(run_id, outcome, stopped_by))
 
-    async def _start(self, entry_id: bytes, job: Job, started: bytes) -> Transition:
+    async def _start(self, entry_id: bytes, job: Job) -> Started:
         """Start the run; a run not accepted yet gets a moment, then is given up for good."""
+        cid, run_id, entry = job.conversation_id, job.run_id, entry_id.decode()
+        _, started = encode(RunStarted(run_id, job.assistant_message_id, job.model))
         for delay in _ACCEPT_WAITS:
-            start = await self.store.start_run(job.conversation_id, job.run_id, self.name, started)
+            start = await self.store.start_run(cid, run_id, self.name, entry, started)
             if start.outcome != "missing":
                 return start
             await anyio.sleep(delay)
         if not await self.store.redis.xrange(self.store.keys.jobs, entry_id, entry_id):
             # The front refused the run and withdrew its job (the conversation is somebody
             # else's, or busy): no late accept can come, so nothing is written to its keys.
-            log.info("dropping the job of run %s: the front withdrew it", job.run_id)
-            return Transition("withdrawn", "withdrawn")
+            log.info("dropping the job of run %s: the front withdrew it", run_id)
+            return Started("withdrawn")
         start = await self.store.start_run(
-            job.conversation_id, job.run_id, self.name, started, orphan_if_missing=True
+            cid, run_id, self.name, entry, started, orphan_if_missing=True
         )
         if start.outcome == "orphaned":
-            log.warning("dropping the job of run %s: the run was never accepted", job.run_id)
+            log.warning("dropping the job of run %s: the run was never accepted", run_id)
         return start
 
     async def _request(self, job: Job) -> GenerationRequest:
@@ -368,11 +398,14 @@ class Worker:
         upstream = spec.upstream_model(job.model) if spec is not None else job.model
         return GenerationRequest(job.model, job.content, job.params, history, upstream)
 
-    async def _end(self, job: Job, event: Event) -> str | None:
-        """Write the run's terminal event; returns its status if this call ended the run."""
+    async def _end(self, job: Job, fence: Fence | None, event: Event) -> str | None:
+        """Write the run's terminal event under ``fence``; returns its status if this call
+        ended the run."""
         name, data = encode(event)
         status = TERMINAL_EVENTS[type(event)]
-        ended = await self.store.finish(job.conversation_id, job.run_id, status, name, data)
+        ended = await self.store.finish(job.conversation_id, job.run_id, fence, status, name, data)
+        if ended.outcome == "fenced":
+            log.warning("run %s: another worker owns it now; its end is not written here", job.run_id)
         return status if ended.outcome == "ok" else None
 
     async def _announce(self, job: Job, status: str) -> bool:
@@ -385,14 +418,11 @@ class Worker:
             return False
         return True
 
-    async def _ack(self, entry_id: bytes) -> None:
+    async def _release(self, entry_id: bytes) -> None:
         """Done with a job. If Redis is unreachable the job stays pending, and whoever claims
-        it after its lease finds its run ended and acknowledges it then."""
+        it after its lease finds its run ended and releases it then."""
         try:
-            async with self.store.redis.pipeline(transaction=False) as pipe:
-                pipe.xack(self.store.keys.jobs, GROUP, entry_id)
-                pipe.xdel(self.store.keys.jobs, entry_id)
-                await pipe.execute()
+            await self.leases.release(entry_id)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
             log.warning("could not acknowledge job %s: Redis unreachable", entry_id.decode())
 

@@ -87,14 +87,29 @@ end
 return {'ok', id}
 """
 
-# KEYS: events, meta, run. ARGV: run_id, worker, data, maxlen, ttl_ms, orphan ('1' or '0')
-# Repeating it (a retry after a lost reply) answers as the first call did. The front queues a
-# job just before it accepts the run, so a worker may see the job first: 'missing' then means
-# "not yet". With orphan = '1' the worker gives up on it, and the run can never be accepted.
+# Fencing. A started run has an owner (the worker that holds its lease, in `worker`), the job
+# entry that lease is on (`job`), and an epoch (`epoch`), raised whenever the run changes hands.
+# Every write of a run's output checks owner and epoch in the same script that writes, so a
+# worker whose run was taken over (it was paused past its lease, say) can write nothing more.
+_FENCED = """
+if redis.call('HGET', KEYS[3], 'worker') ~= ARGV[%(worker)d]
+   or redis.call('HGET', KEYS[3], 'epoch') ~= ARGV[%(epoch)d] then
+  return {'fenced'}
+end
+"""
+
+# KEYS: events, meta, run. ARGV: run_id, worker, data, maxlen, ttl_ms, orphan ('1' or '0'), job
+# Starts a queued run under a new epoch and answers {'ok', run.started id, epoch}. Repeating it
+# (a retry after a lost reply) answers as the first call did; another job entry of the same run
+# (a duplicate) or another worker is refused with the run's status. The front queues a job just
+# before it accepts the run, so a worker may see the job first: 'missing' then means "not yet".
+# With orphan = '1' the worker gives up on it, and the run can never be accepted.
 START = """
 local status = redis.call('HGET', KEYS[3], 'status')
-if status == 'running' and redis.call('HGET', KEYS[3], 'worker') == ARGV[2] then
-  return {'ok', redis.call('HGET', KEYS[3], 'started_event_id')}
+if (status == 'running' or status == 'cancelling')
+   and redis.call('HGET', KEYS[3], 'worker') == ARGV[2]
+   and redis.call('HGET', KEYS[3], 'job') == ARGV[7] then
+  return {'ok', redis.call('HGET', KEYS[3], 'started_event_id'), redis.call('HGET', KEYS[3], 'epoch')}
 end
 if not status and ARGV[6] == '1' then
   redis.call('HSET', KEYS[3], 'status', 'orphaned')
@@ -104,22 +119,44 @@ end
 if status ~= 'queued' then return {status or 'missing'} end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*',
                       't', 'run.started', 'd', ARGV[3], 'r', ARGV[1])
-redis.call('HSET', KEYS[3], 'status', 'running', 'worker', ARGV[2], 'started_event_id', id)
+local epoch = redis.call('HINCRBY', KEYS[3], 'epoch', 1)
+redis.call('HSET', KEYS[3], 'status', 'running', 'worker', ARGV[2], 'job', ARGV[7],
+           'started_event_id', id)
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
-return {'ok', id}
+return {'ok', id, tostring(epoch)}
 """
 
-# KEYS: events, meta, run. ARGV: run_id, maxlen, ttl_ms, sequence, then (name, data) pairs.
-# Appends nothing unless the run is still running: no output lands after a cancel request
-# or a terminal event. The sequence number (1, 2, ... per run) makes a retried append that
-# had in fact been applied a no-op, so a lost reply never duplicates output.
-APPEND = """
+# KEYS: events, meta, run. ARGV: run_id, worker, job
+# A worker claimed a job whose lease lapsed: if that job holds a started run, the run changes
+# hands (a new epoch) so that its old owner is fenced off, and the new owner ends it. Answers
+# {'taken', status, epoch}, also to a repeat; a job that is not the run's lease (a duplicate)
+# takes nothing.
+TAKE_OVER = """
+local status = redis.call('HGET', KEYS[3], 'status')
+if status ~= 'running' and status ~= 'cancelling' then return {status or 'missing'} end
+if redis.call('HGET', KEYS[3], 'job') ~= ARGV[3] then return {'other_job'} end
+if redis.call('HGET', KEYS[3], 'worker') == ARGV[2] then
+  return {'taken', status, redis.call('HGET', KEYS[3], 'epoch')}
+end
+local epoch = redis.call('HINCRBY', KEYS[3], 'epoch', 1)
+redis.call('HSET', KEYS[3], 'worker', ARGV[2])
+return {'taken', status, tostring(epoch)}
+"""
+
+# KEYS: events, meta, run. ARGV: run_id, maxlen, ttl_ms, sequence, worker, epoch, then (name,
+# data) pairs. Appends nothing unless the caller owns the run at its epoch and the run is still
+# running: no output lands after a take-over, a cancel request or a terminal event. The
+# sequence number (1, 2, ... per run) makes a retried append that had in fact been applied a
+# no-op, so a lost reply never duplicates output.
+APPEND = (
+    _FENCED % {"worker": 5, "epoch": 6}
+    + """
 local status = redis.call('HGET', KEYS[3], 'status')
 if tonumber(redis.call('HGET', KEYS[3], 'appended') or '0') >= tonumber(ARGV[4]) then
   return {status or 'missing'}
 end
 if status ~= 'running' then return {status or 'missing'} end
-for i = 5, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
              't', ARGV[i], 'd', ARGV[i + 1], 'r', ARGV[1])
 end
@@ -127,9 +164,24 @@ redis.call('HSET', KEYS[3], 'appended', ARGV[4])
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
 return {'running'}
 """
+)
 
-# KEYS: events, meta, run. ARGV: run_id, status, name, data, maxlen, ttl_ms
-FINISH = _FINAL_OR_MISSING + _TERMINATE
+# KEYS: events, meta, run. ARGV: run_id, status, name, data, maxlen, ttl_ms, worker, epoch
+# The owner's terminal event, under its fence. With no owner given (worker ''), only a run
+# that no worker has started can be ended (a worker failing before it started the run).
+FINISH = (
+    _FINAL_OR_MISSING
+    + """
+if ARGV[7] == '' then
+  if status ~= 'queued' then return {'fenced'} end
+else
+"""
+    + _FENCED % {"worker": 7, "epoch": 8}
+    + """
+end
+"""
+    + _TERMINATE
+)
 
 # KEYS: events, meta, run. ARGV: run_id, 'cancelled', 'run.cancelled', data, maxlen, ttl_ms
 # A queued run (no worker has it) is ended here and now; a running one is marked so that its
@@ -167,9 +219,28 @@ NOBODY = Owner()
 class Transition(NamedTuple):
     """What a state-changing script did: its outcome, the run's status, the event it wrote."""
 
-    outcome: str  # 'ok', 'final', 'missing', 'cancelling', or the status that refused it
+    outcome: str  # 'ok', 'final', 'missing', 'cancelling', 'fenced', or the refusing status
     status: str = ""
     event_id: str = ""
+
+
+class Fence(NamedTuple):
+    """The right to write a started run's output: its owner, at the epoch it got the run."""
+
+    worker: str
+    epoch: str
+
+
+class Started(NamedTuple):
+    outcome: str  # 'ok', or why not: 'missing', 'orphaned', or the run's status
+    event_id: str = ""
+    fence: Fence | None = None
+
+
+class TakenOver(NamedTuple):
+    outcome: str  # 'taken', or why not: 'other_job', 'missing', or the run's status
+    status: str = ""  # the run's status when taken: 'running' or 'cancelling'
+    fence: Fence | None = None
 
 
 def _text(values: list[Any]) -> list[str]:
@@ -194,6 +265,7 @@ class Store:
         self._start = redis.register_script(START)
         self._append = redis.register_script(APPEND)
         self._finish = redis.register_script(FINISH)
+        self._take_over = redis.register_script(TAKE_OVER)
         self._cancel = redis.register_script(CANCEL)
 
     def conversation(self, cid: str) -> ConversationKeys:
@@ -286,28 +358,53 @@ class Store:
                 delay = min(delay * 2, 1.0)
 
     async def start_run(
-        self, cid: str, run_id: str, worker: str, data: bytes, *, orphan_if_missing: bool = False
-    ) -> Transition:
-        args = [run_id, worker, data, self._maxlen, self._ttl_ms, int(orphan_if_missing)]
+        self,
+        cid: str,
+        run_id: str,
+        worker: str,
+        job: str,
+        data: bytes,
+        *,
+        orphan_if_missing: bool = False,
+    ) -> Started:
+        """Start a queued run for ``worker``, whose lease is on job entry ``job``; the fence
+        it returns is what every later write of the run's output must carry."""
+        args = [run_id, worker, data, self._maxlen, self._ttl_ms, int(orphan_if_missing), job]
         result = await self._run_script(self._start, cid, run_id, args)
         if result[0] == "ok":
-            return Transition("ok", "running", result[1])
-        return Transition(result[0], result[0])
+            return Started("ok", result[1], Fence(worker, result[2]))
+        return Started(result[0])
+
+    async def take_over(self, cid: str, run_id: str, worker: str, job: str) -> TakenOver:
+        """Take a started run whose lease (on job entry ``job``) lapsed, to end it."""
+        result = await self._run_script(self._take_over, cid, run_id, [run_id, worker, job])
+        if result[0] == "taken":
+            return TakenOver("taken", result[1], Fence(worker, result[2]))
+        return TakenOver(result[0])
 
     async def append(
-        self, cid: str, run_id: str, sequence: int, events: list[tuple[str, bytes]]
+        self, cid: str, run_id: str, fence: Fence, sequence: int, events: list[tuple[str, bytes]]
     ) -> str:
         """Append a run's output as its ``sequence``-th write (from 1); returns the run's status
-        ('running' when it was written)."""
-        args: list[Any] = [run_id, self._maxlen, self._ttl_ms, sequence]
+        ('running' when it was written), or 'fenced' when the run is no longer ``fence``'s."""
+        args: list[Any] = [run_id, self._maxlen, self._ttl_ms, sequence, *fence]
         for name, data in events:
             args += (name, data)
         return (await self._run_script(self._append, cid, run_id, args))[0]
 
-    async def finish(self, cid: str, run_id: str, status: str, name: str, data: bytes) -> Transition:
-        """Write the run's terminal event unless it has one already: one terminal per run."""
+    async def finish(
+        self, cid: str, run_id: str, fence: Fence | None, status: str, name: str, data: bytes
+    ) -> Transition:
+        """Write the run's terminal event unless it has one already: one terminal per run.
+
+        Only the owner at ``fence`` may; with no fence, only while no worker started the run.
+        """
+        owner = fence or Fence("", "")
         result = await self._run_script(
-            self._finish, cid, run_id, [run_id, status, name, data, self._maxlen, self._ttl_ms]
+            self._finish,
+            cid,
+            run_id,
+            [run_id, status, name, data, self._maxlen, self._ttl_ms, *owner],
         )
         return Transition(*result)
 

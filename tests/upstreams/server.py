@@ -3,10 +3,10 @@
 It runs its own event loop in a thread, so the provider tests (in the test's loop) and worker
 processes (through the catalogue) reach it the same way, over a loopback socket. Each request
 takes the next scripted ``Reply``: a status, headers, and body pieces sent as they are (each one
-an HTTP chunk), then a complete end, a cut (the connection closed mid-body), a hold (nothing
-more until the client leaves) or, before any byte, a drop. Every request is recorded with the
-moment its client disconnected, which is how the tests see that a cancel closed the upstream
-call.
+an HTTP chunk, optionally some time apart), then a complete end, a cut (the connection closed
+mid-body), a hold (nothing more until the client leaves) or, before any byte, a drop. Every
+request is recorded with the moment its client disconnected, which is how the tests see that a
+cancel closed the upstream call.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ class Reply:
     end: End = "complete"
     # Hold before sending the status line, until the client leaves (a first-byte timeout).
     hold_head: bool = False
+    # Seconds between body pieces: a model producing its answer over time.
+    interval: float = 0.0
 
 
 def sse_reply(body: bytes, *, piece: int = 0, end: End = "complete", status: int = 200) -> Reply:
@@ -164,7 +166,9 @@ class FakeUpstream:
             lines += [f"{name}: {value}" for name, value in reply.headers.items()]
             lines += ["transfer-encoding: chunked", "connection: close", "", ""]
             writer.write("\r\n".join(lines).encode("latin-1"))
-            for part in reply.parts:
+            for index, part in enumerate(reply.parts):
+                if index and reply.interval:
+                    await asyncio.sleep(reply.interval)
                 writer.write(b"%x\r\n%s\r\n" % (len(part), part))
                 await writer.drain()
             if reply.end == "complete":
