@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 
 from broker.core.settings import Settings
@@ -13,6 +14,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
 
     from broker.app import create_app
     from broker.core.models import CatalogueError
+    from broker.front.http_limits import BoundedHttpToolsProtocol, HttpLimits
     from broker.front.tokens import SecurityConfigError
 
     try:
@@ -38,7 +40,9 @@ def serve(settings: Settings, host: str, port: int) -> None:
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        # uvicorn's httptools protocol, with bounded request heads and idle connections.
+        http=functools.partial(BoundedHttpToolsProtocol, limits=HttpLimits.from_settings(settings)),
+        timeout_keep_alive=settings.idle_connection_seconds,  # type: ignore[arg-type]
         lifespan="on",
         access_log=False,
         log_level="warning",

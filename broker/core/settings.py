@@ -80,6 +80,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     reap_interval_seconds: float = 2.0
     # How long a worker retries a write through a Redis outage before it gives the run up.
     redis_retry_seconds: float = 30.0
+    # Hardening: bounds on requests, connections and runs
+    # A request head (request line and headers) larger than this, or with more headers, is
+    # refused with 431 before more of it is read; one not received within the timeout gets
+    # 408. A connection with no request in flight is closed after the idle time.
+    max_header_bytes: int = 32 * 1024
+    max_header_count: int = 100
+    header_timeout_seconds: float = 10.0
+    idle_connection_seconds: float = 5.0
     log_level: str = "INFO"
     # Model catalogue (README, "Model providers"): a TOML file of models, plus the
     # OpenAI-compatible shortcut, the comma-separated model names (``name`` or
