@@ -66,6 +66,7 @@ _ACCEPT_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8)
 _SHUTDOWN = "shutdown"
 _USER = "user"
 _LOST = "lost"  # another worker took the run over: write nothing more
+_TIMEOUT = "timeout"  # the run reached BROKER_MAX_RUN_SECONDS
 
 
 class Worker:
@@ -228,7 +229,8 @@ class Worker:
                 self._slot_freed = anyio.Event()
                 await self._slot_freed.wait()
         for run_id, scope in list(self._running.items()):
-            self._stop_reasons[run_id] = _SHUTDOWN
+            if self._stop_reasons.get(run_id) != _LOST:
+                self._stop_reasons[run_id] = _SHUTDOWN
             scope.cancel()
 
     async def _listen_control(self) -> None:
@@ -336,18 +338,25 @@ class Worker:
         self._running[run_id] = scope
         try:
             with scope:
-                request = await self._request(job)
-                generation = Generation(self.store, job, fence, self.settings.coalesce_ms / 1000)
+                # Whatever the model, a run ends within its time limit; leaving this scope
+                # closes the model call like a cancel does.
+                with anyio.move_on_after(self.settings.max_run_seconds) as limit:
+                    request = await self._request(job)
+                    generation = Generation(
+                        self.store, job, fence, self.settings.coalesce_ms / 1000
+                    )
 
-                async def produce(generation: Generation) -> Outcome:
-                    if generator is not None:
-                        return await generator.produce(
-                            generation, request, cid=job.conversation_id, run_id=run_id
-                        )
-                    assert provider is not None
-                    return await generation.relay(provider.stream(request))
+                    async def produce(generation: Generation) -> Outcome:
+                        if generator is not None:
+                            return await generator.produce(
+                                generation, request, cid=job.conversation_id, run_id=run_id
+                            )
+                        assert provider is not None
+                        return await generation.relay(provider.stream(request))
 
-                outcome = await generation.run(produce)
+                    outcome = await generation.run(produce)
+                if limit.cancelled_caught:
+                    stopped_by = _TIMEOUT
         except CancelRequested:
             stopped_by = _USER
         except Fenced:
@@ -363,8 +372,14 @@ class Worker:
             return None
         if scope.cancelled_caught:
             stopped_by = reason or _USER
+        ending = _terminal_event(run_id, outcome, stopped_by)
+        if stopped_by == _TIMEOUT:
+            limit_text = f"{self.settings.max_run_seconds:g} s"
+            ending = RunFailed(
+                run_id, ErrorInfo("run_timeout", f"the run reached its time limit of {limit_text}")
+            )
         with anyio.CancelScope(shield=True):
-            return await self._end(job, fence, _terminal_event(run_id, outcome, stopped_by))
+            return await self._end(job, fence, ending)
 
     async def _start(self, entry_id: bytes, job: Job) -> Started:
         """Start the run; a run not accepted yet gets a moment, then is given up for good."""

@@ -56,13 +56,27 @@ DEFAULT_BASE_URLS: MappingProxyType[str, str] = MappingProxyType(
 )
 
 
+# The built-in model is for tests and demos. Its bounds allow what they need (45,000 words at
+# full speed for a flood, 200 words 50 ms apart for a demo) and no more: a run that would
+# hold a worker's slot longer than this is refused.
+SIMULATED_MAX_SECONDS = 300
+
+
 class SimulatedParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The built-in model: deterministic words, no network."""
 
-    tokens: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 60
-    interval_ms: Annotated[float, msgspec.Meta(ge=0, le=60_000)] = 20
+    tokens: Annotated[int, msgspec.Meta(ge=0, le=50_000)] = 60
+    interval_ms: Annotated[float, msgspec.Meta(ge=0, le=1_000)] = 20
     seed: int | str | None = None
-    reasoning_tokens: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 0
+    reasoning_tokens: Annotated[int, msgspec.Meta(ge=0, le=50_000)] = 0
+
+    def __post_init__(self) -> None:
+        seconds = (self.tokens + self.reasoning_tokens) * self.interval_ms / 1000
+        if seconds > SIMULATED_MAX_SECONDS:
+            raise ValueError(
+                f"(tokens + reasoning_tokens) * interval_ms is {seconds:g} s; "
+                f"at most {SIMULATED_MAX_SECONDS} s"
+            )
 
 
 class ToolSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

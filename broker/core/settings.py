@@ -88,6 +88,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_header_count: int = 100
     header_timeout_seconds: float = 10.0
     idle_connection_seconds: float = 5.0
+    # The longest any run may generate, whatever its model: then it fails with run_timeout.
+    max_run_seconds: float = 1800.0
     log_level: str = "INFO"
     # Model catalogue (README, "Model providers"): a TOML file of models, plus the
     # OpenAI-compatible shortcut, the comma-separated model names (``name`` or
