@@ -278,3 +278,78 @@ async def test_a_reconnect_storm_of_2000_clients_is_served_without_errors(
     for position, events in results:
         start = 0 if position is None else next(i for i, e in enumerate(stored) if e.id == position) + 1
         assert events == stored[start:]
+
+
+@pytest.mark.parametrize("pause", [3.0, 12.0])
+async def test_redis_paused_then_resumed_loses_and_repeats_nothing_for_any_client(
+    own_stack: Stack, own_redis: EmbeddedRedis, pause: float
+) -> None:
+    """Redis stopped (SIGSTOP) mid-answer, shortly and past every socket timeout, with several
+    clients on two fronts: each gets exactly the stored stream, and the run ends once."""
+    own_stack.start(fronts=2, workers=1, coalesce_ms=0)
+    cid = new_cid("redis_paused")
+    run_id = (
+        await own_stack.fronts[0].api.start_run(cid, "through the pause", tokens=400, interval_ms=10)
+    )["run_id"]
+    readers = [
+        asyncio.ensure_future(_read_across_outages(front.url, cid, run_id, timeout=120))
+        for front in own_stack.fronts
+        for _ in range(3)
+    ]
+    await asyncio.sleep(1.0)
+    assert own_redis.process is not None
+    async with httpx.AsyncClient(
+        base_url=own_stack.fronts[1].url, trust_env=False, timeout=30
+    ) as http:
+        own_redis.process.send_signal(signal.SIGSTOP)
+        try:
+            during = asyncio.ensure_future(http.get(f"/v1/conversations/{cid}"))
+            await asyncio.sleep(pause)
+        finally:
+            own_redis.process.send_signal(signal.SIGCONT)
+        snapshot = await during
+    # Answered once Redis is back, or 503 after the store's timeout: never a server error.
+    assert snapshot.status_code in (200, 503), snapshot.text
+
+    results = await asyncio.gather(*readers)
+    client = redis.Redis.from_url(own_redis.url)
+    stored = stored_events(client, "faults", cid)
+    client.close()
+    for events in results:
+        assert events == stored, "a client's view differs from the stored stream"
+    ended = terminals(stored, run_id)
+    assert [e.event for e in ended] == ["run.completed"]
+    words = "".join(e.json()["text"] for e in of_run(stored, run_id) if e.event == "delta").split()
+    assert len(words) == 400, "an append was lost or written twice across the pause"
+
+
+async def test_a_paused_front_holds_back_no_other_front_and_its_clients_lose_nothing(
+    stack: Stack, redis_client: redis.Redis, prefix: str
+) -> None:
+    stack.start(fronts=2, workers=1, coalesce_ms=0)
+    paused, other = stack.fronts
+    cid = new_cid("front_paused")
+    run_id = (await other.api.start_run(cid, "go on", tokens=300, interval_ms=15))["run_id"]
+    streams = [await front.api.stream(cid) for front in (paused, paused, other, other)]
+    try:
+        for stream in streams:
+            await stream.read_until(nth_delta(3), timeout=20)
+        paused.signal(signal.SIGSTOP)
+        try:
+            before = [len(stream.events) for stream in streams[2:]]
+            await asyncio.sleep(2.0)
+            for stream in streams[2:]:
+                await stream.read_until(nth_delta(len(stream.events) + 20), timeout=5)
+            grew = [len(s.events) - n for s, n in zip(streams[2:], before, strict=True)]
+        finally:
+            paused.signal(signal.SIGCONT)
+        await asyncio.gather(
+            *(stream.read_until(terminal_of(run_id), timeout=30) for stream in streams)
+        )
+    finally:
+        for stream in streams:
+            await stream.close()
+    assert all(count >= 20 for count in grew), grew
+    stored = stored_events(redis_client, prefix, cid)
+    for stream in streams:
+        assert stream.events == stored

@@ -7,6 +7,7 @@ a documented 4xx or a success, never a 5xx, and a refused request writes nothing
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import uuid
@@ -19,6 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broker.core.ids import format_stream_id, is_valid_path_id, parse_stream_id
+from tests.helpers import terminal_of
+from tests.sse import open_sse
 from tests.stack import Front
 from workers.providers.failures import excerpt
 
@@ -187,3 +190,65 @@ def test_any_body_is_accepted_or_refused_without_a_trace(
         assert response.status_code in ERROR_STATUSES, response.text
         assert response.json()["error"]["code"]
         assert written == [], "a refused request left keys behind"
+
+
+forged_positions = st.one_of(
+    # Any position but 0-0 (which means "from the beginning") is not this conversation's.
+    st.tuples(st.integers(1, 2**64 - 1), st.integers(0, 2**64 - 1)).map(format_stream_id),
+    st.sampled_from(
+        ["18446744073709551615-18446744073709551615", "99999999999999-0", "0-1", "1-0"]
+    ),
+)
+forgers = st.lists(
+    st.tuples(
+        forged_positions,
+        st.sampled_from(["runs/active/stream", "stream"]),
+        st.sampled_from(["header", "query"]),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+async def _forgers_then_honest_viewers(front: Front, forged: list[tuple[str, str, str]]) -> None:
+    cid = "forged_" + uuid.uuid4().hex[:8]
+    run_id = (await front.api.start_run(cid, "hi"))["run_id"]  # no worker: it stays queued
+    opened = []
+    try:
+        for position, endpoint, via in forged:
+            path = f"/v1/conversations/{cid}/{endpoint}"
+            if via == "query":
+                path += "?last_event_id=" + quote(position, safe="")
+            stream = await open_sse(
+                front.url, path, last_event_id=position if via == "header" else None
+            )
+            opened.append(stream)
+            assert stream.status == 200, (position, endpoint, via, stream.response.body)
+            first = await stream.next(timeout=10)
+            assert first is not None and first.event == "reset", (position, first)
+        await asyncio.sleep(0.2)  # the forgers' feeds reach the shared tail first
+        honest = [await front.api.stream(cid), await front.api.run_stream(cid, "active")]
+        opened += honest
+        for stream in honest:
+            await stream.read_until(lambda e: e.event == "message", timeout=10)
+        # A live event: cancelling the queued run writes its terminal at once.
+        assert (await front.api.cancel(cid)).status_code == 200
+        for stream in honest:
+            await stream.read_until(terminal_of(run_id), timeout=5)
+    finally:
+        for stream in opened:
+            await stream.close()
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(forged=forgers)
+def test_no_forged_position_holds_back_honest_viewers(
+    lone_front: Front, forged: list[tuple[str, str, str]]
+) -> None:
+    """Several forgers at once, on both streams, subscribed first: honest viewers of the same
+    conversation on the same front still get a live event."""
+    asyncio.run(_forgers_then_honest_viewers(lone_front, forged))
