@@ -67,8 +67,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     limit_active_runs_per_subject: int = 16
     # An open stream's lease, renewed by its front: a front that died stops counting within it.
     stream_lease_seconds: float = 30.0
-    # A run counts towards its subject's active runs at most this long, even if nobody sees it end.
-    limit_run_seconds: float = 3600.0
     # Workers
     coalesce_ms: float = 15.0
     worker_concurrency: int = 64

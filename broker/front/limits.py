@@ -241,7 +241,7 @@ class Limits:
             now + int(settings.stream_lease_seconds * 1000),
             settings.limit_active_runs_per_subject if posting else 0,
             cid or "",
-            now + int(settings.limit_run_seconds * 1000),
+            now + int(settings.max_run_seconds * 2 * 1000),
         ]
         if streams == 0:
             stream_id = None
