@@ -6,9 +6,7 @@ nothing.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
@@ -18,29 +16,26 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from broker.core.bodies import MessageAccepted, PostMessage
-from broker.core.events import TERMINAL_STATUSES, UserMessage, encode
-from broker.core.ids import StreamPos, is_valid_path_id, new_id, parse_stream_id, predecessor
-from broker.core.jobs import Job, job_encoder
-from broker.core.models import Catalogue, UnknownModel
+from broker.core.bodies import PostMessage
+from broker.core.ids import StreamPos, is_valid_path_id, parse_stream_id
 from broker.core.snapshot import build_snapshot
-from broker.core.store import NOBODY, Accepted, Owner
-from broker.front.access import Access, GuardedRoute, admission_of, conversation_not_found
+from broker.front import posting
+from broker.front.access import Access, GuardedRoute, conversation_not_found
 from broker.front.browser import NO_STORE
 from broker.front.cancel import cancel_run
 from broker.front.errors import ApiError
 from broker.front.feed import Feed, resolve_start
 from broker.front.limits import Cost
 from broker.front.openapi import DOCUMENT
-from broker.front.principal import principal_of
+from broker.front.posting import idempotency_key_of
 from broker.front.request_body import json_body
 from broker.front.services import Services
 from broker.front.session import session
 from broker.front.sse import EventStreamResponse, retry_frame
+from broker.front.streams import open_feed, open_run_feed
 
 log = logging.getLogger("broker.front.api")
 _encoder = msgspec.json.Encoder()
-_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
 def _json(
@@ -82,101 +77,13 @@ def _last_event_id(request: Request) -> StreamPos | None:
     return position
 
 
-def _check_message(message: PostMessage, max_chars: int, catalogue: Catalogue) -> None:
-    if not message.content.strip():
-        raise ApiError(422, "invalid_field", "content must not be empty")
-    if max_chars and len(message.content) > max_chars:
-        raise ApiError(413, "content_too_large", f"content exceeds {max_chars} characters")
-    try:
-        catalogue.check_params(message.model, message.params)
-    except UnknownModel:
-        raise ApiError(422, "unknown_model", f"unknown model {message.model!r}") from None
-    except msgspec.ValidationError as exc:
-        raise ApiError(422, "invalid_field", f"params: {exc}") from None
-
-
 async def post_message(request: Request) -> Response:
     services = _services(request)
-    store = services.store
     cid = _path_id(request, "cid")
-    principal = principal_of(request)
-    owner = Owner(principal.subject, principal.admin) if services.gate.enforced else NOBODY
-    limits = services.gate.limits
-    # The guard read the conversation if its owner is checked or its creation counted.
-    creating = admission_of(request).exists is False and limits.counts_creation(principal)
-    idempotency_key = request.headers.get("idempotency-key")
-    if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
-        raise ApiError(
-            400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 visible ASCII characters"
-        )
+    idempotency_key = idempotency_key_of(request)
     message = await json_body(request, PostMessage, services.settings.max_body_bytes)
-    _check_message(message, services.settings.max_content_chars, services.catalogue)
-
-    run_id, message_id, answer_id = new_id("r"), new_id("m"), new_id("m")
-    _, data = encode(UserMessage(message_id=message_id, content=message.content, run_id=run_id))
-    fingerprint = hashlib.sha256(_encoder.encode(message)).hexdigest()
-    # A new conversation is counted in the same round trip as the checks before queueing.
-    refused, counted = await store.precheck(
-        cid,
-        idempotency_key,
-        owner,
-        also=(lambda pipe: limits.count_creation(pipe, principal)) if creating else None,
-    )
-    if refused is not None:
-        return _refusal(cid, refused, fingerprint)
-    if creating:
-        limits.check_creation(counted)
-
-    # The job goes first: once the run is accepted, its job already exists, so a front that
-    # dies in between leaves at most a job for a run that never was, which a worker drops.
-    job = Job(
-        conversation_id=cid,
-        run_id=run_id,
-        message_id=message_id,
-        assistant_message_id=answer_id,
-        model=message.model,
-        params=message.params,
-        content=message.content,
-    )
-    job_id = await store.redis.xadd(store.keys.jobs, {b"j": job_encoder.encode(job)})
-    accepted = await store.accept(
-        cid,
-        run_id=run_id,
-        message_id=message_id,
-        assistant_message_id=answer_id,
-        model=message.model,
-        data=data,
-        idempotency_key=idempotency_key,
-        idempotency_record=f"{fingerprint}\n{run_id}\n{message_id}",
-        owner=owner,
-    )
-    if accepted.outcome != "ok":
-        # A worker that already read the job finds it gone and leaves the run's keys untouched.
-        await store.redis.xdel(store.keys.jobs, job_id)
-        return _refusal(cid, accepted, fingerprint)
-    return _json(MessageAccepted(cid, message_id, run_id, accepted.event_id), 202)
-
-
-def _refusal(cid: str, refused: Accepted, fingerprint: str) -> Response:
-    """The answer to a POST that starts nothing: the first answer to a retry, or an error."""
-    if refused.outcome == "replay":
-        first_fingerprint, first_run, first_message, first_event = (
-            refused.idempotency_record.split("\n")
-        )
-        if first_fingerprint != fingerprint:
-            raise ApiError(
-                422, "idempotency_key_reused", "this Idempotency-Key was used with another body"
-            )
-        return _json(MessageAccepted(cid, first_message, first_run, first_event), 202)
-    if refused.outcome == "not_owner":
-        # Somebody else's: the same answer as everywhere a conversation may not be seen. (The
-        # id is taken, so a POST cannot answer like a conversation that does not exist.)
-        raise conversation_not_found(cid)
-    if refused.outcome == "run_active":
-        raise ApiError(
-            409, "run_active", f"run {refused.active_run} of this conversation has not finished"
-        )
-    raise ApiError(503, "try_again", "the run could not be queued in time", {"Retry-After": "1"})
+    accepted = await posting.post_message(request, cid, message, idempotency_key)
+    return _json(accepted, 202)
 
 
 async def _sse_body(prefix: bytes, feed: Feed) -> AsyncIterator[bytes]:
@@ -197,9 +104,9 @@ async def stream_conversation(request: Request) -> Response | EventStreamRespons
     start = await resolve_start(services.store, cid, last_event_id)
     if start is None:
         raise conversation_not_found(cid)
-    feed = services.feed(cid, start.position, expires_at=principal_of(request).expires_at)
+    feed, release = open_feed(request, cid, start.position)
     prefix = retry_frame(services.settings.retry_ms) + (start.reset or b"")
-    return EventStreamResponse(_sse_body(prefix, feed), services.admit_stream(cid))
+    return EventStreamResponse(_sse_body(prefix, feed), release)
 
 
 async def _known_conversation(services: Services, cid: str) -> None:
@@ -209,38 +116,18 @@ async def _known_conversation(services: Services, cid: str) -> None:
 
 async def stream_run(request: Request) -> Response | EventStreamResponse:
     services = _services(request)
-    store = services.store
     cid = _path_id(request, "cid")
     run_id = _run_id_or_active(request)
     last_event_id = _last_event_id(request)
     if run_id == "active":
-        active = await store.active_run(cid)
+        active = await services.store.active_run(cid)
         if active is None:
             await _known_conversation(services, cid)
             return Response(status_code=204)
         run_id = active
-    info = await store.run_info(cid, run_id)
-    if info is None:
-        await _known_conversation(services, cid)
-        raise ApiError(404, "run_not_found", f"no run {run_id} in conversation {cid}")
-    message_pos = parse_stream_id(info["message_event_id"])
-    assert message_pos is not None
-    position = predecessor(message_pos)
-    reset = b""
-    if last_event_id is not None:
-        # Checked exactly as on the conversation stream: a position that is not one of this
-        # stream's (from the future, or another conversation) gets `reset` and the whole run.
-        start = await resolve_start(store, cid, last_event_id)
-        if start is None:
-            raise ApiError(404, "conversation_not_found", f"no conversation {cid}")
-        position = max(position, start.position)
-        reset = start.reset or b""
-    feed = services.feed(cid, position, run_id=run_id, expires_at=principal_of(request).expires_at)
-    terminal = parse_stream_id(info.get("terminal_event_id", ""))
-    if info["status"] in TERMINAL_STATUSES and terminal is not None and position >= terminal:
-        feed.finished = True
-    prefix = retry_frame(services.settings.retry_ms) + reset
-    return EventStreamResponse(_sse_body(prefix, feed), services.admit_stream(cid))
+    run = await open_run_feed(request, cid, run_id, last_event_id)
+    prefix = retry_frame(services.settings.retry_ms) + run.reset
+    return EventStreamResponse(_sse_body(prefix, run.feed), run.release)
 
 
 def _wait_seconds(request: Request, limit: float) -> float | None:
