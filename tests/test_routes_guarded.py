@@ -8,6 +8,7 @@ here.
 
 from __future__ import annotations
 
+import pytest
 from starlette.routing import BaseRoute, Mount, Route
 
 from broker.app import create_app
@@ -62,4 +63,6 @@ def test_the_walk_finds_a_forgotten_route() -> None:
         GuardedRoute("/healthz", endpoint, methods=["GET"], access=Access.SUBJECT),
     ]
     assert len(_unguarded(forgotten)) == 4
+    with pytest.raises(ValueError):
+        GuardedRoute("/v1/chat", endpoint, methods=["POST"], access=Access.POST)
     assert _unguarded([Route("/healthz", endpoint), Mount("/static", routes=[])]) == []

@@ -12,8 +12,9 @@ and refuses:
 The owner may do everything, from any device; an ``admin`` principal may do everything on every
 conversation. With BROKER_AUTH=none nothing is checked: only the limits are counted.
 
-Adapters that serve conversations through other routes call ``authorize`` (or build their routes
-with ``GuardedRoute``); other resources owned by a subject use ``check_owner``.
+A route whose conversation is not in its path (a protocol that names it in the body) gives
+``GuardedRoute`` the function that finds it; the guard runs it, then admits as for any route.
+Other resources owned by a subject use ``check_owner``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ class Access(Enum):
     READ = "read"  # stream, resume, snapshot: the owner, a read grant, an admin
     WRITE = "write"  # cancel: the owner or an admin
     POST = "post"  # a message: WRITE, or anyone when the conversation does not exist yet
+    # READ, except that a conversation the caller may not read is admitted as one that does not
+    # exist (``Admission.exists`` False), for routes whose answer to a missing conversation is
+    # not an error (the AI SDK's "nothing to resume", an empty message list).
+    PEEK = "peek"
 
 
 def conversation_not_found(cid: str) -> ApiError:
@@ -150,15 +155,30 @@ class Gate:
         owner, first_id = meta
         exists = first_id is not None
         if self.enforced:
-            decide(principal, cid, access, owner.decode() if owner else None, exists)
+            owner_subject = owner.decode() if owner else None
+            if access is Access.PEEK:
+                try:
+                    decide(principal, cid, Access.READ, owner_subject, exists)
+                except ApiError:
+                    return False  # the same answer as for a conversation that does not exist
+            else:
+                decide(principal, cid, access, owner_subject, exists)
         return exists
 
 
-def _guard(endpoint: Endpoint, access: Access, cost: Cost) -> Endpoint:
+# Finds the conversation a request is about when its path does not name it; raises the
+# request's 4xx for input it cannot read.
+Conversation = Callable[[Request], Awaitable[str]]
+
+
+def _guard(
+    endpoint: Endpoint, access: Access, cost: Cost, conversation: Conversation | None
+) -> Endpoint:
     @functools.wraps(endpoint)
     async def guarded(request: Request) -> Response:
         gate: Gate = request.state.services.gate
-        admission = await gate.admit(principal_of(request), access, cost, _path_cid(request))
+        cid = await conversation(request) if conversation is not None else _path_cid(request)
+        admission = await gate.admit(principal_of(request), access, cost, cid)
         request.state.admission = admission
         try:
             response = await endpoint(request)
@@ -175,7 +195,8 @@ def _guard(endpoint: Endpoint, access: Access, cost: Cost) -> Endpoint:
 
 
 class GuardedRoute(Route):
-    """A route that needs a principal with ``access`` to the conversation ``{cid}`` in its path."""
+    """A route that needs a principal with ``access`` to the conversation ``{cid}`` in its path,
+    or to the one ``conversation`` finds in the request when the path does not name it."""
 
     def __init__(
         self,
@@ -185,12 +206,17 @@ class GuardedRoute(Route):
         methods: Sequence[str],
         access: Access,
         cost: Cost = Cost.REQUEST,
+        conversation: Conversation | None = None,
     ) -> None:
-        if access is not Access.SUBJECT and "{cid}" not in path:
+        named = "{cid}" in path
+        if access is not Access.SUBJECT and not named and conversation is None:
             raise ValueError(f"{path}: conversation access needs {{cid}} in the path")
+        if named and conversation is not None:
+            raise ValueError(f"{path}: the conversation is named twice, in the path and elsewhere")
         self.access = access
         self.cost = cost
-        super().__init__(path, _guard(endpoint, access, cost), methods=list(methods))
+        self.conversation = conversation
+        super().__init__(path, _guard(endpoint, access, cost, conversation), methods=list(methods))
 
 
 def admission_of(request: Request) -> Admission:
