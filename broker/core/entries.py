@@ -27,3 +27,9 @@ def entry_from_redis(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
     name = fields[b"t"]
     frame = b"id: " + entry_id + b"\nevent: " + name + b"\ndata: " + fields[b"d"] + b"\n\n"
     return Entry((int(ms), int(seq)), fields.get(b"r", b""), name, frame)
+
+
+def entry_data(entry: Entry) -> bytes:
+    """The event's stored JSON bytes, as they sit in the entry's frame (``data:`` to the end)."""
+    frame = entry.frame
+    return frame[frame.index(b"\ndata: ") + 7 : -2]

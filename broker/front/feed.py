@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import anyio
 import msgspec
@@ -34,6 +34,22 @@ TOKEN_EXPIRED = unstored_frame(
         )
     ),
 )
+
+
+class FrameWriter(Protocol):
+    """How an adapter writes a feed in its own protocol instead of the broker's SSE frames."""
+
+    def entry(self, entry: Entry) -> bytes:
+        """The bytes for one entry of the feed (may be empty)."""
+        ...
+
+    def token_expired(self) -> bytes:
+        """The last bytes of a stream whose token expired."""
+        ...
+
+    def draining(self) -> bytes:
+        """The last bytes of a stream this process ends because it is shutting down."""
+        ...
 
 
 class Start(NamedTuple):
@@ -88,8 +104,10 @@ class Feed:
         catch_up: anyio.CapacityLimiter,
         run_id: str | None = None,
         expires_at: float | None = None,
+        writer: FrameWriter | None = None,
     ) -> None:
-        """``expires_at`` (Unix seconds) is when the token that opened the stream expires."""
+        """``expires_at`` (Unix seconds) is when the token that opened the stream expires;
+        ``writer`` writes the frames of an adapter's protocol (None: the broker's SSE)."""
         self._store = store
         self._hub = hub
         self._cid = cid
@@ -101,19 +119,21 @@ class Feed:
         self._catch_up_limiter = catch_up
         self._first_read = True
         self._expires_at = expires_at
+        self._writer = writer
         self.finished = False
 
     def _take(self, entries: list[Entry], out: list[bytes]) -> None:
         """Append the frames of entries past our position; stop after the run's terminal."""
         run = self._run
+        writer = self._writer
         for entry in entries:
             if entry.pos <= self.position:
                 continue
             self.position = entry.pos
             if run is None:
-                out.append(entry.frame)
+                out.append(entry.frame if writer is None else writer.entry(entry))
             elif entry.run_id == run:
-                out.append(entry.frame)
+                out.append(entry.frame if writer is None else writer.entry(entry))
                 if entry.name in TERMINAL_NAMES:
                     self.finished = True
                     return
@@ -151,7 +171,7 @@ class Feed:
                 items = await subscription.receive(self._keepalive)
                 # Checked once per wake-up, not per event: at the latest at the next keepalive.
                 if self._expires_at is not None and time.time() >= self._expires_at:
-                    yield TOKEN_EXPIRED
+                    yield TOKEN_EXPIRED if self._writer is None else self._writer.token_expired()
                     return
                 if not items:
                     yield KEEPALIVE
@@ -160,7 +180,12 @@ class Feed:
                 for item in items:
                     if item is CLOSED:
                         # Reconnect soon, elsewhere: the next stream sets `retry:` back.
-                        yield b"".join(out) + retry_frame(_DRAIN_RETRY_MS)
+                        ending = (
+                            retry_frame(_DRAIN_RETRY_MS)
+                            if self._writer is None
+                            else self._writer.draining()
+                        )
+                        yield b"".join(out) + ending
                         return
                     if not isinstance(item, Batch) or item.after > self.position:
                         # Fell behind (GAP), or the batch starts past our position: read the

@@ -14,7 +14,7 @@ from broker.core.settings import Settings
 from broker.core.store import Store
 from broker.front.access import Gate
 from broker.front.errors import ApiError
-from broker.front.feed import Feed
+from broker.front.feed import Feed, FrameWriter
 from broker.front.hub import Hub
 
 
@@ -56,6 +56,7 @@ class Services:
         *,
         run_id: str | None = None,
         expires_at: float | None = None,
+        writer: FrameWriter | None = None,
     ) -> Feed:
         return Feed(
             self.store,
@@ -67,4 +68,5 @@ class Services:
             catch_up=self.catch_up,
             run_id=run_id,
             expires_at=expires_at,
+            writer=writer,
         )

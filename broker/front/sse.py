@@ -36,10 +36,14 @@ class EventStreamResponse:
     """
 
     def __init__(
-        self, body: AsyncIterator[bytes], on_close: Callable[[], None] | None = None
+        self,
+        body: AsyncIterator[bytes],
+        on_close: Callable[[], None] | None = None,
+        headers: list[tuple[bytes, bytes]] = HEADERS,
     ) -> None:
         self.body = body
         self._on_close = [on_close] if on_close is not None else []
+        self._headers = headers
 
     def also_on_close(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` too when the stream ends, however it ends."""
@@ -47,7 +51,7 @@ class EventStreamResponse:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+            await send({"type": "http.response.start", "status": 200, "headers": self._headers})
             async with anyio.create_task_group() as tg:
 
                 async def watch_disconnect() -> None:

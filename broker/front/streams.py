@@ -2,7 +2,8 @@
 every adapter.
 
 A stream is admitted against this process's per-conversation limit (the per-subject lease was
-taken by the guard) and ends when the token that opened it expires.
+taken by the guard) and ends when the token that opened it expires; an adapter only chooses how
+the feed's entries are written on the wire.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from broker.core.events import TERMINAL_STATUSES
 from broker.core.ids import StreamPos, parse_stream_id, predecessor
 from broker.front.access import conversation_not_found
 from broker.front.errors import ApiError
-from broker.front.feed import Feed, resolve_start
+from broker.front.feed import Feed, FrameWriter, resolve_start
 from broker.front.principal import principal_of
 from broker.front.services import Services
 
@@ -39,8 +40,10 @@ def open_feed(
     position: StreamPos,
     *,
     run_id: str | None = None,
+    writer: FrameWriter | None = None,
 ) -> OpenFeed:
-    """Admit a new stream of ``cid`` (or refuse it: 429) and make its feed after ``position``."""
+    """Admit a new stream of ``cid`` (or refuse it: 429) and make its feed after ``position``,
+    written by ``writer`` (None: the broker's own SSE frames)."""
     services: Services = request.state.services
     release = services.admit_stream(cid)
     feed = services.feed(
@@ -48,6 +51,7 @@ def open_feed(
         position,
         run_id=run_id,
         expires_at=principal_of(request).expires_at,
+        writer=writer,
     )
     return OpenFeed(feed, release)
 
@@ -57,6 +61,8 @@ async def open_run_feed(
     cid: str,
     run_id: str,
     last_event_id: StreamPos | None = None,
+    *,
+    writer: FrameWriter | None = None,
 ) -> RunFeed:
     """The feed of one run from its user message (or after ``last_event_id``), ended by its
     terminal event.
@@ -83,7 +89,7 @@ async def open_run_feed(
             raise conversation_not_found(cid)
         position = max(position, start.position)
         reset = start.reset or b""
-    feed, release = open_feed(request, cid, position, run_id=run_id)
+    feed, release = open_feed(request, cid, position, run_id=run_id, writer=writer)
     terminal = parse_stream_id(info.get("terminal_event_id", ""))
     if info["status"] in TERMINAL_STATUSES and terminal is not None and position >= terminal:
         feed.finished = True
