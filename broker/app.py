@@ -10,6 +10,7 @@ import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from broker.adapters import ai_sdk_routes
 from broker.core.connections import redis_client
 from broker.core.models import Catalogue
 from broker.core.settings import Settings
@@ -92,7 +93,8 @@ def create_app(settings: Settings) -> Starlette:
             await pool.aclose()
 
     app = Starlette(
-        routes=routes, middleware=middleware, exception_handlers=HANDLERS, lifespan=lifespan
+        routes=[*routes, *ai_sdk_routes.routes],
+        middleware=middleware, exception_handlers=HANDLERS, lifespan=lifespan
     )
     app.state.drain = lambda: None
     return app

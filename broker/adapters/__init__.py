@@ -1,0 +1,1 @@
+"""Protocol adapters: other clients' wire formats over the same conversations."""
