@@ -67,3 +67,18 @@ async def collects(run: Run) -> None:
             "end": type(end).__name__,
         },
     )
+
+
+async def tools_and_data(run: Run) -> None:
+    """Every kind of output a UI message stream carries: reasoning, text, a streamed tool call
+    and its result, a whole call whose tool failed, a data part, then more text."""
+    await run.reasoning("The user wants the weather.")
+    await run.text("Let me look. ")
+    await run.tool_call_delta("call_weather", "weather", '{"city": ')
+    await run.tool_call_delta("call_weather", "weather", '"Paris"}')
+    await run.tool_call("call_weather", "weather", {"city": "Paris"})
+    await run.tool_result("call_weather", {"celsius": 21})
+    await run.tool_call("call_clock", "clock", {"zone": "CET"})
+    await run.tool_result("call_clock", "the clock is broken", is_error=True)
+    await run.data("citation", {"url": "https://weather.example/paris", "title": "Paris"})
+    await run.text("It is 21 degrees in Paris.")
