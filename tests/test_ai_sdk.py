@@ -9,6 +9,7 @@ against what the broker stored, read through API version 1.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -387,3 +388,27 @@ def test_with_tokens_the_chat_is_its_owners_alone(harness: Path, stack: Stack) -
     cookie = _post(front, {"id": new_cid("c"), "messages": user}, {"Cookie": f"broker_token={alice}"})
     assert cookie.status_code == 401
     assert len(stored(front, cid, {"Authorization": f"Bearer {alice}"})["messages"]) == 2
+
+
+def test_the_example_asks_then_shows_the_conversation(
+    harness: Path, front: Front, tmp_path: Path
+) -> None:
+    """examples/ai_sdk/chat.mjs, run as its README says (with the harness's install of ai 7)."""
+    (tmp_path / "chat.mjs").write_text((REPO_ROOT / "examples/ai_sdk/chat.mjs").read_text())
+    (tmp_path / "node_modules").symlink_to(harness / "node_modules")
+    cid = new_cid("example")
+    env = {"PATH": os.environ["PATH"], "BROKER_URL": front.url}
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            ["node", "chat.mjs", cid, *args], cwd=tmp_path, env=env, capture_output=True,
+            text=True, timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    asked = run("Tell me about streams")
+    answer = stored(front, cid)["messages"][-1]["content"]
+    assert f"assistant: {answer}\n" in asked
+    shown = run()
+    assert shown.splitlines()[:2] == ["user: Tell me about streams", f"assistant: {answer}"]
