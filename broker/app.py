@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from broker.adapters import ai_sdk_routes
-from broker.core.connections import redis_client
+from broker.core.connections import connect, redis_client
 from broker.core.models import Catalogue
 from broker.core.settings import Settings
 from broker.core.store import Store
@@ -23,9 +23,8 @@ from broker.front.errors import HANDLERS
 from broker.front.hub import Hub
 from broker.front.limits import Limits
 from broker.front.services import Services
+from broker.front.stream_routes import StreamRoutes
 from broker.front.tokens import SecurityConfigError, TokenVerifier
-
-_TAIL_BLOCK_MS = 5000
 
 
 def _verifier(settings: Settings) -> TokenVerifier | None:
@@ -58,23 +57,22 @@ def create_app(settings: Settings) -> Starlette:
             cookie=settings.session_cookie,
             query_token=settings.jwt_query_token,
         ),
+        # Innermost: the SSE routes skip the router and the exception middleware (StreamRoutes).
+        Middleware(StreamRoutes, routes=[r for r in routes if r.path.endswith("/stream")]),
     ]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
         pool = redis_client(settings, "front", max_connections=settings.redis_pool_size)
-        # The shared tail's blocking read holds its connection; it gets one of its own.
-        tail = redis_client(
-            settings, "front", max_connections=1, socket_timeout=_TAIL_BLOCK_MS / 1000 + 10
-        )
         store = Store(pool, settings)
+        # The hub opens its own subscription connections: one per shard.
         hub = Hub(
-            tail,
             pool,
             store.keys,
+            cluster=settings.redis_cluster,
             queue_frames=settings.client_queue_frames,
-            block_ms=_TAIL_BLOCK_MS,
-            batch_seconds=settings.tail_batch_ms / 1000,
+            keepalive_seconds=settings.keepalive_seconds,
+            ping_seconds=settings.live_ping_seconds,
         )
         loop = asyncio.get_running_loop()
         # Called from the server's signal handler, before it waits for open connections.
@@ -82,14 +80,19 @@ def create_app(settings: Settings) -> Starlette:
         limits = Limits(pool, store.keys, settings)
         gate = Gate(pool, store.keys, limits, enforced=verifier is not None)
         try:
+            await connect(pool)
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(hub.run)
                 tasks.start_soon(limits.leases.run)
-                catch_up = anyio.CapacityLimiter(max(1, settings.redis_pool_size // 2))
-                yield {"services": Services(settings, store, hub, catalogue, catch_up, gate)}
+                half = max(1, settings.redis_pool_size // 2)
+                first_reads, catch_up = anyio.CapacityLimiter(half), anyio.CapacityLimiter(half)
+                yield {
+                    "services": Services(
+                        settings, store, hub, catalogue, first_reads, catch_up, gate
+                    )
+                }
                 tasks.cancel_scope.cancel()
         finally:
-            await tail.aclose()
             await pool.aclose()
 
     app = Starlette(
@@ -98,3 +101,4 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.drain = lambda: None
     return app
+

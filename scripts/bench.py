@@ -13,6 +13,10 @@ processes, an appender, and a worker for S5. Scenarios:
   long conversations; time to first event.
 - S4 idle: thousands of SSE connections held open, a trickle of events; RSS per connection.
 - S5 worker: real worker with the simulated model; tokens per worker CPU-second, writes per token.
+- S6 idle conversations: one busy conversation (a real worker, simulated tokens coalesced as
+  usual, one client) while N idle conversations each hold an open stream, for every N in a
+  list; front CPU, Redis CPU and Redis commands per delivered event, from the run's first
+  append to its terminal event.
 
 Each scenario runs a warm-up, then a fixed measured window; every counter is a delta over that
 window. Latency is end to end: the appender puts ``time.time_ns()`` in each delta's text and the
@@ -62,7 +66,7 @@ from bench_infra import (  # noqa: E402
 from bench_load import Go, LoadPlan, LoadResult, load_main, raise_nofile  # noqa: E402
 from bench_report import Report, Result, markdown, percentiles, ratios  # noqa: E402
 
-ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5")
+ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6")
 SOURCE_ADDRESSES = [f"127.0.0.{i}" for i in range(2, 10)]
 SETUP_TIMEOUT = 180.0
 
@@ -134,7 +138,8 @@ class Bench:
                     before = redis_sample(self.redis)
                     sequence += 1
                     events = [encode(Delta(run, "0"))] * count
-                    await store.append(cid, run, start.fence, sequence, events)
+                    # As the appender's pipelined appends: no TTL renewal.
+                    await store.append(cid, run, start.fence, sequence, events, refresh_ttl=False)
                     costs.append((count, redis_sample(self.redis).delta(before)))
                 one = min(c for n, c in costs if n == 1)
                 two = min(c for n, c in costs if n == 2)
@@ -302,6 +307,88 @@ class Bench:
         )
         return result
 
+    # -- S6: idle conversations beside one busy one --------------------------------------
+
+    def idle_conversations(self, idle: int) -> Result:
+        """Cost per delivered event of one busy conversation while ``idle`` others are open.
+
+        The idle conversations get one stored entry each (written directly, they only need to
+        exist) and one open stream each; the busy one is a real run of the simulated model.
+        The window is the run itself: from the POST to its terminal event in Redis.
+        """
+        from broker.core.keys import Keys
+
+        args = self.args
+        keys = Keys(self.prefix)
+        tag = f"s6x{idle}"
+        idle_cids = [f"{tag}-idle-{i}" for i in range(idle)]
+        busy = f"{tag}-busy"
+        with self.redis.pipeline(transaction=False) as pipe:
+            for i, cid in enumerate(idle_cids):
+                pipe.xadd(keys.conversation(cid).events, {b"t": b"message", b"d": b"{}", b"r": b"r_idle"})
+                if i % 1000 == 999:
+                    pipe.execute()
+            pipe.execute()
+        # Keepalives are per connection, not per event: out of the window.
+        settings = {**self.front_settings, "keepalive_seconds": 3600}
+        child = self.processes.front("broker", self.redis_url, self.prefix, settings)
+        worker = self.processes.worker(self.redis_url, self.prefix, 8, {"shutdown_grace_seconds": 1})
+        try:
+            _post_message(child.url, busy, 1, 1)  # the busy conversation exists before its client
+            _wait_run_ended(self.redis, keys, busy, 60)
+            clients = [(cid, None) for cid in idle_cids] + [(busy, None)]
+            loads = self._loads(clients, child.port, storm=False)
+            for process, pipe in loads:
+                receive(pipe, process, SETUP_TIMEOUT, "load")
+            time.sleep(1.0)
+            length_before = self.redis.xlen(keys.conversation(busy).events)
+            t0 = time.time_ns()
+            budget = args.s6_tokens * args.s6_interval_ms / 1000 + 60
+            t_end = t0 + int(budget * 1e9)
+            for _, pipe in loads:
+                pipe.send(Go(t0, t_end, t_end))
+            pids = {"front": [child.pid], "load": [p.pid for p, _ in loads], "worker": [worker.pid]}
+            before = self._sample(pids, {}, t0)
+            _post_message(child.url, busy, args.s6_tokens, args.s6_interval_ms)
+            polls = _wait_run_ended(self.redis, keys, busy, budget)
+            time.sleep(0.2)  # the last event reaches the client
+            after = self._sample(pids, {}, time.time_ns())
+            connections = connections_named(self.redis, f"broker:front:{child.pid}")
+            rss = rss_bytes(child.pid)
+            for process, _ in loads:
+                process.kill()
+            self.processes.reap_helpers()
+        finally:
+            self.processes.release(worker)
+            self.processes.release(child)
+        delivered = self.redis.xlen(keys.conversation(busy).events) - length_before
+        window = (after.at - before.at) / 1e9
+        front_cpu = after.cpu["front"] - before.cpu["front"]
+        redis_cpu = after.redis.cpu - before.redis.cpu
+        # The benchmark's own polling for the run's end is not the broker's work.
+        after.redis.calls["hget"] = after.redis.calls.get("hget", 0) - polls
+        commands = after.redis.delta(before.redis)
+        result = Result(
+            scenario=f"S6/{idle}", system="broker", conversations=idle + 1, clients=idle + 1,
+            connected=idle + 1, window_s=round(window, 3), delivered_events=delivered,
+            events_per_s=round(delivered / window, 1), front_cpu_s=round(front_cpu, 3),
+            front_cpu_pct=after.cpu_pct(before, "front"),
+            redis_cpu_pct=round(redis_cpu / window * 100, 1),
+        )
+        result.front_redis_connections = connections
+        result.front_rss_mb = round(rss / 2**20, 1)
+        if delivered:
+            result.front_cpu_ms_per_event = round(front_cpu / delivered * 1000, 3)
+            result.redis_cpu_ms_per_event = round(redis_cpu / delivered * 1000, 3)
+            result.redis_cmds_per_event_all = round(commands / delivered, 2)
+            result.commands_by_name = {
+                name: round((after.redis.calls.get(name, 0) - before.redis.calls.get(name, 0)) / delivered, 3)
+                for name in sorted(set(after.redis.calls) | set(before.redis.calls))
+                if after.redis.calls.get(name, 0) != before.redis.calls.get(name, 0)
+            }
+        result.note = f"{args.s6_tokens} tokens every {args.s6_interval_ms:g} ms; worker CPU {after.cpu['worker'] - before.cpu['worker']:.2f} s"
+        return result
+
     # -- shared accounting ---------------------------------------------------------------
 
     def _sample(self, pids: dict[str, list[int]], counters: dict[str, Any], at_ns: int) -> Sample:
@@ -406,6 +493,21 @@ def _post_message(base_url: str, cid: str, tokens: int, interval_ms: float) -> N
             raise RuntimeError(f"bench: POST message answered {response.status}")
 
 
+def _wait_run_ended(client: redis.Redis, keys: Any, cid: str, timeout: float) -> int:
+    """Poll until the conversation has no active run (its terminal event is stored); returns
+    how many HGETs that took, so they can be left out of the command counts."""
+    deadline = time.monotonic() + timeout
+    meta = keys.conversation(cid).meta
+    time.sleep(0.05)
+    polls = 1
+    while client.hget(meta, "active_run"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"bench: the run of {cid} did not end within {timeout:.0f}s")
+        time.sleep(0.02)
+        polls += 1
+    return polls
+
+
 def parse_setting(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep:
@@ -445,6 +547,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--s5-runs", type=int, default=32, help="concurrent runs on the one worker")
     p.add_argument("--s5-tokens-per-s", type=float, default=200.0, help="tokens/s of each simulated run")
     p.add_argument("--s5-concurrency", type=int, default=64)
+    p.add_argument("--s6-idle", type=_int_list, default=[0, 1000, 5000, 10_000],
+                   help="idle open conversations beside the busy one, a list")
+    p.add_argument("--s6-tokens", type=int, default=3000, help="tokens of the busy run")
+    p.add_argument("--s6-interval-ms", type=float, default=2.0, help="the simulated model's interval")
     return p
 
 
@@ -481,6 +587,11 @@ def run(args: argparse.Namespace, redis_url: str, processes: Processes) -> Repor
             if scenario == "S5":
                 _progress("S5 broker")
                 results.append(bench.worker())
+                continue
+            if scenario == "S6":
+                for idle in args.s6_idle:
+                    _progress(f"S6/{idle} broker")
+                    results.append(bench.idle_conversations(idle))
                 continue
             for workload in workloads(args, scenario):
                 for system in systems:

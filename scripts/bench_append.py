@@ -124,9 +124,9 @@ class Appender:
 
     async def check_pipelined_append(self) -> None:
         """Make sure a pipelined append writes what ``Store.append`` writes, or stop loudly."""
-        from broker.core.store import APPEND
+        from broker.core.store import APPEND, script_text
 
-        self._sha = await self.redis.script_load(APPEND)
+        self._sha = await self.redis.script_load(script_text(APPEND, cluster=False))
         if not self.runs:
             return
         await self._append_batch([0], text="0")
@@ -149,8 +149,8 @@ class Appender:
                 self.sequence[index] += 1
                 _, data = encode(Delta(run_id, text if text is not None else str(time.time_ns())))
                 pipe.evalsha(
-                    self._sha, 3, keys.events, keys.meta, keys.run(run_id),
-                    run_id, maxlen, ttl_ms, self.sequence[index], *self.fences[run_id],
+                    self._sha, 4, keys.events, keys.meta, keys.run(run_id), keys.live,
+                    run_id, maxlen, ttl_ms, self.sequence[index], *self.fences[run_id], 0,
                     "delta", data,
                 )
             replies = await pipe.execute()

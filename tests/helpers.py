@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
+from broker.core.keys import Keys
+from broker.core.settings import Settings
 from tests.sse import Event
 
 
@@ -28,3 +30,8 @@ def nth_delta(n: int) -> Callable[[Event], bool]:
         return seen >= n
 
     return stop
+
+
+def job_streams(prefix: str, cluster: bool = False) -> list[str]:
+    """The jobs queue's streams, as the broker names them with its default shard count."""
+    return Keys(prefix, Settings(redis_cluster=cluster).job_shard_count).job_streams

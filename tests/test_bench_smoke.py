@@ -21,6 +21,7 @@ TINY = [
     "--s3-conversations", "2", "--s3-events", "100", "--s3-clients", "6",
     "--s4-clients", "20", "--s4-conversations", "4", "--s4-rate", "20",
     "--s5-runs", "2",
+    "--s6-idle", "0,5", "--s6-tokens", "30", "--s6-interval-ms", "2",
 ]
 
 
@@ -31,7 +32,7 @@ def test_bench_runs_every_scenario(redis_url: str, prefix: str, tmp_path: Path) 
     completed = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / "bench.py"), *TINY,
          "--key-prefix", prefix, "--json", str(out)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "| S1 | broker |" in completed.stdout
@@ -40,7 +41,17 @@ def test_bench_runs_every_scenario(redis_url: str, prefix: str, tmp_path: Path) 
     assert report["machine"]["cores"] >= 1 and report["machine"]["redis"]
     seen = {(r["scenario"], r["system"]): r for r in report["results"]}
     streaming = ["S1", "S2/3", "S3", "S4"]
-    assert set(seen) == {(s, system) for s in streaming for system in ("broker", "naive")} | {("S5", "broker")}
+    idle = {("S6/0", "broker"), ("S6/5", "broker")}
+    assert set(seen) == (
+        {(s, system) for s in streaming for system in ("broker", "naive")}
+        | {("S5", "broker")}
+        | idle
+    )
+    for key in idle:
+        result = seen.pop(key)
+        assert result["delivered_events"] > 2, result  # message, started, deltas, completed
+        assert result["front_cpu_ms_per_event"] >= 0 and result["redis_cmds_per_event_all"] > 0
+        assert result["commands_by_name"]["xadd"] > 0
     for (scenario, system), result in seen.items():
         assert result["connected"] == result["clients"] > 0, (scenario, system, result)
         assert result["delivered_events"] > 0, (scenario, system)

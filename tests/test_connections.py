@@ -1,4 +1,4 @@
-"""One shared tail: a front's Redis connections do not grow with its SSE clients.
+"""One subscription connection: a front's Redis connections do not grow with its SSE clients.
 
 500 SSE clients on one front, spread over a few conversations; the front's own connections
 (named ``broker:front:<pid>`` in ``CLIENT LIST``) are counted at 10 clients and at 500, and must
@@ -21,7 +21,7 @@ from tests.stored import stored_events
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(240)]
 
 POOL_SIZE = 6
-BOUND = POOL_SIZE + 2  # the pool, plus the shared tail's own connection, plus one of slack
+BOUND = POOL_SIZE + 2  # the pool, plus the live subscription connection, plus one of slack
 CLIENTS = 500
 CONVERSATIONS = 5
 
@@ -47,7 +47,7 @@ async def test_connections_stay_flat_from_10_to_500_clients_and_all_get_live_eve
         await front.api.wait_run_finished(cid, run["run_id"])
     starts = {cid: stored_events(redis_client, prefix, cid)[-1].id for cid in cids}
 
-    # One conversation is live while clients arrive: its tail is read the whole time.
+    # One conversation is live while clients arrive: its notices flow the whole time.
     busy = cids[0]
     busy_run = (await front.api.start_run(busy, "busy", tokens=4000, interval_ms=5))["run_id"]
 

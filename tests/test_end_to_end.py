@@ -12,7 +12,8 @@ import uuid
 import pytest
 import redis
 
-from tests.helpers import new_cid, nth_delta, terminal_of
+from tests.conftest import RedisTarget
+from tests.helpers import job_streams, new_cid, nth_delta, terminal_of
 from tests.stack import Stack
 from tests.stored import (
     answer_text,
@@ -23,7 +24,11 @@ from tests.stored import (
     terminals,
 )
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.timeout(120),
+    pytest.mark.parametrize("redis_target", ["single", "cluster"], indirect=True),
+]
 
 TERMINAL_STATUS = {
     "run.completed": "completed",
@@ -172,7 +177,7 @@ async def test_cancel_from_another_device_after_the_first_disconnected(
 
 
 async def test_cancel_before_any_worker_picked_the_run_up(
-    stack: Stack, redis_client: redis.Redis, prefix: str
+    stack: Stack, redis_client: redis.Redis, prefix: str, redis_target: RedisTarget
 ) -> None:
     stack.start(fronts=1, workers=0)
     (front,) = stack.fronts
@@ -202,8 +207,9 @@ async def test_cancel_before_any_worker_picked_the_run_up(
     assert stored_events(redis_client, prefix, cid) == stored
     # ...and acknowledged the job it skipped: nothing is left pending in the consumer group.
     async with asyncio.timeout(10):
-        while redis_client.xpending(f"{prefix}:jobs", "workers")["pending"]:
-            await asyncio.sleep(0.05)
+        for jobs in job_streams(prefix, redis_target.cluster):
+            while redis_client.exists(jobs) and redis_client.xpending(jobs, "workers")["pending"]:
+                await asyncio.sleep(0.05)
 
     # The conversation is not stuck: the next message runs normally.
     next_run = await front.api.start_run(cid, "and now?", tokens=3, interval_ms=1)

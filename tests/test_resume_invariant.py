@@ -17,12 +17,17 @@ import pytest
 import redis
 import redis.asyncio
 
+from tests.conftest import RedisTarget
 from tests.helpers import new_cid, terminal_of
 from tests.sse import Event
 from tests.stack import Front, Stack
 from tests.stored import stored_events, stored_events_async
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.timeout(180),
+    pytest.mark.parametrize("redis_target", ["single", "cluster"], indirect=True),
+]
 
 CLIENTS = 200
 TOKENS = 1500
@@ -53,7 +58,7 @@ async def _client(
 
 @pytest.mark.parametrize("seed", [20240611])
 async def test_every_client_gets_exactly_the_events_after_its_position(
-    stack: Stack, redis_url: str, redis_client: redis.Redis, prefix: str, seed: int
+    stack: Stack, redis_target: RedisTarget, redis_client: redis.Redis, prefix: str, seed: int
 ) -> None:
     stack.start(fronts=2, workers=1, coalesce_ms=0)
     rng = random.Random(seed)
@@ -64,7 +69,11 @@ async def test_every_client_gets_exactly_the_events_after_its_position(
     # Launches are paced by the run's progress, not by the clock, so they spread over the
     # run on a fast machine and a slow one alike. Positions never include the terminal event:
     # every client must receive at least that.
-    aredis = redis.asyncio.Redis.from_url(redis_url)
+    aredis = (
+        redis.asyncio.RedisCluster.from_url(redis_target.url)
+        if redis_target.cluster
+        else redis.asyncio.Redis.from_url(redis_target.url)
+    )
     tasks: list[asyncio.Task[Outcome]] = []
     so_far: list[Event] = []
     try:

@@ -17,7 +17,7 @@ from broker.core.ids import new_id
 from broker.core.jobs import Job, job_encoder
 from broker.core.settings import Settings
 from broker.core.store import Store
-from tests.helpers import new_cid, nth_delta, terminal_of
+from tests.helpers import job_streams, new_cid, nth_delta, terminal_of
 from tests.stack import Stack
 from tests.stored import assert_no_duplicates, of_run, stored_events, terminals
 
@@ -67,7 +67,7 @@ async def test_a_job_taken_by_a_dead_worker_before_it_started_runs_once_elsewher
     """Simulates the crash window between reading a job and starting its run."""
     stack.start(fronts=1, workers=0, **LEASE)
     front = stack.fronts[0]
-    jobs = f"{prefix}:jobs"
+    jobs = job_streams(prefix)[0]
     redis_client.xgroup_create(jobs, "workers", id="0", mkstream=True)
     cid = new_cid("orphan")
     run_id = (await front.api.start_run(cid, "hello", tokens=20, interval_ms=1))["run_id"]
@@ -104,14 +104,14 @@ async def test_a_front_dying_between_queueing_a_job_and_accepting_its_run_leaves
         model="simulated",
         content="never accepted",
     )
-    redis_client.xadd(f"{prefix}:jobs", {b"j": job_encoder.encode(job)})
+    redis_client.xadd(job_streams(prefix)[0], {b"j": job_encoder.encode(job)})
 
     deadline = time.monotonic() + 20
     while redis_client.hget(f"{prefix}:{{{cid}}}:run:{run_id}", "status") != b"orphaned":
         assert time.monotonic() < deadline, "the worker never gave the job up"
         await asyncio.sleep(0.1)
-    assert redis_client.xlen(f"{prefix}:jobs") == 0
-    assert redis_client.xpending(f"{prefix}:jobs", "workers")["pending"] == 0
+    assert redis_client.xlen(job_streams(prefix)[0]) == 0
+    assert redis_client.xpending(job_streams(prefix)[0], "workers")["pending"] == 0
 
     # The accept that comes too late is refused: that run can never start.
     settings = Settings(redis_url=redis_url, key_prefix=prefix)

@@ -67,6 +67,7 @@ class Generation:
         self._armed = anyio.Event()  # set when output starts waiting: the timer starts counting
         self._writing = anyio.Lock()  # appends go out one at a time, in sequence order
         self._timer_error: Exception | None = None
+        self._ttl_renewed = -math.inf  # the first append renews the conversation's idle TTL
         self.appends = 0
 
     async def run(self, produce: Callable[[Generation], Awaitable[Outcome]]) -> Outcome:
@@ -197,9 +198,18 @@ class Generation:
                         encode(ToolCall(run_id, call_id, name, arguments_delta="".join(pieces)))
                     )
             self.appends += 1
+            now = time.monotonic()
+            renew = now - self._ttl_renewed >= self._store.ttl_refresh_seconds
             status = await self._store.append(
-                self._job.conversation_id, run_id, self._fence, self.appends, events
+                self._job.conversation_id,
+                run_id,
+                self._fence,
+                self.appends,
+                events,
+                refresh_ttl=renew,
             )
+            if renew:
+                self._ttl_renewed = now
         if status == "cancelling":
             raise CancelRequested
         if status == "fenced":

@@ -27,7 +27,7 @@ import httpx
 import msgspec
 import redis.exceptions
 
-from broker.core.connections import redis_client
+from broker.core.connections import UNAVAILABLE, connect, redis_client
 from broker.core.events import (
     TERMINAL_EVENTS,
     TERMINAL_STATUSES,
@@ -42,6 +42,7 @@ from broker.core.events import (
 from broker.core.jobs import Job, control_decoder, job_decoder
 from broker.core.models import Catalogue, CatalogueError
 from broker.core.outbox import RunEnded, notice_encoder
+from broker.core.pubsub import Subscriber, never_resync
 from broker.core.settings import Settings
 from broker.core.store import Fence, Started, Store
 from workers.context import conversation_context
@@ -87,15 +88,21 @@ class Worker:
         self._running: dict[str, anyio.CancelScope] = {}
         self._stop_reasons: dict[str, str] = {}
         self._in_flight = 0
-        self._jobs: dict[bytes, str] = {}  # job entries this worker holds the lease of: run ids
+        # Job entries this worker holds the lease of, by (jobs stream, entry id): their run ids.
+        self._jobs: dict[tuple[str, bytes], str] = {}
+        self._reserved = 0  # slots promised to job reads in progress
         self._slot_freed = anyio.Event()
         self._stopping = anyio.Event()
 
     async def run(self) -> None:
         client = redis_client(self.settings, "worker", max_connections=self.settings.redis_pool_size)
         self.store = Store(client, self.settings, retry_seconds=self.settings.redis_retry_seconds)
-        self.leases = Leases(client, self.store.keys.jobs, self.name)
+        # One consumer per shard of the jobs queue: a command names one stream (one slot).
+        self.leases = {
+            stream: Leases(client, stream, self.name) for stream in self.store.keys.job_streams
+        }
         try:
+            await connect(client)
             async with make_client(self.settings) as http, anyio.create_task_group() as services:
                 self.providers = default_providers(self.settings, self.catalogue, http)
                 self.generators = bind_generators(
@@ -127,21 +134,31 @@ class Worker:
                 return
 
     async def _consume(self, runs: anyio.abc.TaskGroup) -> None:
+        async with anyio.create_task_group() as shards:
+            for stream in self.leases:
+                shards.start_soon(self._consume_shard, runs, stream)
+
+    async def _consume_shard(self, runs: anyio.abc.TaskGroup, stream: str) -> None:
+        # Each shard reads at most its share of the free slots at a time, so one shard's
+        # blocking read never holds every slot while jobs wait on another.
+        leases = self.leases[stream]
+        share = max(1, self.concurrency // len(self.leases))
         backoff = 0.1
         group_ready = False
         while not self._stopping.is_set():
-            free = self.concurrency - self._in_flight
+            free = min(share, self.concurrency - self._in_flight - self._reserved)
             if free <= 0:
                 self._slot_freed = anyio.Event()
                 with anyio.move_on_after(1.0):
                     await self._slot_freed.wait()
                 continue
+            self._reserved += free
             try:
                 if not group_ready:
-                    await self.leases.ensure_group()
+                    await leases.ensure_group()
                     group_ready = True
-                messages = await self.leases.read_new(free, self.settings.job_block_ms)
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                messages = await leases.read_new(free, self.settings.job_block_ms)
+            except UNAVAILABLE:
                 log.warning("job queue unreachable; retrying in %.1fs", backoff)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -151,12 +168,15 @@ class Worker:
                     raise
                 group_ready = False
                 continue
+            finally:
+                self._reserved -= free
             backoff = 0.1
-            await self._start_jobs(runs, messages, recovered=False)
+            await self._start_jobs(runs, stream, messages, recovered=False)
 
     async def _start_jobs(
         self,
         runs: anyio.abc.TaskGroup,
+        stream: str,
         messages: list[tuple[bytes, dict[bytes, bytes] | None]],
         *,
         recovered: bool,
@@ -168,26 +188,30 @@ class Worker:
                 job = None
             if job is None:
                 log.error("dropping malformed or deleted job %s", entry_id)
-                await self._release(entry_id)
+                await self._release(stream, entry_id)
                 continue
             self._in_flight += 1
-            self._jobs[entry_id] = job.run_id
-            runs.start_soon(self._run_job, entry_id, job, recovered)
+            self._jobs[stream, entry_id] = job.run_id
+            runs.start_soon(self._run_job, stream, entry_id, job, recovered)
 
     async def _renew_leases(self) -> None:
         """Keep the jobs this worker runs looking alive: their idle time is their lease. A job
         found claimed by another worker (this one was paused past the lease) is abandoned."""
         while True:
             await anyio.sleep(self.settings.lease_seconds / 3)
-            try:
-                lost = await self.leases.renew(list(self._jobs))
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-                log.warning("could not renew job leases")
-                continue
-            for entry_id in lost:
-                run_id = self._jobs.get(entry_id)
-                if run_id is not None:
-                    self._abandon(run_id)
+            for stream, leases in self.leases.items():
+                held = [entry for shard, entry in self._jobs if shard == stream]
+                if not held:
+                    continue
+                try:
+                    lost = await leases.renew(held)
+                except UNAVAILABLE:
+                    log.warning("could not renew job leases")
+                    continue
+                for entry_id in lost:
+                    run_id = self._jobs.get((stream, entry_id))
+                    if run_id is not None:
+                        self._abandon(run_id)
 
     def _abandon(self, run_id: str) -> None:
         """Stop a run another worker has taken over, writing nothing; closes its model call."""
@@ -204,23 +228,27 @@ class Worker:
         while not self._stopping.is_set():
             with anyio.move_on_after(self.settings.reap_interval_seconds):
                 await self._stopping.wait()
-            free = self.concurrency - self._in_flight
-            if self._stopping.is_set() or free <= 0:
-                continue
-            try:
-                claimed = await self.leases.claim_lapsed(lease_ms, free)
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-                continue
-            except redis.exceptions.ResponseError as exc:
-                if "NOGROUP" in str(exc):
+            for stream, leases in self.leases.items():
+                # Not counting the slots blocked job reads hold: they are mostly idle, and a
+                # dead worker's run must not wait for the queue to be empty.
+                free = self.concurrency - self._in_flight
+                if self._stopping.is_set() or free <= 0:
+                    break
+                try:
+                    claimed = await leases.claim_lapsed(lease_ms, free)
+                except UNAVAILABLE:
                     continue
-                raise
-            # This worker's own live jobs come back too when it was paused past their lease:
-            # claiming them only renewed them, and running them again would run them twice.
-            lapsed = [message for message in claimed if message[0] not in self._jobs]
-            if lapsed:
-                log.warning("claimed %d job(s) of a lost worker", len(lapsed))
-                await self._start_jobs(runs, lapsed, recovered=True)
+                except redis.exceptions.ResponseError as exc:
+                    if "NOGROUP" in str(exc):
+                        continue
+                    raise
+                # This worker's own live jobs come back too when it was paused past their
+                # lease: claiming them only renewed them; running them again would run them
+                # twice.
+                lapsed = [message for message in claimed if (stream, message[0]) not in self._jobs]
+                if lapsed:
+                    log.warning("claimed %d job(s) of a lost worker", len(lapsed))
+                    await self._start_jobs(runs, stream, lapsed, recovered=True)
 
     async def _drain(self) -> None:
         """Let running generations finish within the grace period, then end the rest."""
@@ -234,20 +262,18 @@ class Worker:
             scope.cancel()
 
     async def _listen_control(self) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                async with self.store.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self.store.keys.control)
-                    backoff = 0.1
-                    while True:
-                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
-                        if message is not None and message["type"] == "message":
-                            self._on_control(message["data"])
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-                log.warning("control channel lost; resubscribing in %.1fs", backoff)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        """Hear cancels on this worker's own channel. A lost message costs nothing lasting:
+        the cancel mark in Redis stops the run at its next append."""
+        subscriber = Subscriber(
+            self.store.redis,
+            cluster=self.settings.redis_cluster,
+            on_message=lambda channel, data: self._on_control(data),
+            on_resync=never_resync,
+            ping_seconds=self.settings.live_ping_seconds,
+        )
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(subscriber.run)
+            await subscriber.subscribe(self.store.keys.control(self.name).encode())
 
     def _on_control(self, data: bytes) -> None:
         try:
@@ -260,19 +286,19 @@ class Worker:
             self._stop_reasons.setdefault(control.run_id, _USER)
             scope.cancel()
 
-    async def _run_job(self, entry_id: bytes, job: Job, recovered: bool) -> None:
+    async def _run_job(self, stream: str, entry_id: bytes, job: Job, recovered: bool) -> None:
         ended: str | None = None  # the run's final status, when this worker must announce it
         fence: Fence | None = None
         release = True
         try:
-            start = await self._start(entry_id, job)
+            start = await self._start(stream, entry_id, job)
             if start.outcome == "ok":
                 fence = start.fence
                 assert fence is not None
                 ended = await self._generate(job, fence)
             else:
                 ended = await self._settle(entry_id, job, start.outcome, recovered)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        except UNAVAILABLE:
             # Redis stayed away longer than the store retries. The job stays pending: once its
             # lease lapses, whoever claims it ends the run.
             log.warning("giving run %s up: Redis unreachable", job.run_id)
@@ -283,18 +309,18 @@ class Worker:
             with anyio.CancelScope(shield=True):
                 try:
                     ended = await self._end(job, fence, failed)
-                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                except UNAVAILABLE:
                     log.warning("could not end run %s: Redis unreachable", job.run_id)
                     release = False
         finally:
             # No longer live here first, so a lease renewal racing with the release below does
             # not take the job for one lost to another worker.
-            del self._jobs[entry_id]
+            del self._jobs[stream, entry_id]
             with anyio.CancelScope(shield=True):
                 # The run's notice goes out before its job is acknowledged: a worker dying in
                 # between leaves the job to be reclaimed, and the notice to be written then.
                 if release and (ended is None or await self._announce(job, ended)):
-                    await self._release(entry_id)
+                    await self._release(stream, entry_id)
             self._in_flight -= 1
             self._slot_freed.set()
 
@@ -381,7 +407,7 @@ class Worker:
         with anyio.CancelScope(shield=True):
             return await self._end(job, fence, ending)
 
-    async def _start(self, entry_id: bytes, job: Job) -> Started:
+    async def _start(self, stream: str, entry_id: bytes, job: Job) -> Started:
         """Start the run; a run not accepted yet gets a moment, then is given up for good."""
         cid, run_id, entry = job.conversation_id, job.run_id, entry_id.decode()
         _, started = encode(RunStarted(run_id, job.assistant_message_id, job.model))
@@ -390,7 +416,7 @@ class Worker:
             if start.outcome != "missing":
                 return start
             await anyio.sleep(delay)
-        if not await self.store.redis.xrange(self.store.keys.jobs, entry_id, entry_id):
+        if not await self.store.redis.xrange(stream, entry_id, entry_id):
             # The front refused the run and withdrew its job (the conversation is somebody
             # else's, or busy): no late accept can come, so nothing is written to its keys.
             log.info("dropping the job of run %s: the front withdrew it", run_id)
@@ -428,17 +454,17 @@ class Worker:
         notice = notice_encoder.encode(RunEnded(job.conversation_id, job.run_id, status))
         try:
             await self.store.add_notice(notice, self.settings.outbox_maxlen)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        except UNAVAILABLE:
             log.error("could not announce run %s; its job is left to be reclaimed", job.run_id)
             return False
         return True
 
-    async def _release(self, entry_id: bytes) -> None:
+    async def _release(self, stream: str, entry_id: bytes) -> None:
         """Done with a job. If Redis is unreachable the job stays pending, and whoever claims
         it after its lease finds its run ended and releases it then."""
         try:
-            await self.leases.release(entry_id)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            await self.leases[stream].release(entry_id)
+        except UNAVAILABLE:
             log.warning("could not acknowledge job %s: Redis unreachable", entry_id.decode())
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,13 +29,28 @@ def _wait_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout: flo
     raise SystemExit("broker dev: the front did not become ready")
 
 
-def dev(host: str, port: int) -> None:
-    """Redis (embedded unless BROKER_REDIS_URL is set), one front and one worker, until Ctrl-C."""
-    from broker.embedded_redis import EmbeddedRedis
+def dev(host: str, port: int, cluster: bool = False) -> None:
+    """Redis (embedded unless BROKER_REDIS_URL is set), one front and one worker, until Ctrl-C.
+
+    ``cluster``: a local Redis Cluster instead (three masters, each with a replica), started
+    fresh and thrown away at the end.
+    """
+    from broker.embedded_redis import EmbeddedCluster, EmbeddedRedis
 
     env = dict(os.environ)
-    embedded: EmbeddedRedis | None = None
-    if not env.get("BROKER_REDIS_URL"):
+    embedded: EmbeddedRedis | EmbeddedCluster | None = None
+    if cluster:
+        if env.get("BROKER_REDIS_URL"):
+            raise SystemExit("broker dev --cluster starts its own cluster: unset BROKER_REDIS_URL")
+        data = Path(".broker") / "cluster"
+        shutil.rmtree(data, ignore_errors=True)
+        try:
+            embedded = EmbeddedCluster(data).start()
+        except RuntimeError as exc:
+            raise SystemExit(f"broker dev --cluster: {exc}") from None
+        env["BROKER_REDIS_URL"] = embedded.url
+        env["BROKER_REDIS_CLUSTER"] = "true"
+    elif not env.get("BROKER_REDIS_URL"):
         embedded = EmbeddedRedis(Path(".broker") / "redis").start()
         env["BROKER_REDIS_URL"] = embedded.url
     if not env.get("BROKER_AUTH"):
@@ -64,7 +80,12 @@ def dev(host: str, port: int) -> None:
     try:
         url = f"http://{host}:{port}"
         _wait_ready(url, children)
-        where = f"embedded redis-server at {embedded.url}" if embedded else env["BROKER_REDIS_URL"]
+        if isinstance(embedded, EmbeddedCluster):
+            where = f"a local cluster of {len(embedded.ports)} nodes from {embedded.url}"
+        elif embedded is not None:
+            where = f"embedded redis-server at {embedded.url}"
+        else:
+            where = env["BROKER_REDIS_URL"]
         print(f"broker dev: serving {url} (Redis: {where}); Ctrl-C stops", flush=True)
         while not stop:
             if any(p.poll() is not None for p in children):
@@ -90,4 +111,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     sub = commands.add_parser("dev", help="Redis, one front and one worker")
     sub.add_argument("--host", default="127.0.0.1")
     sub.add_argument("--port", type=int, default=8000)
-    sub.set_defaults(run=lambda args, settings: dev(args.host, args.port))
+    sub.add_argument(
+        "--cluster", action="store_true", help="on a local Redis Cluster (needs redis-server 7+)"
+    )
+    sub.set_defaults(run=lambda args, settings: dev(args.host, args.port, args.cluster))

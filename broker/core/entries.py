@@ -22,11 +22,14 @@ class Entry(NamedTuple):
     frame: bytes
 
 
-def entry_from_redis(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+def entry_from_fields(entry_id: bytes, name: bytes, data: bytes, run_id: bytes) -> Entry:
     ms, _, seq = entry_id.partition(b"-")
-    name = fields[b"t"]
-    frame = b"id: " + entry_id + b"\nevent: " + name + b"\ndata: " + fields[b"d"] + b"\n\n"
-    return Entry((int(ms), int(seq)), fields.get(b"r", b""), name, frame)
+    frame = b"id: " + entry_id + b"\nevent: " + name + b"\ndata: " + data + b"\n\n"
+    return Entry((int(ms), int(seq)), run_id, name, frame)
+
+
+def entry_from_redis(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+    return entry_from_fields(entry_id, fields[b"t"], fields[b"d"], fields.get(b"r", b""))
 
 
 def entry_data(entry: Entry) -> bytes:

@@ -1,23 +1,29 @@
-"""Redis key names.
+"""Redis key and channel names.
 
-Every key of one conversation carries the hash tag ``{<cid>}`` so the whole conversation lives
-in one Redis Cluster slot and the multi-key scripts in ``store`` stay legal there. The limits of
-one subject share the hash tag ``{s:<digest of the subject>}`` in the same way.
+Every key of one conversation, and its live channel, carries the hash tag ``{<cid>}`` so the
+whole conversation lives in one Redis Cluster slot and the multi-key scripts in ``store`` stay
+legal there. The limits of one subject share the hash tag ``{s:<digest of the subject>}`` in
+the same way. The jobs queue is several streams whose hash tags are chosen to fall in
+different parts of the slot space, so on a cluster they spread over the shards; each worker has
+a control channel of its own, tagged with its name.
 """
 
 from __future__ import annotations
 
 import hashlib
 
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
 
 class ConversationKeys:
-    __slots__ = ("_base", "events", "meta")
+    __slots__ = ("_base", "events", "meta", "live")
 
     def __init__(self, prefix: str, cid: str) -> None:
         self._base = f"{prefix}:{{{cid}}}"
         self.events = f"{self._base}:events"  # the Redis Stream: every event, in order
         # hash: active_run, first_id (first entry ever written), owner (the subject who created it)
         self.meta = f"{self._base}:meta"
+        self.live = f"{self._base}:live"  # pub/sub channel: every append, as it is stored
 
     def run(self, run_id: str) -> str:
         """Hash of one run: status, ids of its message and terminal events, owner."""
@@ -52,11 +58,28 @@ class SubjectKeys:
         return f"{self._base}:new:{day}"
 
 
+def _spread_tags(count: int) -> list[str]:
+    """``count`` hash tags, the i-th in the i-th of ``count`` equal parts of the slot space.
+
+    A cluster gives each master a contiguous run of slots, so tags spread this way land on
+    different masters as evenly as the slots themselves are spread.
+    """
+    tags = []
+    width = REDIS_CLUSTER_HASH_SLOTS / count
+    for shard in range(count):
+        low, high = int(shard * width), int((shard + 1) * width)
+        candidate = 0
+        while not low <= key_slot(f"{shard}.{candidate}".encode()) < high:
+            candidate += 1
+        tags.append(f"{shard}.{candidate}")
+    return tags
+
+
 class Keys:
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, job_shards: int = 1) -> None:
         self.prefix = prefix
-        self.jobs = f"{prefix}:jobs"
-        self.control = f"{prefix}:control"
+        # The jobs queue: one stream per shard, read by the consumer group `workers`.
+        self.job_streams = [f"{prefix}:jobs:{{{tag}}}" for tag in _spread_tags(max(1, job_shards))]
         # A stream of notices, one per finished run, read by the webhook dispatcher and by
         # taps through consumer groups (``broker.core.outbox``).
         self.outbox = f"{prefix}:outbox"
@@ -67,6 +90,10 @@ class Keys:
     def subject(self, subject: str) -> SubjectKeys:
         return SubjectKeys(self.prefix, subject)
 
-    def wakeup(self, process_id: str) -> str:
-        """A per-process stream whose only job is to interrupt the shared tail's blocking read."""
-        return f"{self.prefix}:wakeup:{process_id}"
+    def job_stream(self, run_id: str) -> str:
+        """The jobs shard of a run: any fixed choice works, the run id spreads them evenly."""
+        return self.job_streams[key_slot(run_id.encode()) % len(self.job_streams)]
+
+    def control(self, worker: str) -> str:
+        """The channel on which one worker hears cancels of the runs it owns."""
+        return f"{self.prefix}:control:{{{worker}}}"

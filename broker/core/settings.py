@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from typing import Annotated
 
 import msgspec
 
@@ -26,14 +27,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     keepalive_seconds: float = 15.0
     retry_ms: int = 1000
     replay_batch: int = 500
-    # After a read that returned entries, the shared tail waits this long before the next one,
-    # so one read carries many entries under load (adds at most this much latency).
-    tail_batch_ms: float = 1.0
     # Frames queued for one SSE client before it is switched to reading Redis at its own pace.
     client_queue_frames: int = 2048
     redis_pool_size: int = 32
     # Open SSE streams of one conversation on one front process; more get 429.
     max_streams_per_conversation: int = 1000
+    # Live path and Redis Cluster
+    # BROKER_REDIS_URL names any node of a cluster; every process then uses the cluster client,
+    # sharded pub/sub and a jobs queue spread over the shards.
+    redis_cluster: bool = False
+    # Streams of the jobs queue; 0 picks one on a single Redis and eight on a cluster.
+    job_shards: Annotated[int, msgspec.Meta(ge=0, le=1024)] = 0
+    # A subscription connection that has not answered a PING for twice this long is replaced,
+    # and every stream it carried re-checks its position in Redis.
+    live_ping_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     # Requests
     max_body_bytes: int = 1 << 20
     max_content_chars: int = 200_000
@@ -124,6 +131,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # (the newest turns are kept).
     context_max_messages: int = 40
     context_max_chars: int = 60_000
+
+    @property
+    def job_shard_count(self) -> int:
+        if self.job_shards > 0:
+            return self.job_shards
+        return 8 if self.redis_cluster else 1
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

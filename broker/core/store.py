@@ -14,28 +14,33 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import anyio
-import redis.asyncio as aioredis
-import redis.exceptions
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
-from broker.core.ids import LAST_POSITION, StreamPos, format_stream_id
+from broker.core.connections import UNAVAILABLE, Client
+from broker.core.ids import LAST_POSITION, StreamPos, format_stream_id, parse_stream_id
 from broker.core.keys import ConversationKeys, Keys
+from broker.core.live import LUA_NOTICE
 from broker.core.settings import Settings
 
 log = logging.getLogger("broker.core.store")
 
+# Every script that appends also publishes the live notice (see ``live``) on KEYS[4], the
+# conversation's channel (KEYS[5] for ACCEPT), in the same atomic step, so the notice says
+# exactly which entry the new ones follow.
+
 # The terminal transition, shared by the worker's finish and the front's cancel of a queued run.
 # Expects `status` (the run's current status) and writes ARGV[2] (new status), ARGV[3] (event
-# name) and ARGV[4] (event data); KEYS are events, meta, run.
+# name) and ARGV[4] (event data); KEYS are events, meta, run, live.
 _TERMINATE = """
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*',
-                      't', ARGV[3], 'd', ARGV[4], 'r', ARGV[1])
+local after = newest()
+local id = append(ARGV[5], ARGV[3], ARGV[4], ARGV[1])
 redis.call('HSET', KEYS[3], 'status', ARGV[2], 'terminal_event_id', id)
 if redis.call('HGET', KEYS[2], 'active_run') == ARGV[1] then
   redis.call('HSET', KEYS[2], 'active_run', '')
 end
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[6]) end
+notify(KEYS[4], after)
 return {'ok', ARGV[2], id}
 """
 
@@ -47,7 +52,7 @@ if status == 'completed' or status == 'cancelled' or status == 'failed' then
 end
 """
 
-# KEYS: events, meta, run, idempotency
+# KEYS: events, meta, run, idempotency, live
 # ARGV: run_id, message_id, assistant_message_id, model, data, maxlen, ttl_ms, idem_ttl_ms,
 #       idempotency record ('' when the request carries no key), subject ('' when nobody owns
 #       conversations: BROKER_AUTH=none), '1' when the subject may write every conversation
@@ -72,8 +77,8 @@ local active = redis.call('HGET', KEYS[2], 'active_run')
 if active and active ~= '' then return {'run_active', active} end
 -- A worker gave up waiting for this run and dropped its job: the run must not start now.
 if redis.call('EXISTS', KEYS[3]) == 1 then return {'orphaned'} end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*',
-                      't', 'message', 'd', ARGV[5], 'r', ARGV[1])
+local after = newest()
+local id = append(ARGV[6], 'message', ARGV[5], ARGV[1])
 redis.call('HSET', KEYS[2], 'active_run', ARGV[1])
 if redis.call('HSETNX', KEYS[2], 'first_id', id) == 1 and ARGV[10] ~= '' then
   redis.call('HSET', KEYS[2], 'owner', ARGV[10])
@@ -84,6 +89,7 @@ for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
 if ARGV[9] ~= '' then
   redis.call('SET', KEYS[4], ARGV[9] .. '\\n' .. id, 'PX', ARGV[8])
 end
+notify(KEYS[5], after)
 return {'ok', id}
 """
 
@@ -98,12 +104,14 @@ if redis.call('HGET', KEYS[3], 'worker') ~= ARGV[%(worker)d]
 end
 """
 
-# KEYS: events, meta, run. ARGV: run_id, worker, data, maxlen, ttl_ms, orphan ('1' or '0'), job
+# KEYS: events, meta, run, live. ARGV: run_id, worker, data, maxlen, ttl_ms, orphan ('1' or
+# '0'), job
 # Starts a queued run under a new epoch and answers {'ok', run.started id, epoch}. Repeating it
 # (a retry after a lost reply) answers as the first call did; another job entry of the same run
 # (a duplicate) or another worker is refused with the run's status. The front queues a job just
 # before it accepts the run, so a worker may see the job first: 'missing' then means "not yet".
-# With orphan = '1' the worker gives up on it, and the run can never be accepted.
+# With orphan = '1' the worker gives up on it, and the run can never be accepted. The run
+# remembers its newest entry (`last_id`): while it runs, only its owner appends.
 START = """
 local status = redis.call('HGET', KEYS[3], 'status')
 if (status == 'running' or status == 'cancelling')
@@ -117,12 +125,13 @@ if not status and ARGV[6] == '1' then
   return {'orphaned'}
 end
 if status ~= 'queued' then return {status or 'missing'} end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*',
-                      't', 'run.started', 'd', ARGV[3], 'r', ARGV[1])
+local after = newest()
+local id = append(ARGV[4], 'run.started', ARGV[3], ARGV[1])
 local epoch = redis.call('HINCRBY', KEYS[3], 'epoch', 1)
 redis.call('HSET', KEYS[3], 'status', 'running', 'worker', ARGV[2], 'job', ARGV[7],
-           'started_event_id', id)
+           'started_event_id', id, 'last_id', id)
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
+notify(KEYS[4], after)
 return {'ok', id, tostring(epoch)}
 """
 
@@ -143,30 +152,32 @@ redis.call('HSET', KEYS[3], 'worker', ARGV[2])
 return {'taken', status, tostring(epoch)}
 """
 
-# KEYS: events, meta, run. ARGV: run_id, maxlen, ttl_ms, sequence, worker, epoch, then (name,
-# data) pairs. Appends nothing unless the caller owns the run at its epoch and the run is still
-# running: no output lands after a take-over, a cancel request or a terminal event. The
-# sequence number (1, 2, ... per run) makes a retried append that had in fact been applied a
-# no-op, so a lost reply never duplicates output.
-APPEND = (
-    _FENCED % {"worker": 5, "epoch": 6}
-    + """
-local status = redis.call('HGET', KEYS[3], 'status')
-if tonumber(redis.call('HGET', KEYS[3], 'appended') or '0') >= tonumber(ARGV[4]) then
-  return {status or 'missing'}
-end
+# KEYS: events, meta, run, live. ARGV: run_id, maxlen, ttl_ms, sequence, worker, epoch,
+# refresh ('1': renew the idle TTL), then (name, data) pairs. Appends nothing unless the caller
+# owns the run at its epoch and the run is still running: no output lands after a take-over,
+# a cancel request or a terminal event. The sequence number (1, 2, ... per run) makes a
+# retried append that had in fact been applied a no-op, so a lost reply never duplicates
+# output. This is the hot path: one read of the run's hash (the fence, the status, the
+# sequence, the newest entry), the entries, one write of the hash, the notice; the TTL is
+# renewed only when the caller asks (every few seconds of a long run, not every append).
+APPEND = """
+local state = redis.call('HMGET', KEYS[3], 'worker', 'epoch', 'status', 'appended', 'last_id')
+if state[1] ~= ARGV[5] or state[2] ~= ARGV[6] then return {'fenced'} end
+local status = state[3]
+if tonumber(state[4] or '0') >= tonumber(ARGV[4]) then return {status or 'missing'} end
 if status ~= 'running' then return {status or 'missing'} end
-for i = 7, #ARGV, 2 do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
-             't', ARGV[i], 'd', ARGV[i + 1], 'r', ARGV[1])
+local after = state[5] or newest()
+local id
+for i = 8, #ARGV, 2 do id = append(ARGV[2], ARGV[i], ARGV[i + 1], ARGV[1]) end
+redis.call('HSET', KEYS[3], 'appended', ARGV[4], 'last_id', id)
+if ARGV[7] == '1' then
+  for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
 end
-redis.call('HSET', KEYS[3], 'appended', ARGV[4])
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+notify(KEYS[4], after)
 return {'running'}
 """
-)
 
-# KEYS: events, meta, run. ARGV: run_id, status, name, data, maxlen, ttl_ms, worker, epoch
+# KEYS: events, meta, run, live. ARGV: run_id, status, name, data, maxlen, ttl_ms, worker, epoch
 # The owner's terminal event, under its fence. With no owner given (worker ''), only a run
 # that no worker has started can be ended (a worker failing before it started the run).
 FINISH = (
@@ -183,19 +194,25 @@ end
     + _TERMINATE
 )
 
-# KEYS: events, meta, run. ARGV: run_id, 'cancelled', 'run.cancelled', data, maxlen, ttl_ms
-# A queued run (no worker has it) is ended here and now; a running one is marked so that its
-# worker stops at its next append even if the control message never reaches it.
+# KEYS: events, meta, run, live. ARGV: run_id, 'cancelled', 'run.cancelled', data, maxlen,
+# ttl_ms. A queued run (no worker has it) is ended here and now; a running one is marked so
+# that its worker stops at its next append even if the control message never reaches it. The
+# answer names that worker, whose control channel the front then tells.
 CANCEL = (
     _FINAL_OR_MISSING
     + """
 if status == 'running' then
   redis.call('HSET', KEYS[3], 'status', 'cancelling')
 end
-if status ~= 'queued' then return {'cancelling'} end
+if status ~= 'queued' then return {'cancelling', redis.call('HGET', KEYS[3], 'worker') or ''} end
 """
     + _TERMINATE
 )
+
+
+def script_text(body: str, *, cluster: bool) -> str:
+    """A script as it runs: the notice helpers, publishing with SPUBLISH on a cluster."""
+    return LUA_NOTICE.replace("{publish}", "SPUBLISH" if cluster else "PUBLISH") + body
 
 
 class Accepted(NamedTuple):
@@ -222,6 +239,7 @@ class Transition(NamedTuple):
     outcome: str  # 'ok', 'final', 'missing', 'cancelling', 'fenced', or the refusing status
     status: str = ""
     event_id: str = ""
+    worker: str = ""  # 'cancelling': the worker that owns the run
 
 
 class Fence(NamedTuple):
@@ -254,26 +272,33 @@ class Store:
     up to that long; each of them is safe to repeat. The front tier answers 503 instead.
     """
 
-    def __init__(self, redis: aioredis.Redis, settings: Settings, *, retry_seconds: float = 0) -> None:
+    def __init__(self, redis: Client, settings: Settings, *, retry_seconds: float = 0) -> None:
         self.redis = redis
+        self.cluster = settings.redis_cluster
         self._retry_seconds = retry_seconds
-        self.keys = Keys(settings.key_prefix)
+        self.keys = Keys(settings.key_prefix, settings.job_shard_count)
         self._maxlen = settings.stream_maxlen
         self._ttl_ms = settings.idle_ttl_seconds * 1000
         self._idem_ttl_ms = settings.idempotency_ttl_seconds * 1000
-        self._accept = redis.register_script(ACCEPT)
-        self._start = redis.register_script(START)
-        self._append = redis.register_script(APPEND)
-        self._finish = redis.register_script(FINISH)
-        self._take_over = redis.register_script(TAKE_OVER)
-        self._cancel = redis.register_script(CANCEL)
+        # How often a running generation renews its conversation's idle TTL.
+        self.ttl_refresh_seconds = min(60.0, settings.idle_ttl_seconds / 4)
+
+        def script(body: str) -> AsyncScript:
+            return redis.register_script(script_text(body, cluster=settings.redis_cluster))
+
+        self._accept = script(ACCEPT)
+        self._start = script(START)
+        self._append = script(APPEND)
+        self._finish = script(FINISH)
+        self._take_over = script(TAKE_OVER)
+        self._cancel = script(CANCEL)
 
     def conversation(self, cid: str) -> ConversationKeys:
         return self.keys.conversation(cid)
 
     def _run_keys(self, cid: str, run_id: str) -> list[str]:
         keys = self.conversation(cid)
-        return [keys.events, keys.meta, keys.run(run_id)]
+        return [keys.events, keys.meta, keys.run(run_id), keys.live]
 
     async def accept(
         self,
@@ -294,7 +319,7 @@ class Store:
         idem_key = keys.idempotency(idempotency_key or "-")
         result = _text(
             await self._accept(
-                keys=[keys.events, keys.meta, keys.run(run_id), idem_key],
+                keys=[keys.events, keys.meta, keys.run(run_id), idem_key, keys.live],
                 args=[
                     run_id, message_id, assistant_message_id, model, data,
                     self._maxlen, self._ttl_ms, self._idem_ttl_ms,
@@ -348,7 +373,7 @@ class Store:
         while True:
             try:
                 return _text(await script(keys=keys, args=args))
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            except UNAVAILABLE:
                 now = time.monotonic()
                 deadline = deadline or now + self._retry_seconds
                 if now + delay > deadline:
@@ -383,11 +408,19 @@ class Store:
         return TakenOver(result[0])
 
     async def append(
-        self, cid: str, run_id: str, fence: Fence, sequence: int, events: list[tuple[str, bytes]]
+        self,
+        cid: str,
+        run_id: str,
+        fence: Fence,
+        sequence: int,
+        events: list[tuple[str, bytes]],
+        *,
+        refresh_ttl: bool = True,
     ) -> str:
         """Append a run's output as its ``sequence``-th write (from 1); returns the run's status
-        ('running' when it was written), or 'fenced' when the run is no longer ``fence``'s."""
-        args: list[Any] = [run_id, self._maxlen, self._ttl_ms, sequence, *fence]
+        ('running' when it was written), or 'fenced' when the run is no longer ``fence``'s.
+        ``refresh_ttl`` also renews the conversation's idle TTL."""
+        args: list[Any] = [run_id, self._maxlen, self._ttl_ms, sequence, *fence, int(refresh_ttl)]
         for name, data in events:
             args += (name, data)
         return (await self._run_script(self._append, cid, run_id, args))[0]
@@ -415,7 +448,17 @@ class Store:
                 args=[run_id, "cancelled", "run.cancelled", data, self._maxlen, self._ttl_ms],
             )
         )
+        if result[0] == "cancelling":
+            return Transition("cancelling", worker=result[1])
         return Transition(*result)
+
+    async def tell_worker(self, worker: str, message: bytes) -> None:
+        """Publish on one worker's control channel (sharded pub/sub on a cluster)."""
+        channel = self.keys.control(worker)
+        if self.cluster:
+            await self.redis.spublish(channel, message)
+        else:
+            await self.redis.publish(channel, message)
 
     async def add_notice(self, data: bytes, maxlen: int) -> None:
         """Add a finished run's notice to the outbox (see ``broker.core.outbox``), retried
@@ -428,7 +471,7 @@ class Store:
                     self.keys.outbox, {b"n": data}, maxlen=maxlen, approximate=True
                 )
                 return
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            except UNAVAILABLE:
                 now = time.monotonic()
                 deadline = deadline or now + self._retry_seconds
                 if now + delay > deadline:
@@ -448,6 +491,16 @@ class Store:
     async def run_info(self, cid: str, run_id: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(self.conversation(cid).run(run_id))
         return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
+
+    async def is_stored(self, cid: str, position: StreamPos) -> bool:
+        """Whether the entry at ``position`` is (still) in the stream."""
+        at = format_stream_id(position)
+        return bool(await self.redis.xrange(self.conversation(cid).events, min=at, max=at, count=1))
+
+    async def earliest(self, cid: str) -> StreamPos | None:
+        """The oldest retained entry's position, or None for an empty stream."""
+        first = await self.redis.xrange(self.conversation(cid).events, count=1)
+        return parse_stream_id(first[0][0]) if first else None
 
     async def read_after(
         self, cid: str, after: StreamPos, count: int

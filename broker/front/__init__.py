@@ -1,1 +1,1 @@
-"""The stateless HTTP/SSE tier: routes, feeds, the shared live tail."""
+"""The stateless HTTP/SSE tier: routes, feeds, the live notices fanned out to local clients."""

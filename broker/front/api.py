@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 import msgspec
-import redis.exceptions
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from broker.core.bodies import PostMessage
-from broker.core.ids import StreamPos, is_valid_path_id, parse_stream_id
+from broker.core.connections import UNAVAILABLE
+from broker.core.ids import ORIGIN, StreamPos, is_valid_path_id, parse_stream_id
 from broker.core.snapshot import build_snapshot
 from broker.front import posting
 from broker.front.access import Access, GuardedRoute, conversation_not_found
@@ -92,7 +92,7 @@ async def _sse_body(prefix: bytes, feed: Feed) -> AsyncIterator[bytes]:
         async with aclosing(feed.frames()) as frames:
             async for chunk in frames:
                 yield chunk
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+    except UNAVAILABLE:
         # End the stream cleanly: the client reconnects with its Last-Event-ID and loses nothing.
         log.warning("ending an SSE stream: Redis unreachable")
 
@@ -101,12 +101,25 @@ async def stream_conversation(request: Request) -> Response | EventStreamRespons
     services = _services(request)
     cid = _path_id(request, "cid")
     last_event_id = _last_event_id(request)
-    start = await resolve_start(services.store, cid, last_event_id)
-    if start is None:
-        raise conversation_not_found(cid)
-    feed, release = open_feed(request, cid, start.position)
+    opened = services.openings.open()  # until its first read: later replays wait (Openings)
+    try:
+        async with services.first_reads:
+            start = await resolve_start(services.store, cid, last_event_id)
+        if start is None:
+            raise conversation_not_found(cid)
+        feed, released = open_feed(
+            request, cid, start.position, exact=start.position != ORIGIN, opened=opened
+        )
+    except BaseException:
+        opened()
+        raise
     prefix = retry_frame(services.settings.retry_ms) + (start.reset or b"")
-    return EventStreamResponse(_sse_body(prefix, feed), release)
+
+    def close() -> None:
+        opened()  # in case the body never ran
+        released()
+
+    return EventStreamResponse(_sse_body(prefix, feed), close)
 
 
 async def _known_conversation(services: Services, cid: str) -> None:

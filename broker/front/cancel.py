@@ -1,4 +1,4 @@
-"""Cancel: mark the run in Redis, then tell the workers on the control channel.
+"""Cancel: mark the run in Redis, then tell the worker that owns it on its control channel.
 
 The mark is what makes cancel reliable: a run still queued is ended on the spot, and a worker
 that misses the control message still stops at its next append. The message only makes it fast.
@@ -26,8 +26,9 @@ async def cancel_run(store: Store, cid: str, run_id: str, wait: float | None) ->
         raise ApiError(404, "run_not_found", f"no run {run_id} in conversation {cid}")
     if transition.outcome in ("ok", "final"):
         return 200, CancelState(run_id, transition.status, transition.event_id or None)
-    message = Control(action="cancel", conversation_id=cid, run_id=run_id)
-    await store.redis.publish(store.keys.control, job_encoder.encode(message))
+    if transition.worker:
+        message = Control(action="cancel", conversation_id=cid, run_id=run_id)
+        await store.tell_worker(transition.worker, job_encoder.encode(message))
     if wait:
         with anyio.move_on_after(wait):
             while True:

@@ -80,6 +80,7 @@ HANDLERS = {
     HTTPException: on_http_exception,
     redis.exceptions.ConnectionError: on_redis_unavailable,
     redis.exceptions.TimeoutError: on_redis_unavailable,
+    redis.exceptions.ClusterError: on_redis_unavailable,
     ClientDisconnect: on_client_disconnect,
     Exception: on_unexpected,
 }

@@ -1,44 +1,44 @@
-"""The shared live tail: one blocking ``XREAD`` per front process serves every local client.
+"""The live path of a front process: the notices of every local conversation, fanned out.
 
-The hub keeps, for every stream that has local subscribers, the position it has read up to, and
-reads all of them in one command on one dedicated connection. Each batch it reads goes to every
-subscriber of that stream together with the position it was read *after*; a subscriber whose own
-position is older than that knows there may be a gap and fills it from Redis itself. That single
-rule makes the replay-to-live handoff, late joiners and slow clients exact without locks.
+Every append publishes a notice on its conversation's channel (see ``broker.core.live``). The
+hub subscribes to the channels of the conversations that have local clients (one
+subscription connection per shard, through ``Subscriber``) and hands each notice, decoded once,
+to every client of that conversation, as a batch that says which entry it follows. That
+position comes from the stream itself, inside the script that appended, never from a client: a
+subscriber whose own position differs reads the missing range from Redis first. That single
+rule makes the replay-to-live handoff, late joiners, slow clients and lost notices exact
+without locks.
 
-The position the hub reads after comes from the stream, never from a client: a new tail starts
-at the stream's own last entry, looked up when the tail is created. A client holding a position
-past the end (a forged id) then only waits for itself, never for the other clients of the stream.
-Every subscriber, as soon as its tail has a position, gets an empty batch read after it: one
-whose own position is older (entries landed while it replayed, or while the tail started) reads
-the difference from Redis at once, instead of waiting for an entry that may never come.
-
-A subscriber that falls too far behind is not buffered without bound: its queue is dropped and
-replaced by ``GAP``, and it catches up from Redis at its own pace.
+The work per notice is one dictionary lookup and one decode, whatever the number of idle
+conversations; a new local conversation costs one SUBSCRIBE and the last client leaving one
+UNSUBSCRIBE, both batched. A subscriber that falls too far behind is not buffered without
+bound: its queue is dropped and replaced by ``GAP``, and it catches up from Redis at its own
+pace. When a subscription was interrupted, every subscriber of its channels gets ``GAP`` too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import uuid
-from collections import deque
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import anyio
-import redis.asyncio as aioredis
-import redis.exceptions
+import msgspec
 
-from broker.core.entries import Entry, entry_from_redis
-from broker.core.ids import ORIGIN, StreamPos, format_stream_id, parse_stream_id
+from broker.core.entries import Entry
+from broker.core.ids import StreamPos
 from broker.core.keys import Keys
+from broker.core.live import decode_notice
+from broker.core.pubsub import Subscriber
 
 log = logging.getLogger("broker.front.hub")
 
 
 class Batch(NamedTuple):
-    after: StreamPos  # the position the hub read after: the batch holds every entry past it
+    after: StreamPos  # the stream's newest entry before these: the batch holds everything past it
     entries: list[Entry]
 
 
@@ -50,197 +50,145 @@ class _Marker:
         return self._name
 
 
-GAP: Final = _Marker("GAP")  # the subscriber fell behind: read from Redis up to the end
+GAP: Final = _Marker("GAP")  # something may be missing: read from Redis up to the end
 CLOSED: Final = _Marker("CLOSED")  # the process is draining: end the stream now
 
 
 class Subscription:
-    """One client's inbox of live batches, bounded in frames."""
+    """One client's inbox of live batches, bounded in frames.
+
+    Thousands of these wait at once, most of them idle: an idle one holds an empty list and,
+    while its client waits, one future. No timer per wait: the hub's keepalive sweep wakes the
+    ones that have been quiet too long (an asyncio ``Event``, a cancel scope or a timer per
+    wait would each cost memory per open stream and work per event).
+    """
+
+    __slots__ = ("_limit", "_queue", "_queued", "_waiter", "_quiet_since")
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._queue: deque[Batch | _Marker] = deque()
+        self._queue: list[Batch | _Marker] = []
         self._queued = 0
-        self._wakeup: anyio.Event | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._quiet_since = time.monotonic()
 
     def deliver(self, batch: Batch) -> None:
         self._queued += len(batch.entries)
         if self._queued > self._limit:
             log.debug("a client fell %d frames behind; it continues from Redis", self._queued)
-            self._queue.clear()
-            self._queue.append(GAP)
-            self._queued = 0
-        else:
-            self._queue.append(batch)
+            self.gap()
+            return
+        self._queue.append(batch)
+        self._wake()
+
+    def gap(self) -> None:
+        """Whatever is queued is superseded: the client reads Redis to the end instead."""
+        self._queue = [GAP]
+        self._queued = 0
         self._wake()
 
     def close(self) -> None:
         self._queue.append(CLOSED)
         self._wake()
 
-    def _wake(self) -> None:
-        if self._wakeup is not None:
-            self._wakeup.set()
+    def nudge(self, now: float, quiet: float) -> None:
+        """Wake a client that has waited ``quiet`` seconds with nothing: it sends a keepalive."""
+        if self._waiter is not None and now - self._quiet_since >= quiet:
+            self._wake()
 
-    async def receive(self, timeout: float) -> list[Batch | _Marker]:
-        """Everything queued so far; waits up to ``timeout`` for something, else returns []."""
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def receive(self) -> list[Batch | _Marker]:
+        """Everything queued so far; waits for something, or returns [] when nudged."""
         if not self._queue:
-            self._wakeup = anyio.Event()
-            with anyio.move_on_after(timeout):
-                await self._wakeup.wait()
-            self._wakeup = None
-        items = list(self._queue)
-        self._queue.clear()
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        self._quiet_since = time.monotonic()
+        items = self._queue
+        self._queue = []
         self._queued = 0
         return items
 
 
-class _Tail:
-    __slots__ = ("cursor", "subscribers")
-
-    def __init__(self) -> None:
-        # Where the shared read continues; None until the stream's last entry has been looked up.
-        self.cursor: StreamPos | None = None
-        self.subscribers: set[Subscription] = set()
-
-
 class Hub:
-    def __init__(
-        self,
-        reader: aioredis.Redis,
-        writer: aioredis.Redis,
-        keys: Keys,
-        *,
-        queue_frames: int,
-        read_count: int = 1000,
-        block_ms: int = 5000,
-        batch_seconds: float = 0.0,
-    ) -> None:
-        """``reader`` is dedicated to the blocking read; ``writer`` is the shared pool."""
-        self._reader = reader
-        self._writer = writer
+    def __init__(self, client: Any, keys: Keys, *, cluster: bool, queue_frames: int,
+                 keepalive_seconds: float, ping_seconds: float = 5.0) -> None:
+        """``client`` is the process's Redis client; the hub opens its own subscription
+        connections from its settings."""
+        self._keys = keys
+        self._keepalive = keepalive_seconds
         self._queue_frames = queue_frames
-        self._read_count = read_count
-        self._block_ms = block_ms
-        self._batch_seconds = batch_seconds
-        self._tails: dict[bytes, _Tail] = {}
-        self._wake_key = keys.wakeup(uuid.uuid4().hex).encode()
-        self._wake_cursor = "0-0"
-        self._wake_pending = False
-        self._changed = anyio.Event()
+        self._streams: dict[bytes, set[Subscription]] = {}
+        self._subscriber = Subscriber(
+            client,
+            cluster=cluster,
+            on_message=self._on_notice,
+            on_resync=self._on_resync,
+            ping_seconds=ping_seconds,
+        )
         self._closed = False
 
     def close(self) -> None:
         """Tell every subscriber, now and later, to end its stream: the process is draining."""
         self._closed = True
-        for tail in self._tails.values():
-            for subscription in tail.subscribers:
+        for subscriptions in self._streams.values():
+            for subscription in subscriptions:
                 subscription.close()
 
-    @property
-    def stream_count(self) -> int:
-        return len(self._tails)
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._subscriber.run)
+            tasks.start_soon(self._keep_alive)
+
+    async def _keep_alive(self) -> None:
+        """A few times per keepalive period, wake the clients that have been quiet for one."""
+        while True:
+            await anyio.sleep(self._keepalive / 4)
+            now = time.monotonic()
+            for subscriptions in self._streams.values():
+                for subscription in subscriptions:
+                    subscription.nudge(now, self._keepalive)
 
     @asynccontextmanager
-    async def subscribe(self, key: str) -> AsyncIterator[Subscription]:
-        """Receive live entries of ``key``: every batch says which position it was read after,
-        and the subscriber reads whatever lies between its own position and that from Redis."""
+    async def subscribe(self, cid: str) -> AsyncIterator[Subscription]:
+        """Receive the live entries of ``cid``: returns once the subscription is in place, so
+        anything appended after that arrives here; read the stream only after this."""
+        channel = self._keys.conversation(cid).live.encode()
         subscription = Subscription(self._queue_frames)
-        bkey = key.encode()
-        tail = self._tails.get(bkey)
-        is_new = tail is None
-        if tail is None:
-            tail = self._tails[bkey] = _Tail()
-        tail.subscribers.add(subscription)
-        if tail.cursor is not None:
-            subscription.deliver(Batch(tail.cursor, []))
+        subscriptions = self._streams.get(channel)
+        if subscriptions is None:
+            subscriptions = self._streams[channel] = set()
+        subscriptions.add(subscription)
         if self._closed:
             subscription.close()
         try:
-            if is_new:
-                await self._wake()
+            await self._subscriber.subscribe(channel)
             yield subscription
         finally:
-            tail.subscribers.discard(subscription)
-            if not tail.subscribers and self._tails.get(bkey) is tail:
-                del self._tails[bkey]
+            subscriptions.discard(subscription)
+            if not subscriptions and self._streams.get(channel) is subscriptions:
+                del self._streams[channel]
+                self._subscriber.unsubscribe(channel)
 
-    async def _wake(self) -> None:
-        """Make the reader start a new read that includes the streams added since its last one."""
-        self._changed.set()
-        if self._wake_pending:
+    def _on_notice(self, channel: bytes, data: bytes) -> None:
+        subscriptions = self._streams.get(channel)
+        if not subscriptions:
             return
-        self._wake_pending = True
-        sent = False
         try:
-            async with self._writer.pipeline(transaction=False) as pipe:
-                pipe.xadd(self._wake_key, {b"w": b"1"}, maxlen=1, approximate=False)
-                pipe.pexpire(self._wake_key, 60_000)
-                await pipe.execute()
-            sent = True
-        except redis.exceptions.RedisError:
-            # The reader's timeout bounds the delay instead; the subscriber loses nothing.
-            log.warning("could not wake the shared tail", exc_info=True)
-        finally:
-            if not sent:
-                self._wake_pending = False
-
-    async def run(self) -> None:
-        """Read and fan out until cancelled; survives Redis outages by retrying from its cursors."""
-        backoff = 0.05
-        while True:
-            if not self._tails:
-                self._changed = anyio.Event()
-                await self._changed.wait()
-                continue
-            self._changed = anyio.Event()
-            self._wake_pending = False
-            try:
-                await self._start_new_tails()
-                reading = {
-                    key: (tail, tail.cursor)
-                    for key, tail in self._tails.items()
-                    if tail.cursor is not None
-                }
-                streams: dict[bytes, str] = {self._wake_key: self._wake_cursor}
-                for key, (_, cursor) in reading.items():
-                    streams[key] = format_stream_id(cursor)
-                response = await self._reader.xread(
-                    streams, count=self._read_count, block=self._block_ms
-                )
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-                log.warning("shared tail lost Redis; retrying in %.2fs", backoff)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.05
-            for key, entries in response or ():
-                if key == self._wake_key:
-                    self._wake_cursor = entries[-1][0].decode()
-                    continue
-                if key not in reading or not entries:
-                    continue
-                tail, cursor = reading[key]
-                batch = Batch(cursor, [entry_from_redis(i, f) for i, f in entries])
-                tail.cursor = batch.entries[-1].pos
-                for subscription in tail.subscribers:
-                    subscription.deliver(batch)
-            if response and self._batch_seconds:
-                # Entries keep arriving: a moment's pause lets the next read carry many of them,
-                # for all streams at once, instead of one read per entry.
-                await anyio.sleep(self._batch_seconds)
-
-    async def _start_new_tails(self) -> None:
-        """Set each new tail's cursor to its stream's last entry: one pipelined read for all."""
-        new = [(key, tail) for key, tail in self._tails.items() if tail.cursor is None]
-        if not new:
+            after, entries = decode_notice(data)
+        except (msgspec.DecodeError, ValueError):
+            log.error("an unreadable live notice on %r; its clients re-read the stream", channel)
+            self._on_resync(channel)
             return
-        async with self._reader.pipeline(transaction=False) as pipe:
-            for key, _ in new:
-                pipe.xrevrange(key, count=1)
-            lasts = await pipe.execute()
-        for (_, tail), last in zip(new, lasts, strict=True):
-            cursor = parse_stream_id(last[0][0]) if last else ORIGIN
-            tail.cursor = cursor
-            for subscription in tail.subscribers:
-                subscription.deliver(Batch(cursor, []))
+        batch = Batch(after, entries)
+        for subscription in subscriptions:
+            subscription.deliver(batch)
+
+    def _on_resync(self, channel: bytes) -> None:
+        for subscription in self._streams.get(channel, ()):
+            subscription.gap()

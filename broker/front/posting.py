@@ -98,7 +98,8 @@ async def post_message(
         params=message.params,
         content=message.content,
     )
-    job_id = await store.redis.xadd(store.keys.jobs, {b"j": job_encoder.encode(job)})
+    jobs = store.keys.job_stream(run_id)
+    job_id = await store.redis.xadd(jobs, {b"j": job_encoder.encode(job)})
     accepted = await store.accept(
         cid,
         run_id=run_id,
@@ -112,7 +113,7 @@ async def post_message(
     )
     if accepted.outcome != "ok":
         # A worker that already read the job finds it gone and leaves the run's keys untouched.
-        await store.redis.xdel(store.keys.jobs, job_id)
+        await store.redis.xdel(jobs, job_id)
         return _refusal(cid, accepted, fingerprint)
     return MessageAccepted(cid, message_id, run_id, accepted.event_id)
 

@@ -14,7 +14,7 @@ from broker.core.settings import Settings
 from broker.core.store import Store
 from broker.front.access import Gate
 from broker.front.errors import ApiError
-from broker.front.feed import Feed, FrameWriter
+from broker.front.feed import Feed, FrameWriter, Openings
 from broker.front.hub import Hub
 
 
@@ -24,10 +24,15 @@ class Services:
     store: Store
     hub: Hub
     catalogue: Catalogue
-    # Replays past their first read share half the Redis pool (see Feed._read).
+    # A stream's opening reads share half the Redis pool, its later replay reads the other
+    # half (see Feed._read): a storm of long replays cannot delay every new client's first
+    # event, and the process never asks for more connections than its pool holds (the
+    # cluster client refuses instead of waiting).
+    first_reads: anyio.CapacityLimiter
     catch_up: anyio.CapacityLimiter
     # Authorization and limits, run by every guarded route before its handler.
     gate: Gate
+    openings: Openings = field(default_factory=Openings)
     # SSE streams this process serves, per conversation: the per-conversation limit.
     open_streams: Counter[str] = field(default_factory=Counter)
 
@@ -57,16 +62,21 @@ class Services:
         run_id: str | None = None,
         expires_at: float | None = None,
         writer: FrameWriter | None = None,
+        exact: bool = False,
+        opened: Callable[[], None] | None = None,
     ) -> Feed:
         return Feed(
             self.store,
             self.hub,
             cid,
             position,
-            keepalive=self.settings.keepalive_seconds,
             batch=self.settings.replay_batch,
+            first_reads=self.first_reads,
             catch_up=self.catch_up,
             run_id=run_id,
             expires_at=expires_at,
             writer=writer,
+            exact=exact,
+            openings=self.openings,
+            opened=opened or (lambda: None),
         )

@@ -41,9 +41,12 @@ def open_feed(
     *,
     run_id: str | None = None,
     writer: FrameWriter | None = None,
+    exact: bool = False,
+    opened: Callable[[], None] | None = None,
 ) -> OpenFeed:
     """Admit a new stream of ``cid`` (or refuse it: 429) and make its feed after ``position``,
-    written by ``writer`` (None: the broker's own SSE frames)."""
+    written by ``writer`` (None: the broker's own SSE frames). ``exact``: the position is a
+    checked entry of the stream; ``opened``: see ``feed.Openings``."""
     services: Services = request.state.services
     release = services.admit_stream(cid)
     feed = services.feed(
@@ -52,6 +55,8 @@ def open_feed(
         run_id=run_id,
         expires_at=principal_of(request).expires_at,
         writer=writer,
+        exact=exact,
+        opened=opened,
     )
     return OpenFeed(feed, release)
 
