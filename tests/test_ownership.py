@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from tests.api import Api, error_code
-from tests.helpers import new_cid, nth_delta, terminal_of
+from tests.helpers import job_streams, new_cid, nth_delta, terminal_of
 from tests.sse import SSEStream
 from tests.stack import Stack
 from tests.stored import stored_events
@@ -174,7 +174,7 @@ async def test_a_cookie_alone_never_changes_anything(
         assert response.status_code == 401, response.text
         assert "Authorization header" in response.json()["error"]["message"]
     assert (_keys_of(redis_client, prefix, cid), stored_events(redis_client, prefix, cid)) == before
-    assert redis_client.xlen(f"{prefix}:jobs") == 1
+    assert redis_client.xlen(job_streams(prefix)[0]) == 1
     assert (await browser.snapshot(cid)).status_code == 200
 
 
@@ -206,7 +206,7 @@ async def test_many_subjects_creating_one_id_leave_exactly_one_owner(
             for suffix in ("events", "meta", f"run:{accepted['run_id']}")
         )
     # One job per conversation: every refused POST withdrew the job it had queued.
-    jobs = redis_client.xrange(f"{prefix}:jobs")
+    jobs = redis_client.xrange(job_streams(prefix)[0])
     assert len(jobs) == 8
 
 
@@ -220,7 +220,7 @@ async def test_a_worker_leaves_a_withdrawn_job_untouched(
     cid = new_cid()
     alice = front.api.bearer(hs256("alice"))
     await alice.wait_run_finished(cid, (await alice.start_run(cid, "hi", tokens=2))["run_id"])
-    jobs = f"{prefix}:jobs"
+    jobs = job_streams(prefix)[0]
     job = {
         "conversation_id": cid, "run_id": "r_never", "message_id": "m_1",
         "assistant_message_id": "m_2", "model": "simulated", "params": {}, "content": "x",
