@@ -275,6 +275,12 @@ class Store:
     def __init__(self, redis: Client, settings: Settings, *, retry_seconds: float = 0) -> None:
         self.redis = redis
         self.cluster = settings.redis_cluster
+        # redis-py's cluster client may hand a command a connection that a concurrent slot
+        # refresh is tearing down (during a failover); the command never reached Redis, so the
+        # (repeatable) run transitions retry it like an outage.
+        self._torn_down: tuple[type[Exception], ...] = (
+            (AttributeError, RuntimeError) if settings.redis_cluster else ()
+        )
         self._retry_seconds = retry_seconds
         self.keys = Keys(settings.key_prefix, settings.job_shard_count)
         self._maxlen = settings.stream_maxlen
@@ -373,7 +379,7 @@ class Store:
         while True:
             try:
                 return _text(await script(keys=keys, args=args))
-            except UNAVAILABLE:
+            except UNAVAILABLE + self._torn_down:
                 now = time.monotonic()
                 deadline = deadline or now + self._retry_seconds
                 if now + delay > deadline:
