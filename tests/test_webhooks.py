@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -272,6 +273,34 @@ async def test_a_delivery_in_flight_survives_its_worker_s_death(
         lambda: redis_client.xpending(f"{prefix}:outbox", "webhook")["pending"] == 0,
         what="the notice acknowledged",
     )
+
+
+async def test_a_dispatcher_paused_past_its_lease_does_not_deliver_again(
+    stack: Stack, receiver: Receiver, redis_client: redis.Redis, prefix: str
+) -> None:
+    """A GC pause or a frozen VM: the delivery is taken over, and the paused dispatcher, once
+    it wakes, abandons it rather than taking its lease back and posting it a second time."""
+    receiver.mode = "error"
+    receiver.listen()
+    stack.start(fronts=1, workers=0, **_webhook(receiver), **LEASE)
+    paused = stack.worker()
+    front = stack.fronts[0]
+    cid = new_cid("paused-dispatcher")
+    run_id = (await front.api.start_run(cid, "hello", tokens=3, interval_ms=1))["run_id"]
+    await _wait_for(lambda: len(receiver.requests) >= 1, what="a failed first attempt")
+    paused.signal(signal.SIGSTOP)
+    try:
+        receiver.mode = "ok"
+        stack.worker()
+        await _wait_for(lambda: receiver.delivered(), what="the delivery by the other worker")
+    finally:
+        paused.signal(signal.SIGCONT)
+    # The woken dispatcher's retry comes due at once; its renewal and its retry both see that
+    # the delivery is not its own any more.
+    await asyncio.sleep(FAST_RETRY["webhook_backoff_max_seconds"] * 3 + LEASE["lease_seconds"])
+    assert len(_by_delivery(receiver.delivered())[run_id]) == 1
+    assert "was taken over; abandoning it" in paused.output()
+    assert redis_client.xpending(f"{prefix}:outbox", "webhook")["pending"] == 0
 
 
 async def test_a_delivery_is_given_up_after_the_retry_time(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 import anyio
 import anyio.abc
@@ -35,6 +36,7 @@ from broker.core.webhook import (
     webhook_body,
     webhook_encoder,
 )
+from workers.leases import Leases
 
 log = logging.getLogger("workers.webhooks")
 
@@ -45,9 +47,13 @@ class WebhookDispatcher:
     def __init__(self, store: Store, settings: Settings, consumer: str) -> None:
         self._store = store
         self._settings = settings
-        self._consumer = consumer
-        self._outbox = store.keys.outbox
-        self._held: set[bytes] = set()  # notices being delivered here: their leases are renewed
+        # From its creation on: runs that ended before a webhook was configured are not sent.
+        self._leases = Leases(
+            store.redis, store.keys.outbox, consumer, group=WEBHOOK_GROUP, start="$", delete=False
+        )
+        # Notices being delivered here, each in its own scope: their leases are renewed, and a
+        # delivery whose lease was taken over is cancelled.
+        self._held: dict[bytes, anyio.CancelScope] = {}
         self._slot_freed = anyio.Event()
 
     async def run(self) -> None:
@@ -67,16 +73,6 @@ class WebhookDispatcher:
     def _free(self) -> int:
         return self._settings.webhook_concurrency - len(self._held)
 
-    async def _ensure_group(self) -> None:
-        try:
-            # From now on: runs that ended before a webhook was configured are not sent.
-            await self._store.redis.xgroup_create(
-                self._outbox, WEBHOOK_GROUP, id="$", mkstream=True
-            )
-        except redis.exceptions.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
     async def _read(self, deliveries: anyio.abc.TaskGroup) -> None:
         backoff = 0.1
         group_ready = False
@@ -88,15 +84,9 @@ class WebhookDispatcher:
                 continue
             try:
                 if not group_ready:
-                    await self._ensure_group()
+                    await self._leases.ensure_group()
                     group_ready = True
-                response = await self._store.redis.xreadgroup(
-                    WEBHOOK_GROUP,
-                    self._consumer,
-                    {self._outbox: ">"},
-                    count=self._free,
-                    block=self._settings.job_block_ms,
-                )
+                entries = await self._leases.read_new(self._free, self._settings.job_block_ms)
             except _REDIS_ERRORS:
                 log.warning("outbox unreachable; retrying in %.1fs", backoff)
                 await anyio.sleep(backoff)
@@ -108,17 +98,16 @@ class WebhookDispatcher:
                 group_ready = False
                 continue
             backoff = 0.1
-            for _, entries in response or ():
-                self._start(deliveries, entries)
+            self._start(deliveries, entries)
 
     def _start(
         self,
         deliveries: anyio.abc.TaskGroup,
-        entries: list[tuple[bytes, dict[bytes, bytes] | None]],
+        entries: Sequence[tuple[bytes, dict[bytes, bytes] | None]],
     ) -> None:
         for entry_id, fields in entries:
-            if entry_id not in self._held:
-                self._held.add(entry_id)
+            if entry_id not in self._held:  # claiming one of its own only renewed its lease
+                self._held[entry_id] = anyio.CancelScope()
                 deliveries.start_soon(self._deliver, entry_id, fields)
 
     async def _renew(self) -> None:
@@ -128,11 +117,15 @@ class WebhookDispatcher:
             if not self._held:
                 continue
             try:
-                await self._store.redis.xclaim(
-                    self._outbox, WEBHOOK_GROUP, self._consumer, 0, list(self._held), justid=True
-                )
+                lost = await self._leases.renew(list(self._held))
             except _REDIS_ERRORS:
                 log.warning("could not renew webhook delivery leases")
+                continue
+            for entry_id in lost:
+                scope = self._held.get(entry_id)
+                if scope is not None:
+                    log.warning("webhook delivery %s was taken over; abandoning it", entry_id)
+                    scope.cancel()
 
     async def _reclaim(self, deliveries: anyio.abc.TaskGroup) -> None:
         """Take over the deliveries of dispatchers that died."""
@@ -142,28 +135,28 @@ class WebhookDispatcher:
             if self._free <= 0:
                 continue
             try:
-                _, claimed, *_ = await self._store.redis.xautoclaim(
-                    self._outbox, WEBHOOK_GROUP, self._consumer, lease_ms, "0-0", count=self._free
-                )
+                claimed = await self._leases.claim_lapsed(lease_ms, self._free)
             except _REDIS_ERRORS:
                 continue
             except redis.exceptions.ResponseError as exc:
                 if "NOGROUP" in str(exc):
                     continue
                 raise
-            if claimed:
-                log.warning("took over %d webhook delivery(ies) of a lost worker", len(claimed))
-                self._start(deliveries, claimed)
+            taken = [entry for entry in claimed if entry[0] not in self._held]
+            if taken:
+                log.warning("took over %d webhook delivery(ies) of a lost worker", len(taken))
+                self._start(deliveries, taken)
 
     async def _deliver(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> None:
         try:
-            if await self._try_delivering(entry_id, fields):
-                await self._store.redis.xack(self._outbox, WEBHOOK_GROUP, entry_id)
+            with self._held[entry_id]:
+                if await self._try_delivering(entry_id, fields):
+                    await self._leases.release(entry_id)
         except _REDIS_ERRORS:
             # Left pending: once its lease lapses, a dispatcher (maybe this one) takes it again.
             log.warning("Redis unreachable; webhook delivery %s left for later", entry_id)
         finally:
-            self._held.discard(entry_id)
+            del self._held[entry_id]
             self._slot_freed.set()
 
     async def _try_delivering(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> bool:
@@ -204,6 +197,10 @@ class WebhookDispatcher:
             )
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, self._settings.webhook_backoff_max_seconds)
+            if await self._leases.renew([entry_id]):
+                # Paused past its lease: another dispatcher has it now and sends it itself.
+                log.warning("webhook delivery %s was taken over; abandoning it", entry_id)
+                return False
 
     async def _post(self, body: bytes, delivery_id: str, attempt: int) -> str | None:
         """One attempt; None on a 2xx answer, else what went wrong (never the URL: it may hold
