@@ -25,6 +25,7 @@ from broker.front.limits import Limits
 from broker.front.services import Services
 from broker.front.stream_routes import StreamRoutes
 from broker.front.tokens import SecurityConfigError, TokenVerifier
+from broker.front.web import web_routes
 
 
 def _verifier(settings: Settings) -> TokenVerifier | None:
@@ -96,8 +97,10 @@ def create_app(settings: Settings) -> Starlette:
             await pool.aclose()
 
     app = Starlette(
-        routes=[*routes, *ai_sdk_routes.routes],
-        middleware=middleware, exception_handlers=HANDLERS, lifespan=lifespan
+        routes=[*routes, *ai_sdk_routes.routes, *web_routes()],
+        middleware=middleware,
+        exception_handlers=HANDLERS,
+        lifespan=lifespan,
     )
     app.state.drain = lambda: None
     return app

@@ -83,3 +83,14 @@ class Snapshot(msgspec.Struct):
 
 class ErrorBody(msgspec.Struct, frozen=True):
     error: ErrorInfo
+
+
+class ModelName(msgspec.Struct, frozen=True):
+    name: str
+
+
+class ModelList(msgspec.Struct, frozen=True):
+    """The catalogue as clients may see it: names only, never keys, URLs or headers."""
+
+    default: str
+    models: list[ModelName]

@@ -15,9 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from broker.core.bodies import PostMessage
+from broker.core.bodies import ModelList, ModelName, PostMessage
 from broker.core.connections import UNAVAILABLE
 from broker.core.ids import ORIGIN, StreamPos, is_valid_path_id, parse_stream_id
+from broker.core.models import DEFAULT_MODEL
 from broker.core.snapshot import build_snapshot
 from broker.front import posting
 from broker.front.access import Access, GuardedRoute, conversation_not_found
@@ -177,6 +178,11 @@ async def snapshot(request: Request) -> Response:
     return _json(result, headers=NO_STORE)
 
 
+async def list_models(request: Request) -> Response:
+    catalogue = _services(request).catalogue
+    return _json(ModelList(DEFAULT_MODEL, [ModelName(name) for name in catalogue.models]))
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -199,6 +205,7 @@ routes = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     GuardedRoute("/v1/session", session, methods=["POST", "DELETE"], access=Access.SUBJECT),
+    GuardedRoute("/v1/models", list_models, methods=["GET"], access=Access.SUBJECT),
     GuardedRoute(_CONVERSATION, snapshot, methods=["GET"], access=Access.READ),
     GuardedRoute(
         _CONVERSATION + "/messages",

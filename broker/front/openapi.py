@@ -1,7 +1,11 @@
-"""The OpenAPI document of API version 1, served at ``/openapi.json``.
+"""The OpenAPI 3.1 document of API version 1, served at ``/openapi.json`` and shown at ``/docs``.
 
 Body and event schemas are generated from the same msgspec Structs the code decodes and
-encodes with, so the document cannot drift from the wire; only the paths are written out here.
+encodes with, and the event streams are described as the union of the event frames keyed by
+the event name (``event``), built from ``broker.core.events.EVENT_TYPES``: a new event type is
+in the document as soon as it exists. Only the paths, their summaries and the error codes each
+one can answer are written out here; ``tests/test_openapi.py`` checks those against the live
+routes and the error codes raised in the source, so neither can drift.
 """
 
 from __future__ import annotations
@@ -10,11 +14,73 @@ from typing import Any
 
 import msgspec
 
+<<<<<<< HEAD
 from broker.core.bodies import CancelState, ErrorBody, MessageAccepted, PostMessage, Snapshot
 from broker.core.events import EVENT_TYPES, Reset, StreamError
+=======
+from broker.core.bodies import (
+    CancelState,
+    ErrorBody,
+    MessageAccepted,
+    ModelList,
+    PostMessage,
+    Snapshot,
+)
+from broker.core.events import EVENT_TYPES, ErrorInfo, Reset
+>>>>>>> 9f98593 (Front: the chat page at /, the browser module at /broker.js, the API reference at /docs, and GET /v1/models)
 
 _ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}
 _STREAM_ID = {"type": "string", "pattern": "^[0-9]{1,20}-[0-9]{1,20}$"}
+
+# Every error code the API answers with, its status, and when. The body is always ErrorBody.
+ERROR_CODES: dict[str, tuple[int, str]] = {
+    "invalid_id": (400, "an identifier in the path does not match [A-Za-z0-9_-]{1,128}"),
+    "invalid_last_event_id": (400, "Last-Event-ID (or ?last_event_id=) is not an event id"),
+    "malformed_json": (400, "the body is not JSON, or not a JSON object"),
+    "invalid_idempotency_key": (400, "Idempotency-Key is not 1 to 255 visible ASCII characters"),
+    "invalid_query": (400, "a query parameter has a value it cannot take"),
+    "conversation_not_found": (404, "no such conversation"),
+    "run_not_found": (404, "no such run in this conversation"),
+    "not_found": (404, "no such endpoint or file"),
+    "method_not_allowed": (405, "the endpoint does not take this method"),
+    "run_active": (409, "a run of this conversation has not finished"),
+    "no_active_run": (409, "nothing runs in this conversation"),
+    "body_too_large": (413, "the body exceeds BROKER_MAX_BODY_BYTES"),
+    "content_too_large": (413, "content exceeds BROKER_MAX_CONTENT_CHARS characters"),
+    "invalid_field": (422, "a field of the body has a wrong type or value"),
+    "unknown_model": (422, "the model is not in the catalogue"),
+    "idempotency_key_reused": (422, "this Idempotency-Key was used with another body"),
+    "too_many_streams": (429, "too many open streams of this conversation; see Retry-After"),
+    "internal_error": (500, "an unexpected server error (a defect: please report it)"),
+    "http_error": (500, "any other HTTP error, with its own status"),
+    "redis_unavailable": (503, "the store is unreachable; see Retry-After"),
+    "try_again": (503, "the run could not be queued in time; see Retry-After"),
+}
+# Any request may meet these.
+_ALWAYS = ("redis_unavailable", "internal_error")
+# What each stored event means to a client; a new event type needs a line here (tested).
+EVENT_NOTES: dict[str, str] = {
+    "message": "the user's message; its run (`run_id`) starts",
+    "run.started": "a worker began the answer `message_id` with `model`",
+    "delta": "a piece of the answer (`channel: content`) or of the reasoning (`reasoning`)",
+    "run.completed": "the answer is complete: `finish_reason`, and `usage` when known",
+    "run.cancelled": "the run was stopped by a cancel; the partial answer stays",
+    "run.failed": "the run ended with an error (`error.code`, `error.message`)",
+}
+# Events that are sent but never stored: they carry no ``id:``.
+_UNSTORED_EVENTS: dict[str, tuple[type[msgspec.Struct], str]] = {
+    "reset": (
+        Reset,
+        "Sent first, before any stored event, when the position asked for was trimmed away "
+        "(`trimmed`) or is no position of this conversation (`unknown_position`): drop what "
+        "you have; the replay of everything retained follows.",
+    ),
+    "error": (
+        ErrorInfo,
+        "The stream cannot go on (for example `token_expired`); it ends after this frame. "
+        "Fix the cause and resume with the last id received.",
+    ),
+}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -25,6 +91,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+<<<<<<< HEAD
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {
         400: "malformed request (id, Last-Event-ID, JSON, header or query)",
@@ -38,10 +105,23 @@ def _errors(*statuses: int) -> dict[str, Any]:
         429: "a limit was reached (`rate_limited`, `too_many_streams`, `too_many_runs`, "
         "`too_many_conversations`); retry after Retry-After seconds",
         503: "Redis (or the token signing keys) unreachable; retry after Retry-After seconds",
+=======
+def _errors(*codes: str) -> dict[str, Any]:
+    """Error responses grouped by status, each naming the codes it can carry."""
+    by_status: dict[int, list[str]] = {}
+    for code in (*codes, *_ALWAYS):
+        by_status.setdefault(ERROR_CODES[code][0], []).append(code)
+    return {
+        str(status): _json(
+            _ref("ErrorBody"),
+            "; ".join(f"`{code}`: {ERROR_CODES[code][1]}" for code in of_status),
+        )
+        for status, of_status in sorted(by_status.items())
+>>>>>>> 9f98593 (Front: the chat page at /, the browser module at /broker.js, the API reference at /docs, and GET /v1/models)
     }
-    return {str(s): _json(_ref("ErrorBody"), text[s]) for s in (*statuses, 503)}
 
 
+<<<<<<< HEAD
 def _guarded(*statuses: int) -> dict[str, Any]:
     """The errors of a route behind authentication and the per-subject limits."""
     return _errors(*sorted({*statuses, 401, 429}))
@@ -49,12 +129,31 @@ def _guarded(*statuses: int) -> dict[str, Any]:
 
 def _path(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": _ID}
+=======
+def _path(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": _ID, "description": description}
+>>>>>>> 9f98593 (Front: the chat page at /, the browser module at /broker.js, the API reference at /docs, and GET /v1/models)
 
 
+_CID = _path("cid", "the conversation: any id the client chooses; the first message creates it")
+_RUN = _path("run_id", "a run id from `POST .../messages` or `run.started`, or `active`")
 _LAST_EVENT_ID = [
-    {"name": "Last-Event-ID", "in": "header", "required": False, "schema": _STREAM_ID},
-    {"name": "last_event_id", "in": "query", "required": False, "schema": _STREAM_ID},
+    {
+        "name": "Last-Event-ID",
+        "in": "header",
+        "required": False,
+        "schema": _STREAM_ID,
+        "description": "resume after this event id (exclusive); wins over the query",
+    },
+    {
+        "name": "last_event_id",
+        "in": "query",
+        "required": False,
+        "schema": _STREAM_ID,
+        "description": "the same, for a fresh `EventSource`, which cannot set headers",
+    },
 ]
+<<<<<<< HEAD
 _SSE = {
     "description": "an SSE stream; each event's `data` is one of the event schemas. A stream "
     "whose token expires ends with `event: error` (no `id:`) and a `StreamError` "
@@ -92,13 +191,168 @@ def build() -> dict[str, Any]:
         "202": _json(_ref("CancelState"), "the run was told to stop"),
         "200": _json(_ref("CancelState"), "the run has ended; its final status"),
         **_guarded(400, 403, 404, 409),
+=======
+_WAIT = {
+    "name": "wait",
+    "in": "query",
+    "required": False,
+    "schema": {"enum": ["true", "false", "1", "0"]},
+    "description": "wait (bounded) for the run's terminal event and answer 200 with it",
+}
+
+
+def _sse(union: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description
+        + " Each event is one frame of `"
+        + union
+        + "`, keyed by its `event` name; `retry:` lines and `: keepalive` comments come between.",
+        "content": {"text/event-stream": {"schema": _ref(union)}},
+    }
+
+
+def _frame(name: str, struct: str, description: str, *, stored: bool) -> dict[str, Any]:
+    properties: dict[str, Any] = {"event": {"const": name}, "data": _ref(struct)}
+    required = ["event", "data"]
+    if stored:
+        properties = {"id": {**_STREAM_ID, "description": "its Redis Stream entry id"}, **properties}
+        required.insert(0, "id")
+    return {
+        "type": "object",
+        "title": f"event: {name}",
+        "description": description,
+        "properties": properties,
+        "required": required,
+    }
+
+
+def _frame_name(event: str) -> str:
+    return "".join(part.capitalize() for part in event.replace("_", ".").split(".")) + "Frame"
+
+
+def _stream_unions() -> dict[str, Any]:
+    """The frame schemas and the two stream unions (a run's stream never sends ``reset``)."""
+    frames: dict[str, dict[str, Any]] = {}
+    for name, struct in EVENT_TYPES.items():
+        note = EVENT_NOTES.get(name, f"a stored `{name}` event")
+        frames[name] = _frame(name, struct.__name__, note, stored=True)
+    for name, (struct, doc) in _UNSTORED_EVENTS.items():
+        frames[name] = _frame(name, struct.__name__, doc, stored=False)
+    schemas = {_frame_name(name): frame for name, frame in frames.items()}
+
+    def union(names: list[str], description: str) -> dict[str, Any]:
+        return {
+            "description": description,
+            "oneOf": [_ref(_frame_name(name)) for name in names],
+            "discriminator": {
+                "propertyName": "event",
+                "mapping": {name: f"#/components/schemas/{_frame_name(name)}" for name in names},
+            },
+        }
+
+    schemas["ConversationEvent"] = union(
+        list(frames), "An event of a conversation's stream, keyed by its name."
+    )
+    schemas["RunEvent"] = union(
+        [name for name in frames if name != "reset"], "An event of one run's stream."
+    )
+    return schemas
+
+
+def _static(media_type: str, description: str, operation: str, summary: str) -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": operation,
+            "tags": ["pages"],
+            "summary": summary,
+            "responses": {
+                "200": {"description": description, "content": {media_type: {"schema": {"type": "string"}}}},
+                "304": {"description": "unchanged since the ETag sent in If-None-Match"},
+                **_errors(),
+            },
+        }
+    }
+
+
+_DESCRIPTION = """\
+A durable, resumable stream broker for LLM token streams. A client posts a message, which
+starts a run in a background worker; the run's events are stored in the conversation's stream
+and served over Server-Sent Events from any front process. Render the snapshot
+(`GET /v1/conversations/{cid}`), then stream after its `last_event_id`; after a disconnect,
+reconnect with the last `id:` received: nothing is lost or repeated. Closing a stream never
+stops a run; only `POST .../cancel` does, from any device.
+
+Every error is `{"error": {"code", "message"}}`; each response below names the codes it can
+carry.
+"""
+
+
+def build() -> dict[str, Any]:
+    structs: list[Any] = [PostMessage, MessageAccepted, CancelState, Snapshot, ModelList, ErrorBody]
+    structs += [Reset, ErrorInfo, *EVENT_TYPES.values()]
+    _, components = msgspec.json.schema_components(structs, ref_template="#/components/schemas/{name}")
+    components.update(_stream_unions())
+    cancel_responses = {
+        "202": _json(_ref("CancelState"), "the run was told to stop: `cancelling`"),
+        "200": _json(_ref("CancelState"), "the run has ended (or was ended at once): its final status"),
+        **_errors("invalid_id", "invalid_query", "conversation_not_found", "run_not_found", "no_active_run"),
+>>>>>>> 9f98593 (Front: the chat page at /, the browser module at /broker.js, the API reference at /docs, and GET /v1/models)
     }
     paths: dict[str, Any] = {
-        "/healthz": {"get": {"operationId": "healthz", "responses": {"200": {"description": "alive"}}}},
+        "/": _static("text/html", "the chat page", "chatPage", "The chat page"),
+        "/docs": _static("text/html", "this document, for people", "docsPage", "This reference"),
+        "/broker.js": _static(
+            "text/javascript",
+            "an ES module: openConversation, send, cancel, snapshot",
+            "browserModule",
+            "The browser module",
+        ),
+        "/assets/{name}": {
+            "get": {
+                "operationId": "asset",
+                "tags": ["pages"],
+                "summary": "A file the pages load (scripts, styles)",
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {"description": "the file", "content": {"*/*": {"schema": {"type": "string"}}}},
+                    "304": {"description": "unchanged since the ETag sent in If-None-Match"},
+                    **_errors("not_found"),
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "tags": ["pages"],
+                "summary": "This document",
+                "responses": {"200": _json({"type": "object"}, "the OpenAPI 3.1 document")},
+            }
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "tags": ["operations"],
+                "summary": "Liveness",
+                "responses": {"200": _json({"type": "object"}, "the process answers")},
+            }
+        },
         "/readyz": {
             "get": {
                 "operationId": "readyz",
-                "responses": {"200": {"description": "Redis answers"}, **_errors()},
+                "tags": ["operations"],
+                "summary": "Readiness: a Redis round trip",
+                "responses": {"200": _json({"type": "object"}, "Redis answers"), **_errors()},
+            }
+        },
+        "/v1/models": {
+            "get": {
+                "operationId": "listModels",
+                "tags": ["conversations"],
+                "summary": "The model names clients may ask for",
+                "description": "Names only: the catalogue's keys, URLs and headers stay on the server.",
+                "responses": {"200": _json(_ref("ModelList"), "the catalogue's names"), **_errors()},
             }
         },
         "/v1/session": {
@@ -124,6 +378,7 @@ def build() -> dict[str, Any]:
         "/v1/conversations/{cid}": {
             "get": {
                 "operationId": "getConversation",
+<<<<<<< HEAD
                 "parameters": [_path("cid")],
                 "security": _READ_SECURITY,
                 "responses": {
@@ -132,19 +387,33 @@ def build() -> dict[str, Any]:
                         "headers": _NO_STORE,
                     },
                     **_guarded(400, 404),
+=======
+                "tags": ["conversations"],
+                "summary": "The merged conversation (snapshot)",
+                "description": "Render it, then stream after its `last_event_id`: each event is seen once.",
+                "parameters": [_CID],
+                "responses": {
+                    "200": _json(_ref("Snapshot"), "the merged conversation"),
+                    **_errors("invalid_id", "conversation_not_found"),
+>>>>>>> 9f98593 (Front: the chat page at /, the browser module at /broker.js, the API reference at /docs, and GET /v1/models)
                 },
             }
         },
         "/v1/conversations/{cid}/messages": {
             "post": {
                 "operationId": "postMessage",
+                "tags": ["conversations"],
+                "summary": "Send a message; starts a run",
+                "description": "The answer is generated by a worker, not inside this request: "
+                "follow it on a stream.",
                 "parameters": [
-                    _path("cid"),
+                    _CID,
                     {
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
                         "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+                        "description": "a retry with the same key and body returns the first answer",
                     },
                 ],
                 "requestBody": {
@@ -154,50 +423,117 @@ def build() -> dict[str, Any]:
                 "security": _WRITE_SECURITY,
                 "responses": {
                     "202": _json(_ref("MessageAccepted"), "the message is stored and its run queued"),
+<<<<<<< HEAD
                     **_guarded(400, 403, 404, 409, 413, 422),
+=======
+                    **_errors(
+                        "invalid_id",
+                        "malformed_json",
+                        "invalid_idempotency_key",
+                        "run_active",
+                        "body_too_large",
+                        "content_too_large",
+                        "invalid_field",
+                        "unknown_model",
+                        "idempotency_key_reused",
+                        "try_again",
+                    ),
+>>>>>>> 9f98593 (Front: the chat page at /, the browser module at /broker.js, the API reference at /docs, and GET /v1/models)
                 },
             }
         },
         "/v1/conversations/{cid}/stream": {
             "get": {
                 "operationId": "streamConversation",
+<<<<<<< HEAD
                 "parameters": [_path("cid"), *_LAST_EVENT_ID],
                 "security": _READ_SECURITY,
                 "responses": {"200": _SSE, **_guarded(400, 404, 429)},
+=======
+                "tags": ["streams"],
+                "summary": "The conversation's events: replay, then live",
+                "description": "Never ends by itself. With no position it starts from the beginning.",
+                "parameters": [_CID, *_LAST_EVENT_ID],
+                "responses": {
+                    "200": _sse("ConversationEvent", "An SSE stream of the whole conversation."),
+                    **_errors(
+                        "invalid_id",
+                        "invalid_last_event_id",
+                        "conversation_not_found",
+                        "too_many_streams",
+                    ),
+                },
+>>>>>>> 9f98593 (Front: the chat page at /, the browser module at /broker.js, the API reference at /docs, and GET /v1/models)
             }
         },
         "/v1/conversations/{cid}/runs/{run_id}/stream": {
             "get": {
                 "operationId": "streamRun",
+<<<<<<< HEAD
                 "parameters": [_path("cid"), _path("run_id"), *_LAST_EVENT_ID],
                 "security": _READ_SECURITY,
+=======
+                "tags": ["streams"],
+                "summary": "One run's events, closed after its terminal event",
+                "parameters": [_CID, _RUN, *_LAST_EVENT_ID],
+>>>>>>> 9f98593 (Front: the chat page at /, the browser module at /broker.js, the API reference at /docs, and GET /v1/models)
                 "responses": {
-                    "200": _SSE,
+                    "200": _sse("RunEvent", "An SSE stream of one run, from its user message."),
                     "204": {"description": "`active` and nothing runs"},
+<<<<<<< HEAD
                     **_guarded(400, 404, 429),
+=======
+                    **_errors(
+                        "invalid_id",
+                        "invalid_last_event_id",
+                        "conversation_not_found",
+                        "run_not_found",
+                        "too_many_streams",
+                    ),
+>>>>>>> 9f98593 (Front: the chat page at /, the browser module at /broker.js, the API reference at /docs, and GET /v1/models)
                 },
             }
         },
         "/v1/conversations/{cid}/cancel": {
             "post": {
                 "operationId": "cancelActiveRun",
+<<<<<<< HEAD
                 "parameters": [_path("cid"), _WAIT],
                 "security": _WRITE_SECURITY,
                 "responses": cancel,
+=======
+                "tags": ["conversations"],
+                "summary": "Stop the active run, from any device",
+                "parameters": [_CID, _WAIT],
+                "responses": cancel_responses,
+>>>>>>> 9f98593 (Front: the chat page at /, the browser module at /broker.js, the API reference at /docs, and GET /v1/models)
             }
         },
         "/v1/conversations/{cid}/runs/{run_id}/cancel": {
             "post": {
                 "operationId": "cancelRun",
+<<<<<<< HEAD
                 "parameters": [_path("cid"), _path("run_id"), _WAIT],
                 "security": _WRITE_SECURITY,
                 "responses": cancel,
+=======
+                "tags": ["conversations"],
+                "summary": "Stop a named run",
+                "parameters": [_CID, _RUN, _WAIT],
+                "responses": cancel_responses,
+>>>>>>> 9f98593 (Front: the chat page at /, the browser module at /broker.js, the API reference at /docs, and GET /v1/models)
             }
         },
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "LLM stream broker", "version": "1"},
+        "info": {"title": "LLM stream broker", "version": "1", "description": _DESCRIPTION},
+        "tags": [
+            {"name": "conversations", "description": "messages, snapshots, cancel"},
+            {"name": "streams", "description": "Server-Sent Events, resumable with Last-Event-ID"},
+            {"name": "operations", "description": "health checks"},
+            {"name": "pages", "description": "the chat page, the browser module, this reference"},
+        ],
         "paths": paths,
         "components": {"schemas": components, "securitySchemes": _SECURITY_SCHEMES},
     }

@@ -1,0 +1,455 @@
+// The chat page: rendering only. Every request goes through /broker.js.
+
+import { BrokerError, listModels, openConversation, startSession } from "/broker.js";
+
+const $ = (selector) => /** @type {HTMLElement} */ (document.querySelector(selector));
+const ui = {
+  conversations: $("#conversations"),
+  title: $("#title"),
+  status: $("#status"),
+  banner: $("#banner"),
+  tokenForm: /** @type {HTMLFormElement} */ ($("#token-form")),
+  tokenInput: /** @type {HTMLInputElement} */ ($("#token-input")),
+  messages: $("#messages"),
+  composer: /** @type {HTMLFormElement} */ ($("#composer")),
+  prompt: /** @type {HTMLTextAreaElement} */ ($("#prompt")),
+  model: /** @type {HTMLSelectElement} */ ($("#model")),
+  params: /** @type {HTMLInputElement} */ ($("#params")),
+  send: /** @type {HTMLButtonElement} */ ($("#send")),
+  stop: /** @type {HTMLButtonElement} */ ($("#stop")),
+};
+
+const STATUS_TEXT = {
+  idle: "idle",
+  connecting: "connecting…",
+  live: "live",
+  reconnecting: "reconnecting…",
+  waiting: "new conversation",
+  unauthorized: "token needed",
+  forbidden: "no access",
+  failed: "error",
+  closed: "closed",
+};
+const BADGES = {
+  queued: "waiting for a worker…",
+  running: "streaming…",
+  completed: "",
+  cancelled: "stopped",
+  failed: "failed",
+};
+const LIST_KEY = "broker.conversations";
+const TOKEN_KEY = "broker.token";
+
+/** @type {import("/broker.js").Conversation | null} */
+let conversation = null;
+/** Assistant bubbles by run id. @type {Map<string, Answer>} */
+let answers = new Map();
+/** User messages already shown, by message id. */
+let shownMessages = new Set();
+let token = sessionStorage.getItem(TOKEN_KEY);
+
+// ---- routing: the conversation is in the URL, #/c/<cid> ------------------------------------
+
+function readHash() {
+  const hash = location.hash;
+  const fromUrl = /(?:^#|[?&])token=([^&]+)/.exec(hash);
+  if (fromUrl) {
+    token = decodeURIComponent(fromUrl[1]);
+    sessionStorage.setItem(TOKEN_KEY, token);
+    // Keep the token out of the address bar and the history.
+    const clean = hash.replace(/[?&]?token=[^&]+/, "").replace(/^#&/, "#");
+    history.replaceState(null, "", clean && clean !== "#" ? clean : location.pathname);
+  }
+  const match = /^#\/c\/([A-Za-z0-9_-]{1,128})/.exec(location.hash);
+  return match ? match[1] : null;
+}
+
+function newId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(8));
+  return "c-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// ---- the conversation list, kept in this browser ----------------------------------------------
+
+function loadList() {
+  try {
+    return JSON.parse(localStorage.getItem(LIST_KEY) || "[]");
+  } catch {
+    return [];
+  }
+}
+
+function remember(cid, title) {
+  const list = loadList().filter((item) => item.id !== cid);
+  const previous = loadList().find((item) => item.id === cid);
+  list.unshift({ id: cid, title: title || previous?.title || cid });
+  localStorage.setItem(LIST_KEY, JSON.stringify(list.slice(0, 50)));
+  renderList(cid);
+}
+
+function renderList(current) {
+  ui.conversations.replaceChildren(
+    ...loadList().map((item) => {
+      const link = document.createElement("a");
+      link.href = `#/c/${item.id}`;
+      link.textContent = item.title;
+      link.title = item.id;
+      if (item.id === current) link.setAttribute("aria-current", "page");
+      return link;
+    }),
+  );
+}
+
+// ---- rendering --------------------------------------------------------------------------------
+
+function nearBottom() {
+  const box = ui.messages;
+  return box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+}
+
+function follow(wasNear) {
+  if (wasNear) ui.messages.scrollTop = ui.messages.scrollHeight;
+}
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function addUser(message) {
+  if (shownMessages.has(message.message_id)) return;
+  shownMessages.add(message.message_id);
+  const node = element("article", "msg user", message.content);
+  node.dataset.role = "user";
+  node.dataset.messageId = message.message_id;
+  node.dataset.runId = message.run_id;
+  ui.messages.append(node);
+  if (shownMessages.size === 1 && conversation) remember(conversation.cid, message.content.slice(0, 48));
+}
+
+class Answer {
+  constructor(runId) {
+    this.node = element("article", "msg assistant");
+    this.node.dataset.role = "assistant";
+    this.node.dataset.runId = runId;
+    this.reasoning = element("details", "reasoning");
+    this.reasoning.append(element("summary", "", "reasoning"), (this.reasoningText = element("div", "text")));
+    this.reasoning.hidden = true;
+    this.content = element("div", "content");
+    this.parts = new Map();
+    this.failure = element("div", "failure");
+    this.failure.hidden = true;
+    this.meta = element("div", "meta");
+    this.badge = element("span", "badge");
+    this.model = element("span", "model");
+    this.meta.append(this.badge, this.model);
+    this.node.append(this.reasoning, this.content, this.failure, this.meta);
+    ui.messages.append(this.node);
+    this.setStatus("queued");
+  }
+
+  setStatus(status) {
+    this.node.dataset.status = status;
+    this.badge.textContent = BADGES[status] ?? status;
+  }
+
+  add(channel, text) {
+    if (channel === "reasoning") {
+      this.reasoning.hidden = false;
+      this.reasoningText.append(text);
+    } else {
+      this.content.append(text);
+    }
+  }
+
+  /** A tool call, tool result or data part, shown in order; `key` merges a call's pieces. */
+  part(key, label, text) {
+    let node = this.parts.get(key);
+    if (!node) {
+      node = element("div", "part");
+      node.dataset.part = key;
+      this.parts.set(key, node);
+      this.content.append(node);
+      node.textContent = label;
+    }
+    node.textContent = label + text;
+  }
+
+  fail(error) {
+    this.setStatus("failed");
+    this.failure.hidden = false;
+    this.failure.textContent = `${error.code}: ${error.message}`;
+  }
+}
+
+function answerFor(runId) {
+  let answer = answers.get(runId);
+  if (!answer) {
+    answer = new Answer(runId);
+    answers.set(runId, answer);
+  }
+  return answer;
+}
+
+function renderSnapshot(state) {
+  ui.messages.replaceChildren();
+  answers = new Map();
+  shownMessages = new Set();
+  for (const message of state.messages) {
+    if (message.role === "user") {
+      addUser(message);
+      continue;
+    }
+    const answer = answerFor(message.run_id);
+    answer.node.dataset.messageId = message.message_id;
+    if (message.reasoning) answer.add("reasoning", message.reasoning);
+    answer.add("content", message.content);
+    for (const [index, part] of (message.parts || []).entries()) {
+      answer.part(`snapshot-${index}`, `${part.type || "part"}: `, JSON.stringify(part));
+    }
+    answer.setStatus(message.status);
+  }
+  if (state.active_run_id) {
+    const answer = answerFor(state.active_run_id);
+    if (answer.node.dataset.status === "completed") answer.setStatus("running");
+  }
+  if (!state.messages.length) {
+    ui.messages.append(element("p", "notice", "Nothing here yet: send a message to start."));
+  }
+  ui.messages.scrollTop = ui.messages.scrollHeight;
+  updateStop();
+}
+
+function onEvent(name, data) {
+  const wasNear = nearBottom();
+  ui.messages.querySelector(".notice")?.remove();
+  switch (name) {
+    case "message":
+      addUser(data);
+      answerFor(data.run_id);
+      break;
+    case "run.started": {
+      const answer = answerFor(data.run_id);
+      answer.node.dataset.messageId = data.message_id;
+      answer.model.textContent = data.model;
+      answer.setStatus("running");
+      break;
+    }
+    case "delta":
+      answerFor(data.run_id).add(data.channel, data.text);
+      break;
+    case "run.completed":
+      answerFor(data.run_id).setStatus("completed");
+      break;
+    case "run.cancelled":
+      answerFor(data.run_id).setStatus("cancelled");
+      break;
+    case "run.failed":
+      answerFor(data.run_id).fail(data.error);
+      break;
+    case "tool.call": {
+      const answer = answerFor(data.run_id);
+      const key = `call-${data.call_id}`;
+      const sofar = (answer.parts.get(key)?.dataset.args || "") + (data.arguments_delta || "");
+      const args = data.arguments !== undefined ? JSON.stringify(data.arguments) : sofar;
+      answer.part(key, `tool call ${data.name}(`, `${args})`);
+      answer.parts.get(key).dataset.args = data.arguments !== undefined ? args : sofar;
+      break;
+    }
+    case "tool.result":
+      answerFor(data.run_id).part(
+        `result-${data.call_id}`,
+        data.is_error ? "tool error: " : "tool result: ",
+        typeof data.result === "string" ? data.result : JSON.stringify(data.result),
+      );
+      break;
+    case "data":
+      answerFor(data.run_id).part(`data-${data.name}-${Math.random()}`, `${data.name}: `, JSON.stringify(data.value));
+      break;
+    default:
+      return; // an event this page does not render
+  }
+  follow(wasNear);
+  updateStop();
+}
+
+function updateStop() {
+  ui.stop.disabled = !(conversation && conversation.activeRunId);
+}
+
+function showStatus(status, detail) {
+  ui.status.dataset.status = status;
+  ui.status.textContent = STATUS_TEXT[status] || status;
+  if (status === "live") hideBanner();
+  ui.tokenForm.hidden = status !== "unauthorized";
+  if (status === "forbidden" && detail) showBanner(detail);
+}
+
+function describe(error) {
+  if (!(error instanceof BrokerError)) return String(error);
+  const label = error.status ? `${error.status} ${error.code}` : error.code;
+  const hints = {
+    unauthorized: "paste a valid token below",
+    token_expired: "the token expired: paste a new one below",
+    forbidden: "this token may read this conversation but not write to it",
+    rate_limited: "too many requests: retrying shortly",
+    too_many_streams: "too many open streams of this conversation: retrying shortly",
+    too_many_runs: "too many runs at once: wait for one to finish",
+    run_active: "an answer is still running: wait, or press Stop",
+    redis_unavailable: "the broker cannot reach its store: retrying",
+    network: "the broker does not answer: retrying",
+  };
+  const retry = error.retryAfter ? ` (retry in ${error.retryAfter} s)` : "";
+  return `${label}: ${error.message}${hints[error.code] ? ` (${hints[error.code]})` : ""}${retry}`;
+}
+
+function showBanner(error) {
+  ui.banner.hidden = false;
+  ui.banner.dataset.code = error instanceof BrokerError ? error.code : "error";
+  ui.banner.textContent = describe(error);
+}
+
+function hideBanner() {
+  ui.banner.hidden = true;
+  ui.banner.textContent = "";
+  delete ui.banner.dataset.code;
+}
+
+// ---- wiring -----------------------------------------------------------------------------------
+
+function open(cid) {
+  conversation?.close();
+  conversation = null;
+  hideBanner();
+  ui.title.textContent = cid;
+  document.title = `${cid} · stream broker`;
+  remember(cid);
+  ui.messages.replaceChildren();
+  conversation = openConversation("", cid, {
+    onSnapshot: renderSnapshot,
+    onEvent,
+    onStatus: showStatus,
+    onReset: () => {
+      ui.messages.replaceChildren(element("p", "notice", "history was trimmed: reloading"));
+    },
+    onError: showBanner,
+  }, { token });
+}
+
+function route() {
+  const cid = readHash();
+  if (!cid) {
+    const recent = loadList()[0];
+    location.replace(`#/c/${recent ? recent.id : newId()}`);
+    return;
+  }
+  if (conversation && conversation.cid === cid) return;
+  open(cid);
+}
+
+ui.composer.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const content = ui.prompt.value;
+  if (!content.trim() || !conversation) return;
+  let params = {};
+  if (ui.params.value.trim()) {
+    try {
+      params = JSON.parse(ui.params.value);
+    } catch {
+      showBanner(new BrokerError(0, "invalid_params", "params must be a JSON object"));
+      return;
+    }
+  }
+  ui.send.disabled = true;
+  try {
+    await conversation.send(content, { model: ui.model.value || undefined, params });
+    ui.prompt.value = "";
+    hideBanner();
+  } catch (error) {
+    showBanner(error);
+  } finally {
+    ui.send.disabled = false;
+    ui.prompt.focus();
+  }
+});
+
+ui.prompt.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    ui.composer.requestSubmit();
+  }
+});
+
+ui.stop.addEventListener("click", async () => {
+  if (!conversation) return;
+  ui.stop.disabled = true;
+  try {
+    await conversation.cancel({ runId: conversation.activeRunId });
+  } catch (error) {
+    showBanner(error);
+    updateStop();
+  }
+});
+
+$("#new-conversation").addEventListener("click", () => {
+  location.hash = `#/c/${newId()}`;
+});
+
+$("#open-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const input = /** @type {HTMLInputElement} */ ($("#open-id"));
+  if (input.checkValidity() && input.value) location.hash = `#/c/${input.value}`;
+  input.value = "";
+});
+
+ui.tokenForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const value = ui.tokenInput.value.trim();
+  if (!value || !conversation) return;
+  try {
+    await conversation.setToken(value);
+    token = value;
+    sessionStorage.setItem(TOKEN_KEY, value);
+    ui.tokenInput.value = "";
+    ui.tokenForm.hidden = true;
+    hideBanner();
+    await loadModels();
+  } catch (error) {
+    showBanner(error);
+  }
+});
+
+async function loadModels() {
+  try {
+    const { default: fallback, models } = await listModels("", { token });
+    ui.model.replaceChildren(
+      ...models.map(({ name }) => {
+        const option = element("option", "", name);
+        option.value = name;
+        option.selected = name === fallback;
+        return option;
+      }),
+    );
+  } catch (error) {
+    ui.model.replaceChildren(element("option", "", "simulated"));
+    if (error instanceof BrokerError && error.status !== 401) showBanner(error);
+  }
+}
+
+async function main() {
+  readHash();
+  if (token) {
+    try {
+      await startSession("", token);
+    } catch (error) {
+      showBanner(error);
+    }
+  }
+  await loadModels();
+  window.addEventListener("hashchange", route);
+  route();
+}
+
+main();
