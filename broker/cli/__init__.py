@@ -1,5 +1,8 @@
-"""The ``broker`` command: ``dev`` (everything at once), ``serve`` (a front), ``worker``,
-``tap`` (every event, for a copy elsewhere), ``token`` (a signed token for local testing).
+"""The ``broker`` command.
+
+Servers: ``dev`` (everything at once), ``serve`` (a front), ``worker``, ``tap`` (every event,
+for a copy elsewhere), ``token`` (a signed token for local testing). Clients: ``send``,
+``tail``, ``cancel``, ``show``, which talk HTTP to a running broker.
 
 The one composition root that knows both tiers. Each subcommand lives in a module of this
 package that offers ``register(commands)``: it adds its parser and sets ``run(args, settings)``
@@ -10,25 +13,59 @@ from __future__ import annotations
 
 import argparse
 import logging
+from importlib import metadata
 
-from broker.cli import dev, serve, tap, token, worker
+from broker.cli import client, dev, serve, tap, token, worker
 from broker.core.settings import Settings
 
-SUBCOMMANDS = (dev, serve, worker, tap, token)
+SUBCOMMANDS = (dev, serve, worker, tap, token, client)
+
+DESCRIPTION = """\
+A durable, resumable stream broker for LLM token streams, backed by Redis.
+
+Run the servers with dev (everything on one machine) or serve and worker (any
+number of each); tap copies every event elsewhere; token prints a token for
+local testing. Talk to a running broker with send, tail, cancel and show; they
+read BROKER_URL and BROKER_TOKEN. Every server setting is a BROKER_* environment
+variable (see the README)."""
+
+EPILOG = """\
+examples:
+  broker dev                        Redis, a front and a worker on 127.0.0.1:8000
+  broker send demo "Hello" --follow ask, and print the answer as it streams
+  broker tail demo                  follow a conversation from another terminal
+  broker cancel demo                stop the answer, from anywhere"""
+
+
+def version() -> str:
+    try:
+        return metadata.version("llm-stream-broker")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="broker",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"broker {version()}", help="print the version"
+    )
+    commands = parser.add_subparsers(
+        title="commands", dest="command", required=True, metavar="COMMAND"
+    )
+    for module in SUBCOMMANDS:
+        module.register(commands)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="broker", description="A durable, resumable stream broker for LLM token streams."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    for module in SUBCOMMANDS:
-        module.register(commands)
-    args = parser.parse_args(argv)
-
+    args = build_parser().parse_args(argv)
     settings = Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # The client commands print for people; request logs would only get in the way.
+    level = "WARNING" if getattr(args, "client", False) else settings.log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args.run(args, settings)

@@ -108,9 +108,15 @@ def dev(host: str, port: int, cluster: bool = False) -> None:
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sub = commands.add_parser("dev", help="Redis, one front and one worker")
-    sub.add_argument("--host", default="127.0.0.1")
-    sub.add_argument("--port", type=int, default=8000)
+    sub = commands.add_parser(
+        "dev",
+        help="run everything: Redis, one front and one worker",
+        description="Run Redis (an embedded redis-server unless BROKER_REDIS_URL is set), one\n"
+        "front and one worker, until Ctrl-C. The chat page is at the printed URL.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    sub.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
     sub.add_argument(
         "--cluster", action="store_true", help="on a local Redis Cluster (needs redis-server 7+)"
     )

@@ -54,7 +54,13 @@ def serve(settings: Settings, host: str, port: int) -> None:
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sub = commands.add_parser("serve", help="one front process")
-    sub.add_argument("--host", default="127.0.0.1")
-    sub.add_argument("--port", type=int, default=8000)
+    sub = commands.add_parser(
+        "serve",
+        help="run one front process (HTTP and SSE)",
+        description="Run one front process: the HTTP API, the SSE streams, the chat page and\n"
+        "/docs. Stateless: run as many as you like against one Redis (BROKER_REDIS_URL).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    sub.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
     sub.set_defaults(run=lambda args, settings: serve(settings, args.host, args.port))

@@ -25,6 +25,18 @@ def worker(settings: Settings, concurrency: int | None) -> None:
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sub = commands.add_parser("worker", help="one worker process")
-    sub.add_argument("--concurrency", type=int, default=None)
+    sub = commands.add_parser(
+        "worker",
+        help="run one worker process (the model calls)",
+        description="Run one worker process: it takes runs from Redis (BROKER_REDIS_URL), calls\n"
+        "the models and appends their events. Run as many as you like.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        metavar="N",
+        help="runs at once in this process (default: BROKER_WORKER_CONCURRENCY, 64)",
+    )
     sub.set_defaults(run=lambda args, settings: worker(settings, args.concurrency))

@@ -131,6 +131,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # (the newest turns are kept).
     context_max_messages: int = 40
     context_max_chars: int = 60_000
+    # The client commands of the ``broker`` CLI (send, tail, cancel, show): which broker they
+    # talk to, and the token they send (none when empty). Servers ignore both.
+    url: str = "http://127.0.0.1:8000"
+    token: str = ""
 
     @property
     def job_shard_count(self) -> int:
