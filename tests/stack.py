@@ -187,8 +187,9 @@ class Stack:
             self.wait_ready(front)
         return self
 
-    def front(self, *, wait: bool = True, **extra: Any) -> Front:
-        port = free_port()
+    def front(self, *, wait: bool = True, port: int | None = None, **extra: Any) -> Front:
+        """A new front process; ``port`` reuses one (a restart behind the same address)."""
+        port = port or free_port()
         name = f"front{len(self.fronts)}"
         popen, log_path, log = self._spawn(
             name, ["serve", "--host", "127.0.0.1", "--port", str(port)], extra

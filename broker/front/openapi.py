@@ -283,8 +283,11 @@ reconnect with the last `id:` received: nothing is lost or repeated. Closing a s
 stops a run; only `POST .../cancel` does, from any device.
 
 Every error is `{"error": {"code", "message"}}`; each response below names the codes it can
-carry.
+carry. Any path may also answer `not_found` (404, no such endpoint), `method_not_allowed`
+(405) or, for any other HTTP error, `http_error` with the status that fits.
 """
+# Codes any path may answer, named in the description above rather than on each operation.
+GENERIC_CODES = ("not_found", "method_not_allowed", "http_error")
 
 
 def build() -> dict[str, Any]:
