@@ -374,6 +374,7 @@ async def test_snapshot_merges_the_stream_and_resuming_after_it_completes_the_an
                 "run_id": run_id,
                 "status": "completed",
                 "parts": [{"type": "text", "text": "explain streams"}],
+                "error": None,
             },
             {
                 "message_id": started.json()["message_id"],
@@ -386,6 +387,7 @@ async def test_snapshot_merges_the_stream_and_resuming_after_it_completes_the_an
                     {"type": "reasoning", "text": reasoning},
                     {"type": "text", "text": content},
                 ],
+                "error": None,
             },
         ],
         "active_run_id": None,

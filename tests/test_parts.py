@@ -148,4 +148,5 @@ def test_a_message_without_parts_keeps_its_old_fields() -> None:
         "run_id": "r1",
         "status": "completed",
         "parts": [],
+        "error": None,
     }

@@ -62,7 +62,8 @@ class SnapshotMessage(msgspec.Struct):
     """One message, merged from its events.
 
     ``content`` and ``reasoning`` are the whole text of each channel; ``parts`` is everything
-    in the order it arrived (a user message is one text part).
+    in the order it arrived (a user message is one text part). ``error`` says why a failed
+    answer failed (its ``run.failed`` error), so a page loaded later can say so; else null.
     """
 
     message_id: str
@@ -72,6 +73,7 @@ class SnapshotMessage(msgspec.Struct):
     run_id: str
     status: str
     parts: list[Part] = []
+    error: ErrorInfo | None = None
 
 
 class Snapshot(msgspec.Struct):

@@ -27,6 +27,7 @@ from broker.core.events import (
     Data,
     Delta,
     Event,
+    RunFailed,
     RunStarted,
     ToolCall,
     ToolResult,
@@ -161,6 +162,8 @@ async def build_snapshot(store: Store, cid: str, batch: int) -> Snapshot | None:
                 answer = answers.get(event.run_id)
                 if answer is not None:
                     answer.message.status = TERMINAL_EVENTS[type(event)]
+                    if isinstance(event, RunFailed):
+                        answer.message.error = event.error
             else:
                 answer = answers.get(event.run_id)
                 if answer is not None:

@@ -16,7 +16,8 @@
 
 /**
  * @typedef {{message_id: string, role: "user" | "assistant", content: string, reasoning: string,
- *   run_id: string, status: string, parts?: Array<Record<string, unknown>>}} SnapshotMessage
+ *   run_id: string, status: string, error?: {code: string, message: string},
+ *   parts?: Array<Record<string, unknown>>}} SnapshotMessage
  * @typedef {{conversation_id: string, messages: SnapshotMessage[], active_run_id: string | null,
  *   last_event_id: string | null}} Snapshot
  * @typedef {{conversation_id: string, message_id: string, run_id: string, event_id: string}} Accepted

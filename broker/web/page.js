@@ -210,6 +210,7 @@ function renderSnapshot(state) {
       answer.part(`snapshot-${index}`, `${part.type || "part"}: `, JSON.stringify(part));
     }
     answer.setStatus(message.status);
+    if (message.error) answer.fail(message.error);
   }
   if (state.active_run_id) {
     const answer = answerFor(state.active_run_id);
@@ -291,18 +292,16 @@ function describe(error) {
   if (!(error instanceof BrokerError)) return String(error);
   const label = error.status ? `${error.status} ${error.code}` : error.code;
   const hints = {
-    unauthorized: "paste a valid token below",
-    token_expired: "the token expired: paste a new one below",
-    forbidden: "this token may read this conversation but not write to it",
-    rate_limited: "too many requests: retrying shortly",
-    too_many_streams: "too many open streams of this conversation: retrying shortly",
-    too_many_runs: "too many runs at once: wait for one to finish",
-    run_active: "an answer is still running: wait, or press Stop",
-    redis_unavailable: "the broker cannot reach its store: retrying",
-    network: "the broker does not answer: retrying",
+    unauthorized: "Paste a valid token below.",
+    token_expired: "The token expired: paste a new one below.",
+    forbidden: "This token may read this conversation but not write to it.",
+    too_many_runs: "Wait for a run to finish.",
+    run_active: "An answer is still running: wait, or press Stop.",
+    network: "The broker does not answer; retrying.",
   };
-  const retry = error.retryAfter ? ` (retry in ${error.retryAfter} s)` : "";
-  return `${label}: ${error.message}${hints[error.code] ? ` (${hints[error.code]})` : ""}${retry}`;
+  const hint = hints[error.code] ? ` ${hints[error.code]}` : "";
+  const retry = error.retryAfter ? ` Retrying in ${error.retryAfter} s.` : "";
+  return `${label}: ${error.message}.${hint}${retry}`;
 }
 
 function showBanner(error) {

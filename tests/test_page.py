@@ -1,0 +1,270 @@
+"""The chat page in real headless Chromium, against real broker processes.
+
+What a person relies on: a refresh mid-answer continues it with nothing repeated or lost; a
+second tab shows the prompt and the answer live; Stop in one tab is seen in every tab; the
+page resumes by itself when its front is killed and restarted; a reset re-renders from the
+snapshot; a failed run and a refused stream are shown as such. Each scenario compares what the
+page shows with what the broker stores, and keeps screenshots (tests/artifacts/browser/).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import redis
+
+from broker.client import BrokerClient
+from tests.api import events_key
+from tests.browser import Browser, browser, playwright  # noqa: F401 - fixtures
+from tests.helpers import new_cid
+from tests.stack import Front, Stack, free_port
+
+pytestmark = pytest.mark.timeout(180)
+
+ANSWERS = "article.assistant"
+TIMEOUT_MS = 30_000
+
+
+def send(page, prompt: str, params: dict | None = None, model: str | None = None) -> None:  # noqa: ANN001
+    if params is not None:
+        if not page.is_visible("#params"):
+            page.click("#options summary")
+        page.fill("#params", json.dumps(params))
+    if model is not None:
+        page.select_option("#model", model)
+    page.fill("#prompt", prompt)
+    page.click("#send")
+
+
+def answer_text(page, index: int = -1) -> str:  # noqa: ANN001
+    answers = page.locator(f"{ANSWERS} .content")
+    return answers.nth(index if index >= 0 else answers.count() + index).text_content() or ""
+
+
+def wait_words(page, words: int) -> None:  # noqa: ANN001
+    page.wait_for_function(
+        """(n) => {
+            const all = document.querySelectorAll("article.assistant .content");
+            const last = all[all.length - 1];
+            return last && last.textContent.split(/\\s+/).filter(Boolean).length >= n;
+        }""",
+        arg=words,
+        timeout=TIMEOUT_MS,
+    )
+
+
+def wait_status(page, status: str, timeout: int = TIMEOUT_MS) -> None:  # noqa: ANN001
+    page.wait_for_selector(f'#status[data-status="{status}"]', timeout=timeout)
+
+
+def wait_answer(page, status: str, index: int = 1) -> None:  # noqa: ANN001
+    """Wait until the index-th answer (1-based) has ``status``."""
+    page.wait_for_function(
+        """([i, s]) => {
+            const all = document.querySelectorAll("article.assistant");
+            return all.length >= i && all[i - 1].dataset.status === s;
+        }""",
+        arg=[index, status],
+        timeout=TIMEOUT_MS,
+    )
+
+
+def users(page) -> list[str]:  # noqa: ANN001
+    return [text or "" for text in page.locator("article.user").all_text_contents()]
+
+
+def stored_answer(front: Front, cid: str, index: int = -1) -> tuple[str, str]:
+    """(content, status) of an assistant message as the broker merges it."""
+    with BrokerClient(front.url) as client:
+        answers = [m for m in client.snapshot(cid).messages if m.role == "assistant"]
+    return answers[index].content, answers[index].status
+
+
+def restart_later(stack: Stack, front: Front, seconds: float) -> threading.Thread:
+    def restart() -> None:
+        time.sleep(seconds)
+        stack.front(port=front.port)
+
+    thread = threading.Thread(target=restart)
+    thread.start()
+    return thread
+
+
+def test_refresh_mid_answer_continues_with_nothing_repeated_or_lost(
+    stack: Stack, browser: Browser  # noqa: F811
+) -> None:
+    stack.start(fronts=1, workers=1)
+    front, cid = stack.fronts[0], new_cid()
+    page = browser.page(f"{front.url}/#/c/{cid}")
+    wait_status(page, "waiting")
+    send(page, "Tell me about durable streams", {"tokens": 160, "interval_ms": 30, "reasoning_tokens": 8})
+    wait_words(page, 20)
+    browser.shot(page, "before-refresh")
+    before = answer_text(page)
+
+    page.reload()
+    page.wait_for_selector(ANSWERS)
+    # Rendered at once from the snapshot: at least what was there before the refresh.
+    assert answer_text(page).startswith(before)
+    wait_answer(page, "completed")
+    browser.shot(page, "after-refresh")
+
+    content, status = stored_answer(front, cid)
+    assert status == "completed"
+    assert answer_text(page) == content and len(content.split()) == 160
+    assert users(page) == ["Tell me about durable streams"]
+    assert page.locator(ANSWERS).count() == 1
+    reasoning = page.locator(f"{ANSWERS} .reasoning .text").text_content() or ""
+    assert len(reasoning.split()) == 8 and reasoning not in answer_text(page)
+
+
+def test_two_pages_on_one_conversation_one_sends_both_show_it(
+    stack: Stack, browser: Browser  # noqa: F811
+) -> None:
+    stack.start(fronts=1, workers=1)
+    front, cid = stack.fronts[0], new_cid()
+    first = browser.page(f"{front.url}/#/c/{cid}")
+    second = browser.page(f"{front.url}/#/c/{cid}")
+    wait_status(first, "waiting")
+    wait_status(second, "waiting")
+    send(first, "hello from the first tab", {"tokens": 60, "interval_ms": 40})
+    wait_words(second, 10)  # the second tab sees the answer as it grows, not only at the end
+    assert users(second) == ["hello from the first tab"]
+    browser.shot(second, "second-tab-live")
+    wait_answer(first, "completed")
+    wait_answer(second, "completed")
+    content, _ = stored_answer(front, cid)
+    assert answer_text(first) == answer_text(second) == content
+
+    send(second, "and a reply from the second", {"tokens": 5, "interval_ms": 5})
+    wait_answer(first, "completed", index=2)
+    assert users(first) == users(second) == ["hello from the first tab", "and a reply from the second"]
+    browser.shot(first, "first-tab")
+
+
+def test_stop_in_one_page_is_seen_in_the_other(stack: Stack, browser: Browser) -> None:  # noqa: F811
+    stack.start(fronts=1, workers=1)
+    front, cid = stack.fronts[0], new_cid()
+    first = browser.page(f"{front.url}/#/c/{cid}")
+    second = browser.page(f"{front.url}/#/c/{cid}")
+    wait_status(first, "waiting")
+    send(first, "a long answer, please", {"tokens": 500, "interval_ms": 30})
+    wait_words(second, 10)
+    second.wait_for_selector("#stop:enabled")
+    second.click("#stop")
+    wait_answer(first, "cancelled")
+    wait_answer(second, "cancelled")
+    content, status = stored_answer(front, cid)
+    assert status == "cancelled"
+    assert answer_text(first) == answer_text(second) == content
+    assert 10 <= len(content.split()) < 500, "the partial answer stays"
+    for page in (first, second):
+        assert page.locator(f"{ANSWERS} .badge").text_content() == "stopped"
+        assert page.is_disabled("#stop")
+    browser.shot(first, "stopped-elsewhere")
+
+
+def test_the_page_resumes_when_its_front_is_killed_and_restarted(
+    stack: Stack, browser: Browser  # noqa: F811
+) -> None:
+    stack.start(fronts=1, workers=1)
+    front, cid = stack.fronts[0], new_cid()
+    page = browser.page(f"{front.url}/#/c/{cid}")
+    wait_status(page, "waiting")
+    send(page, "keep going", {"tokens": 200, "interval_ms": 30})
+    wait_words(page, 10)
+    front.kill()
+    wait_status(page, "reconnecting")
+    browser.shot(page, "reconnecting")
+    restarter = restart_later(stack, front, 2.0)
+    wait_answer(page, "completed")
+    restarter.join()
+    wait_status(page, "live")
+    content, _ = stored_answer(stack.fronts[-1], cid)
+    assert answer_text(page) == content and len(content.split()) == 200
+    browser.shot(page, "resumed")
+
+
+def test_a_reset_rerenders_the_page_from_the_snapshot(
+    stack: Stack, browser: Browser, redis_client: redis.Redis, prefix: str  # noqa: F811
+) -> None:
+    """The page's position is trimmed away while its front is down: it shows what is kept."""
+    stack.start(fronts=2, workers=1)
+    front, other = stack.fronts
+    cid = new_cid()
+    page = browser.page(f"{front.url}/#/c/{cid}")
+    wait_status(page, "waiting")
+    send(page, "one", {"tokens": 5, "interval_ms": 5})
+    wait_answer(page, "completed", index=1)
+    send(page, "two", {"tokens": 5, "interval_ms": 5})
+    wait_answer(page, "completed", index=2)
+
+    front.kill()
+    with BrokerClient(other.url) as client:
+        answer = client.ask(cid, "three", params={"tokens": 7, "interval_ms": 5})
+        three = "".join(answer)
+    kept_from = answer.accepted.event_id
+    # "one" and "two" are gone; exactly, not by whole nodes
+    assert redis_client.xtrim(events_key(prefix, cid), minid=kept_from, approximate=False) > 0
+    stack.front(port=front.port)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('article.user')].map(e => e.textContent).join('|') === 'three'",
+        timeout=TIMEOUT_MS,
+    )
+    wait_status(page, "live")
+    assert answer_text(page) == three and page.locator(ANSWERS).count() == 1
+    browser.shot(page, "after-reset")
+
+
+def test_a_failed_run_is_shown_as_such(stack: Stack, browser: Browser) -> None:  # noqa: F811
+    stack.start(
+        fronts=1,
+        workers=1,
+        openai_models="unreachable",
+        openai_base_url=f"http://127.0.0.1:{free_port()}/v1",
+        provider_connect_retries=0,
+    )
+    front, cid = stack.fronts[0], new_cid()
+    page = browser.page(f"{front.url}/#/c/{cid}")
+    wait_status(page, "waiting")
+    assert page.locator("#model option").all_text_contents() == ["simulated", "unreachable"]
+    send(page, "this one cannot be answered", model="unreachable")
+    wait_answer(page, "failed")
+    failure = page.locator(f"{ANSWERS} .failure").text_content() or ""
+    assert failure.startswith("upstream_error: ")
+    assert page.locator(f"{ANSWERS} .badge").text_content() == "failed"
+    assert page.is_disabled("#stop")
+    browser.shot(page, "failed")
+    page.reload()  # rendered from the snapshot, the failure still says why
+    wait_answer(page, "failed")
+    assert (page.locator(f"{ANSWERS} .failure").text_content() or "") == failure
+
+
+def test_a_refused_stream_is_shown_and_retried(stack: Stack, browser: Browser) -> None:  # noqa: F811
+    stack.start(fronts=1, workers=1, max_streams_per_conversation=1)
+    front, cid = stack.fronts[0], new_cid()
+    with BrokerClient(front.url) as client:
+        client.send(cid, "hi", params={"tokens": 3, "interval_ms": 1})
+    first = browser.page(f"{front.url}/#/c/{cid}")
+    wait_status(first, "live")
+    second = browser.page(f"{front.url}/#/c/{cid}")
+    second.wait_for_selector('#banner[data-code="too_many_streams"]', timeout=TIMEOUT_MS)
+    assert "429 too_many_streams" in (second.text_content("#banner") or "")
+    browser.shot(second, "too-many-streams")
+    first.close()  # a stream frees up: the second page gets in by itself
+    wait_status(second, "live")
+    assert second.is_hidden("#banner")
+
+
+def test_docs_renders_every_operation_and_event(stack: Stack, browser: Browser) -> None:  # noqa: F811
+    stack.start(fronts=1, workers=0)
+    page = browser.page(f"{stack.fronts[0].url}/docs")
+    page.wait_for_selector("#events")
+    for operation in ("postMessage", "streamConversation", "streamRun", "cancelActiveRun", "listModels"):
+        assert page.is_visible(f"#{operation}"), operation
+    events = page.locator("#events td:first-child code").all_text_contents()
+    assert {"message", "delta", "run.failed", "reset", "error"} <= set(events)
+    browser.shot(page, "docs")
