@@ -121,8 +121,11 @@ class AnswerPrinter:
 
 
 def _timeline(out: TextIO, event_id: str | None, event: Any) -> None:
-    from broker.client import UnknownEvent
+    from broker.client import Reset, UnknownEvent
     from broker.core.events import EVENT_NAMES
+
+    if isinstance(event, Reset):
+        event_id = None  # not stored: it has no id of its own
 
     stamp = datetime.now().strftime("%H:%M:%S.%f")[:-3]
     if isinstance(event, UnknownEvent):
