@@ -35,22 +35,22 @@ def test_pages_module_and_assets_are_served_with_their_types_and_policy(stack: S
         assert module.headers["content-type"] == "text/javascript; charset=utf-8"
         for name in ("openConversation", "send", "cancel", "snapshot"):
             assert re.search(rf"export (async )?function {name}\b", module.text), name
-        page_script = client.get("/assets/page.js").text
+        page_script = client.get("/static/page.js").text
         assert 'from "/broker.js"' in page_script
         assert "fetch(" not in page_script and "EventSource" not in page_script, (
             "broker.js is the page's only network code"
         )
 
         docs = client.get("/docs")
-        assert docs.status_code == 200 and "/assets/docs.js" in docs.text
+        assert docs.status_code == 200 and "/static/docs.js" in docs.text
 
         again = client.get("/broker.js", headers={"If-None-Match": module.headers["etag"]})
         assert again.status_code == 304 and again.content == b""
 
-        missing = client.get("/assets/nope.js")
+        missing = client.get("/static/nope.js")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
-        assert client.get("/assets/__init__.py").status_code == 404
-        assert client.get("/assets/..%2F__init__.py").status_code == 404
+        assert client.get("/static/__init__.py").status_code == 404
+        assert client.get("/static/..%2F__init__.py").status_code == 404
 
 
 def test_the_package_ships_every_file_the_pages_load() -> None:

@@ -310,7 +310,7 @@ def build() -> dict[str, Any]:
             "browserModule",
             "The browser module",
         ),
-        "/assets/{name}": {
+        "/static/{name}": {
             "get": {
                 "operationId": "asset",
                 "tags": ["pages"],

@@ -1,5 +1,5 @@
 """The static faces of a front: the chat page at ``/``, the browser module at ``/broker.js``,
-the API reference at ``/docs``, and the files they load from ``/assets/``.
+the API reference at ``/docs``, and the files they load from ``/static/``.
 
 The files ship inside the package (``broker/web``). They are read once, when the application
 is built, and each is served from memory with a strong ETag, so a browser revalidates with a
@@ -83,5 +83,5 @@ def web_routes() -> list[Route]:
         Route("/", fixed("index.html"), methods=["GET"]),
         Route("/docs", fixed("docs.html"), methods=["GET"]),
         Route("/broker.js", fixed("broker.js"), methods=["GET"]),
-        Route("/assets/{name}", asset_file, methods=["GET"]),
+        Route("/static/{name}", asset_file, methods=["GET"]),
     ]
