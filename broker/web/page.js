@@ -294,7 +294,6 @@ function describe(error) {
   const hints = {
     unauthorized: "Paste a valid token below.",
     token_expired: "The token expired: paste a new one below.",
-    forbidden: "This token may read this conversation but not write to it.",
     too_many_runs: "Wait for a run to finish.",
     run_active: "An answer is still running: wait, or press Stop.",
     network: "The broker does not answer; retrying.",
