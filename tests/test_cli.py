@@ -202,3 +202,18 @@ def test_version() -> None:
         [sys.executable, "-m", "broker", "--version"], capture_output=True, text=True, env=base_environment()
     )
     assert result.returncode == 0 and re.fullmatch(r"broker \d+\.\d+\.\d+\S*\n", result.stdout)
+
+
+def test_follow_shows_tool_calls_results_and_data_apart_from_the_text(stack: Stack) -> None:
+    stack.start(fronts=1, workers=1, generators="weather=examples.agent:weather_agent")
+    result = broker(stack.fronts[0].url, "send", new_cid(), "Weather in Tokyo?", "--model", "weather", "--follow")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    start = lines.index("[weather is answering]")
+    assert lines[start + 1 : start + 5] == [
+        "reasoning: The user asks about the weather in Tokyo. I will look it up first.",
+        '[tool call get_weather({"city":"Tokyo"})]',
+        '[tool result: {"city":"Tokyo","temp_c":26,"sky":"humid"}]',
+        '[weather_card: {"city":"Tokyo","temp_c":26,"sky":"humid"}]',
+    ]
+    assert lines[start + 5].startswith("In Tokyo it is 26 °C and humid.")

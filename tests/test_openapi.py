@@ -23,7 +23,7 @@ from starlette.routing import Mount, Route
 from broker.app import create_app
 from broker.core.events import EVENT_TYPES
 from broker.core.settings import Settings
-from broker.front.openapi import DOCUMENT, ERROR_CODES, GENERIC_CODES
+from broker.front.openapi import DOCUMENT, ERROR_CODES, EVENT_NOTES, GENERIC_CODES
 from tests.helpers import new_cid, terminal_of
 from tests.stack import REPO_ROOT, Stack
 
@@ -106,6 +106,7 @@ def test_the_stream_union_is_every_event_type_plus_reset_and_error() -> None:
         assert frame["properties"]["data"] == {"$ref": f"#/components/schemas/{struct.__name__}"}
         assert "id" in frame["required"], f"{name} is stored: it has an id"
         assert SCHEMAS[struct.__name__] == generated[struct.__name__]
+    assert set(EVENT_NOTES) == set(EVENT_TYPES), "each event type says what it means in /docs"
     for unstored in ("reset", "error"):
         assert "id" not in SCHEMAS[mapping[unstored].rsplit("/", 1)[1]]["properties"]
     for path in ("/v1/conversations/{cid}/stream", "/v1/conversations/{cid}/runs/{run_id}/stream"):

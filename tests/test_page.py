@@ -268,3 +268,24 @@ def test_docs_renders_every_operation_and_event(stack: Stack, browser: Browser) 
     events = page.locator("#events td:first-child code").all_text_contents()
     assert {"message", "delta", "run.failed", "reset", "error"} <= set(events)
     browser.shot(page, "docs")
+
+
+def test_tool_calls_results_and_data_are_shown_live_and_after_a_reload(
+    stack: Stack, browser: Browser  # noqa: F811
+) -> None:
+    stack.start(fronts=1, workers=1, generators="weather=examples.agent:weather_agent")
+    front, cid = stack.fronts[0], new_cid()
+    page = browser.page(f"{front.url}/#/c/{cid}")
+    wait_status(page, "waiting")
+    send(page, "Weather in Paris?", {"tool_seconds": 0.5}, model="weather")
+    page.wait_for_selector(f"{ANSWERS} .part.tool-call", timeout=TIMEOUT_MS)
+    wait_answer(page, "completed")
+    live = page.locator(f"{ANSWERS} .content").inner_html()
+    browser.shot(page, "agent-live")
+    assert 'tool call: get_weather({"city":"Paris"})' in live
+    assert 'tool result: {"city":"Paris","temp_c":21,"sky":"sunny"}' in live
+    assert 'weather_card: {"city":"Paris","temp_c":21,"sky":"sunny"}' in live
+    assert "In Paris it is 21 °C and sunny." in (page.locator(f"{ANSWERS} .content").text_content() or "")
+    page.reload()
+    wait_answer(page, "completed")
+    assert page.locator(f"{ANSWERS} .content").inner_html() == live, "the snapshot renders the same"

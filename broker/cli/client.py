@@ -87,6 +87,7 @@ class AnswerPrinter:
             RunStarted,
             UserMessage,
         )
+        from broker.core.events import Data, ToolCall, ToolResult
 
         s = self.style
         if isinstance(event, UserMessage):
@@ -115,6 +116,20 @@ class AnswerPrinter:
         elif isinstance(event, Reset):
             self._end_line()
             self._write(f"{s.dim}[history trimmed ({event.reason}): replaying what is kept]{s.reset}\n")
+        elif isinstance(event, ToolCall):
+            if not isinstance(event.arguments, msgspec.UnsetType):  # the whole call, once
+                self._end_line()
+                arguments = msgspec.json.encode(event.arguments).decode()
+                self._write(f"{s.dim}[tool call {event.name}({arguments})]{s.reset}\n")
+        elif isinstance(event, ToolResult):
+            self._end_line()
+            label = "tool error" if event.is_error else "tool result"
+            result = msgspec.json.encode(event.result).decode()
+            self._write(f"{s.dim}[{label}: {result}]{s.reset}\n")
+        elif isinstance(event, Data):
+            self._end_line()
+            value = msgspec.json.encode(event.value).decode()
+            self._write(f"{s.dim}[{event.name}: {value}]{s.reset}\n")
 
     def finish(self) -> None:
         self._end_line()

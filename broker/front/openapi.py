@@ -63,6 +63,10 @@ EVENT_NOTES: dict[str, str] = {
     "message": "the user's message; its run (`run_id`) starts",
     "run.started": "a worker began the answer `message_id` with `model`",
     "delta": "a piece of the answer (`channel: content`) or of the reasoning (`reasoning`)",
+    "tool.call": "a tool call: its arguments' JSON text in pieces (`arguments_delta`), then "
+    "once whole (`arguments`); the broker never runs it",
+    "tool.result": "what a tool call gave back (`result`, any JSON), `is_error` when it failed",
+    "data": "a named piece of structured output (`name`, `value`): citations, progress, UI state",
     "run.completed": "the answer is complete: `finish_reason`, and `usage` when known",
     "run.cancelled": "the run was stopped by a cancel; the partial answer stays",
     "run.failed": "the run ended with an error (`error.code`, `error.message`)",

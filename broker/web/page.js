@@ -164,17 +164,36 @@ class Answer {
     }
   }
 
-  /** A tool call, tool result or data part, shown in order; `key` merges a call's pieces. */
-  part(key, label, text) {
+  /** A tool call, tool result or data part, in order among the text; `key` finds it again. */
+  part(key, kind, text) {
     let node = this.parts.get(key);
     if (!node) {
-      node = element("div", "part");
+      node = element("div", `part ${kind}`);
       node.dataset.part = key;
       this.parts.set(key, node);
       this.content.append(node);
-      node.textContent = label;
     }
-    node.textContent = label + text;
+    node.textContent = text;
+    return node;
+  }
+
+  /** A tool call: its argument text grows piece by piece until the whole value arrives. */
+  toolCall(callId, name, { piece, whole }) {
+    const key = `call-${callId}`;
+    let args = this.parts.get(key)?.dataset.args || "";
+    if (whole !== undefined) args = typeof whole === "string" ? whole : JSON.stringify(whole);
+    else args += piece || "";
+    this.part(key, "tool-call", `tool call: ${name}(${args})`).dataset.args = args;
+  }
+
+  toolResult(callId, result, isError) {
+    const text = typeof result === "string" ? result : JSON.stringify(result);
+    this.part(`result-${callId}`, isError ? "tool-result error" : "tool-result",
+      `${isError ? "tool error" : "tool result"}: ${text}`);
+  }
+
+  data(name, value) {
+    this.part(`data-${this.parts.size}`, "data", `${name}: ${JSON.stringify(value)}`);
   }
 
   fail(error) {
@@ -193,6 +212,29 @@ function answerFor(runId) {
   return answer;
 }
 
+/** One part of a snapshot message, rendered as the live events would have. */
+function renderPart(answer, part) {
+  switch (part.type) {
+    case "text":
+      answer.add("content", part.text);
+      break;
+    case "reasoning":
+      answer.add("reasoning", part.text);
+      break;
+    case "tool_call":
+      answer.toolCall(part.call_id, part.name, { whole: part.arguments });
+      break;
+    case "tool_result":
+      answer.toolResult(part.call_id, part.result, part.is_error);
+      break;
+    case "data":
+      answer.data(part.name, part.value);
+      break;
+    default:
+      break; // a part this page does not render
+  }
+}
+
 function renderSnapshot(state) {
   ui.messages.replaceChildren();
   answers = new Map();
@@ -204,10 +246,11 @@ function renderSnapshot(state) {
     }
     const answer = answerFor(message.run_id);
     answer.node.dataset.messageId = message.message_id;
-    if (message.reasoning) answer.add("reasoning", message.reasoning);
-    answer.add("content", message.content);
-    for (const [index, part] of (message.parts || []).entries()) {
-      answer.part(`snapshot-${index}`, `${part.type || "part"}: `, JSON.stringify(part));
+    if (message.parts && message.parts.length) {
+      for (const part of message.parts) renderPart(answer, part);
+    } else {
+      if (message.reasoning) answer.add("reasoning", message.reasoning);
+      answer.add("content", message.content);
     }
     answer.setStatus(message.status);
     if (message.error) answer.fail(message.error);
@@ -250,24 +293,16 @@ function onEvent(name, data) {
     case "run.failed":
       answerFor(data.run_id).fail(data.error);
       break;
-    case "tool.call": {
-      const answer = answerFor(data.run_id);
-      const key = `call-${data.call_id}`;
-      const sofar = (answer.parts.get(key)?.dataset.args || "") + (data.arguments_delta || "");
-      const args = data.arguments !== undefined ? JSON.stringify(data.arguments) : sofar;
-      answer.part(key, `tool call ${data.name}(`, `${args})`);
-      answer.parts.get(key).dataset.args = data.arguments !== undefined ? args : sofar;
+    case "tool.call":
+      answerFor(data.run_id).toolCall(data.call_id, data.name, {
+        piece: data.arguments_delta, whole: data.arguments,
+      });
       break;
-    }
     case "tool.result":
-      answerFor(data.run_id).part(
-        `result-${data.call_id}`,
-        data.is_error ? "tool error: " : "tool result: ",
-        typeof data.result === "string" ? data.result : JSON.stringify(data.result),
-      );
+      answerFor(data.run_id).toolResult(data.call_id, data.result, data.is_error);
       break;
     case "data":
-      answerFor(data.run_id).part(`data-${data.name}-${Math.random()}`, `${data.name}: `, JSON.stringify(data.value));
+      answerFor(data.run_id).data(data.name, data.value);
       break;
     default:
       return; // an event this page does not render
