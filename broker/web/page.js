@@ -260,7 +260,10 @@ function renderSnapshot(state) {
     if (answer.node.dataset.status === "completed") answer.setStatus("running");
   }
   if (!state.messages.length) {
-    ui.messages.append(element("p", "notice", "Nothing here yet: send a message to start."));
+    const text = token
+      ? "Nothing here yet, or nothing this token may see: send a message to start."
+      : "Nothing here yet: send a message to start.";
+    ui.messages.append(element("p", "notice", text));
   }
   ui.messages.scrollTop = ui.messages.scrollHeight;
   updateStop();
