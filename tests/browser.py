@@ -8,12 +8,13 @@ apt when it is missing). Each test gets a fresh profile directory, and keeps scr
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
+from typing import TYPE_CHECKING
 
 from tests.stack import REPO_ROOT
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page, Playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -27,24 +28,11 @@ ARGS = [
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts" / "browser"
 
 
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[object]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            "Debian's chromium is needed at /usr/bin/chromium: apt-get install -y chromium "
-            "(.ci/run installs it when missing)"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        yield p
-
-
 class Browser:
     """One Chromium with its own profile; ``page()`` opens tabs, ``shot()`` keeps a picture."""
 
-    def __init__(self, playwright: object, profile: Path, test_name: str) -> None:
-        self.context = playwright.chromium.launch_persistent_context(  # type: ignore[attr-defined]
+    def __init__(self, playwright: Playwright, profile: Path, test_name: str) -> None:
+        self.context = playwright.chromium.launch_persistent_context(
             str(profile),
             executable_path=str(CHROMIUM),
             headless=True,
@@ -55,13 +43,13 @@ class Browser:
         self.errors: list[str] = []
         self.shots = 0
 
-    def page(self, url: str):  # noqa: ANN201 - a Playwright Page
+    def page(self, url: str) -> Page:
         page = self.context.new_page()
         page.on("pageerror", lambda error: self.errors.append(str(error)))
         page.goto(url)
         return page
 
-    def shot(self, page, label: str) -> Path:  # noqa: ANN001
+    def shot(self, page: Page, label: str) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         self.shots += 1
         path = ARTIFACTS / f"{self.test_name}-{self.shots}-{label}.png"
@@ -71,13 +59,3 @@ class Browser:
 
     def close(self) -> None:
         self.context.close()
-
-
-@pytest.fixture
-def browser(playwright: object, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Browser]:
-    chromium = Browser(playwright, tmp_path / "profile", request.node.name)
-    try:
-        yield chromium
-    finally:
-        chromium.close()
-    assert not chromium.errors, f"the page raised: {chromium.errors}"

@@ -204,3 +204,32 @@ def lone_front(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     finally:
         unexpected = processes.close(report=False)
     _fail_on_tracebacks(unexpected)
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[object]:
+    """Playwright for Python, driving Debian's chromium (tests/browser.py); never a download."""
+    from tests.browser import CHROMIUM
+
+    if not CHROMIUM.exists():
+        pytest.fail(
+            "Debian's chromium is needed at /usr/bin/chromium: apt-get install -y chromium "
+            "(.ci/run installs it when missing)"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture
+def browser(playwright: object, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh headless Chromium for one test; JavaScript errors on its pages fail the test."""
+    from tests.browser import Browser
+
+    chromium = Browser(playwright, tmp_path / "profile", request.node.name)
+    try:
+        yield chromium
+    finally:
+        chromium.close()
+    assert not chromium.errors, f"the page raised: {chromium.errors}"

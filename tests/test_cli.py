@@ -62,8 +62,17 @@ def test_send_follow_prints_the_answer_and_show_prints_the_conversation(stack: S
     stack.start(fronts=1, workers=1)
     url, cid = stack.fronts[0].url, new_cid()
     sent = broker(
-        url, "send", cid, "Tell me about streams",
-        "--param", "tokens=12", "--param", "interval_ms=5", "--param", "reasoning_tokens=3", "--follow",
+        url,
+        "send",
+        cid,
+        "Tell me about streams",
+        "--param",
+        "tokens=12",
+        "--param",
+        "interval_ms=5",
+        "--param",
+        "reasoning_tokens=3",
+        "--follow",
     )
     assert sent.returncode == 0, sent.stderr
     with BrokerClient(url) as client:
@@ -79,7 +88,10 @@ def test_send_follow_prints_the_answer_and_show_prints_the_conversation(stack: S
     shown = broker(url, "show", cid)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.splitlines()[:4] == [
-        "you: Tell me about streams", f"reasoning: {answer.reasoning}", answer.content, "[completed]"
+        "you: Tell me about streams",
+        f"reasoning: {answer.reasoning}",
+        answer.content,
+        "[completed]",
     ]
     as_json = json.loads(broker(url, "show", cid, "--json").stdout)
     assert as_json["messages"][1]["content"] == answer.content
@@ -180,33 +192,51 @@ def _parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentPars
 
 def test_every_option_has_help_and_help_reads_as_plain_text() -> None:
     parsers = _parsers(build_parser())
-    assert {"broker send", "broker tail", "broker cancel", "broker show", "broker dev"} <= set(parsers)
+    assert {"broker send", "broker tail", "broker cancel", "broker show", "broker dev"} <= set(
+        parsers
+    )
     for name, parser in parsers.items():
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
                 continue
-            assert action.help and action.help.strip(), f"{name}: {action.option_strings or action.dest}"
+            assert action.help and action.help.strip(), (
+                f"{name}: {action.option_strings or action.dest}"
+            )
         text = parser.format_help()
         for markdown in ("`", "**", "##", "](", "```"):
             assert markdown not in text, f"{name} --help shows Markdown {markdown!r}"
         assert all(len(line) <= 100 for line in text.splitlines()), name
     # And as a user sees it, through the real entry point.
     result = subprocess.run(
-        [sys.executable, "-m", "broker", "tail", "--help"], capture_output=True, text=True, env=base_environment()
+        [sys.executable, "-m", "broker", "tail", "--help"],
+        capture_output=True,
+        text=True,
+        env=base_environment(),
     )
     assert result.returncode == 0 and "Ctrl-C detaches" in result.stdout
 
 
 def test_version() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "broker", "--version"], capture_output=True, text=True, env=base_environment()
+        [sys.executable, "-m", "broker", "--version"],
+        capture_output=True,
+        text=True,
+        env=base_environment(),
     )
     assert result.returncode == 0 and re.fullmatch(r"broker \d+\.\d+\.\d+\S*\n", result.stdout)
 
 
 def test_follow_shows_tool_calls_results_and_data_apart_from_the_text(stack: Stack) -> None:
     stack.start(fronts=1, workers=1, generators="weather=examples.agent:weather_agent")
-    result = broker(stack.fronts[0].url, "send", new_cid(), "Weather in Tokyo?", "--model", "weather", "--follow")
+    result = broker(
+        stack.fronts[0].url,
+        "send",
+        new_cid(),
+        "Weather in Tokyo?",
+        "--model",
+        "weather",
+        "--follow",
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     start = lines.index("[weather is answering]")

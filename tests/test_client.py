@@ -44,7 +44,9 @@ def _received(items: list[tuple[str | None, Any]]) -> list[tuple[str | None, str
     return [(event_id, EVENT_NAMES[type(item)], item) for event_id, item in items]
 
 
-def _stored(client: redis.Redis, prefix: str, cid: str, after: str | None = None) -> list[tuple[str | None, str, Any]]:
+def _stored(
+    client: redis.Redis, prefix: str, cid: str, after: str | None = None
+) -> list[tuple[str | None, str, Any]]:
     return [
         (e.id, e.event, decode(e.event, e.data.encode()))
         for e in stored_events(client, prefix, cid, after)
@@ -68,7 +70,9 @@ def test_ask_yields_the_answer_pieces_and_its_outcome(stack: Stack) -> None:
     stack.start(fronts=1, workers=1)
     cid = new_cid()
     with BrokerClient(stack.fronts[0].url) as client:
-        answer = client.ask(cid, "hello", params={"tokens": 25, "interval_ms": 5, "reasoning_tokens": 4})
+        answer = client.ask(
+            cid, "hello", params={"tokens": 25, "interval_ms": 5, "reasoning_tokens": 4}
+        )
         pieces = list(answer)
         snapshot = client.snapshot(cid)
     assert isinstance(answer.outcome, RunCompleted)

@@ -42,7 +42,10 @@ CASES = {
     ),
     "a leading byte order mark is dropped, a later one is data": (
         b"\xef\xbb\xbfdata: first\n\ndata: \xef\xbb\xbfsecond\n\n",
-        [ServerSentEvent("message", "first", None), ServerSentEvent("message", "\ufeffsecond", None)],
+        [
+            ServerSentEvent("message", "first", None),
+            ServerSentEvent("message", "\ufeffsecond", None),
+        ],
     ),
     "an id with no data sets the position, dispatches nothing": (
         b"id: 5-0\n\nevent: reset\ndata: {}\n\n",

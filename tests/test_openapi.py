@@ -49,7 +49,10 @@ def _live_operations(routes: list[Any], prefix: str = "") -> set[tuple[str, str]
 def test_every_live_route_is_documented_and_every_documented_path_is_live() -> None:
     live = _live_operations(create_app(Settings()).routes)
     documented = {
-        (path, method) for path, item in DOC["paths"].items() for method in item if method in _HTTP_METHODS
+        (path, method)
+        for path, item in DOC["paths"].items()
+        for method in item
+        if method in _HTTP_METHODS
     }
     assert live - documented == set(), "routes missing from the OpenAPI document"
     assert documented - live == set(), "documented operations that no route serves"
@@ -147,5 +150,6 @@ async def test_live_frames_and_answers_match_the_document(stack: Stack) -> None:
     async with httpx.AsyncClient(base_url=front.url, trust_env=False) as client:
         _validator("ModelList").validate((await client.get("/v1/models")).json())
         _validator("Snapshot").validate((await client.get(f"/v1/conversations/{cid}")).json())
-        _validator("ErrorBody").validate((await client.get("/v1/conversations/x/runs/nope/stream")).json())
-
+        _validator("ErrorBody").validate(
+            (await client.get("/v1/conversations/x/runs/nope/stream")).json()
+        )

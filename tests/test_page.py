@@ -15,10 +15,11 @@ import time
 
 import pytest
 import redis
+from playwright.sync_api import Page
 
 from broker.client import BrokerClient
 from tests.api import events_key
-from tests.browser import Browser, browser, playwright  # noqa: F401 - fixtures
+from tests.browser import Browser
 from tests.helpers import new_cid
 from tests.stack import Front, Stack, free_port
 
@@ -28,7 +29,9 @@ ANSWERS = "article.assistant"
 TIMEOUT_MS = 30_000
 
 
-def send(page, prompt: str, params: dict | None = None, model: str | None = None) -> None:  # noqa: ANN001
+def send(
+    page: Page, prompt: str, params: dict | None = None, model: str | None = None
+) -> None:
     if params is not None:
         if not page.is_visible("#params"):
             page.click("#options summary")
@@ -39,12 +42,12 @@ def send(page, prompt: str, params: dict | None = None, model: str | None = None
     page.click("#send")
 
 
-def answer_text(page, index: int = -1) -> str:  # noqa: ANN001
+def answer_text(page: Page, index: int = -1) -> str:
     answers = page.locator(f"{ANSWERS} .content")
     return answers.nth(index if index >= 0 else answers.count() + index).text_content() or ""
 
 
-def wait_words(page, words: int) -> None:  # noqa: ANN001
+def wait_words(page: Page, words: int) -> None:
     page.wait_for_function(
         """(n) => {
             const all = document.querySelectorAll("article.assistant .content");
@@ -56,11 +59,11 @@ def wait_words(page, words: int) -> None:  # noqa: ANN001
     )
 
 
-def wait_status(page, status: str, timeout: int = TIMEOUT_MS) -> None:  # noqa: ANN001
+def wait_status(page: Page, status: str, timeout: int = TIMEOUT_MS) -> None:
     page.wait_for_selector(f'#status[data-status="{status}"]', timeout=timeout)
 
 
-def wait_answer(page, status: str, index: int = 1) -> None:  # noqa: ANN001
+def wait_answer(page: Page, status: str, index: int = 1) -> None:
     """Wait until the index-th answer (1-based) has ``status``."""
     page.wait_for_function(
         """([i, s]) => {
@@ -72,7 +75,7 @@ def wait_answer(page, status: str, index: int = 1) -> None:  # noqa: ANN001
     )
 
 
-def users(page) -> list[str]:  # noqa: ANN001
+def users(page: Page) -> list[str]:
     return [text or "" for text in page.locator("article.user").all_text_contents()]
 
 
@@ -94,13 +97,18 @@ def restart_later(stack: Stack, front: Front, seconds: float) -> threading.Threa
 
 
 def test_refresh_mid_answer_continues_with_nothing_repeated_or_lost(
-    stack: Stack, browser: Browser  # noqa: F811
+    stack: Stack,
+    browser: Browser,
 ) -> None:
     stack.start(fronts=1, workers=1)
     front, cid = stack.fronts[0], new_cid()
     page = browser.page(f"{front.url}/#/c/{cid}")
     wait_status(page, "waiting")
-    send(page, "Tell me about durable streams", {"tokens": 160, "interval_ms": 30, "reasoning_tokens": 8})
+    send(
+        page,
+        "Tell me about durable streams",
+        {"tokens": 160, "interval_ms": 30, "reasoning_tokens": 8},
+    )
     wait_words(page, 20)
     browser.shot(page, "before-refresh")
     before = answer_text(page)
@@ -122,7 +130,8 @@ def test_refresh_mid_answer_continues_with_nothing_repeated_or_lost(
 
 
 def test_two_pages_on_one_conversation_one_sends_both_show_it(
-    stack: Stack, browser: Browser  # noqa: F811
+    stack: Stack,
+    browser: Browser,
 ) -> None:
     stack.start(fronts=1, workers=1)
     front, cid = stack.fronts[0], new_cid()
@@ -141,11 +150,13 @@ def test_two_pages_on_one_conversation_one_sends_both_show_it(
 
     send(second, "and a reply from the second", {"tokens": 5, "interval_ms": 5})
     wait_answer(first, "completed", index=2)
-    assert users(first) == users(second) == ["hello from the first tab", "and a reply from the second"]
+    assert (
+        users(first) == users(second) == ["hello from the first tab", "and a reply from the second"]
+    )
     browser.shot(first, "first-tab")
 
 
-def test_stop_in_one_page_is_seen_in_the_other(stack: Stack, browser: Browser) -> None:  # noqa: F811
+def test_stop_in_one_page_is_seen_in_the_other(stack: Stack, browser: Browser) -> None:
     stack.start(fronts=1, workers=1)
     front, cid = stack.fronts[0], new_cid()
     first = browser.page(f"{front.url}/#/c/{cid}")
@@ -168,7 +179,8 @@ def test_stop_in_one_page_is_seen_in_the_other(stack: Stack, browser: Browser) -
 
 
 def test_the_page_resumes_when_its_front_is_killed_and_restarted(
-    stack: Stack, browser: Browser  # noqa: F811
+    stack: Stack,
+    browser: Browser,
 ) -> None:
     stack.start(fronts=1, workers=1)
     front, cid = stack.fronts[0], new_cid()
@@ -189,7 +201,10 @@ def test_the_page_resumes_when_its_front_is_killed_and_restarted(
 
 
 def test_a_reset_rerenders_the_page_from_the_snapshot(
-    stack: Stack, browser: Browser, redis_client: redis.Redis, prefix: str  # noqa: F811
+    stack: Stack,
+    browser: Browser,
+    redis_client: redis.Redis,
+    prefix: str,
 ) -> None:
     """The page's position is trimmed away while its front is down: it shows what is kept."""
     stack.start(fronts=2, workers=1)
@@ -219,7 +234,7 @@ def test_a_reset_rerenders_the_page_from_the_snapshot(
     browser.shot(page, "after-reset")
 
 
-def test_a_failed_run_is_shown_as_such(stack: Stack, browser: Browser) -> None:  # noqa: F811
+def test_a_failed_run_is_shown_as_such(stack: Stack, browser: Browser) -> None:
     stack.start(
         fronts=1,
         workers=1,
@@ -243,7 +258,7 @@ def test_a_failed_run_is_shown_as_such(stack: Stack, browser: Browser) -> None: 
     assert (page.locator(f"{ANSWERS} .failure").text_content() or "") == failure
 
 
-def test_a_refused_stream_is_shown_and_retried(stack: Stack, browser: Browser) -> None:  # noqa: F811
+def test_a_refused_stream_is_shown_and_retried(stack: Stack, browser: Browser) -> None:
     stack.start(fronts=1, workers=1, max_streams_per_conversation=1)
     front, cid = stack.fronts[0], new_cid()
     with BrokerClient(front.url) as client:
@@ -259,11 +274,17 @@ def test_a_refused_stream_is_shown_and_retried(stack: Stack, browser: Browser) -
     assert second.is_hidden("#banner")
 
 
-def test_docs_renders_every_operation_and_event(stack: Stack, browser: Browser) -> None:  # noqa: F811
+def test_docs_renders_every_operation_and_event(stack: Stack, browser: Browser) -> None:
     stack.start(fronts=1, workers=0)
     page = browser.page(f"{stack.fronts[0].url}/docs")
     page.wait_for_selector("#events")
-    for operation in ("postMessage", "streamConversation", "streamRun", "cancelActiveRun", "listModels"):
+    for operation in (
+        "postMessage",
+        "streamConversation",
+        "streamRun",
+        "cancelActiveRun",
+        "listModels",
+    ):
         assert page.is_visible(f"#{operation}"), operation
     events = page.locator("#events td:first-child code").all_text_contents()
     assert {"message", "delta", "run.failed", "reset", "error"} <= set(events)
@@ -271,7 +292,8 @@ def test_docs_renders_every_operation_and_event(stack: Stack, browser: Browser) 
 
 
 def test_tool_calls_results_and_data_are_shown_live_and_after_a_reload(
-    stack: Stack, browser: Browser  # noqa: F811
+    stack: Stack,
+    browser: Browser,
 ) -> None:
     stack.start(fronts=1, workers=1, generators="weather=examples.agent:weather_agent")
     front, cid = stack.fronts[0], new_cid()
@@ -285,7 +307,9 @@ def test_tool_calls_results_and_data_are_shown_live_and_after_a_reload(
     assert 'tool call: get_weather({"city":"Paris"})' in live
     assert 'tool result: {"city":"Paris","temp_c":21,"sky":"sunny"}' in live
     assert 'weather_card: {"city":"Paris","temp_c":21,"sky":"sunny"}' in live
-    assert "In Paris it is 21 °C and sunny." in (page.locator(f"{ANSWERS} .content").text_content() or "")
+    assert "In Paris it is 21 °C and sunny." in (
+        page.locator(f"{ANSWERS} .content").text_content() or ""
+    )
     page.reload()
     wait_answer(page, "completed")
     assert page.locator(f"{ANSWERS} .content").inner_html() == live, "the snapshot renders the same"

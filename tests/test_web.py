@@ -26,7 +26,9 @@ def test_pages_module_and_assets_are_served_with_their_types_and_policy(stack: S
         assert "frame-ancestors 'none'" in policy
         # Everything the page loads is served here: no CDN, no build step.
         loaded = re.findall(r'(?:src|href)="([^"]+)"', page.text)
-        assert loaded and all(url.startswith("/") or url.startswith("data:") or url.startswith("#") for url in loaded)
+        assert loaded and all(
+            url.startswith("/") or url.startswith("data:") or url.startswith("#") for url in loaded
+        )
         for url in loaded:
             if url.startswith("/") and url != "/docs":
                 assert client.get(url).status_code == 200, url
@@ -54,9 +56,15 @@ def test_pages_module_and_assets_are_served_with_their_types_and_policy(stack: S
 
 
 def test_the_package_ships_every_file_the_pages_load() -> None:
-    assert {"index.html", "broker.js", "page.js", "style.css", "docs.html", "docs.js", "docs.css"} <= set(
-        load_assets()
-    )
+    assert {
+        "index.html",
+        "broker.js",
+        "page.js",
+        "style.css",
+        "docs.html",
+        "docs.js",
+        "docs.css",
+    } <= set(load_assets())
 
 
 def test_models_lists_names_only(stack: Stack) -> None:
@@ -69,5 +77,8 @@ def test_models_lists_names_only(stack: Stack) -> None:
     with httpx.Client(base_url=stack.fronts[0].url, trust_env=False) as client:
         response = client.get("/v1/models")
     assert response.status_code == 200
-    assert response.json() == {"default": "simulated", "models": [{"name": "simulated"}, {"name": "fast"}]}
+    assert response.json() == {
+        "default": "simulated",
+        "models": [{"name": "simulated"}, {"name": "fast"}],
+    }
     assert "secret-path" not in response.text and "gpt-4.1-nano" not in response.text

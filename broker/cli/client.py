@@ -115,7 +115,9 @@ class AnswerPrinter:
             self._write(f"{s.red}[failed: {event.error.code}: {event.error.message}]{s.reset}\n")
         elif isinstance(event, Reset):
             self._end_line()
-            self._write(f"{s.dim}[history trimmed ({event.reason}): replaying what is kept]{s.reset}\n")
+            self._write(
+                f"{s.dim}[history trimmed ({event.reason}): replaying what is kept]{s.reset}\n"
+            )
         elif isinstance(event, ToolCall):
             if not isinstance(event.arguments, msgspec.UnsetType):  # the whole call, once
                 self._end_line()
@@ -205,7 +207,9 @@ def send(args: argparse.Namespace, settings: Settings) -> int:
             params=_params(args.param),
             idempotency_key=args.idempotency_key,
         )
-        print(f"sent: run {accepted.run_id}, message {accepted.message_id}, event {accepted.event_id}")
+        print(
+            f"sent: run {accepted.run_id}, message {accepted.message_id}, event {accepted.event_id}"
+        )
         if not args.follow:
             return 0
         return _follow(client.stream_run(args.cid, accepted.run_id), sys.stdout, False, args.cid)
@@ -215,7 +219,9 @@ def tail(args: argparse.Namespace, settings: Settings) -> int:
     with _client(args, settings) as client:
         # One plain request first: a wrong URL, token or id is reported at once, not retried.
         client.snapshot(args.cid)
-        return _follow(client.stream(args.cid, after=args.after), sys.stdout, args.timeline, args.cid)
+        return _follow(
+            client.stream(args.cid, after=args.after), sys.stdout, args.timeline, args.cid
+        )
 
 
 def cancel(args: argparse.Namespace, settings: Settings) -> int:
@@ -239,10 +245,14 @@ def show(args: argparse.Namespace, settings: Settings) -> int:
         if message.reasoning:
             print(f"{style.dim}reasoning: {message.reasoning}{style.reset}")
         print(message.content)
-        status = {"cancelled": "stopped", "running": "still running"}.get(message.status, message.status)
+        status = {"cancelled": "stopped", "running": "still running"}.get(
+            message.status, message.status
+        )
         print(f"{style.dim}[{status}]{style.reset}")
     if snapshot.active_run_id:
-        print(f"{style.dim}[run {snapshot.active_run_id} in progress: broker tail {args.cid}]{style.reset}")
+        print(
+            f"{style.dim}[run {snapshot.active_run_id} in progress: broker tail {args.cid}]{style.reset}"
+        )
     print(f"{style.dim}last event: {snapshot.last_event_id}{style.reset}")
     return 0
 
@@ -305,7 +315,10 @@ def _run(command: Any) -> Any:
             code = 130
         except Exception as exc:  # a defect: say so in one line; BROKER_LOG_LEVEL=DEBUG shows where
             logging.getLogger("broker.cli").debug("unexpected error", exc_info=exc)
-            print(f"broker {args.command}: unexpected error: {exc!r} (please report it)", file=sys.stderr)
+            print(
+                f"broker {args.command}: unexpected error: {exc!r} (please report it)",
+                file=sys.stderr,
+            )
             code = 1
         raise SystemExit(code)
 
@@ -358,7 +371,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     sub = add("tail", "print a conversation's events as they arrive")
     sub.add_argument("cid", metavar="CID", help="the conversation id")
-    sub.add_argument("--after", metavar="ID", help="start after this event id (default: the beginning)")
+    sub.add_argument(
+        "--after", metavar="ID", help="start after this event id (default: the beginning)"
+    )
     sub.add_argument(
         "--timeline", action="store_true", help="one line per event: arrival time, id, name, data"
     )
@@ -370,7 +385,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     sub.add_argument(
         "--run", dest="run_id", metavar="RUN", help="stop this run (default: the active one)"
     )
-    sub.add_argument("--wait", action="store_true", help="return once the run has ended, with its status")
+    sub.add_argument(
+        "--wait", action="store_true", help="return once the run has ended, with its status"
+    )
     _common(sub)
     sub.set_defaults(run=_run(cancel), client=True)
 

@@ -101,7 +101,9 @@ class AsyncBrokerClient:
                 await anyio.sleep(exc.retry_after or 0.5 * attempt)
         raise AssertionError("unreachable")
 
-    async def cancel(self, cid: str, run_id: str | None = None, *, wait: bool = False) -> CancelState:
+    async def cancel(
+        self, cid: str, run_id: str | None = None, *, wait: bool = False
+    ) -> CancelState:
         response = await self._request("POST", wire.cancel_path(cid, run_id, wait))
         return _cancel_state.decode(response.content)
 

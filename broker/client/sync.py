@@ -62,11 +62,19 @@ class BrokerClient:
         self.close()
 
     def _request(
-        self, method: str, path: str, *, content: bytes | None = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         try:
             response = self._http.request(
-                method, path, content=content, headers={**wire.auth_headers(self.token), **(headers or {})}
+                method,
+                path,
+                content=content,
+                headers={**wire.auth_headers(self.token), **(headers or {})},
             )
         except httpx.TransportError as exc:
             raise BrokerUnavailable(self.base_url, type(exc).__name__) from exc
@@ -131,7 +139,9 @@ class BrokerClient:
         idempotency_key: str | None = None,
     ) -> Answer:
         """Send, then iterate the answer's text pieces until the run ends."""
-        accepted = self.send(cid, content, model=model, params=params, idempotency_key=idempotency_key)
+        accepted = self.send(
+            cid, content, model=model, params=params, idempotency_key=idempotency_key
+        )
         return Answer(accepted, self.stream_run(cid, accepted.run_id))
 
 
@@ -194,7 +204,9 @@ class EventStream:
                         error = wire.error_of(response)
                         if not wire.retriable(error):
                             raise error
-                        delay = backoff.after_failure(str(error), tracker.last_event_id, error.retry_after)
+                        delay = backoff.after_failure(
+                            str(error), tracker.last_event_id, error.retry_after
+                        )
                     else:
                         backoff.connected()
                         parser = SSEParser()

@@ -14,10 +14,6 @@ from typing import Any
 
 import msgspec
 
-<<<<<<< HEAD
-from broker.core.bodies import CancelState, ErrorBody, MessageAccepted, PostMessage, Snapshot
-from broker.core.events import EVENT_TYPES, Reset, StreamError
-=======
 from broker.core.bodies import (
     CancelState,
     ErrorBody,
@@ -27,7 +23,6 @@ from broker.core.bodies import (
     Snapshot,
 )
 from broker.core.events import EVENT_TYPES, ErrorInfo, Reset
->>>>>>> 9f98593 (Front: the chat page at /, the browser module at /broker.js, the API reference at /docs, and GET /v1/models)
 
 _ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}
 _STREAM_ID = {"type": "string", "pattern": "^[0-9]{1,20}-[0-9]{1,20}$"}
@@ -95,21 +90,6 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-<<<<<<< HEAD
-def _errors(*statuses: int) -> dict[str, Any]:
-    text = {
-        400: "malformed request (id, Last-Event-ID, JSON, header or query)",
-        401: "no acceptable token (`unauthorized`; the message says which check failed), with "
-        "`WWW-Authenticate: Bearer`",
-        403: "`forbidden`: the token may read this conversation, not write to it",
-        404: "unknown conversation or run; also any conversation the caller may not read",
-        409: "state conflict",
-        413: "body or content too large",
-        422: "invalid field, unknown model, or an Idempotency-Key reused with another body",
-        429: "a limit was reached (`rate_limited`, `too_many_streams`, `too_many_runs`, "
-        "`too_many_conversations`); retry after Retry-After seconds",
-        503: "Redis (or the token signing keys) unreachable; retry after Retry-After seconds",
-=======
 def _errors(*codes: str) -> dict[str, Any]:
     """Error responses grouped by status, each naming the codes it can carry."""
     by_status: dict[int, list[str]] = {}
@@ -121,22 +101,11 @@ def _errors(*codes: str) -> dict[str, Any]:
             "; ".join(f"`{code}`: {ERROR_CODES[code][1]}" for code in of_status),
         )
         for status, of_status in sorted(by_status.items())
->>>>>>> 9f98593 (Front: the chat page at /, the browser module at /broker.js, the API reference at /docs, and GET /v1/models)
     }
 
 
-<<<<<<< HEAD
-def _guarded(*statuses: int) -> dict[str, Any]:
-    """The errors of a route behind authentication and the per-subject limits."""
-    return _errors(*sorted({*statuses, 401, 429}))
-
-
-def _path(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": _ID}
-=======
 def _path(name: str, description: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": _ID, "description": description}
->>>>>>> 9f98593 (Front: the chat page at /, the browser module at /broker.js, the API reference at /docs, and GET /v1/models)
 
 
 _CID = _path("cid", "the conversation: any id the client chooses; the first message creates it")
@@ -157,45 +126,6 @@ _LAST_EVENT_ID = [
         "description": "the same, for a fresh `EventSource`, which cannot set headers",
     },
 ]
-<<<<<<< HEAD
-_SSE = {
-    "description": "an SSE stream; each event's `data` is one of the event schemas. A stream "
-    "whose token expires ends with `event: error` (no `id:`) and a `StreamError` "
-    '`{"code": "token_expired"}`: reconnect with a fresh token and the last event id.',
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
-}
-_SECURITY_SCHEMES = {
-    "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
-    "cookie": {
-        "type": "apiKey",
-        "in": "cookie",
-        "name": "broker_token",
-        "description": "set by POST /v1/session; GET requests only",
-    },
-    "query": {
-        "type": "apiKey",
-        "in": "query",
-        "name": "access_token",
-        "description": "GET requests only, when BROKER_JWT_QUERY_TOKEN is on",
-    },
-}
-_READ_SECURITY = [{"bearer": []}, {"cookie": []}, {"query": []}]
-_WRITE_SECURITY = [{"bearer": []}]
-_NO_STORE = {"Cache-Control": {"schema": {"type": "string", "const": "no-store"}}}
-_WAIT = {"name": "wait", "in": "query", "required": False, "schema": {"enum": ["true", "false", "1", "0"]}}
-
-
-def build() -> dict[str, Any]:
-    structs: list[Any] = [
-        PostMessage, MessageAccepted, CancelState, Snapshot, ErrorBody, Reset, StreamError
-    ]
-    structs += list(EVENT_TYPES.values())
-    _, components = msgspec.json.schema_components(structs, ref_template="#/components/schemas/{name}")
-    cancel = {
-        "202": _json(_ref("CancelState"), "the run was told to stop"),
-        "200": _json(_ref("CancelState"), "the run has ended; its final status"),
-        **_guarded(400, 403, 404, 409),
-=======
 _WAIT = {
     "name": "wait",
     "in": "query",
@@ -219,7 +149,10 @@ def _frame(name: str, struct: str, description: str, *, stored: bool) -> dict[st
     properties: dict[str, Any] = {"event": {"const": name}, "data": _ref(struct)}
     required = ["event", "data"]
     if stored:
-        properties = {"id": {**_STREAM_ID, "description": "its Redis Stream entry id"}, **properties}
+        properties = {
+            "id": {**_STREAM_ID, "description": "its Redis Stream entry id"},
+            **properties,
+        }
         required.insert(0, "id")
     return {
         "type": "object",
@@ -270,7 +203,10 @@ def _static(media_type: str, description: str, operation: str, summary: str) -> 
             "tags": ["pages"],
             "summary": summary,
             "responses": {
-                "200": {"description": description, "content": {media_type: {"schema": {"type": "string"}}}},
+                "200": {
+                    "description": description,
+                    "content": {media_type: {"schema": {"type": "string"}}},
+                },
                 "304": {"description": "unchanged since the ETag sent in If-None-Match"},
                 **_errors(),
             },
@@ -297,13 +233,22 @@ GENERIC_CODES = ("not_found", "method_not_allowed", "http_error")
 def build() -> dict[str, Any]:
     structs: list[Any] = [PostMessage, MessageAccepted, CancelState, Snapshot, ModelList, ErrorBody]
     structs += [Reset, ErrorInfo, *EVENT_TYPES.values()]
-    _, components = msgspec.json.schema_components(structs, ref_template="#/components/schemas/{name}")
+    _, components = msgspec.json.schema_components(
+        structs, ref_template="#/components/schemas/{name}"
+    )
     components.update(_stream_unions())
     cancel_responses = {
         "202": _json(_ref("CancelState"), "the run was told to stop: `cancelling`"),
-        "200": _json(_ref("CancelState"), "the run has ended (or was ended at once): its final status"),
-        **_errors("invalid_id", "invalid_query", "conversation_not_found", "run_not_found", "no_active_run"),
->>>>>>> 9f98593 (Front: the chat page at /, the browser module at /broker.js, the API reference at /docs, and GET /v1/models)
+        "200": _json(
+            _ref("CancelState"), "the run has ended (or was ended at once): its final status"
+        ),
+        **_errors(
+            "invalid_id",
+            "invalid_query",
+            "conversation_not_found",
+            "run_not_found",
+            "no_active_run",
+        ),
     }
     paths: dict[str, Any] = {
         "/": _static("text/html", "the chat page", "chatPage", "The chat page"),
@@ -323,7 +268,10 @@ def build() -> dict[str, Any]:
                     {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
                 "responses": {
-                    "200": {"description": "the file", "content": {"*/*": {"schema": {"type": "string"}}}},
+                    "200": {
+                        "description": "the file",
+                        "content": {"*/*": {"schema": {"type": "string"}}},
+                    },
                     "304": {"description": "unchanged since the ETag sent in If-None-Match"},
                     **_errors("not_found"),
                 },
@@ -359,42 +307,15 @@ def build() -> dict[str, Any]:
                 "tags": ["conversations"],
                 "summary": "The model names clients may ask for",
                 "description": "Names only: the catalogue's keys, URLs and headers stay on the server.",
-                "responses": {"200": _json(_ref("ModelList"), "the catalogue's names"), **_errors()},
+                "responses": {
+                    "200": _json(_ref("ModelList"), "the catalogue's names"),
+                    **_errors(),
+                },
             }
-        },
-        "/v1/session": {
-            "post": {
-                "operationId": "startSession",
-                "description": "sets the HttpOnly session cookie to the Bearer token, for "
-                "GET requests from a browser page",
-                "security": _WRITE_SECURITY,
-                "responses": {
-                    "204": {"description": "the cookie is set", "headers": _NO_STORE},
-                    **_guarded(),
-                },
-            },
-            "delete": {
-                "operationId": "endSession",
-                "security": _WRITE_SECURITY,
-                "responses": {
-                    "204": {"description": "the cookie is cleared", "headers": _NO_STORE},
-                    **_guarded(),
-                },
-            },
         },
         "/v1/conversations/{cid}": {
             "get": {
                 "operationId": "getConversation",
-<<<<<<< HEAD
-                "parameters": [_path("cid")],
-                "security": _READ_SECURITY,
-                "responses": {
-                    "200": {
-                        **_json(_ref("Snapshot"), "the merged conversation"),
-                        "headers": _NO_STORE,
-                    },
-                    **_guarded(400, 404),
-=======
                 "tags": ["conversations"],
                 "summary": "The merged conversation (snapshot)",
                 "description": "Render it, then stream after its `last_event_id`: each event is seen once.",
@@ -402,7 +323,6 @@ def build() -> dict[str, Any]:
                 "responses": {
                     "200": _json(_ref("Snapshot"), "the merged conversation"),
                     **_errors("invalid_id", "conversation_not_found"),
->>>>>>> 9f98593 (Front: the chat page at /, the browser module at /broker.js, the API reference at /docs, and GET /v1/models)
                 },
             }
         },
@@ -427,12 +347,10 @@ def build() -> dict[str, Any]:
                     "required": True,
                     "content": {"application/json": {"schema": _ref("PostMessage")}},
                 },
-                "security": _WRITE_SECURITY,
                 "responses": {
-                    "202": _json(_ref("MessageAccepted"), "the message is stored and its run queued"),
-<<<<<<< HEAD
-                    **_guarded(400, 403, 404, 409, 413, 422),
-=======
+                    "202": _json(
+                        _ref("MessageAccepted"), "the message is stored and its run queued"
+                    ),
                     **_errors(
                         "invalid_id",
                         "malformed_json",
@@ -445,18 +363,12 @@ def build() -> dict[str, Any]:
                         "idempotency_key_reused",
                         "try_again",
                     ),
->>>>>>> 9f98593 (Front: the chat page at /, the browser module at /broker.js, the API reference at /docs, and GET /v1/models)
                 },
             }
         },
         "/v1/conversations/{cid}/stream": {
             "get": {
                 "operationId": "streamConversation",
-<<<<<<< HEAD
-                "parameters": [_path("cid"), *_LAST_EVENT_ID],
-                "security": _READ_SECURITY,
-                "responses": {"200": _SSE, **_guarded(400, 404, 429)},
-=======
                 "tags": ["streams"],
                 "summary": "The conversation's events: replay, then live",
                 "description": "Never ends by itself. With no position it starts from the beginning.",
@@ -470,26 +382,17 @@ def build() -> dict[str, Any]:
                         "too_many_streams",
                     ),
                 },
->>>>>>> 9f98593 (Front: the chat page at /, the browser module at /broker.js, the API reference at /docs, and GET /v1/models)
             }
         },
         "/v1/conversations/{cid}/runs/{run_id}/stream": {
             "get": {
                 "operationId": "streamRun",
-<<<<<<< HEAD
-                "parameters": [_path("cid"), _path("run_id"), *_LAST_EVENT_ID],
-                "security": _READ_SECURITY,
-=======
                 "tags": ["streams"],
                 "summary": "One run's events, closed after its terminal event",
                 "parameters": [_CID, _RUN, *_LAST_EVENT_ID],
->>>>>>> 9f98593 (Front: the chat page at /, the browser module at /broker.js, the API reference at /docs, and GET /v1/models)
                 "responses": {
                     "200": _sse("RunEvent", "An SSE stream of one run, from its user message."),
                     "204": {"description": "`active` and nothing runs"},
-<<<<<<< HEAD
-                    **_guarded(400, 404, 429),
-=======
                     **_errors(
                         "invalid_id",
                         "invalid_last_event_id",
@@ -497,38 +400,25 @@ def build() -> dict[str, Any]:
                         "run_not_found",
                         "too_many_streams",
                     ),
->>>>>>> 9f98593 (Front: the chat page at /, the browser module at /broker.js, the API reference at /docs, and GET /v1/models)
                 },
             }
         },
         "/v1/conversations/{cid}/cancel": {
             "post": {
                 "operationId": "cancelActiveRun",
-<<<<<<< HEAD
-                "parameters": [_path("cid"), _WAIT],
-                "security": _WRITE_SECURITY,
-                "responses": cancel,
-=======
                 "tags": ["conversations"],
                 "summary": "Stop the active run, from any device",
                 "parameters": [_CID, _WAIT],
                 "responses": cancel_responses,
->>>>>>> 9f98593 (Front: the chat page at /, the browser module at /broker.js, the API reference at /docs, and GET /v1/models)
             }
         },
         "/v1/conversations/{cid}/runs/{run_id}/cancel": {
             "post": {
                 "operationId": "cancelRun",
-<<<<<<< HEAD
-                "parameters": [_path("cid"), _path("run_id"), _WAIT],
-                "security": _WRITE_SECURITY,
-                "responses": cancel,
-=======
                 "tags": ["conversations"],
                 "summary": "Stop a named run",
                 "parameters": [_CID, _RUN, _WAIT],
                 "responses": cancel_responses,
->>>>>>> 9f98593 (Front: the chat page at /, the browser module at /broker.js, the API reference at /docs, and GET /v1/models)
             }
         },
     }
@@ -542,7 +432,7 @@ def build() -> dict[str, Any]:
             {"name": "pages", "description": "the chat page, the browser module, this reference"},
         ],
         "paths": paths,
-        "components": {"schemas": components, "securitySchemes": _SECURITY_SCHEMES},
+        "components": {"schemas": components},
     }
 
 
