@@ -377,7 +377,7 @@ export class Conversation {
     try {
       ({ code, message } = JSON.parse(event.data));
     } catch { /* keep the defaults */ }
-    const error = new BrokerError(401, code, message);
+    const error = new BrokerError(code === "token_expired" ? 401 : 0, code, message);
     if (code === "token_expired") {
       this.#status("unauthorized", error);
       this.#error(error);
