@@ -223,3 +223,15 @@ def test_an_event_newer_than_the_client_is_passed_on_not_dropped() -> None:
     item = tracker.accept(ServerSentEvent("future.thing", '{"run_id":"r"}', "3-0"))
     assert item == UnknownEvent("future.thing", '{"run_id":"r"}')
     assert tracker.last_event_id == "3-0"
+
+
+def test_a_run_stream_resumed_after_its_end_ends_at_once(stack: Stack) -> None:
+    stack.start(fronts=1, workers=1)
+    cid = new_cid()
+    with BrokerClient(stack.fronts[0].url) as client:
+        answer = client.ask(cid, "hi", params={"tokens": 3, "interval_ms": 1})
+        list(answer)
+        end = client.snapshot(cid).last_event_id
+        started = time.monotonic()
+        assert list(client.stream_run(cid, answer.run_id, after=end)) == []
+        assert time.monotonic() - started < 5

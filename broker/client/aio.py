@@ -183,6 +183,13 @@ class AsyncEventStream:
             return f"{wire.run_path(self._cid, self._tracker.run_id)}/stream"
         return self._path
 
+    async def _run_is_over(self) -> bool:
+        """A run's stream closed at once with nothing new: is that run over already?"""
+        if self._cid is None or self._tracker.run_id in (None, "active"):
+            return False
+        snapshot = await self._client.snapshot(self._cid)
+        return snapshot.active_run_id != self._tracker.run_id
+
     async def _run(self) -> AsyncIterator[StreamItem]:
         client, tracker = self._client, self._tracker
         backoff = Backoff(max_attempts=client.max_attempts, max_delay=client.max_backoff)
@@ -205,15 +212,19 @@ class AsyncEventStream:
                     else:
                         backoff.connected()
                         parser = SSEParser()
+                        delivered = 0
                         async for chunk in response.aiter_bytes():
                             for sse in parser.feed(chunk):
                                 item = tracker.accept(sse)
                                 if item is not None:
+                                    delivered += 1
                                     yield item
                                 if tracker.finished:
                                     return
                             if parser.retry_ms is not None:
                                 backoff.retry = parser.retry_ms / 1000
+                        if not delivered and await self._run_is_over():
+                            return  # resumed after its terminal event: nothing more will come
                         delay = backoff.after_end()
             except httpx.TransportError as exc:
                 reason = f"{type(exc).__name__} at {client.base_url}"

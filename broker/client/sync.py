@@ -188,6 +188,12 @@ class EventStream:
             return f"{wire.run_path(self._cid, self._tracker.run_id)}/stream"
         return self._path
 
+    def _run_is_over(self) -> bool:
+        """A run's stream closed at once with nothing new: is that run over already?"""
+        if self._cid is None or self._tracker.run_id in (None, "active"):
+            return False
+        return self._client.snapshot(self._cid).active_run_id != self._tracker.run_id
+
     def _run(self) -> Iterator[StreamItem]:
         client, tracker = self._client, self._tracker
         backoff = Backoff(max_attempts=client.max_attempts, max_delay=client.max_backoff)
@@ -210,15 +216,19 @@ class EventStream:
                     else:
                         backoff.connected()
                         parser = SSEParser()
+                        delivered = 0
                         for chunk in response.iter_bytes():
                             for sse in parser.feed(chunk):
                                 item = tracker.accept(sse)
                                 if item is not None:
+                                    delivered += 1
                                     yield item
                                 if tracker.finished:
                                     return
                             if parser.retry_ms is not None:
                                 backoff.retry = parser.retry_ms / 1000
+                        if not delivered and self._run_is_over():
+                            return  # resumed after its terminal event: nothing more will come
                         delay = backoff.after_end()
             except httpx.TransportError as exc:
                 reason = f"{type(exc).__name__} at {client.base_url}"
