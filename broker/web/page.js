@@ -334,6 +334,7 @@ function describe(error) {
     token_expired: "The token expired: paste a new one below.",
     too_many_runs: "Wait for a run to finish.",
     run_active: "An answer is still running: wait, or press Stop.",
+    conversation_not_found: "It does not exist, or this token may not see it.",
     network: "The broker does not answer; retrying.",
   };
   const hint = hints[error.code] ? ` ${hints[error.code]}` : "";
