@@ -22,7 +22,7 @@ from broker.core.bodies import (
     PostMessage,
     Snapshot,
 )
-from broker.core.events import EVENT_TYPES, ErrorInfo, Reset
+from broker.core.events import EVENT_TYPES, Reset, StreamError
 
 _ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}
 _STREAM_ID = {"type": "string", "pattern": "^[0-9]{1,20}-[0-9]{1,20}$"}
@@ -34,7 +34,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "malformed_json": (400, "the body is not JSON, or not a JSON object"),
     "invalid_idempotency_key": (400, "Idempotency-Key is not 1 to 255 visible ASCII characters"),
     "invalid_query": (400, "a query parameter has a value it cannot take"),
-    "conversation_not_found": (404, "no such conversation"),
+    "cors_refused": (400, "a CORS preflight from an origin not in BROKER_CORS_ORIGINS"),
+    "unauthorized": (401, "no acceptable token; the message says which check failed"),
+    "forbidden": (403, "the token may read this conversation, not write to it"),
+    "conversation_not_found": (404, "no such conversation, or none the token may see"),
     "run_not_found": (404, "no such run in this conversation"),
     "not_found": (404, "no such endpoint or file"),
     "method_not_allowed": (405, "the endpoint does not take this method"),
@@ -45,14 +48,20 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "invalid_field": (422, "a field of the body has a wrong type or value"),
     "unknown_model": (422, "the model is not in the catalogue"),
     "idempotency_key_reused": (422, "this Idempotency-Key was used with another body"),
-    "too_many_streams": (429, "too many open streams of this conversation; see Retry-After"),
+    "too_many_streams": (429, "too many open streams (this conversation, or this subject)"),
+    "rate_limited": (429, "too many requests or posts of this subject per minute"),
+    "too_many_runs": (429, "too many runs of this subject at once"),
+    "too_many_conversations": (429, "too many conversations created by this subject today"),
     "internal_error": (500, "an unexpected server error (a defect: please report it)"),
     "http_error": (500, "any other HTTP error, with its own status"),
     "redis_unavailable": (503, "the store is unreachable; see Retry-After"),
     "try_again": (503, "the run could not be queued in time; see Retry-After"),
+    "auth_unavailable": (503, "the token signing keys (JWKS) could not be fetched"),
 }
 # Any request may meet these.
 _ALWAYS = ("redis_unavailable", "internal_error")
+# And any request behind authentication and the per-subject limits, these.
+_GUARDED = ("unauthorized", "rate_limited", "auth_unavailable")
 # What each stored event means to a client; a new event type needs a line here (tested).
 EVENT_NOTES: dict[str, str] = {
     "message": "the user's message; its run (`run_id`) starts",
@@ -75,7 +84,7 @@ _UNSTORED_EVENTS: dict[str, tuple[type[msgspec.Struct], str]] = {
         "you have; the replay of everything retained follows.",
     ),
     "error": (
-        ErrorInfo,
+        StreamError,
         "The stream cannot go on (for example `token_expired`); it ends after this frame. "
         "Fix the cause and resume with the last id received.",
     ),
@@ -102,6 +111,32 @@ def _errors(*codes: str) -> dict[str, Any]:
         )
         for status, of_status in sorted(by_status.items())
     }
+
+
+def _guarded(*codes: str) -> dict[str, Any]:
+    """The errors of a route behind authentication and the per-subject limits."""
+    return _errors(*codes, *_GUARDED)
+
+
+# Reads accept the session cookie (EventSource cannot set headers); writes need the header.
+_SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+    "cookie": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "broker_token",
+        "description": "set by POST /v1/session; GET requests only",
+    },
+    "query": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "access_token",
+        "description": "GET requests only, when BROKER_JWT_QUERY_TOKEN is on",
+    },
+}
+_READ_SECURITY = [{"bearer": []}, {"cookie": []}, {"query": []}]
+_WRITE_SECURITY = [{"bearer": []}]
+_NO_STORE = {"Cache-Control": {"schema": {"type": "string", "const": "no-store"}}}
 
 
 def _path(name: str, description: str) -> dict[str, Any]:
@@ -224,15 +259,16 @@ stops a run; only `POST .../cancel` does, from any device.
 
 Every error is `{"error": {"code", "message"}}`; each response below names the codes it can
 carry. Any path may also answer `not_found` (404, no such endpoint), `method_not_allowed`
-(405) or, for any other HTTP error, `http_error` with the status that fits.
+(405), `cors_refused` (400, a CORS preflight from an origin that is not allowed) or, for any
+other HTTP error, `http_error` with the status that fits.
 """
 # Codes any path may answer, named in the description above rather than on each operation.
-GENERIC_CODES = ("not_found", "method_not_allowed", "http_error")
+GENERIC_CODES = ("not_found", "method_not_allowed", "cors_refused", "http_error")
 
 
 def build() -> dict[str, Any]:
     structs: list[Any] = [PostMessage, MessageAccepted, CancelState, Snapshot, ModelList, ErrorBody]
-    structs += [Reset, ErrorInfo, *EVENT_TYPES.values()]
+    structs += [Reset, StreamError, *EVENT_TYPES.values()]
     _, components = msgspec.json.schema_components(
         structs, ref_template="#/components/schemas/{name}"
     )
@@ -242,9 +278,10 @@ def build() -> dict[str, Any]:
         "200": _json(
             _ref("CancelState"), "the run has ended (or was ended at once): its final status"
         ),
-        **_errors(
+        **_guarded(
             "invalid_id",
             "invalid_query",
+            "forbidden",
             "conversation_not_found",
             "run_not_found",
             "no_active_run",
@@ -307,11 +344,37 @@ def build() -> dict[str, Any]:
                 "tags": ["conversations"],
                 "summary": "The model names clients may ask for",
                 "description": "Names only: the catalogue's keys, URLs and headers stay on the server.",
+                "security": _READ_SECURITY,
                 "responses": {
                     "200": _json(_ref("ModelList"), "the catalogue's names"),
-                    **_errors(),
+                    **_guarded(),
                 },
             }
+        },
+        "/v1/session": {
+            "post": {
+                "operationId": "startSession",
+                "tags": ["sessions"],
+                "summary": "Trade the Bearer token for the session cookie",
+                "description": "Sets the HttpOnly cookie `broker_token` (path `/v1/`) to the "
+                "token, so a browser page's `EventSource` and other GET requests are "
+                "authenticated; posting and cancelling still need the header.",
+                "security": _WRITE_SECURITY,
+                "responses": {
+                    "204": {"description": "the cookie is set", "headers": _NO_STORE},
+                    **_guarded(),
+                },
+            },
+            "delete": {
+                "operationId": "endSession",
+                "tags": ["sessions"],
+                "summary": "Clear the session cookie",
+                "security": _WRITE_SECURITY,
+                "responses": {
+                    "204": {"description": "the cookie is cleared", "headers": _NO_STORE},
+                    **_guarded(),
+                },
+            },
         },
         "/v1/conversations/{cid}": {
             "get": {
@@ -320,9 +383,13 @@ def build() -> dict[str, Any]:
                 "summary": "The merged conversation (snapshot)",
                 "description": "Render it, then stream after its `last_event_id`: each event is seen once.",
                 "parameters": [_CID],
+                "security": _READ_SECURITY,
                 "responses": {
-                    "200": _json(_ref("Snapshot"), "the merged conversation"),
-                    **_errors("invalid_id", "conversation_not_found"),
+                    "200": {
+                        **_json(_ref("Snapshot"), "the merged conversation"),
+                        "headers": _NO_STORE,
+                    },
+                    **_guarded("invalid_id", "conversation_not_found"),
                 },
             }
         },
@@ -347,20 +414,25 @@ def build() -> dict[str, Any]:
                     "required": True,
                     "content": {"application/json": {"schema": _ref("PostMessage")}},
                 },
+                "security": _WRITE_SECURITY,
                 "responses": {
                     "202": _json(
                         _ref("MessageAccepted"), "the message is stored and its run queued"
                     ),
-                    **_errors(
+                    **_guarded(
                         "invalid_id",
                         "malformed_json",
                         "invalid_idempotency_key",
+                        "forbidden",
+                        "conversation_not_found",
                         "run_active",
                         "body_too_large",
                         "content_too_large",
                         "invalid_field",
                         "unknown_model",
                         "idempotency_key_reused",
+                        "too_many_runs",
+                        "too_many_conversations",
                         "try_again",
                     ),
                 },
@@ -373,9 +445,10 @@ def build() -> dict[str, Any]:
                 "summary": "The conversation's events: replay, then live",
                 "description": "Never ends by itself. With no position it starts from the beginning.",
                 "parameters": [_CID, *_LAST_EVENT_ID],
+                "security": _READ_SECURITY,
                 "responses": {
                     "200": _sse("ConversationEvent", "An SSE stream of the whole conversation."),
-                    **_errors(
+                    **_guarded(
                         "invalid_id",
                         "invalid_last_event_id",
                         "conversation_not_found",
@@ -390,10 +463,11 @@ def build() -> dict[str, Any]:
                 "tags": ["streams"],
                 "summary": "One run's events, closed after its terminal event",
                 "parameters": [_CID, _RUN, *_LAST_EVENT_ID],
+                "security": _READ_SECURITY,
                 "responses": {
                     "200": _sse("RunEvent", "An SSE stream of one run, from its user message."),
                     "204": {"description": "`active` and nothing runs"},
-                    **_errors(
+                    **_guarded(
                         "invalid_id",
                         "invalid_last_event_id",
                         "conversation_not_found",
@@ -409,6 +483,7 @@ def build() -> dict[str, Any]:
                 "tags": ["conversations"],
                 "summary": "Stop the active run, from any device",
                 "parameters": [_CID, _WAIT],
+                "security": _WRITE_SECURITY,
                 "responses": cancel_responses,
             }
         },
@@ -418,6 +493,7 @@ def build() -> dict[str, Any]:
                 "tags": ["conversations"],
                 "summary": "Stop a named run",
                 "parameters": [_CID, _RUN, _WAIT],
+                "security": _WRITE_SECURITY,
                 "responses": cancel_responses,
             }
         },
@@ -428,11 +504,12 @@ def build() -> dict[str, Any]:
         "tags": [
             {"name": "conversations", "description": "messages, snapshots, cancel"},
             {"name": "streams", "description": "Server-Sent Events, resumable with Last-Event-ID"},
+            {"name": "sessions", "description": "the session cookie of browser pages"},
             {"name": "operations", "description": "health checks"},
             {"name": "pages", "description": "the chat page, the browser module, this reference"},
         ],
         "paths": paths,
-        "components": {"schemas": components},
+        "components": {"schemas": components, "securitySchemes": _SECURITY_SCHEMES},
     }
 
 
