@@ -114,7 +114,7 @@ def test_the_client_resumes_across_a_killed_front(
     cid = new_cid()
     received: list[tuple[str | None, Any]] = []
     restarter = None
-    with BrokerClient(front.url, max_backoff=0.5) as client:
+    with BrokerClient(front.url, max_attempts=40, max_backoff=0.5) as client:
         run = client.send(cid, "a long one", params={"tokens": 150, "interval_ms": 20})
         with client.stream_run(cid, run.run_id) as stream:
             for item in stream:
@@ -137,7 +137,7 @@ async def test_the_async_client_resumes_across_a_killed_front(
     front = stack.fronts[0]
     cid = new_cid()
     received: list[tuple[str | None, Any]] = []
-    async with AsyncBrokerClient(front.url, max_backoff=0.5) as client:
+    async with AsyncBrokerClient(front.url, max_attempts=40, max_backoff=0.5) as client:
         run = await client.send(cid, "a long one", params={"tokens": 120, "interval_ms": 20})
         async with client.stream(cid) as stream:
             async for item in stream:
