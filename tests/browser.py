@@ -7,6 +7,7 @@ apt when it is missing). Each test gets a fresh profile directory, and keeps scr
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,3 +60,57 @@ class Browser:
 
     def close(self) -> None:
         self.context.close()
+
+
+# What a person does and sees on the chat page.
+
+ANSWERS = "article.assistant"
+TIMEOUT_MS = 30_000
+
+
+def send(page: Page, prompt: str, params: dict | None = None, model: str | None = None) -> None:
+    if params is not None:
+        if not page.is_visible("#params"):
+            page.click("#options summary")
+        page.fill("#params", json.dumps(params))
+    if model is not None:
+        page.select_option("#model", model)
+    page.fill("#prompt", prompt)
+    page.click("#send")
+
+
+def answer_text(page: Page, index: int = -1) -> str:
+    answers = page.locator(f"{ANSWERS} .content")
+    return answers.nth(index if index >= 0 else answers.count() + index).text_content() or ""
+
+
+def wait_words(page: Page, words: int) -> None:
+    page.wait_for_function(
+        """(n) => {
+            const all = document.querySelectorAll("article.assistant .content");
+            const last = all[all.length - 1];
+            return last && last.textContent.split(/\\s+/).filter(Boolean).length >= n;
+        }""",
+        arg=words,
+        timeout=TIMEOUT_MS,
+    )
+
+
+def wait_status(page: Page, status: str, timeout: int = TIMEOUT_MS) -> None:
+    page.wait_for_selector(f'#status[data-status="{status}"]', timeout=timeout)
+
+
+def wait_answer(page: Page, status: str, index: int = 1) -> None:
+    """Wait until the index-th answer (1-based) has ``status``."""
+    page.wait_for_function(
+        """([i, s]) => {
+            const all = document.querySelectorAll("article.assistant");
+            return all.length >= i && all[i - 1].dataset.status === s;
+        }""",
+        arg=[index, status],
+        timeout=TIMEOUT_MS,
+    )
+
+
+def users(page: Page) -> list[str]:
+    return [text or "" for text in page.locator("article.user").all_text_contents()]

@@ -9,74 +9,29 @@ page shows with what the broker stores, and keeps screenshots (tests/artifacts/b
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
 import pytest
 import redis
-from playwright.sync_api import Page
 
 from broker.client import BrokerClient
 from tests.api import events_key
-from tests.browser import Browser
+from tests.browser import (
+    ANSWERS,
+    TIMEOUT_MS,
+    Browser,
+    answer_text,
+    send,
+    users,
+    wait_answer,
+    wait_status,
+    wait_words,
+)
 from tests.helpers import new_cid
 from tests.stack import Front, Stack, free_port
 
 pytestmark = pytest.mark.timeout(180)
-
-ANSWERS = "article.assistant"
-TIMEOUT_MS = 30_000
-
-
-def send(
-    page: Page, prompt: str, params: dict | None = None, model: str | None = None
-) -> None:
-    if params is not None:
-        if not page.is_visible("#params"):
-            page.click("#options summary")
-        page.fill("#params", json.dumps(params))
-    if model is not None:
-        page.select_option("#model", model)
-    page.fill("#prompt", prompt)
-    page.click("#send")
-
-
-def answer_text(page: Page, index: int = -1) -> str:
-    answers = page.locator(f"{ANSWERS} .content")
-    return answers.nth(index if index >= 0 else answers.count() + index).text_content() or ""
-
-
-def wait_words(page: Page, words: int) -> None:
-    page.wait_for_function(
-        """(n) => {
-            const all = document.querySelectorAll("article.assistant .content");
-            const last = all[all.length - 1];
-            return last && last.textContent.split(/\\s+/).filter(Boolean).length >= n;
-        }""",
-        arg=words,
-        timeout=TIMEOUT_MS,
-    )
-
-
-def wait_status(page: Page, status: str, timeout: int = TIMEOUT_MS) -> None:
-    page.wait_for_selector(f'#status[data-status="{status}"]', timeout=timeout)
-
-
-def wait_answer(page: Page, status: str, index: int = 1) -> None:
-    """Wait until the index-th answer (1-based) has ``status``."""
-    page.wait_for_function(
-        """([i, s]) => {
-            const all = document.querySelectorAll("article.assistant");
-            return all.length >= i && all[i - 1].dataset.status === s;
-        }""",
-        arg=[index, status],
-        timeout=TIMEOUT_MS,
-    )
-
-
-def users(page: Page) -> list[str]:
-    return [text or "" for text in page.locator("article.user").all_text_contents()]
 
 
 def stored_answer(front: Front, cid: str, index: int = -1) -> tuple[str, str]:
