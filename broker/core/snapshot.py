@@ -98,6 +98,8 @@ class AnswerFold:
             self._parts.append(ToolResultPart(event.call_id, event.result, event.is_error))
         elif isinstance(event, Data):
             self._parts.append(DataPart(event.name, event.value))
+        elif isinstance(event, RunFailed):
+            self.message.error = event.error  # so a later reader can say why it failed
 
     def result(self) -> SnapshotMessage:
         """The message with its text, reasoning and parts filled in."""
@@ -162,8 +164,7 @@ async def build_snapshot(store: Store, cid: str, batch: int) -> Snapshot | None:
                 answer = answers.get(event.run_id)
                 if answer is not None:
                     answer.message.status = TERMINAL_EVENTS[type(event)]
-                    if isinstance(event, RunFailed):
-                        answer.message.error = event.error
+                    answer.add(event)
             else:
                 answer = answers.get(event.run_id)
                 if answer is not None:

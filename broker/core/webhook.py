@@ -75,6 +75,7 @@ def webhook_body(run: FinishedRun) -> RunWebhook:
             finish_reason, usage = event.finish_reason, event.usage
         elif isinstance(event, RunFailed):
             error = event.error
+            answer.add(event)
         elif not isinstance(event, RunCancelled):
             answer.add(event)
     return RunWebhook(
