@@ -247,3 +247,17 @@ def test_follow_shows_tool_calls_results_and_data_apart_from_the_text(stack: Sta
         '[weather_card: {"city":"Tokyo","temp_c":26,"sky":"humid"}]',
     ]
     assert lines[start + 5].startswith("In Tokyo it is 26 °C and humid.")
+
+
+def test_tail_into_a_reader_that_goes_away_ends_quietly(stack: Stack) -> None:
+    """``broker tail demo | head -1``: no traceback, no error line, and the run goes on."""
+    stack.start(fronts=1, workers=1)
+    url, cid = stack.fronts[0].url, new_cid()
+    with BrokerClient(url) as client:
+        client.send(cid, "a long one", params={"tokens": 300, "interval_ms": 20})
+    tail = _spawn(url, "tail", cid, "--timeline")
+    assert tail.stdout is not None and tail.stderr is not None
+    assert "message" in tail.stdout.readline()
+    tail.stdout.close()  # as `head -1` does once it has its line
+    assert tail.wait(timeout=20) == 0
+    assert tail.stderr.read() == ""

@@ -313,6 +313,10 @@ def _run(command: Any) -> Any:
         except KeyboardInterrupt:
             print(f"broker {args.command}: interrupted", file=sys.stderr)
             code = 130
+        except BrokenPipeError:
+            # The reader went away (`broker tail demo | head`): stop quietly, as other tools do.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            code = 0
         except Exception as exc:  # a defect: say so in one line; BROKER_LOG_LEVEL=DEBUG shows where
             logging.getLogger("broker.cli").debug("unexpected error", exc_info=exc)
             print(
