@@ -59,19 +59,26 @@ def test_every_live_route_is_documented_and_every_documented_path_is_live() -> N
 
 
 def _raised_codes() -> set[tuple[int, str]]:
-    """(status, code) of every ``ApiError(...)`` / ``error_response(...)`` with literal arguments."""
+    """(status, code) of every call in the source that builds an error from a literal status
+    and code, whatever the helper is called (``ApiError``, ``error_response``, a protocol-level
+    refusal): a new error path cannot slip past the document."""
     found: set[tuple[int, str]] = set()
     for path in (REPO_ROOT / "broker").rglob("*.py"):
+        if path.parent.name in ("client", "cli"):
+            continue  # what the server answers, not what its clients make of it
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if not isinstance(node, ast.Call) or len(node.args) < 2:
                 continue
-            name = getattr(node.func, "id", getattr(node.func, "attr", ""))
             status, code = node.args[0], node.args[1]
-            if name in ("ApiError", "error_response") and isinstance(code, ast.Constant):
-                if isinstance(status, ast.Constant):
-                    found.add((status.value, code.value))
-                else:
-                    found.add((0, code.value))  # a computed status: the code must still be known
+            if (
+                isinstance(status, ast.Constant)
+                and isinstance(status.value, int)
+                and 400 <= status.value < 600
+                and isinstance(code, ast.Constant)
+                and isinstance(code.value, str)
+                and re.fullmatch(r"[a-z][a-z_]+", code.value)
+            ):
+                found.add((status.value, code.value))
     return found
 
 

@@ -35,16 +35,19 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "invalid_idempotency_key": (400, "Idempotency-Key is not 1 to 255 visible ASCII characters"),
     "invalid_query": (400, "a query parameter has a value it cannot take"),
     "cors_refused": (400, "a CORS preflight from an origin not in BROKER_CORS_ORIGINS"),
+    "client_disconnected": (400, "the client left before its body arrived; nobody reads this"),
     "unauthorized": (401, "no acceptable token; the message says which check failed"),
     "forbidden": (403, "the token may read this conversation, not write to it"),
     "conversation_not_found": (404, "no such conversation, or none the token may see"),
     "run_not_found": (404, "no such run in this conversation"),
     "not_found": (404, "no such endpoint or file"),
     "method_not_allowed": (405, "the endpoint does not take this method"),
+    "request_timeout": (408, "the request headers took too long to arrive"),
     "run_active": (409, "a run of this conversation has not finished"),
     "no_active_run": (409, "nothing runs in this conversation"),
     "body_too_large": (413, "the body exceeds BROKER_MAX_BODY_BYTES"),
     "content_too_large": (413, "content exceeds BROKER_MAX_CONTENT_CHARS characters"),
+    "headers_too_large": (431, "the request headers are too large or too many"),
     "invalid_field": (422, "a field of the body has a wrong type or value"),
     "unknown_model": (422, "the model is not in the catalogue"),
     "idempotency_key_reused": (422, "this Idempotency-Key was used with another body"),
@@ -259,11 +262,21 @@ stops a run; only `POST .../cancel` does, from any device.
 
 Every error is `{"error": {"code", "message"}}`; each response below names the codes it can
 carry. Any path may also answer `not_found` (404, no such endpoint), `method_not_allowed`
-(405), `cors_refused` (400, a CORS preflight from an origin that is not allowed) or, for any
-other HTTP error, `http_error` with the status that fits.
+(405), `cors_refused` (400, a CORS preflight from an origin that is not allowed),
+`request_timeout` (408) and `headers_too_large` (431) before any route, or, for any other HTTP
+error, `http_error` with the status that fits. (`client_disconnected` is written for a client
+that already left.)
 """
 # Codes any path may answer, named in the description above rather than on each operation.
-GENERIC_CODES = ("not_found", "method_not_allowed", "cors_refused", "http_error")
+GENERIC_CODES = (
+    "not_found",
+    "method_not_allowed",
+    "cors_refused",
+    "request_timeout",
+    "headers_too_large",
+    "client_disconnected",
+    "http_error",
+)
 
 
 def build() -> dict[str, Any]:
