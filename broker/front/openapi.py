@@ -279,6 +279,117 @@ GENERIC_CODES = (
 )
 
 
+_UI_STREAM = {
+    "description": "The AI SDK's UI message stream (header `x-vercel-ai-ui-message-stream: "
+    "v1`): one `data: <chunk JSON>` line per chunk (`start`, `text-delta`, `tool-input-"
+    "available`, `finish`, ...), ending with `data: [DONE]`.",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
+_CHAT_REQUEST = {
+    "type": "object",
+    "description": "What the AI SDK's `DefaultChatTransport` posts; the last user message's "
+    "text parts are the prompt, the broker keeps the history. `model` and `params` may be "
+    "added through the transport's `body`.",
+    "properties": {
+        "id": {**_ID, "description": "the chat id: the conversation id"},
+        "messages": {"type": "array", "items": {"type": "object"}},
+        "trigger": {"enum": ["submit-message", "regenerate-message"]},
+        "messageId": {"type": "string"},
+        "model": {"type": "string", "default": "simulated"},
+        "params": {"type": "object"},
+    },
+    "required": ["id", "messages"],
+}
+_UI_MESSAGES = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "role": {"type": "string"},
+            "parts": {"type": "array", "items": {"type": "object"}},
+        },
+        "required": ["id", "role", "parts"],
+    },
+}
+
+
+def _ai_sdk_paths(cancel_responses: dict[str, Any]) -> dict[str, Any]:
+    """The AI SDK adapter's routes (``broker.adapters.ai_sdk_routes``)."""
+    chat_cid = _path("cid", "the chat id, which is the conversation id")
+    return {
+        "/v1/ai-sdk/chat": {
+            "post": {
+                "operationId": "aiSdkChat",
+                "tags": ["ai-sdk"],
+                "summary": "Send the chat's last user message; answers with its run's UI stream",
+                "description": "Closing this response only stops reading: the run goes on.",
+                "security": _WRITE_SECURITY,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _CHAT_REQUEST}},
+                },
+                "responses": {
+                    "200": _UI_STREAM,
+                    **_guarded(
+                        "invalid_id",
+                        "malformed_json",
+                        "invalid_idempotency_key",
+                        "forbidden",
+                        "conversation_not_found",
+                        "run_active",
+                        "body_too_large",
+                        "content_too_large",
+                        "invalid_field",
+                        "unknown_model",
+                        "idempotency_key_reused",
+                        "too_many_runs",
+                        "too_many_conversations",
+                        "try_again",
+                    ),
+                },
+            }
+        },
+        "/v1/ai-sdk/chat/{cid}/stream": {
+            "get": {
+                "operationId": "aiSdkResume",
+                "tags": ["ai-sdk"],
+                "summary": "The active run's answer from its start, then live (`resume: true`)",
+                "parameters": [chat_cid],
+                "security": _READ_SECURITY,
+                "responses": {
+                    "200": _UI_STREAM,
+                    "204": {"description": "nothing is being generated in this chat"},
+                    **_guarded("invalid_id", "too_many_streams"),
+                },
+            }
+        },
+        "/v1/ai-sdk/chat/{cid}/stop": {
+            "post": {
+                "operationId": "aiSdkStop",
+                "tags": ["ai-sdk"],
+                "summary": "Stop the chat's active run (the v1 cancel)",
+                "parameters": [chat_cid, _WAIT],
+                "security": _WRITE_SECURITY,
+                "responses": cancel_responses,
+            }
+        },
+        "/v1/ai-sdk/chat/{cid}/messages": {
+            "get": {
+                "operationId": "aiSdkMessages",
+                "tags": ["ai-sdk"],
+                "summary": "The conversation as the AI SDK's `UIMessage[]`",
+                "parameters": [chat_cid],
+                "security": _READ_SECURITY,
+                "responses": {
+                    "200": {**_json(_UI_MESSAGES, "the messages"), "headers": _NO_STORE},
+                    **_guarded("invalid_id"),
+                },
+            }
+        },
+    }
+
+
 def build() -> dict[str, Any]:
     structs: list[Any] = [PostMessage, MessageAccepted, CancelState, Snapshot, ModelList, ErrorBody]
     structs += [Reset, StreamError, *EVENT_TYPES.values()]
@@ -511,6 +622,7 @@ def build() -> dict[str, Any]:
             }
         },
     }
+    paths.update(_ai_sdk_paths(cancel_responses))
     return {
         "openapi": "3.1.0",
         "info": {"title": "LLM stream broker", "version": "1", "description": _DESCRIPTION},
@@ -519,6 +631,10 @@ def build() -> dict[str, Any]:
             {"name": "streams", "description": "Server-Sent Events, resumable with Last-Event-ID"},
             {"name": "sessions", "description": "the session cookie of browser pages"},
             {"name": "operations", "description": "health checks"},
+            {
+                "name": "ai-sdk",
+                "description": "the routes an AI SDK app points `useChat` at (README, AI SDK)",
+            },
             {"name": "pages", "description": "the chat page, the browser module, this reference"},
         ],
         "paths": paths,
