@@ -17,17 +17,12 @@ from tests.stack import REPO_ROOT
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "broker.core": (
         "broker.front", "broker.adapters", "broker.client", "broker.app", "broker.cli", "workers",
-        "broker.tap",
     ),
-    # The tap is a consumer of what the workers wrote: it knows the core only.
-    "broker.tap": ("broker.front", "broker.app", "broker.cli", "workers"),
     "broker.front": ("workers", "broker.cli", "broker.app", "broker.client"),
     "broker.adapters": ("workers", "broker.cli", "broker.app", "broker.client"),
     "broker.client": ("workers", "broker.front", "broker.adapters", "broker.app", "broker.cli"),
     "broker.app": ("workers", "broker.cli"),
-    "workers": (
-        "broker.front", "broker.adapters", "broker.client", "broker.app", "broker.cli", "broker.tap",
-    ),
+    "workers": ("broker.front", "broker.adapters", "broker.client", "broker.app", "broker.cli"),
 }
 
 

@@ -33,7 +33,7 @@ from broker.core.outbox import notice_decoder, read_finished_run, tap_group
 from broker.core.settings import Settings
 from broker.core.store import Store
 
-log = logging.getLogger("broker.tap")
+log = logging.getLogger("broker.client.tap")
 
 class TapEvent(msgspec.Struct, frozen=True):
     """One event, as ``broker tap`` prints it: ``data`` is the event's JSON, as stored."""
