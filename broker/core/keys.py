@@ -58,6 +58,29 @@ class SubjectKeys:
         return f"{self._base}:new:{day}"
 
 
+class DurableKeys:
+    """The keys of one Durable Streams stream, tagged with a digest of its name.
+
+    The name is a URL path: any length, any character (``{`` included). The digest keeps the
+    tag short and well-formed; every key of the stream shares it, so one script may touch them
+    all on a cluster.
+    """
+
+    __slots__ = ("_base", "meta", "data", "producers", "live")
+
+    def __init__(self, prefix: str, name: str) -> None:
+        digest = hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
+        self._base = f"{prefix}:ds:{{d:{digest}}}"
+        self.meta = f"{self._base}:meta"  # hash: see broker.durable.wire.StreamMeta
+        self.data = f"{self._base}:data"  # the Redis Stream: one entry per message or append
+        self.producers = f"{self._base}:producers"  # hash: producer id -> "epoch:seq"
+        self.live = f"{self._base}:live"  # pub/sub channel: every append and the close
+
+    @property
+    def all(self) -> list[str]:
+        return [self.meta, self.data, self.producers]
+
+
 def _spread_tags(count: int) -> list[str]:
     """``count`` hash tags, the i-th in the i-th of ``count`` equal parts of the slot space.
 
@@ -86,6 +109,9 @@ class Keys:
 
     def conversation(self, cid: str) -> ConversationKeys:
         return ConversationKeys(self.prefix, cid)
+
+    def durable(self, name: str) -> DurableKeys:
+        return DurableKeys(self.prefix, name)
 
     def subject(self, subject: str) -> SubjectKeys:
         return SubjectKeys(self.prefix, subject)

@@ -158,7 +158,12 @@ class Hub:
     async def subscribe(self, cid: str) -> AsyncIterator[Subscription]:
         """Receive the live entries of ``cid``: returns once the subscription is in place, so
         anything appended after that arrives here; read the stream only after this."""
-        channel = self._keys.conversation(cid).live.encode()
+        async with self.subscribe_channel(self._keys.conversation(cid).live.encode()) as sub:
+            yield sub
+
+    @asynccontextmanager
+    async def subscribe_channel(self, channel: bytes) -> AsyncIterator[Subscription]:
+        """The same, for any stream whose appends publish the live notice on ``channel``."""
         subscription = Subscription(self._queue_frames)
         subscriptions = self._streams.get(channel)
         if subscriptions is None:

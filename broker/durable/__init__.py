@@ -1,0 +1,1 @@
+"""The Durable Streams protocol (``/v1/stream/...``), spoken over the broker's Redis streams."""

@@ -1,0 +1,43 @@
+"""Offsets: Redis entry ids written so that string order is stream order.
+
+An entry id ``ms-seq`` compares numerically part by part; zero-padding both parts to a fixed
+width makes the plain string comparison a client may do (the protocol allows it) agree with
+that order. The offset of a position is the id of the last entry before it, so "read from
+offset X" is ``XRANGE (X +`` and the empty stream's offset is all zeros.
+"""
+
+from __future__ import annotations
+
+import re
+
+from broker.core.ids import StreamPos
+
+WIDTH = 20  # both parts are 64-bit unsigned integers: at most 20 decimal digits
+ZERO_POS: StreamPos = (0, 0)
+_OFFSET = re.compile(r"\d{%d}_\d{%d}" % (WIDTH, WIDTH))
+
+
+def encode(pos: StreamPos) -> str:
+    return f"{pos[0]:0{WIDTH}d}_{pos[1]:0{WIDTH}d}"
+
+
+def from_entry_id(entry_id: bytes | str) -> StreamPos:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq)
+
+
+def entry_id(pos: StreamPos) -> str:
+    return f"{pos[0]}-{pos[1]}"
+
+
+def decode(offset: str) -> StreamPos | None:
+    """The position an offset names, or None when it is not one this server could have minted."""
+    if not _OFFSET.fullmatch(offset):
+        return None
+    ms, _, seq = offset.partition("_")
+    pos = int(ms), int(seq)
+    return pos if pos[0] < 1 << 64 and pos[1] < 1 << 64 else None
+
+
+ZERO = encode(ZERO_POS)

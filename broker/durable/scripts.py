@@ -1,0 +1,119 @@
+"""Lua for the writes: each one checks and changes a stream in a single atomic step.
+
+Every script has KEYS = data stream, meta hash, producers hash, live channel (the order the
+shared notice helpers of ``broker.core.live`` expect: they append to KEYS[1]). Appends and the
+close publish the live notice in the same script, so a front's hub hears of every change
+exactly as Redis ordered it. An idempotent producer's check, the append it admits and its new
+state are one script: a retry can never be written twice, whatever fails in between.
+"""
+
+from __future__ import annotations
+
+_EXPIRE = """
+local function expire(ttl, expms)
+  for i = 1, 3 do
+    if ttl and ttl ~= '' then
+      redis.call('PEXPIRE', KEYS[i], tonumber(ttl) * 1000)
+    elseif expms and expms ~= '' then
+      redis.call('PEXPIREAT', KEYS[i], expms)
+    end
+  end
+end
+"""
+
+# ARGV: content type, its media type, ttl, expires-at, expires-at in ms, closed ('1' or ''),
+# owner, maxlen, then the initial messages. Returns {'created', tail} or
+# {'exists', same config ('1' or ''), owner, tail}.
+CREATE = (
+    _EXPIRE
+    + """
+local ct, ctn, ttl, exp, expms, closed, owner, maxlen =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  local m = redis.call('HMGET', KEYS[2], 'ctn', 'ttl', 'expms', 'closed', 'owner', 'tail')
+  local same = ''
+  if m[1] == ctn and m[2] == ttl and m[3] == expms and m[4] == closed then same = '1' end
+  return {'exists', same, m[5] or '', m[6]}
+end
+redis.call('DEL', KEYS[1], KEYS[3])
+local tail, first = '0-0', ''
+for i = 9, #ARGV do
+  tail = append(maxlen, 'm', ARGV[i], '')
+  if first == '' then first = tail end
+end
+redis.call('HSET', KEYS[2], 'ct', ct, 'ctn', ctn, 'ttl', ttl, 'exp', exp, 'expms', expms,
+  'closed', closed, 'owner', owner, 'tail', tail, 'first', first)
+expire(ttl, expms)
+notify(KEYS[4], '0-0')
+return {'created', tail}
+"""
+)
+
+# ARGV: media type of the body, close ('1' or ''), Stream-Seq, producer id, epoch, seq (all ''
+# without a producer), maxlen, then the messages. Returns {outcome, tail, ...}: 'ok' (epoch,
+# seq), 'duplicate' (epoch, highest seq), 'duplicate_closed', 'already_closed', 'closed',
+# 'content_type', 'stale_epoch' (current epoch), 'epoch_seq', 'gap' (expected, received),
+# 'seq', or {'missing'}.
+APPEND = (
+    _EXPIRE
+    + """
+local ctn, close, seq, pid, epoch, pseq, maxlen =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local m = redis.call('HMGET', KEYS[2], 'ctn', 'closed', 'seq', 'ttl', 'expms', 'tail', 'closer',
+  'first')
+if not m[1] then return {'missing'} end
+local tail = m[6]
+local count = #ARGV - 7
+local tuple = ''
+if pid ~= '' then tuple = pid .. '\\n' .. epoch .. '\\n' .. pseq end
+if m[2] == '1' then
+  if tuple ~= '' and m[7] == tuple then return {'duplicate_closed', tail, epoch, pseq} end
+  if count == 0 and close == '1' then return {'already_closed', tail} end
+  return {'closed', tail}
+end
+if count > 0 and ctn ~= m[1] then return {'content_type', tail} end
+if pid ~= '' then
+  local e, s = tonumber(epoch), tonumber(pseq)
+  local state = redis.call('HGET', KEYS[3], pid)
+  if state then
+    local se_text, ss_text = string.match(state, '^(%d+):(%d+)$')
+    local se, ss = tonumber(se_text), tonumber(ss_text)
+    if e < se then return {'stale_epoch', tail, se_text} end
+    if e == se then
+      if s <= ss then return {'duplicate', tail, epoch, ss_text} end
+      if s > ss + 1 then return {'gap', tail, string.format('%d', ss + 1), pseq} end
+    elseif s ~= 0 then
+      return {'epoch_seq', tail}
+    end
+  elseif s ~= 0 then
+    return {'gap', tail, '0', pseq}
+  end
+end
+if seq ~= '' and m[3] and m[3] ~= '' and seq <= m[3] then return {'seq', tail} end
+local after = tail
+local first = m[8] or ''
+for i = 8, #ARGV do
+  tail = append(maxlen, 'm', ARGV[i], '')
+  if first == '' then first = tail end
+end
+local fields = {'tail', tail, 'first', first}
+if seq ~= '' then fields[#fields + 1] = 'seq'; fields[#fields + 1] = seq end
+if close == '1' then
+  fields[#fields + 1] = 'closed'; fields[#fields + 1] = '1'
+  fields[#fields + 1] = 'closer'; fields[#fields + 1] = tuple
+end
+redis.call('HSET', KEYS[2], unpack(fields))
+if pid ~= '' then redis.call('HSET', KEYS[3], pid, epoch .. ':' .. pseq) end
+expire(m[4], m[5])
+notify(KEYS[4], after)
+return {'ok', tail, epoch, pseq}
+"""
+)
+
+# Returns 1 when the stream existed. The notice wakes live readers, who then find it gone.
+DELETE = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+notify(KEYS[4], '0-0')
+return 1
+"""

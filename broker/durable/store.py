@@ -1,0 +1,137 @@
+"""Durable Streams in Redis: the scripts that write, and the reads, over the front's client."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import msgspec
+import redis.asyncio as aioredis
+
+from broker.core.ids import StreamPos
+from broker.core.keys import DurableKeys, Keys
+from broker.core.settings import Settings
+from broker.core.store import script_text
+from broker.durable import offsets
+from broker.durable.scripts import APPEND, CREATE, DELETE
+from broker.durable.wire import StreamMeta
+
+
+class Config(NamedTuple):
+    """What a create asks for; an existing stream matches when all of it is equal."""
+
+    content_type: str
+    media_type: str
+    ttl: str
+    expires_at: str
+    expires_at_ms: str
+    closed: bool
+
+
+class Created(NamedTuple):
+    created: bool  # False: it existed already
+    same: bool  # it existed with the same configuration
+    owner: str
+    tail: StreamPos
+
+
+class Appended(NamedTuple):
+    outcome: str  # see scripts.APPEND
+    tail: StreamPos
+    extra: list[str]
+
+
+class Chunk(NamedTuple):
+    messages: list[tuple[StreamPos, bytes]]
+    first_retained: StreamPos | None  # the oldest entry still kept (None: the stream is empty)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class DurableStore:
+    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
+        self.redis = redis
+        self._keys = Keys(settings.key_prefix)
+        self._maxlen = settings.stream_maxlen
+
+        def script(body: str) -> Any:
+            return redis.register_script(script_text(body, cluster=settings.redis_cluster))
+
+        self._create = script(CREATE)
+        self._append = script(APPEND)
+        self._delete = script(DELETE)
+
+    def keys(self, name: str) -> DurableKeys:
+        return self._keys.durable(name)
+
+    def _script_keys(self, keys: DurableKeys) -> list[str]:
+        return [keys.data, keys.meta, keys.producers, keys.live]
+
+    async def meta(self, name: str) -> StreamMeta | None:
+        raw = await self.redis.hgetall(self.keys(name).meta)
+        return _meta(raw)
+
+    async def create(
+        self, name: str, config: Config, owner: str, messages: list[bytes]
+    ) -> Created:
+        args = [
+            config.content_type,
+            config.media_type,
+            config.ttl,
+            config.expires_at,
+            config.expires_at_ms,
+            "1" if config.closed else "",
+            owner,
+            self._maxlen,
+            *messages,
+        ]
+        reply = await self._create(keys=self._script_keys(self.keys(name)), args=args)
+        if _text(reply[0]) == "created":
+            return Created(True, True, owner, offsets.from_entry_id(reply[1]))
+        return Created(False, reply[1] == b"1", _text(reply[2]), offsets.from_entry_id(reply[3]))
+
+    async def append(
+        self,
+        name: str,
+        media_type: str,
+        messages: list[bytes],
+        *,
+        close: bool,
+        seq: str,
+        producer: tuple[str, str, str] | None,
+    ) -> Appended:
+        pid, epoch, pseq = producer or ("", "", "")
+        args = [media_type, "1" if close else "", seq, pid, epoch, pseq, self._maxlen, *messages]
+        reply = await self._append(keys=self._script_keys(self.keys(name)), args=args)
+        outcome = _text(reply[0])
+        if outcome == "missing":
+            return Appended(outcome, offsets.ZERO_POS, [])
+        return Appended(outcome, offsets.from_entry_id(reply[1]), [_text(v) for v in reply[2:]])
+
+    async def delete(self, name: str) -> bool:
+        return bool(await self._delete(keys=self._script_keys(self.keys(name)), args=[]))
+
+    async def touch(self, name: str, ttl_seconds: int) -> None:
+        """A read restarts a sliding TTL, as a write does."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in self.keys(name).all:
+                pipe.pexpire(key, ttl_seconds * 1000)
+            await pipe.execute()
+
+    async def read(self, data_key: str, after: StreamPos, count: int) -> Chunk:
+        """Up to ``count`` entries past ``after``, and the oldest entry kept (to tell a trim)."""
+        start = "-" if after == offsets.ZERO_POS else "(" + offsets.entry_id(after)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xrange(data_key, start, "+", count=count)
+            pipe.xrange(data_key, "-", "+", count=1)
+            entries, oldest = await pipe.execute()
+        messages = [(offsets.from_entry_id(eid), fields[b"d"]) for eid, fields in entries]
+        first = offsets.from_entry_id(oldest[0][0]) if oldest else None
+        return Chunk(messages, first)
+
+
+def _meta(raw: dict[bytes, bytes]) -> StreamMeta | None:
+    if not raw:
+        return None
+    return msgspec.convert({k.decode(): v.decode() for k, v in raw.items()}, StreamMeta)
