@@ -15,6 +15,8 @@ from broker.core.connections import connect, redis_client
 from broker.core.models import Catalogue
 from broker.core.settings import Settings
 from broker.core.store import Store
+from broker.durable import routes as durable_routes
+from broker.durable.store import DurableStore
 from broker.front.access import Gate
 from broker.front.api import routes
 from broker.front.authentication import Authentication
@@ -63,7 +65,7 @@ def create_app(settings: Settings) -> Starlette:
     ]
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         pool = redis_client(settings, "front", max_connections=settings.redis_pool_size)
         store = Store(pool, settings)
         # The hub opens its own subscription connections: one per shard.
@@ -90,14 +92,15 @@ def create_app(settings: Settings) -> Starlette:
                 yield {
                     "services": Services(
                         settings, store, hub, catalogue, first_reads, catch_up, gate
-                    )
+                    ),
+                    "durable": DurableStore(pool, settings),
                 }
                 tasks.cancel_scope.cancel()
         finally:
             await pool.aclose()
 
     app = Starlette(
-        routes=[*routes, *ai_sdk_routes.routes, *web_routes()],
+        routes=[*routes, *ai_sdk_routes.routes, *durable_routes.routes, *web_routes()],
         middleware=middleware,
         exception_handlers=HANDLERS,
         lifespan=lifespan,

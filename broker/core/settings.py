@@ -45,6 +45,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 1 << 20
     max_content_chars: int = 200_000
     cancel_wait_seconds: float = 10.0
+    # Durable Streams (/v1/stream/...): how long a long-poll read waits for data before its
+    # 204, and how long an SSE read stays open before the client reconnects at its offset.
+    ds_long_poll_seconds: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    ds_sse_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     # Security: authentication, limits, CORS
     # ``jwt`` or ``none``; ``broker serve`` refuses to start while it is unset. With ``none``
     # anyone who reaches a front may read and write every conversation.

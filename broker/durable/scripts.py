@@ -36,13 +36,10 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
   return {'exists', same, m[5] or '', m[6]}
 end
 redis.call('DEL', KEYS[1], KEYS[3])
-local tail, first = '0-0', ''
-for i = 9, #ARGV do
-  tail = append(maxlen, 'm', ARGV[i], '')
-  if first == '' then first = tail end
-end
+local tail = '0-0'
+for i = 9, #ARGV do tail = append(maxlen, 'm', ARGV[i], '') end
 redis.call('HSET', KEYS[2], 'ct', ct, 'ctn', ctn, 'ttl', ttl, 'exp', exp, 'expms', expms,
-  'closed', closed, 'owner', owner, 'tail', tail, 'first', first)
+  'closed', closed, 'owner', owner, 'tail', tail)
 expire(ttl, expms)
 notify(KEYS[4], '0-0')
 return {'created', tail}
@@ -59,8 +56,7 @@ APPEND = (
     + """
 local ctn, close, seq, pid, epoch, pseq, maxlen =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local m = redis.call('HMGET', KEYS[2], 'ctn', 'closed', 'seq', 'ttl', 'expms', 'tail', 'closer',
-  'first')
+local m = redis.call('HMGET', KEYS[2], 'ctn', 'closed', 'seq', 'ttl', 'expms', 'tail', 'closer')
 if not m[1] then return {'missing'} end
 local tail = m[6]
 local count = #ARGV - 7
@@ -91,12 +87,8 @@ if pid ~= '' then
 end
 if seq ~= '' and m[3] and m[3] ~= '' and seq <= m[3] then return {'seq', tail} end
 local after = tail
-local first = m[8] or ''
-for i = 8, #ARGV do
-  tail = append(maxlen, 'm', ARGV[i], '')
-  if first == '' then first = tail end
-end
-local fields = {'tail', tail, 'first', first}
+for i = 8, #ARGV do tail = append(maxlen, 'm', ARGV[i], '') end
+local fields = {'tail', tail}
 if seq ~= '' then fields[#fields + 1] = 'seq'; fields[#fields + 1] = seq end
 if close == '1' then
   fields[#fields + 1] = 'closed'; fields[#fields + 1] = '1'

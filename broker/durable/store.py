@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from broker.core.ids import StreamPos
 from broker.core.keys import DurableKeys, Keys
@@ -41,7 +42,7 @@ class Appended(NamedTuple):
 
 
 class Chunk(NamedTuple):
-    messages: list[tuple[StreamPos, bytes]]
+    entries: list[tuple[StreamPos, dict[bytes, bytes]]]
     first_retained: StreamPos | None  # the oldest entry still kept (None: the stream is empty)
 
 
@@ -126,9 +127,20 @@ class DurableStore:
             pipe.xrange(data_key, start, "+", count=count)
             pipe.xrange(data_key, "-", "+", count=1)
             entries, oldest = await pipe.execute()
-        messages = [(offsets.from_entry_id(eid), fields[b"d"]) for eid, fields in entries]
         first = offsets.from_entry_id(oldest[0][0]) if oldest else None
-        return Chunk(messages, first)
+        return Chunk([(offsets.from_entry_id(eid), fields) for eid, fields in entries], first)
+
+    async def last_dropped(self, data_key: str) -> StreamPos | None:
+        """The newest entry retention removed, if any (Redis 7 keeps it for exactly this)."""
+        try:
+            info = await self.redis.xinfo_stream(data_key)
+        except redis.exceptions.ResponseError:
+            return None  # no stream: nothing was dropped
+        dropped = info.get("max-deleted-entry-id")
+        if dropped is None:
+            return None
+        pos = offsets.from_entry_id(dropped)
+        return None if pos == offsets.ZERO_POS else pos
 
 
 def _meta(raw: dict[bytes, bytes]) -> StreamMeta | None:

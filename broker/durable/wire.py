@@ -22,7 +22,6 @@ class StreamMeta(msgspec.Struct, kw_only=True):
     expms: str = ""  # the same, in Unix milliseconds
     owner: str = ""  # the subject that created it ("" under BROKER_AUTH=none)
     seq: str = ""  # the last Stream-Seq accepted
-    first: str = ""  # the id of the first entry ever written: trimming shows as a later one
 
     @property
     def is_closed(self) -> bool:
