@@ -17,15 +17,18 @@ import pytest
 from tests.stack import Stack
 
 SUITE_DIR = Path(__file__).parent / "durable_streams"
-RUNNER = (
-    SUITE_DIR / "node_modules" / "@durable-streams" / "server-conformance-tests" / "dist"
-    / "test-runner.js"
-)
+RUNNER = SUITE_DIR / "node_modules" / "@durable-streams" / "server-conformance-tests"
 VITEST = SUITE_DIR / "node_modules" / ".bin" / "vitest"
 SUITE_TIMEOUT = 600
 
-# Full titles ("describe > ... > test") of the tests expected to fail, each with its reason.
+# Full titles ("describe > ... > test") of single tests expected to fail, each with its reason.
 KNOWN_FAILURES: dict[str, str] = {}
+# Whole groups expected to fail (the top-level describe's title starts with the key): a test
+# of such a group may pass or fail.
+KNOWN_FAILING_GROUPS: dict[str, str] = {
+    # Stream-Forked-From is answered 501: forks are not implemented (section 4.2).
+    "Fork - ": "forks are not implemented",
+}
 
 
 def _failures(report: dict) -> tuple[int, int, list[str]]:
@@ -48,12 +51,17 @@ def _failures(report: dict) -> tuple[int, int, list[str]]:
     reason="the conformance suite is not installed: run `npm ci` in tests/durable_streams",
 )
 def test_conformance_suite(stack: Stack, tmp_path: Path) -> None:
-    stack.start(fronts=1, workers=0, ds_long_poll_seconds=2)
+    # The suite's CORS tests send Origin: https://example.com.
+    stack.start(fronts=1, workers=0, ds_long_poll_seconds=2, cors_origins="https://example.com")
     report_path = tmp_path / "report.json"
     completed = subprocess.run(
         [
-            str(VITEST), "run", str(RUNNER), "--no-coverage", "--reporter=json",
-            f"--outputFile={report_path}", "--passWithNoTests=false",
+            str(VITEST),
+            "run",
+            "--no-coverage",
+            "--reporter=json",
+            f"--outputFile={report_path}",
+            "--passWithNoTests=false",
         ],
         cwd=SUITE_DIR,
         env={**stack.env(), "CONFORMANCE_TEST_URL": stack.fronts[0].url, "CI": "1"},
@@ -61,10 +69,17 @@ def test_conformance_suite(stack: Stack, tmp_path: Path) -> None:
         timeout=SUITE_TIMEOUT,
         check=False,
     )
-    assert report_path.exists(), completed.stdout.decode()[-4000:] + completed.stderr.decode()[-4000:]
+    assert report_path.exists(), (
+        completed.stdout.decode()[-4000:] + completed.stderr.decode()[-4000:]
+    )
     passed, total, failed = _failures(json.loads(report_path.read_text()))
     print(f"Durable Streams conformance: {passed} of {total} passed")
-    unexpected = [title for title in failed if title not in KNOWN_FAILURES]
+    assert total > 300, completed.stdout.decode()[-4000:] + completed.stderr.decode()[-4000:]
+    unexpected = [
+        title
+        for title in failed
+        if title not in KNOWN_FAILURES and not title.startswith(tuple(KNOWN_FAILING_GROUPS))
+    ]
     fixed = [title for title in KNOWN_FAILURES if title not in failed]
     assert not unexpected, f"{len(unexpected)} unexpected failures:\n" + "\n".join(unexpected)
     assert not fixed, "these now pass; take them off KNOWN_FAILURES:\n" + "\n".join(fixed)

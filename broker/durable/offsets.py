@@ -14,7 +14,7 @@ from broker.core.ids import StreamPos
 
 WIDTH = 20  # both parts are 64-bit unsigned integers: at most 20 decimal digits
 ZERO_POS: StreamPos = (0, 0)
-_OFFSET = re.compile(r"\d{%d}_\d{%d}" % (WIDTH, WIDTH))
+_OFFSET = re.compile(rf"\d{{{WIDTH}}}_\d{{{WIDTH}}}")
 
 
 def encode(pos: StreamPos) -> str:

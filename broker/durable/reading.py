@@ -26,6 +26,14 @@ from broker.durable.wire import Control
 from broker.front.errors import ApiError
 from broker.front.hub import CLOSED, Hub
 
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache, no-transform"),
+    (b"x-accel-buffering", b"no"),
+    (b"cross-origin-resource-policy", b"cross-origin"),
+]
+BASE64 = (b"stream-sse-data-encoding", b"base64")
+
 _control = msgspec.json.Encoder()
 _LINES = re.compile(rb"\r\n|\r|\n")
 # Cursors count 20-second intervals from 2024-10-09T00:00:00Z, as the protocol suggests.
@@ -65,7 +73,9 @@ def parse_offset(raw: str | None, tail: StreamPos) -> tuple[StreamPos, bool, boo
         return tail, True, False
     pos = offsets.decode(raw)
     if pos is None:
-        raise ApiError(400, "invalid_offset", "offset must be -1, now, or an offset this server sent")
+        raise ApiError(
+            400, "invalid_offset", "offset must be -1, now, or an offset this server sent"
+        )
     if pos > tail:
         raise ApiError(400, "invalid_offset", "offset is past the end of the stream")
     return pos, False, pos == offsets.ZERO_POS
@@ -80,8 +90,13 @@ class Batch:
 
 
 async def read_batch(
-    store: DurableStore, source: Source, state: State, start: StreamPos, count: int,
-    *, from_start: bool,
+    store: DurableStore,
+    source: Source,
+    state: State,
+    start: StreamPos,
+    count: int,
+    *,
+    from_start: bool,
 ) -> Batch:
     """Raises 410 when retention dropped entries past ``start``: never later data instead."""
     if start >= state.tail:
@@ -123,7 +138,12 @@ def read_headers(
 
 
 async def long_poll(
-    store: DurableStore, hub: Hub, source: Source, read: Read, count: int, timeout: float,
+    store: DurableStore,
+    hub: Hub,
+    source: Source,
+    read: Read,
+    count: int,
+    timeout: float,
 ) -> tuple[Batch | None, State]:
     """The first data past the read's position, or None when ``timeout`` passed without any
     (or the stream closed, or the process is draining)."""
@@ -152,21 +172,33 @@ def data_event(source: Source, messages: list[bytes]) -> bytes:
     if not is_text(source.media_type):
         payload = base64.b64encode(payload)
     lines = _LINES.split(payload)
-    return b"event: data\n" + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
+    return b"event: data\n" + b"".join(_data_line(line) for line in lines) + b"\n"
 
 
-def control_event(next_pos: StreamPos, *, up_to_date: bool, closed: bool, client_cursor: str | None) -> bytes:
+def _data_line(line: bytes) -> bytes:
+    # A reader drops one space after the colon: only a line that starts with one needs it.
+    return (b"data: " if line.startswith(b" ") else b"data:") + line + b"\n"
+
+
+def control_event(
+    next_pos: StreamPos, *, up_to_date: bool, closed: bool, client_cursor: str | None
+) -> bytes:
     control = Control(
         offsets.encode(next_pos),
         None if closed else cursor(client_cursor),
         up_to_date or closed,
         closed,
     )
-    return b"event: control\ndata: " + _control.encode(control) + b"\n\n"
+    return b"event: control\ndata:" + _control.encode(control) + b"\n\n"
 
 
 async def sse_events(
-    store: DurableStore, hub: Hub, source: Source, read: Read, count: int, seconds: float,
+    store: DurableStore,
+    hub: Hub,
+    source: Source,
+    read: Read,
+    count: int,
+    seconds: float,
     keepalive: bytes,
 ) -> AsyncIterator[bytes]:
     """Data and control events from the read's position until the stream closes, is deleted,
@@ -189,7 +221,10 @@ async def sse_events(
                     up_to_date = position >= state.tail
                     closed = state.closed and up_to_date
                     yield data_event(source, batch.messages) + control_event(
-                        position, up_to_date=up_to_date, closed=closed, client_cursor=read.client_cursor
+                        position,
+                        up_to_date=up_to_date,
+                        closed=closed,
+                        client_cursor=read.client_cursor,
                     )
                     announced = position
                     if closed:
@@ -198,7 +233,10 @@ async def sse_events(
                         continue
                 elif announced != position or state.closed:
                     yield control_event(
-                        position, up_to_date=True, closed=state.closed, client_cursor=read.client_cursor
+                        position,
+                        up_to_date=True,
+                        closed=state.closed,
+                        client_cursor=read.client_cursor,
                     )
                     announced = position
                     if state.closed:

@@ -30,7 +30,9 @@ def _expiry(raw: str) -> int:
     try:
         moment = datetime.fromisoformat(raw.strip().replace("z", "Z"))
     except ValueError:
-        raise ApiError(400, "invalid_expires_at", "Stream-Expires-At must be an RFC 3339 time") from None
+        raise ApiError(
+            400, "invalid_expires_at", "Stream-Expires-At must be an RFC 3339 time"
+        ) from None
     if moment.tzinfo is None:
         raise ApiError(400, "invalid_expires_at", "Stream-Expires-At needs a time zone")
     return int(moment.timestamp() * 1000)

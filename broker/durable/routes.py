@@ -8,11 +8,15 @@ access check and accepts no write.
 
 from __future__ import annotations
 
+import functools
+
 from starlette.requests import Request
 from starlette.responses import Response
 
 from broker.durable import offsets
 from broker.durable.reading import (
+    BASE64,
+    SSE_HEADERS,
     Read,
     body_of,
     control_event,
@@ -29,13 +33,11 @@ from broker.durable.requests import create_config, flag, media_type, messages, p
 from broker.durable.sources import ConversationSource, Source, StreamSource
 from broker.durable.store import DurableStore
 from broker.durable.wire import StreamMeta
-from broker.front.access import Access, GuardedRoute, check_owner
+from broker.front.access import Access, Endpoint, GuardedRoute, check_owner
 from broker.front.errors import ApiError
-from broker.front.limits import Cost
 from broker.front.principal import principal_of
 from broker.front.request_body import read_body
 from broker.front.services import Services
-from broker.front.sse import HEADERS as SSE_HEADERS
 from broker.front.sse import KEEPALIVE, EventStreamResponse
 
 PREFIX = "/v1/stream/"
@@ -59,7 +61,9 @@ def _not_found(name: str) -> ApiError:
 def _name(request: Request) -> str:
     name: str = request.path_params["name"]
     if not name or len(name) > 1024 or any(p in ("", ".", "..") for p in name.split("/")):
-        raise ApiError(400, "invalid_stream_name", "a stream name is 1 to 1024 characters of path segments")
+        raise ApiError(
+            400, "invalid_stream_name", "a stream name is 1 to 1024 characters of path segments"
+        )
     if name.startswith("__ds/") or name == "__ds":
         raise ApiError(404, "not_found", "the __ds prefix is reserved")
     return name
@@ -115,8 +119,12 @@ async def stream(request: Request) -> Response:
 async def conversation(request: Request) -> Response:
     """A conversation as a read-only JSON stream (the guard has checked read access)."""
     if request.method in _WRITES:
-        raise ApiError(405, "method_not_allowed", "a conversation's stream is read-only",
-                       {"Allow": "GET, HEAD"})
+        raise ApiError(
+            405,
+            "method_not_allowed",
+            "a conversation's stream is read-only",
+            {"Allow": "GET, HEAD"},
+        )
     cid = request.path_params["cid"]
     store = _store(request)
     source = ConversationSource(store, _services(request).store.keys, cid)
@@ -124,11 +132,13 @@ async def conversation(request: Request) -> Response:
     if state is None:
         raise ApiError(404, "conversation_not_found", f"no conversation {cid}")
     if request.method == "HEAD":
-        return Response(headers={
-            "Content-Type": source.content_type,
-            "Stream-Next-Offset": offsets.encode(state.tail),
-            "Cache-Control": _NO_STORE,
-        })
+        return Response(
+            headers={
+                "Content-Type": source.content_type,
+                "Stream-Next-Offset": offsets.encode(state.tail),
+                "Cache-Control": _NO_STORE,
+            }
+        )
     return await _read(request, source)
 
 
@@ -202,20 +212,31 @@ async def _append(request: Request, name: str) -> Response:
     if outcome == "seq":
         raise ApiError(409, "sequence_conflict", "Stream-Seq must increase")
     if outcome == "stale_epoch":
-        raise ApiError(403, "stale_producer_epoch", "a newer producer epoch exists",
-                       {"Producer-Epoch": result.extra[0]})
+        raise ApiError(
+            403,
+            "stale_producer_epoch",
+            "a newer producer epoch exists",
+            {"Producer-Epoch": result.extra[0]},
+        )
     if outcome == "epoch_seq":
         raise ApiError(400, "invalid_producer", "a new producer epoch starts at Producer-Seq 0")
     if outcome == "gap":
-        raise ApiError(409, "producer_sequence_gap", "a Producer-Seq is missing", {
-            "Producer-Expected-Seq": result.extra[0], "Producer-Received-Seq": result.extra[1],
-        })
+        raise ApiError(
+            409,
+            "producer_sequence_gap",
+            "a Producer-Seq is missing",
+            {
+                "Producer-Expected-Seq": result.extra[0],
+                "Producer-Received-Seq": result.extra[1],
+            },
+        )
     if outcome == "already_closed":
         return Response(status_code=204, headers=closed)
     headers = closed if close or outcome == "duplicate_closed" else tail
     if writer is not None:
         headers = {**headers, "Producer-Epoch": result.extra[0], "Producer-Seq": result.extra[1]}
-        return Response(status_code=200 if outcome == "ok" else 204, headers=headers)
+        status = 200 if outcome == "ok" and batch else 204
+        return Response(status_code=status, headers=headers)
     return Response(status_code=204, headers=headers)
 
 
@@ -239,9 +260,14 @@ async def _read(request: Request, source: Source) -> Response:
         await read_batch(store, source, state, start, 1, from_start=from_start)
         headers = list(SSE_HEADERS)
         if not is_text(source.media_type):
-            headers.append((b"stream-sse-data-encoding", b"base64"))
+            headers.append(BASE64)
         events = sse_events(
-            store, services.hub, source, read, settings.replay_batch, settings.ds_sse_seconds,
+            store,
+            services.hub,
+            source,
+            read,
+            settings.replay_batch,
+            settings.ds_sse_seconds,
             KEEPALIVE,
         )
         if now and state.closed:
@@ -263,7 +289,9 @@ async def _read(request: Request, source: Source) -> Response:
         )
     if live == "long-poll" and (batch is None or not batch.messages):
         if state.closed and start >= state.tail:
-            headers = read_headers(source, state.tail, up_to_date=True, closed=True, cursor_value=None)
+            headers = read_headers(
+                source, state.tail, up_to_date=True, closed=True, cursor_value=None
+            )
             return Response(status_code=204, headers=headers)
         batch, state = await long_poll(
             store, services.hub, source, read, settings.replay_batch, settings.ds_long_poll_seconds
@@ -271,14 +299,21 @@ async def _read(request: Request, source: Source) -> Response:
         if batch is None:
             closed = state.closed and start >= state.tail
             headers = read_headers(
-                source, start, up_to_date=True, closed=closed, cursor_value=cursor(read.client_cursor)
+                source,
+                start,
+                up_to_date=True,
+                closed=closed,
+                cursor_value=cursor(read.client_cursor),
             )
             return Response(status_code=204, headers=headers)
     assert batch is not None
     up_to_date = batch.next_pos >= state.tail
     closed = state.closed and up_to_date
     headers = read_headers(
-        source, batch.next_pos, up_to_date=up_to_date, closed=closed,
+        source,
+        batch.next_pos,
+        up_to_date=up_to_date,
+        closed=closed,
         cursor_value=cursor(read.client_cursor),
     )
     headers["ETag"] = etag(source, start, batch.next_pos, closed)
@@ -292,12 +327,29 @@ async def _single(event: bytes):  # type: ignore[no-untyped-def]
     yield event
 
 
+def _cross_origin(endpoint: Endpoint) -> Endpoint:
+    """Streams are read by pages on other origins (CORS decides which): say so to the browser."""
+
+    @functools.wraps(endpoint)
+    async def answer(request: Request) -> Response:
+        response = await endpoint(request)
+        if isinstance(response, Response):
+            response.headers["Cross-Origin-Resource-Policy"] = "cross-origin"
+        return response
+
+    return answer
+
+
 _METHODS = ["GET", "HEAD", "PUT", "POST", "DELETE"]
 
 routes = [
     GuardedRoute(
-        PREFIX + CONVERSATIONS + "{cid}", conversation, methods=_METHODS, access=Access.READ,
-        cost=Cost.REQUEST,
+        PREFIX + CONVERSATIONS + "{cid}",
+        _cross_origin(conversation),
+        methods=_METHODS,
+        access=Access.READ,
     ),
-    GuardedRoute(PREFIX + "{name:path}", stream, methods=_METHODS, access=Access.SUBJECT),
+    GuardedRoute(
+        PREFIX + "{name:path}", _cross_origin(stream), methods=_METHODS, access=Access.SUBJECT
+    ),
 ]

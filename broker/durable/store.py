@@ -73,9 +73,7 @@ class DurableStore:
         raw = await self.redis.hgetall(self.keys(name).meta)
         return _meta(raw)
 
-    async def create(
-        self, name: str, config: Config, owner: str, messages: list[bytes]
-    ) -> Created:
+    async def create(self, name: str, config: Config, owner: str, messages: list[bytes]) -> Created:
         args = [
             config.content_type,
             config.media_type,
