@@ -60,6 +60,28 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "redis_unavailable": (503, "the store is unreachable; see Retry-After"),
     "try_again": (503, "the run could not be queued in time; see Retry-After"),
     "auth_unavailable": (503, "the token signing keys (JWKS) could not be fetched"),
+    # Durable Streams (/v1/stream/...)
+    "invalid_stream_name": (400, "a stream name is 1 to 1024 characters of non-empty segments"),
+    "invalid_ttl": (400, "Stream-TTL is not a whole number of seconds"),
+    "invalid_expires_at": (400, "Stream-Expires-At is not an RFC 3339 time with a zone"),
+    "invalid_expiry": (400, "both Stream-TTL and Stream-Expires-At were given"),
+    "invalid_offset": (400, "offset is not -1, now, or an offset this server sent"),
+    "invalid_live": (400, "live is not long-poll or sse"),
+    "missing_offset": (400, "a live read without an offset"),
+    "invalid_producer": (400, "Producer-Id/-Epoch/-Seq incomplete, malformed, or a new epoch "
+                         "not starting at 0"),
+    "empty_body": (400, "an append without a body and without Stream-Closed: true"),
+    "empty_array": (400, "an append of an empty JSON array to a JSON stream"),
+    "missing_content_type": (400, "an append with a body and no Content-Type"),
+    "stale_producer_epoch": (403, "a newer Producer-Epoch exists (see the Producer-Epoch header)"),
+    "stream_not_found": (404, "no such stream, or none the token may see"),
+    "stream_exists": (409, "the stream exists with another configuration"),
+    "stream_closed": (409, "the stream is closed (Stream-Closed: true, Stream-Next-Offset)"),
+    "content_type_mismatch": (409, "the body's Content-Type is not the stream's"),
+    "sequence_conflict": (409, "Stream-Seq is not above the last one"),
+    "producer_sequence_gap": (409, "a Producer-Seq is missing (Producer-Expected-Seq)"),
+    "offset_gone": (410, "retention dropped the data past this offset"),
+    "forks_unsupported": (501, "Stream-Forked-From: this server does not fork streams"),
 }
 # Any request may meet these.
 _ALWAYS = ("redis_unavailable", "internal_error")
@@ -390,6 +412,141 @@ def _ai_sdk_paths(cancel_responses: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_DS_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "the stream's name: one or more path segments",
+}
+_DS_READ = [
+    {
+        "name": "offset",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "`-1` (the start, the default), `now` (the tail), or a Stream-Next-Offset",
+    },
+    {
+        "name": "live",
+        "in": "query",
+        "required": False,
+        "schema": {"enum": ["long-poll", "sse"]},
+        "description": "wait for data (long-poll) or stream it (Server-Sent Events)",
+    },
+    {
+        "name": "cursor",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "the last Stream-Cursor, echoed",
+    },
+]
+_DS_BYTES = {"*/*": {"schema": {"type": "string"}}}
+
+
+def _ds_read(
+    operation: str, summary: str, parameter: dict[str, Any], *codes: str
+) -> dict[str, Any]:
+    return {
+        "operationId": operation,
+        "parameters": [parameter, *_DS_READ],
+        "tags": ["durable-streams"],
+        "summary": summary,
+        "description": "Catch-up (200, data from the offset; Stream-Next-Offset, "
+        "Stream-Up-To-Date, Stream-Closed, ETag), long-poll (200, or 204 when the wait "
+        "ends with nothing) or SSE (`data` and `control` events). HEAD answers the metadata "
+        "alone: Content-Type, Stream-Next-Offset, Stream-TTL or Stream-Expires-At, "
+        "Stream-Closed, with Cache-Control: no-store.",
+        "security": _READ_SECURITY,
+        "responses": {
+            "200": {"description": "data from the offset, or an SSE stream", "content": {
+                **_DS_BYTES, "text/event-stream": {"schema": {"type": "string"}}}},
+            "204": {"description": "long-poll: nothing arrived in time, or the stream is closed"},
+            "304": {"description": "unchanged since the ETag sent in If-None-Match"},
+            **_guarded("invalid_offset", "invalid_live", "missing_offset", "offset_gone", *codes),
+        },
+    }
+
+
+def _ds_read_only(operation: str) -> dict[str, Any]:
+    return {
+        "operationId": operation,
+        "parameters": [_CID],
+        "tags": ["durable-streams"],
+        "summary": "Refused: a conversation's stream is written by posting messages",
+        "security": _WRITE_SECURITY,
+        "responses": _guarded("method_not_allowed", "conversation_not_found"),
+    }
+
+
+def _durable_paths() -> dict[str, Any]:
+    """The Durable Streams protocol (README, Durable Streams); headers as its PROTOCOL.md says."""
+    missing = "stream_not_found"
+    return {
+        "/v1/stream/conversations/{cid}": {
+            "get": _ds_read(
+                "readConversationStream", "A conversation as a read-only JSON stream", _CID,
+                "invalid_id", "forbidden", "conversation_not_found", "stream_not_found",
+            ),
+            "put": _ds_read_only("createConversationStream"),
+            "post": _ds_read_only("appendConversationStream"),
+            "delete": _ds_read_only("deleteConversationStream"),
+        },
+        "/v1/stream/{name}": {
+            "put": {
+                "operationId": "createStream",
+                "parameters": [_DS_NAME],
+                "tags": ["durable-streams"],
+                "summary": "Create a stream (Content-Type, Stream-TTL or Stream-Expires-At, "
+                "Stream-Closed, an optional first body)",
+                "security": _WRITE_SECURITY,
+                "requestBody": {"required": False, "content": _DS_BYTES},
+                "responses": {
+                    "201": {"description": "created; Location, Stream-Next-Offset"},
+                    "200": {"description": "it existed with the same configuration"},
+                    **_guarded(
+                        "invalid_stream_name", "invalid_ttl", "invalid_expires_at",
+                        "invalid_expiry", "malformed_json", "body_too_large", missing,
+                        "stream_exists", "forks_unsupported", "not_found",
+                    ),
+                },
+            },
+            "post": {
+                "operationId": "appendStream",
+                "parameters": [_DS_NAME],
+                "tags": ["durable-streams"],
+                "summary": "Append (Stream-Seq, Producer-Id/-Epoch/-Seq) and/or close "
+                "(Stream-Closed: true)",
+                "security": _WRITE_SECURITY,
+                "requestBody": {"required": False, "content": _DS_BYTES},
+                "responses": {
+                    "200": {"description": "appended by an idempotent producer"},
+                    "204": {"description": "appended, closed, or a producer's duplicate"},
+                    **_guarded(
+                        "invalid_stream_name", "invalid_producer", "empty_body", "empty_array",
+                        "missing_content_type", "malformed_json", "body_too_large",
+                        "stale_producer_epoch", missing, "stream_closed", "content_type_mismatch",
+                        "sequence_conflict", "producer_sequence_gap", "not_found",
+                    ),
+                },
+            },
+            "delete": {
+                "operationId": "deleteStream",
+                "parameters": [_DS_NAME],
+                "tags": ["durable-streams"],
+                "summary": "Delete a stream and its data",
+                "security": _WRITE_SECURITY,
+                "responses": {
+                    "204": {"description": "deleted"},
+                    **_guarded("invalid_stream_name", missing, "not_found"),
+                },
+            },
+            "get": _ds_read("readStream", "Read a stream", _DS_NAME, "invalid_stream_name", missing),
+        },
+    }
+
+
 def build() -> dict[str, Any]:
     structs: list[Any] = [PostMessage, MessageAccepted, CancelState, Snapshot, ModelList, ErrorBody]
     structs += [Reset, StreamError, *EVENT_TYPES.values()]
@@ -506,8 +663,7 @@ def build() -> dict[str, Any]:
                 "tags": ["conversations"],
                 "summary": "The merged conversation (snapshot)",
                 "description": "Render it, then stream after its `last_event_id`: each event is seen once.",
-                "parameters": [_CID],
-                "security": _READ_SECURITY,
+                    "security": _READ_SECURITY,
                 "responses": {
                     "200": {
                         **_json(_ref("Snapshot"), "the merged conversation"),
@@ -623,6 +779,7 @@ def build() -> dict[str, Any]:
         },
     }
     paths.update(_ai_sdk_paths(cancel_responses))
+    paths.update(_durable_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "LLM stream broker", "version": "1", "description": _DESCRIPTION},
@@ -634,6 +791,10 @@ def build() -> dict[str, Any]:
             {
                 "name": "ai-sdk",
                 "description": "the routes an AI SDK app points `useChat` at (README, AI SDK)",
+            },
+            {
+                "name": "durable-streams",
+                "description": "the Durable Streams protocol (README, Durable Streams)",
             },
             {"name": "pages", "description": "the chat page, the browser module, this reference"},
         ],
