@@ -78,7 +78,7 @@ def parse_offset(raw: str | None, tail: StreamPos) -> tuple[StreamPos, bool, boo
         )
     if pos > tail:
         raise ApiError(400, "invalid_offset", "offset is past the end of the stream")
-    return pos, False, pos == offsets.ZERO_POS
+    return pos, False, False
 
 
 class Batch:
@@ -104,9 +104,9 @@ async def read_batch(
     chunk = await store.read(source.data_key, start, count)
     oldest = chunk.first_retained
     if oldest is not None and start < oldest and not from_start:
-        # Trimming drops a prefix: data past ``start`` is lost when the last entry dropped is.
-        dropped = await store.last_dropped(source.data_key)
-        if dropped is not None and dropped > start:
+        # An offset before the oldest entry kept names data retention dropped (trimming drops
+        # a prefix); the zero offset only when something was dropped at all.
+        if start != offsets.ZERO_POS or await store.trimmed(source.data_key):
             raise ApiError(410, "offset_gone", "retention dropped the data at this offset")
     messages = [source.message(pos, fields) for pos, fields in chunk.entries]
     next_pos = chunk.entries[-1][0] if chunk.entries else start
@@ -212,9 +212,12 @@ async def sse_events(
                 state = await source.state()
                 if state is None:
                     return
-                batch = await read_batch(
-                    store, source, state, position, count, from_start=from_start
-                )
+                try:
+                    batch = await read_batch(
+                        store, source, state, position, count, from_start=from_start
+                    )
+                except ApiError:
+                    return  # retention overtook this reader: its reconnect gets the 410
                 if batch.messages:
                     position = batch.next_pos
                     from_start = False

@@ -128,17 +128,13 @@ class DurableStore:
         first = offsets.from_entry_id(oldest[0][0]) if oldest else None
         return Chunk([(offsets.from_entry_id(eid), fields) for eid, fields in entries], first)
 
-    async def last_dropped(self, data_key: str) -> StreamPos | None:
-        """The newest entry retention removed, if any (Redis 7 keeps it for exactly this)."""
+    async def trimmed(self, data_key: str) -> bool:
+        """Has retention dropped any entry of this stream? (XDEL is never used on it.)"""
         try:
             info = await self.redis.xinfo_stream(data_key)
         except redis.exceptions.ResponseError:
-            return None  # no stream: nothing was dropped
-        dropped = info.get("max-deleted-entry-id")
-        if dropped is None:
-            return None
-        pos = offsets.from_entry_id(dropped)
-        return None if pos == offsets.ZERO_POS else pos
+            return False  # no stream: nothing was dropped
+        return int(info["entries-added"]) > int(info["length"])
 
 
 def _meta(raw: dict[bytes, bytes]) -> StreamMeta | None:

@@ -1,0 +1,165 @@
+"""Durable Streams beyond the conformance suite: who may touch a stream, the read-only
+conversation view (also through the protocol's own Python client), and retention.
+
+The suite (``test_durable_streams_conformance.py``) checks the protocol with BROKER_AUTH=none;
+these tests attempt what it cannot: another subject's reads and writes, writes to a
+conversation's view, and a read from an offset that retention has dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from durable_streams import astream
+
+from tests.api import error_code
+from tests.helpers import new_cid
+from tests.stack import Stack
+from tests.tokens import AUTH, hs256
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+
+def _client(base_url: str, token: str | None = None) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.AsyncClient(base_url=base_url, headers=headers, trust_env=False, timeout=10)
+
+
+async def test_a_stream_belongs_to_the_subject_that_created_it(stack: Stack) -> None:
+    stack.start(fronts=1, workers=0, **AUTH)
+    url = stack.fronts[0].url
+    path = "/v1/stream/" + new_cid("owned") + "/log"
+    plain = {"Content-Type": "text/plain"}
+    async with (
+        _client(url, hs256("alice")) as alice,
+        _client(url, hs256("mallory")) as mallory,
+        _client(url, hs256("backend", admin=True)) as admin,
+    ):
+        created = await alice.put(path, content=b"secret", headers=plain)
+        assert created.status_code == 201, created.text
+        tail = created.headers["Stream-Next-Offset"]
+
+        attempts: dict[str, httpx.Response] = {
+            "read": await mallory.get(path, params={"offset": "-1"}),
+            "long-poll": await mallory.get(path, params={"offset": "now", "live": "long-poll"}),
+            "sse": await mallory.get(path, params={"offset": "-1", "live": "sse"}),
+            "head": await mallory.head(path),
+            "append": await mallory.post(path, content=b"mine now", headers=plain),
+            "close": await mallory.post(path, headers={"Stream-Closed": "true"}),
+            "create again": await mallory.put(path, headers=plain),
+            "delete": await mallory.delete(path),
+        }
+        for name, response in attempts.items():
+            assert response.status_code == 404, name
+            if name != "head":
+                assert error_code(response) == "stream_not_found", name
+        # A stream that does not exist gets the very same answer.
+        missing = await mallory.get(path + "-nothing", params={"offset": "-1"})
+        assert (missing.status_code, error_code(missing)) == (404, "stream_not_found")
+
+        # Nothing changed: same data, same tail, still open.
+        read = await alice.get(path, params={"offset": "-1"})
+        assert (read.status_code, read.content) == (200, b"secret")
+        assert read.headers["Stream-Next-Offset"] == tail
+        assert "Stream-Closed" not in (await alice.head(path)).headers
+
+        # An admin may read and write any stream; the owner may delete it.
+        assert (await admin.get(path, params={"offset": "-1"})).content == b"secret"
+        assert (await admin.post(path, content=b" and more", headers=plain)).status_code == 204
+        assert (await alice.get(path, params={"offset": "-1"})).content == b"secret and more"
+        assert (await alice.delete(path)).status_code == 204
+        assert (await alice.head(path)).status_code == 404
+
+
+async def test_without_a_token_nothing_is_read_or_written(stack: Stack) -> None:
+    stack.start(fronts=1, workers=0, **AUTH)
+    async with _client(stack.fronts[0].url) as anonymous:
+        path = "/v1/stream/" + new_cid("anon")
+        assert (await anonymous.put(path)).status_code == 401
+        assert (await anonymous.get(path, params={"offset": "-1"})).status_code == 401
+
+
+async def test_a_conversation_reads_as_a_json_stream_with_its_own_access_check(
+    stack: Stack,
+) -> None:
+    stack.start(fronts=1, workers=1, **AUTH)
+    front = stack.fronts[0]
+    alice_token = hs256("alice")
+    alice = front.api.bearer(alice_token)
+    cid = new_cid("view")
+    accepted = await alice.start_run(cid, "hello there")
+    await alice.wait_run_finished(cid, accepted["run_id"])
+    path = f"/v1/stream/conversations/{cid}"
+
+    async with (
+        _client(front.url, alice_token) as owner,
+        _client(front.url, hs256("mallory")) as mallory,
+    ):
+        read = await owner.get(path, params={"offset": "-1"})
+        assert read.status_code == 200, read.text
+        assert read.headers["Content-Type"] == "application/json"
+        assert read.headers["Stream-Up-To-Date"] == "true"
+        events: list[dict[str, Any]] = read.json()
+        types = [event["type"] for event in events]
+        assert types[0] == "message" and types[-1] == "run.completed", types
+        assert events[0]["data"]["content"] == "hello there"
+        assert all(event["data"]["run_id"] == accepted["run_id"] for event in events)
+
+        # Resuming from an offset gives exactly what follows it.
+        first = await owner.get(path, params={"offset": "-1"}, headers={})
+        assert first.json() == events
+        middle = await owner.get(path, params={"offset": read.headers["Stream-Next-Offset"]})
+        assert middle.status_code == 200 and middle.json() == []
+
+        # Somebody else sees no conversation at all, by any read.
+        for params in ({"offset": "-1"}, {"offset": "now", "live": "long-poll"}):
+            refused = await mallory.get(path, params=params)
+            assert (refused.status_code, error_code(refused)) == (404, "conversation_not_found")
+
+        # The view is read-only, for the owner too: messages go through the conversation API.
+        for method in ("PUT", "POST", "DELETE"):
+            write = await owner.request(
+                method, path, content=b'{"x":1}', headers={"Content-Type": "application/json"}
+            )
+            assert (write.status_code, error_code(write)) == (405, "method_not_allowed"), method
+        assert (await owner.get(path, params={"offset": "-1"})).json() == events
+
+    # The protocol's own Python client follows the conversation end to end.
+    async with astream(
+        front.url + path, live=False, headers={"Authorization": f"Bearer {alice_token}"}
+    ) as response:
+        items = await response.read_json()
+    assert items == events
+
+
+async def test_an_offset_that_retention_dropped_is_gone_never_later_data(stack: Stack) -> None:
+    # MAXLEN ~ trims whole nodes of 100 entries: 350 appends over a cap of 10 drop some.
+    stack.start(fronts=1, workers=0, stream_maxlen=10)
+    path = "/v1/stream/" + new_cid("trim")
+    plain = {"Content-Type": "text/plain"}
+    async with _client(stack.fronts[0].url) as client:
+        assert (await client.put(path, headers=plain)).status_code == 201
+        offsets = []
+        for i in range(350):
+            appended = await client.post(path, content=f"{i};".encode(), headers=plain)
+            assert appended.status_code == 204
+            offsets.append(appended.headers["Stream-Next-Offset"])
+        for params in (
+            {"offset": offsets[0]},
+            {"offset": offsets[0], "live": "long-poll"},
+            {"offset": offsets[0], "live": "sse"},
+        ):
+            gone = await client.get(path, params=params)
+            assert (gone.status_code, error_code(gone)) == (410, "offset_gone"), params
+
+        # From the start: what is kept, contiguous up to the last append.
+        kept = await client.get(path, params={"offset": "-1"})
+        assert kept.status_code == 200
+        numbers = [int(n) for n in kept.text.rstrip(";").split(";")]
+        assert numbers[0] > 0 and numbers == list(range(numbers[0], 350))
+        # From a kept offset: exactly what follows it.
+        after = numbers[0] + 5
+        resumed = await client.get(path, params={"offset": offsets[after]})
+        assert resumed.text == "".join(f"{i};" for i in range(after + 1, 350))
