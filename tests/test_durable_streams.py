@@ -8,6 +8,8 @@ conversation's view, and a read from an offset that retention has dropped.
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from typing import Any
 
 import httpx
@@ -163,3 +165,34 @@ async def test_an_offset_that_retention_dropped_is_gone_never_later_data(stack: 
         after = numbers[0] + 5
         resumed = await client.get(path, params={"offset": offsets[after]})
         assert resumed.text == "".join(f"{i};" for i in range(after + 1, 350))
+
+
+async def test_a_draining_front_ends_its_live_reads_and_readers_resume_elsewhere(
+    stack: Stack,
+) -> None:
+    # Long waits, so only the drain can end these reads while the test runs.
+    stack.start(fronts=2, workers=0, ds_long_poll_seconds=60, ds_sse_seconds=60)
+    leaving, staying = stack.fronts
+    path = "/v1/stream/" + new_cid("drain")
+    plain = {"Content-Type": "text/plain"}
+    async with _client(leaving.url) as old, _client(staying.url) as new:
+        created = await new.put(path, content=b"a", headers=plain)
+        tail = created.headers["Stream-Next-Offset"]
+        sse_params = {"offset": tail, "live": "sse"}
+        poll_params = {"offset": tail, "live": "long-poll"}
+        async with old.stream("GET", path, params=sse_params, timeout=30) as sse:
+            assert sse.status_code == 200
+            lines = sse.aiter_lines()
+            assert await anext(lines) == "event: control"  # caught up: now waiting live
+            poll = asyncio.create_task(old.get(path, params=poll_params, timeout=30))
+            await asyncio.sleep(0.2)  # let the long-poll start waiting
+            leaving.signal(signal.SIGTERM)
+            rest = [line async for line in lines]  # the stream ends, well before 60 s
+            polled = await poll
+        assert not any(line.startswith("event: data") for line in rest)
+        assert polled.status_code == 204
+        assert polled.headers["Stream-Next-Offset"] == tail
+        # Elsewhere, from the offset each reader held: exactly what came after.
+        assert (await new.post(path, content=b"b", headers=plain)).status_code == 204
+        resumed = await new.get(path, params=poll_params)
+        assert (resumed.status_code, resumed.content) == (200, b"b")
