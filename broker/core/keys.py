@@ -66,7 +66,7 @@ class DurableKeys:
     all on a cluster.
     """
 
-    __slots__ = ("_base", "meta", "data", "producers", "live")
+    __slots__ = ("_base", "meta", "data", "producers", "forks", "live")
 
     def __init__(self, prefix: str, name: str) -> None:
         digest = hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
@@ -74,11 +74,12 @@ class DurableKeys:
         self.meta = f"{self._base}:meta"  # hash: see broker.durable.wire.StreamMeta
         self.data = f"{self._base}:data"  # the Redis Stream: one entry per message or append
         self.producers = f"{self._base}:producers"  # hash: producer id -> "epoch:seq"
+        self.forks = f"{self._base}:forks"  # set: names of the streams forked from this one
         self.live = f"{self._base}:live"  # pub/sub channel: every append and the close
 
     @property
     def all(self) -> list[str]:
-        return [self.meta, self.data, self.producers]
+        return [self.meta, self.data, self.producers, self.forks]
 
 
 def _spread_tags(count: int) -> list[str]:

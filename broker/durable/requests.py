@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import msgspec
 from starlette.requests import Request
@@ -47,6 +48,18 @@ def create_config(request: Request) -> Config:
     if ttl is not None and not _TTL.fullmatch(ttl.strip()):
         raise ApiError(400, "invalid_ttl", "Stream-TTL must be a whole number of seconds")
     expires_ms = str(_expiry(expires_at)) if expires_at is not None else ""
+    source = request.headers.get("stream-forked-from")
+    sub = request.headers.get("stream-fork-sub-offset")
+    if source is None and (sub is not None or "stream-fork-offset" in request.headers):
+        raise ApiError(400, "invalid_fork", "Stream-Fork-(Sub-)Offset needs Stream-Forked-From")
+    if sub is not None:
+        sub = sub.strip()
+        if not sub.isdigit() or not sub.isascii() or (len(sub) > 1 and sub[0] == "0"):
+            raise ApiError(
+                400, "invalid_sub_offset", "Stream-Fork-Sub-Offset is not an integer >= 0"
+            )
+        if sub != "0" and "stream-fork-offset" not in request.headers:
+            raise ApiError(400, "invalid_sub_offset", "a sub-offset needs Stream-Fork-Offset")
     return Config(
         content_type,
         media_type(content_type),
@@ -54,7 +67,19 @@ def create_config(request: Request) -> Config:
         expires_at or "",
         expires_ms,
         flag(request, "stream-closed"),
+        _source_name(source) if source is not None else "",
+        "",
+        "" if sub in (None, "0") else sub,
     )
+
+
+def _source_name(value: str) -> str:
+    """``Stream-Forked-From`` is the source's URL path; its name is what follows the prefix."""
+    path = urlsplit(value.strip()).path
+    name = path.removeprefix("/v1/stream/").strip("/")
+    if not name:
+        raise ApiError(400, "invalid_fork", "Stream-Forked-From names no stream")
+    return name
 
 
 def messages(body: bytes, stream_media_type: str, *, append: bool) -> list[bytes]:

@@ -13,6 +13,7 @@ import functools
 from starlette.requests import Request
 from starlette.responses import Response
 
+from broker.core.ids import StreamPos
 from broker.durable import offsets
 from broker.durable.reading import (
     BASE64,
@@ -30,8 +31,8 @@ from broker.durable.reading import (
     sse_events,
 )
 from broker.durable.requests import create_config, flag, media_type, messages, producer
-from broker.durable.sources import ConversationSource, Source, StreamSource
-from broker.durable.store import DurableStore
+from broker.durable.sources import JSON, ConversationSource, Source, StreamSource
+from broker.durable.store import Config, DurableStore
 from broker.durable.wire import StreamMeta
 from broker.front.access import Access, Endpoint, GuardedRoute, check_owner
 from broker.front.errors import ApiError
@@ -44,6 +45,7 @@ PREFIX = "/v1/stream/"
 CONVERSATIONS = "conversations/"
 _NO_STORE = "no-store"
 _WRITES = ("PUT", "POST", "DELETE")
+_MAX_BATCH = 10_000  # the most messages of one append a sub-offset looks through
 
 
 def _services(request: Request) -> Services:
@@ -84,6 +86,8 @@ async def _meta(request: Request, name: str) -> StreamMeta:
     if meta is None:
         raise _not_found(name)
     _check_owner(request, name, meta.owner)
+    if meta.is_deleted:
+        raise ApiError(410, "stream_gone", "the stream was deleted; forks of it still read")
     return meta
 
 
@@ -102,11 +106,7 @@ async def stream(request: Request) -> Response:
     if method == "POST":
         return await _append(request, name)
     if method == "DELETE":
-        meta = await _meta(request, name)
-        del meta
-        if not await _store(request).delete(name):
-            raise _not_found(name)
-        return Response(status_code=204)
+        return await _delete(request, name)
     meta = await _meta(request, name)
     source = StreamSource(_store(request), name, meta)
     if method == "HEAD":
@@ -157,14 +157,36 @@ def _head(meta: StreamMeta) -> Response:
     return Response(headers=headers)
 
 
+async def _delete(request: Request, name: str) -> Response:
+    """A stream with live forks is only marked deleted (410 from then on, its name taken);
+    the last fork's deletion removes it, and so on up a chain of such sources."""
+    store = _store(request)
+    meta = await _meta(request, name)
+    soft = await store.live_forks(name) > 0
+    if not await store.delete(name, soft=soft):
+        raise _not_found(name)
+    source = meta.src
+    while source:
+        above = await store.meta(source)
+        if above is None or not above.is_deleted or await store.live_forks(source):
+            break
+        await store.delete(source)
+        source = above.src
+    return Response(status_code=204)
+
+
 async def _create(request: Request, name: str) -> Response:
-    if "stream-forked-from" in request.headers:
-        raise ApiError(501, "forks_unsupported", "this server does not fork streams")
+    store = _store(request)
     config = create_config(request)
+    inherited: list[tuple[bytes, bytes, bytes]] = []
+    if config.source:
+        config, inherited = await _fork(request, config)
     body = await read_body(request, _services(request).settings.max_body_bytes)
     initial = messages(body, config.media_type, append=False)
     owner = _owner_of(request)
-    created = await _store(request).create(name, config, owner, initial)
+    created = await store.create(name, config, owner, initial, inherited)
+    if created.created and config.source:
+        await store.add_fork(config.source, name)
     if not created.created:
         _check_owner(request, name, created.owner)
         if not created.same:
@@ -179,6 +201,67 @@ async def _create(request: Request, name: str) -> Response:
         headers["Location"] = str(request.url)
         return Response(status_code=201, headers=headers)
     return Response(status_code=200, headers=headers)
+
+
+async def _fork(
+    request: Request, config: Config
+) -> tuple[Config, list[tuple[bytes, bytes, bytes]]]:
+    """A fork copies what it inherits, entry ids included: its offsets are its source's up to
+    the fork offset, and from then on it is a stream like any other."""
+    store = _store(request)
+    source = await store.meta(config.source)
+    if source is None:
+        raise _not_found(config.source)
+    _check_owner(request, config.source, source.owner)
+    if source.is_deleted:
+        raise ApiError(409, "source_deleted", "the source stream was deleted")
+    if "content-type" in request.headers and config.media_type != source.ctn:
+        raise ApiError(409, "content_type_mismatch", f"the source's content type is {source.ct}")
+    tail = offsets.from_entry_id(source.tail)
+    raw = request.headers.get("stream-fork-offset")
+    at = tail if raw is None else offsets.decode(raw.strip())
+    if at is None:
+        raise ApiError(400, "invalid_offset", "Stream-Fork-Offset is not an offset of this server")
+    if at > tail:
+        raise ApiError(400, "invalid_offset", "Stream-Fork-Offset is past the source's tail")
+    data_key = store.keys(config.source).data
+    inherited = await store.entries_through(data_key, at)
+    sub = int(config.fork_sub_offset or 0)
+    if sub:
+        inherited += await _sub_offset(store, data_key, at, sub, json=source.ctn == JSON)
+    expiry = {}
+    if not config.ttl and not config.expires_at:
+        expiry = {"ttl": source.ttl, "expires_at": source.exp, "expires_at_ms": source.expms}
+    forked = config._replace(
+        content_type=source.ct, media_type=source.ctn, fork_offset=offsets.entry_id(at), **expiry
+    )
+    return forked, inherited
+
+
+async def _sub_offset(
+    store: DurableStore, data_key: str, at: StreamPos, sub: int, *, json: bool
+) -> list[tuple[bytes, bytes, bytes]]:
+    """Past the fork offset, ``sub`` messages of the next JSON append, or ``sub`` bytes of the
+    next append (kept as an entry of its own, under the id of the append it is cut from)."""
+    following = await store.entries_after(data_key, at, _MAX_BATCH)
+    if not following:
+        raise ApiError(400, "invalid_sub_offset", "no data follows Stream-Fork-Offset")
+    if not json:
+        entry_id, _, data = following[0]
+        if sub > len(data):
+            raise ApiError(400, "invalid_sub_offset", "Stream-Fork-Sub-Offset is past that append")
+        return [(entry_id, b"e", data[:sub])]
+    batch = []
+    for entry in following:
+        batch.append(entry)
+        if entry[1] == b"e":
+            break
+    if sub > len(batch):
+        raise ApiError(400, "invalid_sub_offset", "Stream-Fork-Sub-Offset is past that append")
+    kept = batch[:sub]
+    entry_id, _, data = kept[-1]
+    kept[-1] = (entry_id, b"e", data)
+    return kept
 
 
 async def _append(request: Request, name: str) -> Response:
@@ -205,6 +288,8 @@ async def _append(request: Request, name: str) -> Response:
     outcome = result.outcome
     if outcome == "missing":
         raise _not_found(name)
+    if outcome == "gone":
+        raise ApiError(410, "stream_gone", "the stream was deleted; forks of it still read")
     if outcome == "closed":
         raise ApiError(409, "stream_closed", "the stream is closed", closed)
     if outcome == "content_type":

@@ -26,6 +26,10 @@ class Config(NamedTuple):
     expires_at: str
     expires_at_ms: str
     closed: bool
+    # A fork: the source's name, the fork offset's entry id and the sub-offset ('' otherwise).
+    source: str = ""
+    fork_offset: str = ""
+    fork_sub_offset: str = ""
 
 
 class Created(NamedTuple):
@@ -67,13 +71,22 @@ class DurableStore:
         return self._keys.durable(name)
 
     def _script_keys(self, keys: DurableKeys) -> list[str]:
-        return [keys.data, keys.meta, keys.producers, keys.live]
+        return [keys.data, keys.meta, keys.producers, keys.forks, keys.live]
 
     async def meta(self, name: str) -> StreamMeta | None:
         raw = await self.redis.hgetall(self.keys(name).meta)
         return _meta(raw)
 
-    async def create(self, name: str, config: Config, owner: str, messages: list[bytes]) -> Created:
+    async def create(
+        self,
+        name: str,
+        config: Config,
+        owner: str,
+        messages: list[bytes],
+        inherited: list[tuple[bytes, bytes, bytes]] | None = None,
+    ) -> Created:
+        """``inherited``: a fork's copy of its source's entries, (id, name, data), in order."""
+        inherited = inherited or []
         args = [
             config.content_type,
             config.media_type,
@@ -83,6 +96,11 @@ class DurableStore:
             "1" if config.closed else "",
             owner,
             self._maxlen,
+            config.source,
+            config.fork_offset,
+            config.fork_sub_offset,
+            len(inherited),
+            *[part for entry in inherited for part in entry],
             *messages,
         ]
         reply = await self._create(keys=self._script_keys(self.keys(name)), args=args)
@@ -108,8 +126,40 @@ class DurableStore:
             return Appended(outcome, offsets.ZERO_POS, [])
         return Appended(outcome, offsets.from_entry_id(reply[1]), [_text(v) for v in reply[2:]])
 
-    async def delete(self, name: str) -> bool:
-        return bool(await self._delete(keys=self._script_keys(self.keys(name)), args=[]))
+    async def delete(self, name: str, *, soft: bool = False) -> bool:
+        keys = self._script_keys(self.keys(name))
+        return bool(await self._delete(keys=keys, args=["soft" if soft else ""]))
+
+    async def live_forks(self, name: str) -> int:
+        """Forks of ``name`` that still exist (a fork that expired, or was deleted, is gone)."""
+        forks = [f.decode() for f in await self.redis.smembers(self.keys(name).forks)]
+        count = 0
+        for fork in forks:
+            source = await self.redis.hget(self.keys(fork).meta, "src")
+            if source is not None and source.decode() == name:
+                count += 1
+            else:
+                await self.redis.srem(self.keys(name).forks, fork)
+        return count
+
+    async def add_fork(self, source: str, fork: str) -> None:
+        await self.redis.sadd(self.keys(source).forks, fork)
+
+    async def entries_through(
+        self, data_key: str, last: StreamPos
+    ) -> list[tuple[bytes, bytes, bytes]]:
+        """Every entry up to and including ``last``: what a fork at that offset inherits."""
+        if last == offsets.ZERO_POS:
+            return []
+        entries = await self.redis.xrange(data_key, "-", offsets.entry_id(last))
+        return [(eid, f[b"t"], f[b"d"]) for eid, f in entries]
+
+    async def entries_after(
+        self, data_key: str, after: StreamPos, count: int
+    ) -> list[tuple[bytes, bytes, bytes]]:
+        start = "-" if after == offsets.ZERO_POS else "(" + offsets.entry_id(after)
+        entries = await self.redis.xrange(data_key, start, "+", count=count)
+        return [(eid, f[b"t"], f[b"d"]) for eid, f in entries]
 
     async def touch(self, name: str, ttl_seconds: int) -> None:
         """A read restarts a sliding TTL, as a write does."""

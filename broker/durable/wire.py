@@ -22,6 +22,12 @@ class StreamMeta(msgspec.Struct, kw_only=True):
     expms: str = ""  # the same, in Unix milliseconds
     owner: str = ""  # the subject that created it ("" under BROKER_AUTH=none)
     seq: str = ""  # the last Stream-Seq accepted
+    src: str = ""  # a fork's source stream
+    deleted: str = ""  # "1": deleted while forks of it lived; every request answers 410
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted == "1"
 
     @property
     def is_closed(self) -> bool:
