@@ -81,7 +81,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "sequence_conflict": (409, "Stream-Seq is not above the last one"),
     "producer_sequence_gap": (409, "a Producer-Seq is missing (Producer-Expected-Seq)"),
     "offset_gone": (410, "retention dropped the data past this offset"),
-    "forks_unsupported": (501, "Stream-Forked-From: this server does not fork streams"),
+    "invalid_fork": (400, "Stream-Fork-(Sub-)Offset without Stream-Forked-From, or no source"),
+    "invalid_sub_offset": (400, "Stream-Fork-Sub-Offset malformed, without an offset, or past "
+                           "the next append"),
+    "source_deleted": (409, "the fork's source was deleted (forks of it still live)"),
+    "stream_gone": (410, "the stream was deleted while forks of it live"),
 }
 # Any request may meet these.
 _ALWAYS = ("redis_unavailable", "internal_error")
@@ -499,7 +503,8 @@ def _durable_paths() -> dict[str, Any]:
                 "parameters": [_DS_NAME],
                 "tags": ["durable-streams"],
                 "summary": "Create a stream (Content-Type, Stream-TTL or Stream-Expires-At, "
-                "Stream-Closed, an optional first body)",
+                "Stream-Closed, an optional first body), or fork one (Stream-Forked-From, "
+                "Stream-Fork-Offset, Stream-Fork-Sub-Offset)",
                 "security": _WRITE_SECURITY,
                 "requestBody": {"required": False, "content": _DS_BYTES},
                 "responses": {
@@ -508,7 +513,8 @@ def _durable_paths() -> dict[str, Any]:
                     **_guarded(
                         "invalid_stream_name", "invalid_ttl", "invalid_expires_at",
                         "invalid_expiry", "malformed_json", "body_too_large", missing,
-                        "stream_exists", "forks_unsupported", "not_found",
+                        "stream_exists", "not_found", "invalid_fork", "invalid_sub_offset",
+                        "invalid_offset", "source_deleted", "content_type_mismatch",
                     ),
                 },
             },
@@ -527,7 +533,7 @@ def _durable_paths() -> dict[str, Any]:
                         "invalid_stream_name", "invalid_producer", "empty_body", "empty_array",
                         "missing_content_type", "malformed_json", "body_too_large",
                         "stale_producer_epoch", missing, "stream_closed", "content_type_mismatch",
-                        "sequence_conflict", "producer_sequence_gap", "not_found",
+                        "sequence_conflict", "producer_sequence_gap", "not_found", "stream_gone",
                     ),
                 },
             },
@@ -539,10 +545,12 @@ def _durable_paths() -> dict[str, Any]:
                 "security": _WRITE_SECURITY,
                 "responses": {
                     "204": {"description": "deleted"},
-                    **_guarded("invalid_stream_name", missing, "not_found"),
+                    **_guarded("invalid_stream_name", missing, "not_found", "stream_gone"),
                 },
             },
-            "get": _ds_read("readStream", "Read a stream", _DS_NAME, "invalid_stream_name", missing),
+            "get": _ds_read(
+                "readStream", "Read a stream", _DS_NAME, "invalid_stream_name", missing, "stream_gone"
+            ),
         },
     }
 
