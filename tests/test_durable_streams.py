@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -27,6 +28,17 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 def _client(base_url: str, token: str | None = None) -> httpx.AsyncClient:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.AsyncClient(base_url=base_url, headers=headers, trust_env=False, timeout=10)
+
+
+async def _next_event(lines: AsyncIterator[str]) -> list[str]:
+    """The lines of the next SSE event (comments skipped)."""
+    event: list[str] = []
+    async for line in lines:
+        if line == "" and event:
+            return event
+        if line and not line.startswith(":"):
+            event.append(line)
+    return event
 
 
 async def test_a_stream_belongs_to_the_subject_that_created_it(stack: Stack) -> None:
@@ -52,11 +64,13 @@ async def test_a_stream_belongs_to_the_subject_that_created_it(stack: Stack) -> 
             "close": await mallory.post(path, headers={"Stream-Closed": "true"}),
             "create again": await mallory.put(path, headers=plain),
             "delete": await mallory.delete(path),
+            "fork": await mallory.put(path + "-copy", headers={"Stream-Forked-From": path}),
         }
         for name, response in attempts.items():
             assert response.status_code == 404, name
             if name != "head":
                 assert error_code(response) == "stream_not_found", name
+        assert (await mallory.head(path + "-copy")).status_code == 404  # no fork was made
         # A stream that does not exist gets the very same answer.
         missing = await mallory.get(path + "-nothing", params={"offset": "-1"})
         assert (missing.status_code, error_code(missing)) == (404, "stream_not_found")
@@ -196,3 +210,46 @@ async def test_a_draining_front_ends_its_live_reads_and_readers_resume_elsewhere
         assert (await new.post(path, content=b"b", headers=plain)).status_code == 204
         resumed = await new.get(path, params=poll_params)
         assert (resumed.status_code, resumed.content) == (200, b"b")
+
+
+@pytest.mark.parametrize("redis_target", ["single", "cluster"], indirect=True)
+async def test_any_front_serves_any_stream_live_on_one_redis_or_a_cluster(stack: Stack) -> None:
+    """A stream's keys share one slot, so its scripts run on a cluster; its notices go over
+    sharded pub/sub there, so a live reader on one front hears appends made through another."""
+    stack.start(fronts=2, workers=0)
+    one, two = stack.fronts
+    path = "/v1/stream/" + new_cid("shared") + "/events"
+    as_json = {"Content-Type": "application/json"}
+    async with _client(one.url) as first, _client(two.url) as second:
+        created = await first.put(path, content=b'[{"n":0}]', headers=as_json)
+        tail = created.headers["Stream-Next-Offset"]
+        live = {"offset": tail, "live": "sse"}
+        async with second.stream("GET", path, params=live, timeout=30) as sse:
+            lines = sse.aiter_lines()
+            assert (await _next_event(lines))[0] == "event: control"  # caught up, now live
+            poll = asyncio.create_task(
+                second.get(path, params={"offset": tail, "live": "long-poll"}, timeout=30)
+            )
+            appended = await first.post(path, content=b'[{"n":1},{"n":2}]', headers=as_json)
+            assert appended.status_code == 204
+            event = await _next_event(lines)
+            assert event[0] == "event: data"
+            assert "".join(line.removeprefix("data:") for line in event[1:]) == '[{"n":1},{"n":2}]'
+            polled = await poll
+        assert polled.status_code == 200 and polled.json() == [{"n": 1}, {"n": 2}]
+        assert polled.headers["Stream-Next-Offset"] == appended.headers["Stream-Next-Offset"]
+
+        # A fork made through one front reads the same through the other.
+        fork = path + "-fork"
+        forked = await second.put(
+            fork, headers={"Stream-Forked-From": path, "Stream-Fork-Offset": tail}
+        )
+        assert forked.status_code == 201, forked.text
+        assert (await first.post(fork, content=b'{"n":"f"}', headers=as_json)).status_code == 204
+        read = await first.get(fork, params={"offset": "-1"})
+        assert read.json() == [{"n": 0}, {"n": "f"}]
+        assert (await first.get(path, params={"offset": "-1"})).json() == [
+            {"n": 0},
+            {"n": 1},
+            {"n": 2},
+        ]

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 
 import anyio
 import msgspec
-from starlette.responses import Response
 
 from broker.core.ids import StreamPos
 from broker.durable import offsets
@@ -249,7 +248,3 @@ async def sse_events(
                     return
                 if not items:
                     yield keepalive
-
-
-def not_modified(headers: dict[str, str]) -> Response:
-    return Response(status_code=304, headers={"ETag": headers["ETag"]})

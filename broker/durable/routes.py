@@ -20,7 +20,6 @@ from broker.durable.reading import (
     SSE_HEADERS,
     Read,
     body_of,
-    control_event,
     cursor,
     etag,
     is_text,
@@ -355,11 +354,6 @@ async def _read(request: Request, source: Source) -> Response:
             settings.ds_sse_seconds,
             KEEPALIVE,
         )
-        if now and state.closed:
-            return EventStreamResponse(
-                _single(control_event(start, up_to_date=True, closed=True, client_cursor=None)),
-                headers=headers,
-            )
         return EventStreamResponse(events, headers=headers)
     if now and live is None:
         headers = read_headers(
@@ -406,10 +400,6 @@ async def _read(request: Request, source: Source) -> Response:
     if request.headers.get("if-none-match") == headers["ETag"]:
         return Response(status_code=304, headers={"ETag": headers["ETag"]})
     return Response(body_of(source, batch.messages), headers=headers)
-
-
-async def _single(event: bytes):  # type: ignore[no-untyped-def]
-    yield event
 
 
 def _cross_origin(endpoint: Endpoint) -> Endpoint:

@@ -56,7 +56,6 @@ class StreamSource:
         self.media_type = meta.ctn
         self.etag_id = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
         self.ttl = int(meta.ttl) if meta.ttl else None
-        self.initial = _state(meta)
 
     async def state(self) -> State | None:
         meta = await self._store.meta(self._name)
