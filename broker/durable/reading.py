@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 import anyio
 import msgspec
 
+from broker.core.entries import entry_data
 from broker.core.ids import StreamPos
 from broker.durable import offsets
 from broker.durable.sources import JSON, Source, State
@@ -24,6 +25,7 @@ from broker.durable.store import DurableStore
 from broker.durable.wire import Control
 from broker.front.errors import ApiError
 from broker.front.hub import CLOSED, Hub
+from broker.front.hub import Batch as LiveBatch
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream"),
@@ -207,44 +209,78 @@ async def sse_events(
     announced: StreamPos | None = None  # the position of the last control event sent
     async with hub.subscribe_channel(source.live) as subscription:
         with anyio.move_on_after(seconds):
+            fresh = False  # True while the notices have carried this reader to the tail
             while True:
-                state = await source.state()
-                if state is None:
-                    return
-                try:
-                    batch = await read_batch(
-                        store, source, state, position, count, from_start=from_start
-                    )
-                except ApiError:
-                    return  # retention overtook this reader: its reconnect gets the 410
-                if batch.messages:
-                    position = batch.next_pos
-                    from_start = False
-                    up_to_date = position >= state.tail
-                    closed = state.closed and up_to_date
-                    yield data_event(source, batch.messages) + control_event(
-                        position,
-                        up_to_date=up_to_date,
-                        closed=closed,
-                        client_cursor=read.client_cursor,
-                    )
-                    announced = position
-                    if closed:
+                if not fresh:
+                    state = await source.state()
+                    if state is None:
                         return
-                    if not up_to_date:
-                        continue
-                elif announced != position or state.closed:
-                    yield control_event(
-                        position,
-                        up_to_date=True,
-                        closed=state.closed,
-                        client_cursor=read.client_cursor,
-                    )
-                    announced = position
-                    if state.closed:
-                        return
+                    try:
+                        batch = await read_batch(
+                            store, source, state, position, count, from_start=from_start
+                        )
+                    except ApiError:
+                        return  # retention overtook this reader: its reconnect gets the 410
+                    if batch.messages:
+                        position = batch.next_pos
+                        from_start = False
+                        up_to_date = position >= state.tail
+                        closed = state.closed and up_to_date
+                        yield data_event(source, batch.messages) + control_event(
+                            position,
+                            up_to_date=up_to_date,
+                            closed=closed,
+                            client_cursor=read.client_cursor,
+                        )
+                        announced = position
+                        if closed:
+                            return
+                        if not up_to_date:
+                            continue
+                    elif announced != position or state.closed:
+                        yield control_event(
+                            position,
+                            up_to_date=True,
+                            closed=state.closed,
+                            client_cursor=read.client_cursor,
+                        )
+                        announced = position
+                        if state.closed:
+                            return
                 items = await subscription.receive()
                 if CLOSED in items:
                     return
                 if not items:
+                    fresh = True
                     yield keepalive
+                    continue
+                followed = _follow(source, items, position)
+                if followed is None:
+                    fresh = False  # a gap, a close or a delete: Redis says what happened
+                    continue
+                messages, position, closed = followed
+                yield data_event(source, messages) + control_event(
+                    position, up_to_date=True, closed=closed, client_cursor=read.client_cursor
+                )
+                announced = position
+                if closed:
+                    return
+                fresh = True
+
+
+def _follow(
+    source: Source, items: list[LiveBatch | object], position: StreamPos
+) -> tuple[list[bytes], StreamPos, bool] | None:
+    """The messages of notices that continue exactly from ``position``, the position after
+    them, and whether they closed the stream; None when Redis must be read instead."""
+    messages: list[bytes] = []
+    closed = False
+    for item in items:
+        if not isinstance(item, LiveBatch) or item.after != position or not item.entries:
+            return None
+        for entry in item.entries:
+            fields = {b"t": entry.name, b"d": entry_data(entry)}
+            messages.append(source.message(entry.pos, fields))
+            position = entry.pos
+            closed = closed or (source.closable and entry.run_id == b"c")
+    return messages, position, closed

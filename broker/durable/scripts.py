@@ -3,7 +3,8 @@
 Every script has KEYS = data stream, meta hash, producers hash, forks set, live channel (the
 data stream first, where the shared notice helpers of ``broker.core.live`` append). Each
 message is one entry; the last entry of each append is named ``e`` (the others ``m``), so a
-fork can tell where an append ended. Appends and the
+fork can tell where an append ended; the last entry of an append that closes the stream
+carries ``r`` = ``c``, so a live reader learns of the close from the notice itself. Appends and the
 close publish the live notice in the same script, so a front's hub hears of every change
 exactly as Redis ordered it. An idempotent producer's check, the append it admits and its new
 state are one script: a retry can never be written twice, whatever fails in between.
@@ -12,12 +13,15 @@ state are one script: a retry can never be written twice, whatever fails in betw
 from __future__ import annotations
 
 _EXPIRE = """
-local function append_all(maxlen, first)
+local function append_all(maxlen, first, closing)
   local tail = nil
   for i = first, #ARGV do
-    local name = 'm'
-    if i == #ARGV then name = 'e' end
-    tail = append(maxlen, name, ARGV[i], '')
+    local name, run = 'm', ''
+    if i == #ARGV then
+      name = 'e'
+      if closing then run = 'c' end
+    end
+    tail = append(maxlen, name, ARGV[i], run)
   end
   return tail
 end
@@ -60,7 +64,7 @@ for i = 1, inherited do
   tail = redis.call('XADD', KEYS[1], ARGV[at], 't', ARGV[at + 1], 'd', ARGV[at + 2], 'r', '')
   first = at + 3
 end
-if first <= #ARGV then tail = append_all(maxlen, first) end
+if first <= #ARGV then tail = append_all(maxlen, first, false) end
 redis.call('HSET', KEYS[2], 'ct', ct, 'ctn', ctn, 'ttl', ttl, 'exp', exp, 'expms', expms,
   'closed', closed, 'owner', owner, 'tail', tail, 'src', src, 'fo', fo, 'fso', fso)
 expire(ttl, expms)
@@ -111,7 +115,7 @@ if pid ~= '' then
 end
 if seq ~= '' and m[3] and m[3] ~= '' and seq <= m[3] then return {'seq', tail} end
 local after = tail
-if count > 0 then tail = append_all(maxlen, 8) end
+if count > 0 then tail = append_all(maxlen, 8, close == '1') end
 local fields = {'tail', tail}
 if seq ~= '' then fields[#fields + 1] = 'seq'; fields[#fields + 1] = seq end
 if close == '1' then

@@ -33,6 +33,7 @@ class Source(Protocol):
     media_type: str
     etag_id: str
     ttl: int | None
+    closable: bool  # a conversation never closes
 
     async def state(self) -> State | None:
         """The stream's closure and tail now; None once it is gone."""
@@ -56,6 +57,7 @@ class StreamSource:
         self.media_type = meta.ctn
         self.etag_id = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
         self.ttl = int(meta.ttl) if meta.ttl else None
+        self.closable = True
 
     async def state(self) -> State | None:
         meta = await self._store.meta(self._name)
@@ -71,6 +73,7 @@ class ConversationSource:
     content_type = JSON
     media_type = JSON
     ttl = None
+    closable = False
 
     def __init__(self, store: DurableStore, keys: Keys, cid: str) -> None:
         conversation = keys.conversation(cid)
