@@ -253,3 +253,26 @@ async def test_any_front_serves_any_stream_live_on_one_redis_or_a_cluster(stack:
             {"n": 1},
             {"n": 2},
         ]
+
+
+async def test_live_reads_count_as_the_subjects_open_streams(stack: Stack) -> None:
+    stack.start(fronts=1, workers=0, **AUTH, limit_streams_per_subject=1)
+    path = "/v1/stream/" + new_cid("limited")
+    plain = {"Content-Type": "text/plain"}
+    async with _client(stack.fronts[0].url, hs256("alice")) as alice:
+        assert (await alice.put(path, content=b"x", headers=plain)).status_code == 201
+        live = {"offset": "now", "live": "sse"}
+        async with alice.stream("GET", path, params=live, timeout=30) as held:
+            assert held.status_code == 200
+            for params in (live, {"offset": "now", "live": "long-poll"}, {"offset": "-1"}):
+                refused = await alice.get(path, params=params)
+                assert (refused.status_code, error_code(refused)) == (429, "too_many_streams")
+            # Writes are requests, not streams.
+            assert (await alice.post(path, content=b"y", headers=plain)).status_code == 204
+        # Once the reader has gone, its stream is free again (released in the background).
+        for _ in range(100):
+            read = await alice.get(path, params={"offset": "-1"})
+            if read.status_code != 429:
+                break
+            await asyncio.sleep(0.05)
+        assert (read.status_code, read.content) == (200, b"xy")

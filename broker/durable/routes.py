@@ -35,6 +35,7 @@ from broker.durable.store import Config, DurableStore
 from broker.durable.wire import StreamMeta
 from broker.front.access import Access, Endpoint, GuardedRoute, check_owner
 from broker.front.errors import ApiError
+from broker.front.limits import Cost
 from broker.front.principal import principal_of
 from broker.front.request_body import read_body
 from broker.front.services import Services
@@ -415,16 +416,32 @@ def _cross_origin(endpoint: Endpoint) -> Endpoint:
     return answer
 
 
-_METHODS = ["GET", "HEAD", "PUT", "POST", "DELETE"]
+# A read holds one of its subject's open streams (BROKER_LIMIT_STREAMS_PER_SUBJECT) while it is
+# served: a long-poll while it waits, an SSE read until it ends. Writes cost one request.
+_READS = ["GET", "HEAD"]
 
 routes = [
     GuardedRoute(
         PREFIX + CONVERSATIONS + "{cid}",
         _cross_origin(conversation),
-        methods=_METHODS,
+        methods=_READS,
+        access=Access.READ,
+        cost=Cost.STREAM,
+    ),
+    GuardedRoute(
+        PREFIX + CONVERSATIONS + "{cid}",
+        _cross_origin(conversation),
+        methods=list(_WRITES),
         access=Access.READ,
     ),
     GuardedRoute(
-        PREFIX + "{name:path}", _cross_origin(stream), methods=_METHODS, access=Access.SUBJECT
+        PREFIX + "{name:path}",
+        _cross_origin(stream),
+        methods=_READS,
+        access=Access.SUBJECT,
+        cost=Cost.STREAM,
+    ),
+    GuardedRoute(
+        PREFIX + "{name:path}", _cross_origin(stream), methods=list(_WRITES), access=Access.SUBJECT
     ),
 ]
