@@ -144,3 +144,13 @@ end
 notify(KEYS[5], '0-0')
 return 1
 """
+
+# Records a fork on its source (KEYS as above, of the source; ARGV[1] the fork's name), unless
+# the source is gone meanwhile; the set lives exactly as long as the source's metadata.
+ADD_FORK = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('SADD', KEYS[4], ARGV[1])
+local ttl = redis.call('PTTL', KEYS[2])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[4], ttl) end
+return 1
+"""

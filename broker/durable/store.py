@@ -13,7 +13,7 @@ from broker.core.keys import DurableKeys, Keys
 from broker.core.settings import Settings
 from broker.core.store import script_text
 from broker.durable import offsets
-from broker.durable.scripts import APPEND, CREATE, DELETE
+from broker.durable.scripts import ADD_FORK, APPEND, CREATE, DELETE
 from broker.durable.wire import StreamMeta
 
 
@@ -66,6 +66,7 @@ class DurableStore:
         self._create = script(CREATE)
         self._append = script(APPEND)
         self._delete = script(DELETE)
+        self._add_fork = script(ADD_FORK)
 
     def keys(self, name: str) -> DurableKeys:
         return self._keys.durable(name)
@@ -143,7 +144,7 @@ class DurableStore:
         return count
 
     async def add_fork(self, source: str, fork: str) -> None:
-        await self.redis.sadd(self.keys(source).forks, fork)
+        await self._add_fork(keys=self._script_keys(self.keys(source)), args=[fork])
 
     async def entries_through(
         self, data_key: str, last: StreamPos
