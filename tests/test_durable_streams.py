@@ -276,3 +276,31 @@ async def test_live_reads_count_as_the_subjects_open_streams(stack: Stack) -> No
                 break
             await asyncio.sleep(0.05)
         assert (read.status_code, read.content) == (200, b"xy")
+
+
+@pytest.mark.parametrize("live", ["sse", "long-poll"])
+async def test_the_python_client_follows_a_conversation_live(stack: Stack, live: str) -> None:
+    """From the conversation's start, while a worker is still writing it, to the run's end."""
+    stack.start(fronts=1, workers=1, **AUTH)
+    front = stack.fronts[0]
+    token = hs256("alice")
+    alice = front.api.bearer(token)
+    cid = new_cid("follow")
+    run_id = (await alice.start_run(cid, "go on", tokens=100, interval_ms=10))["run_id"]
+    seen: list[dict[str, Any]] = []
+    async with astream(
+        f"{front.url}/v1/stream/conversations/{cid}",
+        offset="-1",
+        live=live,
+        headers={"Authorization": f"Bearer {token}"},
+    ) as response:
+        async with asyncio.timeout(60):
+            async for item in response.iter_json():
+                seen.append(item)
+                if item["type"] == "run.completed":
+                    break
+    async with _client(front.url, token) as client:
+        stored = await client.get(f"/v1/stream/conversations/{cid}", params={"offset": "-1"})
+    assert seen == stored.json(), "every event once, in order"
+    assert seen[-1]["data"]["run_id"] == run_id
+    assert sum(event["type"] == "delta" for event in seen) > 1
