@@ -1,0 +1,185 @@
+"""The metrics an operator scrapes: a real front's ``/metrics`` and a worker's port, after a
+real run, parsed as Prometheus parses them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import new_cid, terminal_of
+from tests.stack import REPO_ROOT, Stack, free_port
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+DASHBOARD = REPO_ROOT / "examples" / "grafana-dashboard.json"
+
+
+def parse(text: str) -> Samples:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def scrape(url: str) -> Samples:
+    async with httpx.AsyncClient(trust_env=False, timeout=5.0) as client:
+        response = await client.get(url)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return parse(response.text)
+
+
+async def scrape_until(url: str, done: object, timeout: float = 10.0) -> Samples:
+    """Scrape until ``done(samples)`` holds: a stream's close is counted as the server sees it."""
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                samples = await scrape(url)
+            except httpx.ConnectError:  # a worker binds its port once it has reached Redis
+                await asyncio.sleep(0.05)
+                continue
+            if done(samples):  # type: ignore[operator]
+                return samples
+            await asyncio.sleep(0.05)
+
+
+async def test_a_run_moves_the_front_and_worker_metrics(stack: Stack) -> None:
+    port = free_port()
+    stack.start(fronts=1, workers=0)
+    stack.worker(worker_metrics_port=port)
+    front = stack.fronts[0]
+    worker_url = f"http://127.0.0.1:{port}/metrics"
+    cid = new_cid("metrics")
+
+    run = await front.api.start_run(cid, "count for me", tokens=30, interval_ms=20)
+    run_id = run["run_id"]
+    # Follows the answer live, then a second client reads the finished run: all replayed.
+    live = await front.api.stream(cid)
+    assert live.status == 200
+    await live.read_until(terminal_of(run_id))
+    replayed = await front.api.run_stream(cid, run_id)
+    replay_events = await replayed.read_until(terminal_of(run_id))
+    assert await replayed.next() is None  # a run's stream ends after its terminal
+    await live.close()
+
+    front_samples = await scrape_until(
+        front.url + "/metrics",
+        lambda s: (
+            value(s, "broker_sse_streams_open") == 0
+            and value(s, "broker_sse_streams_ended_total", reason="client_gone") == 1
+        ),
+    )
+    assert value(front_samples, "broker_sse_events_delivered_total", mode="live") > 0
+    assert value(front_samples, "broker_sse_events_delivered_total", mode="replay") >= len(
+        replay_events
+    )
+    assert value(front_samples, "broker_sse_streams_ended_total", reason="terminal") == 1
+    messages = "/v1/conversations/{cid}/messages"
+    assert (
+        value(
+            front_samples, "broker_http_requests_total", route=messages, method="POST", status="202"
+        )
+        == 1
+    )
+    assert (
+        value(
+            front_samples,
+            "broker_http_requests_total",
+            route="/v1/conversations/{cid}/stream",
+            method="GET",
+            status="200",
+        )
+        == 1
+    )
+    assert (
+        value(
+            front_samples,
+            "broker_http_request_duration_seconds_count",
+            route=messages,
+            method="POST",
+        )
+        == 1
+    )
+
+    worker_samples = await scrape_until(worker_url, lambda s: True)
+    assert value(worker_samples, "broker_runs_started_total") == 1
+    assert value(worker_samples, "broker_runs_ended_total", status="completed", code="") == 1
+    assert value(worker_samples, "broker_run_time_to_first_token_seconds_count") == 1
+    assert value(worker_samples, "broker_run_time_to_first_token_seconds_sum") > 0
+    assert value(worker_samples, "broker_run_duration_seconds_count") == 1
+    assert value(worker_samples, "broker_jobs_waiting") == 0
+    assert value(worker_samples, "broker_runs_active") == 0
+
+    for samples in (front_samples, worker_samples):
+        for name, labels in samples:
+            assert name.startswith("broker_") or not name.startswith("broker"), name
+            for label, text in labels:
+                assert cid not in text and run_id not in text, (name, label, text)
+
+
+async def test_queued_jobs_and_their_age_are_read_at_scrape(stack: Stack) -> None:
+    """With no worker taking jobs (its slots full), the queue's depth and age show them."""
+    port = free_port()
+    stack.start(fronts=1, workers=0)
+    stack.worker(concurrency=1, worker_metrics_port=port)
+    front = stack.fronts[0]
+    url = f"http://127.0.0.1:{port}/metrics"
+    busy_cid = new_cid("busy")
+    await front.api.start_run(busy_cid, "long", tokens=400, interval_ms=20)
+    await scrape_until(url, lambda s: value(s, "broker_runs_active") == 1)
+    await front.api.start_run(new_cid("waits"), "queued")
+    samples = await scrape_until(
+        url,
+        lambda s: (
+            value(s, "broker_jobs_waiting") == 1 and value(s, "broker_jobs_oldest_age_seconds") > 0
+        ),
+    )
+    assert value(samples, "broker_jobs_oldest_age_seconds") < 60
+    assert (await front.api.cancel(busy_cid)).status_code in (200, 202)
+
+
+async def test_metrics_token_guards_the_front_metrics(stack: Stack) -> None:
+    stack.start(fronts=1, workers=0, metrics_token="scrape-secret", auth="none")
+    url = stack.fronts[0].url + "/metrics"
+    async with httpx.AsyncClient(trust_env=False) as client:
+        assert (await client.get(url)).status_code == 401
+        wrong = await client.get(url, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        right = await client.get(url, headers={"Authorization": "Bearer scrape-secret"})
+        assert right.status_code == 200
+        assert "broker_sse_streams_open" in right.text
+
+
+async def test_every_metric_the_dashboard_queries_exists(stack: Stack) -> None:
+    port = free_port()
+    stack.start(fronts=1, workers=0)
+    stack.worker(worker_metrics_port=port)
+    front = stack.fronts[0]
+    cid = new_cid("dash")
+    run = await front.api.start_run(cid, "hi", tokens=3)
+    await front.api.wait_run_finished(cid, run["run_id"])
+    names = {name for name, _ in await scrape(front.url + "/metrics")}
+    names |= {name for name, _ in await scrape_until(f"http://127.0.0.1:{port}/metrics", bool)}
+    families = names | {re.sub(r"_(bucket|count|sum)$", "", name) for name in names}
+
+    dashboard = json.loads(Path(DASHBOARD).read_text())
+    queried = {
+        metric
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", ())
+        for metric in re.findall(r"\bbroker_[a-z_]+", target["expr"])
+    }
+    assert queried, "the dashboard queries nothing"
+    assert queried <= families, sorted(queried - families)
