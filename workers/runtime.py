@@ -449,7 +449,11 @@ class Worker:
             )
         with anyio.CancelScope(shield=True):
             status = await self._end(job, fence, ending)
-        self.metrics.run_duration.observe(time.monotonic() - started)
+        seconds = time.monotonic() - started
+        self.metrics.run_duration.observe(seconds)
+        # One line per run, with its conversation and run (the context): what an operator
+        # follows a run by. The model's name, never the prompt.
+        log.info("run of %s ended %s after %.2f s", job.model, status or "elsewhere", seconds)
         return status
 
     async def _start(self, stream: str, entry_id: bytes, job: Job) -> Started:
