@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 from importlib import metadata
 
-from broker.cli import client, dev, serve, tap, token, worker
+from broker.cli import client, dev, doctor, serve, tap, token, worker
 from broker.core import logs
 from broker.core.settings import Settings
 
-SUBCOMMANDS = (dev, serve, worker, tap, token, client)
+SUBCOMMANDS = (dev, serve, worker, doctor, tap, token, client)
 
 DESCRIPTION = """\
 A durable, resumable stream broker for LLM token streams, backed by Redis.

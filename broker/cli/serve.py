@@ -13,6 +13,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     from broker.app import create_app
+    from broker.core import checks
     from broker.core.models import CatalogueError
     from broker.front.http_limits import BoundedHttpToolsProtocol, HttpLimits
     from broker.front.tokens import SecurityConfigError
@@ -51,6 +52,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
         timeout_graceful_shutdown=5,
         backlog=4096,
     )
+    checks.warn_at_start(settings, "broker serve", provider_keys=False)
     DrainingServer(config).run()
 
 
