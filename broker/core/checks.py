@@ -208,8 +208,9 @@ def run_checks(settings: Settings, *, provider_keys: bool = True) -> list[Check]
 
 def warn_at_start(settings: Settings, process: str, *, provider_keys: bool = True) -> None:
     """Run the checks and log what is not ok; the process starts anyway (it may be fixed).
-    Fronts skip the provider keys: only workers read them."""
+    Fronts skip the provider keys: only workers read them. A catalogue that cannot be read
+    stops the process with its own message, so it is not repeated here."""
     log = logging.getLogger("broker.checks")
     for check in run_checks(settings, provider_keys=provider_keys):
-        if check.status != "ok":
+        if check.status != "ok" and check.name != "catalogue":
             log.warning("%s: %s %s: %s", process, check.status, check.name, check.detail)

@@ -20,6 +20,7 @@ from typing import NamedTuple, Protocol
 
 import anyio
 import msgspec
+from prometheus_client import Counter
 
 from broker.core.entries import TERMINAL_NAMES, Entry, entry_from_redis
 from broker.core.events import Reset, StreamError
@@ -197,20 +198,18 @@ class Feed:
         self._replayed = metrics.events_replay if metrics is not None else None
         self._live = metrics.events_live if metrics is not None else None
 
-    def _take(self, entries: list[Entry], out: list[bytes], counter: object = None) -> None:
+    def _take(
+        self, entries: list[Entry], out: list[bytes], counter: Counter | None = None
+    ) -> None:
         """Append the frames of entries past our position; stop after the run's terminal.
         ``counter`` (a bound Prometheus child) counts the entries taken."""
-        run = self._run
-        writer = self._writer
         before = len(out)
-        try:
-            self._take_entries(entries, out, run, writer)
-        finally:
-            taken = len(out) - before
-            if taken:
-                self.sent += taken
-                if counter is not None:
-                    counter.inc(taken)  # type: ignore[attr-defined]
+        self._take_entries(entries, out, self._run, self._writer)
+        taken = len(out) - before
+        if taken:
+            self.sent += taken
+            if counter is not None:
+                counter.inc(taken)
 
     def _take_entries(
         self, entries: list[Entry], out: list[bytes], run: bytes | None, writer: FrameWriter | None
