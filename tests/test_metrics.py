@@ -192,3 +192,35 @@ async def test_every_metric_the_dashboard_queries_exists(stack: Stack) -> None:
     }
     assert queried, "the dashboard queries nothing"
     assert queried <= families, sorted(queried - families)
+
+
+async def test_a_failed_model_call_is_counted_by_its_code(stack: Stack) -> None:
+    """A model whose endpoint refuses connections: the run fails, counted under its code."""
+    port = free_port()
+    closed = free_port()  # nothing listens here
+    stack.start(
+        fronts=1,
+        workers=0,
+        openai_models="unreachable",
+        openai_base_url=f"http://127.0.0.1:{closed}/v1",
+    )
+    stack.worker(
+        worker_metrics_port=port,
+        openai_models="unreachable",
+        openai_base_url=f"http://127.0.0.1:{closed}/v1",
+        provider_connect_retries=0,
+    )
+    front = stack.fronts[0]
+    cid = new_cid("fails")
+    posted = await front.api.post_message(cid, "hello", model="unreachable")
+    assert posted.status_code == 202, posted.text
+    await front.api.wait_run_finished(cid, posted.json()["run_id"])
+    snapshot = (await front.api.snapshot(cid)).json()
+    code = snapshot["messages"][-1]["error"]["code"]
+
+    samples = await scrape_until(
+        f"http://127.0.0.1:{port}/metrics",
+        lambda s: value(s, "broker_runs_ended_total", status="failed", code=code) == 1,
+    )
+    assert value(samples, "broker_provider_errors_total", code=code) == 1
+    assert value(samples, "broker_runs_ended_total", status="completed", code="") == 0
