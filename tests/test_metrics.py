@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import new_cid, terminal_of
+from tests.helpers import new_cid, nth_delta, terminal_of
 from tests.stack import REPO_ROOT, Stack, free_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -224,3 +224,40 @@ async def test_a_failed_model_call_is_counted_by_its_code(stack: Stack) -> None:
     )
     assert value(samples, "broker_provider_errors_total", code=code) == 1
     assert value(samples, "broker_runs_ended_total", status="completed", code="") == 0
+
+
+async def test_a_lost_worker_s_job_counts_as_a_reclaimed_lease(stack: Stack) -> None:
+    stack.start(fronts=1, workers=0, lease_seconds=1.5, reap_interval_seconds=0.3)
+    doomed = stack.worker()
+    front = stack.fronts[0]
+    cid = new_cid("reclaim")
+    run_id = (await front.api.start_run(cid, "long", tokens=2000, interval_ms=5))["run_id"]
+    watcher = await front.api.stream(cid)
+    await watcher.read_until(nth_delta(3))
+    doomed.kill()
+    port = free_port()
+    stack.worker(worker_metrics_port=port)
+    async with watcher:
+        await watcher.read_until(terminal_of(run_id), timeout=30)
+    samples = await scrape_until(
+        f"http://127.0.0.1:{port}/metrics",
+        lambda s: value(s, "broker_runs_ended_total", status="failed", code="worker_lost") == 1,
+    )
+    assert value(samples, "broker_leases_reclaimed_total") == 1
+
+
+async def test_a_stale_position_counts_as_a_reset(stack: Stack) -> None:
+    stack.start(fronts=1, workers=1)
+    front = stack.fronts[0]
+    cid = new_cid("reset")
+    run_id = (await front.api.start_run(cid, "hi", tokens=3))["run_id"]
+    await front.api.wait_run_finished(cid, run_id)
+    # An id from the future is no entry of this stream: the client is told to reset.
+    stream = await front.api.stream(cid, last_event_id="99999999999999-0")
+    first = await stream.next()
+    assert first is not None and first.event == "reset"
+    await stream.close()
+    samples = await scrape_until(
+        front.url + "/metrics", lambda s: value(s, "broker_sse_streams_open") == 0
+    )
+    assert value(samples, "broker_sse_resets_total") == 1
