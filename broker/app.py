@@ -49,10 +49,10 @@ def create_app(settings: Settings) -> Starlette:
     authentication is not configured or cannot work: refuse to start."""
     catalogue = Catalogue.from_settings(settings)
     verifier = _verifier(settings)
-    # Outermost first: every answer gets the headers, CORS answers preflights before anyone
-    # asks for a token, and authentication runs before any route.
     metrics = FrontMetrics()
     all_routes = [*routes, *ai_sdk_routes.routes, *web_routes()]
+    # Outermost first: every answer gets the headers, CORS answers preflights before anyone
+    # asks for a token, and authentication runs before any route.
     middleware = [
         # Outside everything else: every answer (a 401 too) is counted, logged and gets its id.
         Middleware(Observe, metrics=metrics, routes=all_routes),
