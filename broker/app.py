@@ -55,7 +55,7 @@ def create_app(settings: Settings) -> Starlette:
     # asks for a token, and authentication runs before any route.
     middleware = [
         # Outside everything else: every answer (a 401 too) is counted, logged and gets its id.
-        Middleware(Observe, metrics=metrics, routes=all_routes),
+        Middleware(Observe, metrics=metrics, routes=all_routes, access_log=settings.access_log),
         Middleware(SecurityHeaders),
         Middleware(Cors, **cors_options(settings)),
         Middleware(

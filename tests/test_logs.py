@@ -103,3 +103,16 @@ async def test_json_logs_carry_request_ids_and_never_a_secret(stack: Stack) -> N
         output = process.output()
         for secret in (token, marker, SECRET):
             assert secret not in output, f"{process.name} logged a secret"
+
+
+async def test_the_access_log_can_be_turned_off(stack: Stack) -> None:
+    stack.start(fronts=1, workers=0, log_format="json", access_log="false")
+    front = stack.fronts[0]
+    response = await front.api.request("GET", "/v1/models", headers={"X-Request-ID": "quiet-1"})
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "quiet-1"  # still echoed
+    missing = await front.api.request("GET", "/nowhere", headers={"X-Request-ID": "quiet-2"})
+    assert missing.status_code == 404
+    stack.fronts[0].stop()
+    lines = json_lines(front.output())
+    assert not [r for r in lines if r["logger"] == "broker.access"], lines

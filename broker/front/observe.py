@@ -58,10 +58,18 @@ def _request_id(scope: Scope) -> str:
 
 
 class Observe:
-    def __init__(self, app: ASGIApp, *, metrics: FrontMetrics, routes: Sequence[BaseRoute]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: FrontMetrics,
+        routes: Sequence[BaseRoute],
+        access_log: bool = True,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.routes = list(routes)
+        self.access_log = access_log
 
     def _route(self, scope: Scope) -> tuple[str, str | None]:
         """The route's path template (or ``unmatched``) and the conversation in the path."""
@@ -109,13 +117,13 @@ class Observe:
             if not status:
                 # No answer left (the server answers 500 for an error, or the client is gone).
                 self.metrics.request(route, method, 500 if failed else 499, 0.0)
-            self._log(
+            self._finish(
                 access, route, method, status or (500 if failed else 499), started, sent, failed
             )
             logs.conversation_id.reset(cid_token)
             logs.request_id.reset(request_token)
 
-    def _log(
+    def _finish(
         self,
         access: Access,
         route: str,
@@ -125,6 +133,15 @@ class Observe:
         sent: int,
         failed: bool,
     ) -> None:
+        """Count how a stream ended, and write the request's access line."""
+        feed = access.feed
+        ended = ("error" if failed else feed.ended) if feed is not None else ""
+        if feed is not None:
+            self.metrics.stream_ended(ended)
+        # Probes come every few seconds from every balancer: kept out of the INFO log.
+        level = logging.DEBUG if route in _PROBES and status == 200 else logging.INFO
+        if not self.access_log or not log.isEnabledFor(level):
+            return
         fields: dict[str, object] = {
             "method": method,
             "route": route,
@@ -132,14 +149,9 @@ class Observe:
             "duration_ms": round((time.perf_counter() - started) * 1000, 1),
             "bytes": sent,
         }
-        feed = access.feed
         if feed is not None:
-            ended = "error" if failed else feed.ended
             fields["events"] = feed.sent
             fields["ended"] = ended
             if feed.fell_behind:
                 fields["fell_behind"] = feed.fell_behind
-            self.metrics.stream_ended(ended)
-        # Probes come every few seconds from every balancer: kept out of the INFO log.
-        level = logging.DEBUG if route in _PROBES and status == 200 else logging.INFO
         log.log(level, "%s %s %d", method, route, status, extra={"access": fields})
