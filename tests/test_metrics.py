@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 from pathlib import Path
 
 import httpx
@@ -261,3 +262,40 @@ async def test_a_stale_position_counts_as_a_reset(stack: Stack) -> None:
         front.url + "/metrics", lambda s: value(s, "broker_sse_streams_open") == 0
     )
     assert value(samples, "broker_sse_resets_total") == 1
+
+
+async def test_a_worker_metrics_port_in_use_stops_the_worker_naming_it(stack: Stack) -> None:
+    stack.start(fronts=0, workers=0)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        worker = stack.worker(worker_metrics_port=port)
+        assert worker.popen.wait(timeout=30) != 0
+    assert "BROKER_WORKER_METRICS_PORT" in worker.output()
+    assert f"127.0.0.1:{port}" in worker.output()
+
+
+async def test_a_client_that_falls_behind_is_counted_and_still_gets_everything(
+    stack: Stack,
+) -> None:
+    """A live queue of one frame: a burst of appends overflows it, and the client continues
+    from Redis (counted), with no event missing."""
+    stack.start(fronts=1, workers=1, client_queue_frames=1, coalesce_ms=0)
+    front = stack.fronts[0]
+    cid = new_cid("behind")
+    first = (await front.api.start_run(cid, "warm up", tokens=1))["run_id"]
+    await front.api.wait_run_finished(cid, first)
+    stream = await front.api.stream(cid)
+    await stream.read_until(terminal_of(first))
+    run_id = (await front.api.start_run(cid, "burst", tokens=400, interval_ms=0))["run_id"]
+    events = await stream.read_until(terminal_of(run_id))
+    await stream.close()
+    deltas = [e for e in events if e.event == "delta" and e.run_id == run_id]
+    text = "".join(e.json()["text"] for e in deltas)
+    assert len(text.split()) == 400
+    samples = await scrape_until(
+        front.url + "/metrics", lambda s: value(s, "broker_sse_streams_open") == 0
+    )
+    assert value(samples, "broker_sse_fell_behind_total") >= 1
+    assert value(samples, "broker_sse_events_delivered_total", mode="replay") > 1
