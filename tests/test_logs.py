@@ -116,3 +116,21 @@ async def test_the_access_log_can_be_turned_off(stack: Stack) -> None:
     stack.fronts[0].stop()
     lines = json_lines(front.output())
     assert not [r for r in lines if r["logger"] == "broker.access"], lines
+
+
+async def test_what_a_client_invents_stays_out_of_labels_and_lines(stack: Stack) -> None:
+    """A forged line in a path, or an invented method, never becomes a log line or a label."""
+    stack.start(fronts=1, workers=0, log_format="json")
+    front = stack.fronts[0]
+    async with httpx.AsyncClient(base_url=front.url, trust_env=False) as client:
+        forged = await client.get("/v1/conversations/x%0A%7B%22level%22%3A%22ERROR%22%7D")
+        assert forged.status_code in (400, 404)
+        invented = await client.request("PURGE", "/v1/models")
+        assert invented.status_code == 405
+        metrics = (await client.get("/metrics")).text
+    assert 'method="PURGE"' not in metrics
+    assert 'method="other"' in metrics
+    stack.fronts[0].stop()
+    lines = json_lines(front.output())
+    assert not [r for r in lines if r["level"] == "ERROR"], lines
+    assert all(r.get("cid") is None for r in lines if r["logger"] == "broker.access"), lines

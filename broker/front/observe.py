@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.core import logs
+from broker.core.ids import is_valid_path_id
 from broker.front.feed import Feed
 from broker.front.metrics import FrontMetrics
 
@@ -32,6 +33,11 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _UNMATCHED = "unmatched"
 ACCESS_KEY = "broker.access"
 _PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, str) and is_valid_path_id(value)
 
 
 class Access:
@@ -77,7 +83,9 @@ class Observe:
         for route in self.routes:
             match, child = route.matches(scope)
             if match is Match.FULL:
-                return getattr(route, "path", _UNMATCHED), child.get("path_params", {}).get("cid")
+                cid = child.get("path_params", {}).get("cid")
+                # Only a well-formed id is logged: a path may carry anything, newlines too.
+                return getattr(route, "path", _UNMATCHED), cid if _is_id(cid) else None
             if match is Match.PARTIAL and partial is None:
                 partial = route  # the path is right, the method is not: 405
         return getattr(partial, "path", _UNMATCHED), None
@@ -90,6 +98,8 @@ class Observe:
         request_id = _request_id(scope)
         route, cid = self._route(scope)
         method = scope["method"]
+        if method not in _METHODS:
+            method = "other"  # a label value per invented method would grow without bound
         access = scope[ACCESS_KEY] = Access()
         request_token = logs.request_id.set(request_id)
         cid_token = logs.conversation_id.set(cid)
