@@ -8,6 +8,7 @@ import json
 import re
 import socket
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -299,3 +300,40 @@ async def test_a_client_that_falls_behind_is_counted_and_still_gets_everything(
     )
     assert value(samples, "broker_sse_fell_behind_total") >= 1
     assert value(samples, "broker_sse_events_delivered_total", mode="replay") > 1
+
+
+async def test_a_lost_subscription_connection_counts_as_a_reconnect(
+    stack: Stack, redis_client: Any
+) -> None:
+    port = free_port()
+    stack.start(fronts=1, workers=0)
+    stack.worker(worker_metrics_port=port)
+    front = stack.fronts[0]
+    cid = new_cid("reconnect")
+    first = (await front.api.start_run(cid, "hi", tokens=2))["run_id"]
+    stream = await front.api.stream(cid)
+    await stream.read_until(terminal_of(first))
+    await scrape_until(f"http://127.0.0.1:{port}/metrics", bool)  # the worker is up
+    # This stack's subscription connections: the front's live path, the worker's control
+    # channel (named after their process; other processes on this Redis are left alone).
+    ours = {f"broker:front:{front.pid}", f"broker:worker:{stack.workers[0].pid}"}
+    subscribed = [
+        client
+        for client in redis_client.client_list()
+        if client["name"] in ours and "P" in client["flags"]
+    ]
+    assert {client["name"] for client in subscribed} == ours
+    for client in subscribed:
+        redis_client.client_kill_filter(_id=client["id"])
+    samples = await scrape_until(
+        front.url + "/metrics", lambda s: value(s, "broker_redis_reconnects_total") >= 1
+    )
+    assert value(samples, "broker_redis_reconnects_total") >= 1
+    await scrape_until(
+        f"http://127.0.0.1:{port}/metrics",
+        lambda s: value(s, "broker_redis_reconnects_total") >= 1,
+    )
+    # The live path is back: the next answer arrives on the same stream.
+    second = (await front.api.start_run(cid, "again", tokens=2))["run_id"]
+    async with stream:
+        await stream.read_until(terminal_of(second))
