@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from broker.embedded_redis import EmbeddedRedis
 from tests.helpers import new_cid, nth_delta, terminal_of
 from tests.stack import REPO_ROOT, Stack, free_port
 
@@ -337,3 +339,26 @@ async def test_a_lost_subscription_connection_counts_as_a_reconnect(
     second = (await front.api.start_run(cid, "again", tokens=2))["run_id"]
     async with stream:
         await stream.read_until(terminal_of(second))
+
+
+async def test_an_unreachable_redis_counts_as_redis_errors(
+    stack_on: Callable[..., Stack], prefix: str, tmp_path: Path
+) -> None:
+    with EmbeddedRedis(tmp_path / "redis", appendonly=False) as server:
+        stack = stack_on(server.url, prefix).start(fronts=1, workers=0)
+        front = stack.fronts[0]
+        server.kill()
+        answer = await front.api.snapshot(new_cid("down"))
+        assert answer.status_code == 503
+    samples = await scrape(front.url + "/metrics")
+    assert value(samples, "broker_redis_errors_total") >= 1
+    assert (
+        value(
+            samples,
+            "broker_http_requests_total",
+            route="/v1/conversations/{cid}",
+            method="GET",
+            status="503",
+        )
+        == 1
+    )
