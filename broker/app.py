@@ -24,6 +24,8 @@ from broker.front.browser import Cors, SecurityHeaders, cors_options
 from broker.front.errors import HANDLERS
 from broker.front.hub import Hub
 from broker.front.limits import Limits
+from broker.front.metrics import FrontMetrics
+from broker.front.observe import Observe
 from broker.front.services import Services
 from broker.front.stream_routes import StreamRoutes
 from broker.front.tokens import SecurityConfigError, TokenVerifier
@@ -49,9 +51,13 @@ def create_app(settings: Settings) -> Starlette:
     authentication is not configured or cannot work: refuse to start."""
     catalogue = Catalogue.from_settings(settings)
     verifier = _verifier(settings)
+    metrics = FrontMetrics()
+    all_routes = [*routes, *ai_sdk_routes.routes, *durable_routes.routes, *web_routes()]
     # Outermost first: every answer gets the headers, CORS answers preflights before anyone
     # asks for a token, and authentication runs before any route.
     middleware = [
+        # Outside everything else: every answer (a 401 too) is counted, logged and gets its id.
+        Middleware(Observe, metrics=metrics, routes=all_routes, access_log=settings.access_log),
         Middleware(SecurityHeaders),
         Middleware(Cors, **cors_options(settings)),
         Middleware(
@@ -76,6 +82,8 @@ def create_app(settings: Settings) -> Starlette:
             queue_frames=settings.client_queue_frames,
             keepalive_seconds=settings.keepalive_seconds,
             ping_seconds=settings.live_ping_seconds,
+            on_fell_behind=metrics.fell_behind.inc,
+            on_reconnect=metrics.redis_reconnects.inc,
         )
         loop = asyncio.get_running_loop()
         # Called from the server's signal handler, before it waits for open connections.
@@ -91,7 +99,7 @@ def create_app(settings: Settings) -> Starlette:
                 first_reads, catch_up = anyio.CapacityLimiter(half), anyio.CapacityLimiter(half)
                 yield {
                     "services": Services(
-                        settings, store, hub, catalogue, first_reads, catch_up, gate
+                        settings, store, hub, catalogue, first_reads, catch_up, gate, metrics
                     ),
                     "durable": DurableStore(pool, settings),
                 }
@@ -100,7 +108,7 @@ def create_app(settings: Settings) -> Starlette:
             await pool.aclose()
 
     app = Starlette(
-        routes=[*routes, *ai_sdk_routes.routes, *durable_routes.routes, *web_routes()],
+        routes=all_routes,
         middleware=middleware,
         exception_handlers=HANDLERS,
         lifespan=lifespan,

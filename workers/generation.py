@@ -55,8 +55,18 @@ class Fenced(RunGone):
 
 
 class Generation:
-    def __init__(self, store: Store, job: Job, fence: Fence, coalesce_seconds: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        job: Job,
+        fence: Fence,
+        coalesce_seconds: float,
+        *,
+        first_output: Callable[[], None] | None = None,
+    ) -> None:
+        """``first_output`` is called once the run's first output is in the stream."""
         self._store = store
+        self._first_output = first_output
         self._job = job
         self._fence = fence
         self._window = coalesce_seconds
@@ -210,6 +220,8 @@ class Generation:
             )
             if renew:
                 self._ttl_renewed = now
+            if self.appends == 1 and self._first_output is not None:
+                self._first_output()
         if status == "cancelling":
             raise CancelRequested
         if status == "fenced":

@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import socket
+import time
 import uuid
 
 import anyio
@@ -27,6 +28,7 @@ import httpx
 import msgspec
 import redis.exceptions
 
+from broker.core import logs
 from broker.core.connections import UNAVAILABLE, connect, redis_client
 from broker.core.events import (
     TERMINAL_EVENTS,
@@ -45,6 +47,7 @@ from broker.core.outbox import RunEnded, notice_encoder
 from broker.core.pubsub import Subscriber, never_resync
 from broker.core.settings import Settings
 from broker.core.store import Fence, Started, Store
+from workers import metrics as worker_metrics
 from workers.context import conversation_context
 from workers.generation import CancelRequested, Fenced, Generation, Outcome, RunGone
 from workers.generators import (
@@ -53,7 +56,7 @@ from workers.generators import (
     bind_generators,
     import_generators,
 )
-from workers.leases import Leases
+from workers.leases import GROUP, Leases
 from workers.providers import default_providers
 from workers.providers.base import Failure, Finish, GenerationRequest, Message, Provider
 from workers.providers.upstream import make_client
@@ -93,6 +96,8 @@ class Worker:
         self._reserved = 0  # slots promised to job reads in progress
         self._slot_freed = anyio.Event()
         self._stopping = anyio.Event()
+        self.metrics = worker_metrics.WorkerMetrics()
+        self.metrics.runs_active.set_function(lambda: self._in_flight)
 
     async def run(self) -> None:
         client = redis_client(self.settings, "worker", max_connections=self.settings.redis_pool_size)
@@ -103,7 +108,21 @@ class Worker:
         }
         try:
             await connect(client)
+            listener = None
+            if self.settings.worker_metrics_port:
+                listener = await worker_metrics.listen(
+                    self.settings.worker_metrics_host, self.settings.worker_metrics_port
+                )
             async with make_client(self.settings) as http, anyio.create_task_group() as services:
+                if listener is not None:
+                    services.start_soon(
+                        worker_metrics.serve,
+                        listener,
+                        self.metrics,
+                        client,
+                        list(self.leases),
+                        GROUP,
+                    )
                 self.providers = default_providers(self.settings, self.catalogue, http)
                 self.generators = bind_generators(
                     self._generator_functions, self.catalogue, self.providers
@@ -159,6 +178,7 @@ class Worker:
                     group_ready = True
                 messages = await leases.read_new(free, self.settings.job_block_ms)
             except UNAVAILABLE:
+                self.metrics.redis_errors.inc()
                 log.warning("job queue unreachable; retrying in %.1fs", backoff)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -206,6 +226,7 @@ class Worker:
                 try:
                     lost = await leases.renew(held)
                 except UNAVAILABLE:
+                    self.metrics.redis_errors.inc()
                     log.warning("could not renew job leases")
                     continue
                 for entry_id in lost:
@@ -237,6 +258,7 @@ class Worker:
                 try:
                     claimed = await leases.claim_lapsed(lease_ms, free)
                 except UNAVAILABLE:
+                    self.metrics.redis_errors.inc()
                     continue
                 except redis.exceptions.ResponseError as exc:
                     if "NOGROUP" in str(exc):
@@ -247,6 +269,7 @@ class Worker:
                 # twice.
                 lapsed = [message for message in claimed if (stream, message[0]) not in self._jobs]
                 if lapsed:
+                    self.metrics.leases_reclaimed.inc(len(lapsed))
                     log.warning("claimed %d job(s) of a lost worker", len(lapsed))
                     await self._start_jobs(runs, stream, lapsed, recovered=True)
 
@@ -270,6 +293,7 @@ class Worker:
             on_message=lambda channel, data: self._on_control(data),
             on_resync=never_resync,
             ping_seconds=self.settings.live_ping_seconds,
+            on_reconnect=self.metrics.redis_reconnects.inc,
         )
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(subscriber.run)
@@ -287,6 +311,10 @@ class Worker:
             scope.cancel()
 
     async def _run_job(self, stream: str, entry_id: bytes, job: Job, recovered: bool) -> None:
+        # Every line this run's task (and the tasks it starts) logs names its conversation and
+        # run: this task runs in a copy of the context, so nothing else sees these.
+        logs.conversation_id.set(job.conversation_id)
+        logs.run_id.set(job.run_id)
         ended: str | None = None  # the run's final status, when this worker must announce it
         fence: Fence | None = None
         release = True
@@ -301,6 +329,7 @@ class Worker:
         except UNAVAILABLE:
             # Redis stayed away longer than the store retries. The job stays pending: once its
             # lease lapses, whoever claims it ends the run.
+            self.metrics.redis_errors.inc()
             log.warning("giving run %s up: Redis unreachable", job.run_id)
             release = False
         except Exception:
@@ -310,6 +339,7 @@ class Worker:
                 try:
                     ended = await self._end(job, fence, failed)
                 except UNAVAILABLE:
+                    self.metrics.redis_errors.inc()
                     log.warning("could not end run %s: Redis unreachable", job.run_id)
                     release = False
         finally:
@@ -361,6 +391,13 @@ class Worker:
         outcome: Finish | Failure | None = None
         stopped_by: str | None = None
         scope = anyio.CancelScope()
+        self.metrics.runs_started.inc()
+        started = time.monotonic()
+        ttft = self.metrics.time_to_first_token
+
+        def first_output() -> None:
+            ttft.observe(time.monotonic() - started)
+
         self._running[run_id] = scope
         try:
             with scope:
@@ -369,7 +406,11 @@ class Worker:
                 with anyio.move_on_after(self.settings.max_run_seconds) as limit:
                     request = await self._request(job)
                     generation = Generation(
-                        self.store, job, fence, self.settings.coalesce_ms / 1000
+                        self.store,
+                        job,
+                        fence,
+                        self.settings.coalesce_ms / 1000,
+                        first_output=first_output,
                     )
 
                     async def produce(generation: Generation) -> Outcome:
@@ -396,6 +437,8 @@ class Worker:
             reason = self._stop_reasons.pop(run_id, None)
         if reason == _LOST:
             return None
+        if isinstance(outcome, Failure):
+            self.metrics.provider_error(outcome.code)
         if scope.cancelled_caught:
             stopped_by = reason or _USER
         ending = _terminal_event(run_id, outcome, stopped_by)
@@ -405,7 +448,13 @@ class Worker:
                 run_id, ErrorInfo("run_timeout", f"the run reached its time limit of {limit_text}")
             )
         with anyio.CancelScope(shield=True):
-            return await self._end(job, fence, ending)
+            status = await self._end(job, fence, ending)
+        seconds = time.monotonic() - started
+        self.metrics.run_duration.observe(seconds)
+        # One line per run, with its conversation and run (the context): what an operator
+        # follows a run by. The model's name, never the prompt.
+        log.info("run of %s ended %s after %.2f s", job.model, status or "elsewhere", seconds)
+        return status
 
     async def _start(self, stream: str, entry_id: bytes, job: Job) -> Started:
         """Start the run; a run not accepted yet gets a moment, then is given up for good."""
@@ -447,7 +496,10 @@ class Worker:
         ended = await self.store.finish(job.conversation_id, job.run_id, fence, status, name, data)
         if ended.outcome == "fenced":
             log.warning("run %s: another worker owns it now; its end is not written here", job.run_id)
-        return status if ended.outcome == "ok" else None
+        if ended.outcome != "ok":
+            return None
+        self.metrics.run_ended(status, event.error.code if isinstance(event, RunFailed) else "")
+        return status
 
     async def _announce(self, job: Job, status: str) -> bool:
         """Add the finished run's notice to the outbox; False if Redis stayed away too long."""
@@ -455,6 +507,7 @@ class Worker:
         try:
             await self.store.add_notice(notice, self.settings.outbox_maxlen)
         except UNAVAILABLE:
+            self.metrics.redis_errors.inc()
             log.error("could not announce run %s; its job is left to be reclaimed", job.run_id)
             return False
         return True
@@ -465,6 +518,7 @@ class Worker:
         try:
             await self.leases[stream].release(entry_id)
         except UNAVAILABLE:
+            self.metrics.redis_errors.inc()
             log.warning("could not acknowledge job %s: Redis unreachable", entry_id.decode())
 
 

@@ -107,6 +107,7 @@ async def _ui_body(feed: Feed) -> AsyncIterator[bytes]:
                     yield chunk
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
         log.warning("ending a UI message stream: Redis unreachable")
+        feed.ended = "redis_unavailable"
         yield error_frame("redis_unavailable", "the store is unreachable; resume shortly")
 
 

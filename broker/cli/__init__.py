@@ -12,13 +12,13 @@ as the parser's default, and imports what it runs only when it runs.
 from __future__ import annotations
 
 import argparse
-import logging
 from importlib import metadata
 
-from broker.cli import client, dev, serve, tap, token, worker
+from broker.cli import client, dev, doctor, serve, tap, token, worker
+from broker.core import logs
 from broker.core.settings import Settings
 
-SUBCOMMANDS = (dev, serve, worker, tap, token, client)
+SUBCOMMANDS = (dev, serve, worker, doctor, tap, token, client)
 
 DESCRIPTION = """\
 A durable, resumable stream broker for LLM token streams, backed by Redis.
@@ -67,5 +67,5 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env()
     # The client commands print for people; request logs would only get in the way.
     level = "WARNING" if getattr(args, "client", False) else settings.log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_format, level)
     args.run(args, settings)

@@ -13,6 +13,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     from broker.app import create_app
+    from broker.core import checks
     from broker.core.models import CatalogueError
     from broker.front.http_limits import BoundedHttpToolsProtocol, HttpLimits
     from broker.front.tokens import SecurityConfigError
@@ -44,12 +45,14 @@ def serve(settings: Settings, host: str, port: int) -> None:
         http=functools.partial(BoundedHttpToolsProtocol, limits=HttpLimits.from_settings(settings)),
         timeout_keep_alive=settings.idle_connection_seconds,  # type: ignore[arg-type]
         lifespan="on",
-        access_log=False,
+        access_log=False,  # the broker logs its own (broker.access)
+        log_config=None,  # uvicorn's lines go through the broker's format too (BROKER_LOG_FORMAT)
         log_level="warning",
         # Streams end at once on drain; this bounds any other request still running.
         timeout_graceful_shutdown=5,
         backlog=4096,
     )
+    checks.warn_at_start(settings, "broker serve", provider_keys=False)
     DrainingServer(config).run()
 
 

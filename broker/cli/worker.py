@@ -21,6 +21,9 @@ def worker(settings: Settings, concurrency: int | None) -> None:
 
     if concurrency is not None:
         settings = Settings.from_env({**os.environ, "BROKER_WORKER_CONCURRENCY": str(concurrency)})
+    from broker.core.checks import warn_at_start
+
+    warn_at_start(settings, "broker worker")
     anyio.run(Worker(settings).run, backend_options={"use_uvloop": True})
 
 

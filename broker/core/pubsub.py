@@ -88,8 +88,11 @@ class Subscriber:
         on_message: Callable[[bytes, bytes], None],
         on_resync: Callable[[bytes], None],
         ping_seconds: float = 5.0,
+        on_reconnect: Callable[[], None] | None = None,
     ) -> None:
+        """``on_reconnect`` is told each time a lost connection is about to be opened again."""
         self._client = client
+        self._on_reconnect = on_reconnect
         self._cluster = cluster
         self._on_message = on_message
         self._on_resync = on_resync
@@ -208,6 +211,8 @@ class Subscriber:
             # Anything may have been published meanwhile: every channel re-checks its streams
             # once it is subscribed again, wherever its slot now lives.
             shard.confirmed.clear()
+            if self._on_reconnect is not None and (shard.channels or shard.to_subscribe):
+                self._on_reconnect()
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
             await self._reroute(shard, set(shard.channels))

@@ -100,6 +100,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # The longest any run may generate, whatever its model: then it fails with run_timeout.
     max_run_seconds: float = 1800.0
     log_level: str = "INFO"
+    # Operating it (README, "Operating it"): ``text`` or ``json`` (one object per line); the
+    # fronts' line per request (``broker.access``); a token a scraper must send
+    # (``Authorization: Bearer``) to read a front's ``/metrics``, which is open when empty;
+    # where each worker serves its metrics (off when the port is unset).
+    log_format: str = "text"
+    access_log: bool = True
+    metrics_token: str = ""
+    worker_metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    worker_metrics_host: str = "127.0.0.1"
     # Model catalogue (README, "Model providers"): a TOML file of models, plus the
     # OpenAI-compatible shortcut, the comma-separated model names (``name`` or
     # ``name=upstream``) served at ``openai_base_url`` with the key in BROKER_OPENAI_API_KEY.

@@ -27,6 +27,7 @@ from broker.front.cancel import cancel_run
 from broker.front.errors import ApiError
 from broker.front.feed import Feed, resolve_start
 from broker.front.limits import Cost
+from broker.front.metrics import FrontMetrics, metrics_endpoint
 from broker.front.openapi import DOCUMENT
 from broker.front.posting import idempotency_key_of
 from broker.front.request_body import json_body
@@ -87,7 +88,7 @@ async def post_message(request: Request) -> Response:
     return _json(accepted, 202)
 
 
-async def _sse_body(prefix: bytes, feed: Feed) -> AsyncIterator[bytes]:
+async def _sse_body(prefix: bytes, feed: Feed, metrics: FrontMetrics) -> AsyncIterator[bytes]:
     yield prefix
     try:
         async with aclosing(feed.frames()) as frames:
@@ -96,6 +97,8 @@ async def _sse_body(prefix: bytes, feed: Feed) -> AsyncIterator[bytes]:
     except UNAVAILABLE:
         # End the stream cleanly: the client reconnects with its Last-Event-ID and loses nothing.
         log.warning("ending an SSE stream: Redis unreachable")
+        feed.ended = "redis_unavailable"
+        metrics.redis_errors.inc()
 
 
 async def stream_conversation(request: Request) -> Response | EventStreamResponse:
@@ -114,13 +117,15 @@ async def stream_conversation(request: Request) -> Response | EventStreamRespons
     except BaseException:
         opened()
         raise
+    if start.reset:
+        services.metrics.resets.inc()
     prefix = retry_frame(services.settings.retry_ms) + (start.reset or b"")
 
     def close() -> None:
         opened()  # in case the body never ran
         released()
 
-    return EventStreamResponse(_sse_body(prefix, feed), close)
+    return EventStreamResponse(_sse_body(prefix, feed, services.metrics), close)
 
 
 async def _known_conversation(services: Services, cid: str) -> None:
@@ -141,7 +146,7 @@ async def stream_run(request: Request) -> Response | EventStreamResponse:
         run_id = active
     run = await open_run_feed(request, cid, run_id, last_event_id)
     prefix = retry_frame(services.settings.retry_ms) + run.reset
-    return EventStreamResponse(_sse_body(prefix, run.feed), run.release)
+    return EventStreamResponse(_sse_body(prefix, run.feed, services.metrics), run.release)
 
 
 def _wait_seconds(request: Request, limit: float) -> float | None:
@@ -204,6 +209,7 @@ routes = [
     Route("/openapi.json", openapi, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics_endpoint, methods=["GET"]),
     GuardedRoute("/v1/session", session, methods=["POST", "DELETE"], access=Access.SUBJECT),
     GuardedRoute("/v1/models", list_models, methods=["GET"], access=Access.SUBJECT),
     GuardedRoute(_CONVERSATION, snapshot, methods=["GET"], access=Access.READ),

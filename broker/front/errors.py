@@ -58,6 +58,9 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
 
 async def on_redis_unavailable(request: Request, exc: Exception) -> Response:
     log.warning("Redis unavailable: %s", exc)
+    services = getattr(request.state, "services", None)
+    if services is not None:
+        services.metrics.redis_errors.inc()
     return error_response(
         503, "redis_unavailable", "the store is unreachable; retry shortly", {"Retry-After": "1"}
     )

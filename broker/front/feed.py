@@ -20,12 +20,14 @@ from typing import NamedTuple, Protocol
 
 import anyio
 import msgspec
+from prometheus_client import Counter
 
 from broker.core.entries import TERMINAL_NAMES, Entry, entry_from_redis
 from broker.core.events import Reset, StreamError
 from broker.core.ids import ORIGIN, StreamPos, format_stream_id, parse_stream_id
 from broker.core.store import Store
 from broker.front.hub import CLOSED, Batch, Hub
+from broker.front.metrics import FrontMetrics
 from broker.front.sse import KEEPALIVE, retry_frame, unstored_frame
 
 _encoder = msgspec.json.Encoder()
@@ -164,11 +166,13 @@ class Feed:
         exact: bool = False,
         openings: Openings | None = None,
         opened: Callable[[], None] = _nothing,
+        metrics: FrontMetrics | None = None,
     ) -> None:
         """``expires_at`` (Unix seconds) is when the token that opened the stream expires;
         ``writer`` writes the frames of an adapter's protocol (None: the broker's SSE);
         ``exact``: ``position`` is an entry of the stream (a checked Last-Event-ID);
-        ``opened`` is called once the first read is done (see ``Openings``)."""
+        ``opened`` is called once the first read is done (see ``Openings``); ``metrics`` counts
+        what it sends."""
         self._store = store
         self._hub = hub
         self._cid = cid
@@ -184,11 +188,32 @@ class Feed:
         self._writer = writer
         self._exact = exact
         self.finished = False
+        # For the access log line at close: events sent, why the stream ended, and how often
+        # the client fell behind the live path.
+        self.sent = 0
+        self.ended = "client_gone"
+        self.fell_behind = 0
+        self._metrics = metrics
+        # Bound once: counting is one increment per batch of entries.
+        self._replayed = metrics.events_replay if metrics is not None else None
+        self._live = metrics.events_live if metrics is not None else None
 
-    def _take(self, entries: list[Entry], out: list[bytes]) -> None:
-        """Append the frames of entries past our position; stop after the run's terminal."""
-        run = self._run
-        writer = self._writer
+    def _take(
+        self, entries: list[Entry], out: list[bytes], counter: Counter | None = None
+    ) -> None:
+        """Append the frames of entries past our position; stop after the run's terminal.
+        ``counter`` (a bound Prometheus child) counts the entries taken."""
+        before = len(out)
+        self._take_entries(entries, out, self._run, self._writer)
+        taken = len(out) - before
+        if taken:
+            self.sent += taken
+            if counter is not None:
+                counter.inc(taken)
+
+    def _take_entries(
+        self, entries: list[Entry], out: list[bytes], run: bytes | None, writer: FrameWriter | None
+    ) -> None:
         for entry in entries:
             if entry.pos <= self.position:
                 continue
@@ -233,7 +258,7 @@ class Feed:
             first = self._first_read
             raw = await self._read()
             out: list[bytes] = []
-            self._take([entry_from_redis(i, f) for i, f in raw], out)
+            self._take([entry_from_redis(i, f) for i, f in raw], out, self._replayed)
             if out:
                 yield b"".join(out)
             if len(raw) < (_FIRST_BATCH if first else self._batch):
@@ -246,6 +271,8 @@ class Feed:
         earliest_id = format_stream_id(earliest) if earliest is not None else None
         self.position = ORIGIN
         self._exact = False
+        if self._metrics is not None:
+            self._metrics.resets.inc()
         return unstored_frame("reset", _encoder.encode(Reset(reason, earliest_id)))
 
     def _behind(self, batch: Batch) -> bool:
@@ -265,46 +292,54 @@ class Feed:
 
     async def frames(self) -> AsyncIterator[bytes]:
         if self.finished:
+            self.ended = "terminal"
             return
         # Subscribed first, read second: whatever is appended after the read is in the queue.
         async with self._hub.subscribe(self._cid) as subscription:
-            async for chunk in self._catch_up():
-                yield chunk
-            if self.finished:
-                return
-            while True:
-                items = await subscription.receive()
-                # Checked once per wake-up, not per event: at the latest at the next keepalive.
-                if self._expires_at is not None and time.time() >= self._expires_at:
-                    yield TOKEN_EXPIRED if self._writer is None else self._writer.token_expired()
-                    return
-                if not items:
-                    yield KEEPALIVE
-                    continue
-                out: list[bytes] = []
-                for item in items:
-                    if item is CLOSED:
-                        # Reconnect soon, elsewhere: the next stream sets `retry:` back.
-                        ending = (
-                            retry_frame(_DRAIN_RETRY_MS)
-                            if self._writer is None
-                            else self._writer.draining()
-                        )
-                        yield b"".join(out) + ending
-                        return
-                    if not isinstance(item, Batch) or self._behind(item):
-                        # Something may be missing (GAP), or the batch starts past our
-                        # position: read the range from Redis before taking the batch.
-                        if out:
-                            yield b"".join(out)
-                            out = []
-                        async for chunk in self._catch_up(verify=True):
-                            yield chunk
-                    if isinstance(item, Batch):
-                        self._take(item.entries, out)
-                    if self.finished:
-                        break
-                if out:
-                    yield b"".join(out)
+            try:
+                async for chunk in self._catch_up():
+                    yield chunk
                 if self.finished:
                     return
+                while True:
+                    items = await subscription.receive()
+                    # Checked once per wake-up, not per event: at the latest at the next keepalive.
+                    if self._expires_at is not None and time.time() >= self._expires_at:
+                        self.ended = "token_expired"
+                        yield TOKEN_EXPIRED if self._writer is None else self._writer.token_expired()
+                        return
+                    if not items:
+                        yield KEEPALIVE
+                        continue
+                    out: list[bytes] = []
+                    for item in items:
+                        if item is CLOSED:
+                            self.ended = "drain"
+                            # Reconnect soon, elsewhere: the next stream sets `retry:` back.
+                            ending = (
+                                retry_frame(_DRAIN_RETRY_MS)
+                                if self._writer is None
+                                else self._writer.draining()
+                            )
+                            yield b"".join(out) + ending
+                            return
+                        if not isinstance(item, Batch) or self._behind(item):
+                            # Something may be missing (GAP), or the batch starts past our
+                            # position: read the range from Redis before taking the batch.
+                            if out:
+                                yield b"".join(out)
+                                out = []
+                            async for chunk in self._catch_up(verify=True):
+                                yield chunk
+                        if isinstance(item, Batch):
+                            self._take(item.entries, out, self._live)
+                        if self.finished:
+                            break
+                    if out:
+                        yield b"".join(out)
+                    if self.finished:
+                        return
+            finally:
+                self.fell_behind = subscription.fell_behind
+                if self.finished:
+                    self.ended = "terminal"

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final, NamedTuple
 
@@ -35,6 +35,10 @@ from broker.core.live import decode_notice
 from broker.core.pubsub import Subscriber
 
 log = logging.getLogger("broker.front.hub")
+
+
+def _nothing() -> None:
+    pass
 
 
 class Batch(NamedTuple):
@@ -63,10 +67,13 @@ class Subscription:
     wait would each cost memory per open stream and work per event).
     """
 
-    __slots__ = ("_limit", "_queue", "_queued", "_waiter", "_quiet_since")
+    __slots__ = ("_limit", "_queue", "_queued", "_waiter", "_quiet_since", "_on_fell_behind",
+                 "fell_behind")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_fell_behind: Callable[[], None] = _nothing) -> None:
         self._limit = limit
+        self._on_fell_behind = on_fell_behind
+        self.fell_behind = 0
         self._queue: list[Batch | _Marker] = []
         self._queued = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -76,6 +83,8 @@ class Subscription:
         self._queued += len(batch.entries)
         if self._queued > self._limit:
             log.debug("a client fell %d frames behind; it continues from Redis", self._queued)
+            self.fell_behind += 1
+            self._on_fell_behind()
             self.gap()
             return
         self._queue.append(batch)
@@ -117,9 +126,13 @@ class Subscription:
 
 class Hub:
     def __init__(self, client: Any, keys: Keys, *, cluster: bool, queue_frames: int,
-                 keepalive_seconds: float, ping_seconds: float = 5.0) -> None:
+                 keepalive_seconds: float, ping_seconds: float = 5.0,
+                 on_fell_behind: Callable[[], None] = _nothing,
+                 on_reconnect: Callable[[], None] = _nothing) -> None:
         """``client`` is the process's Redis client; the hub opens its own subscription
-        connections from its settings."""
+        connections from its settings. ``on_fell_behind`` and ``on_reconnect`` count a client
+        switched to catch-up reads and a subscription connection opened again."""
+        self._on_fell_behind = on_fell_behind
         self._keys = keys
         self._keepalive = keepalive_seconds
         self._queue_frames = queue_frames
@@ -130,6 +143,7 @@ class Hub:
             on_message=self._on_notice,
             on_resync=self._on_resync,
             ping_seconds=ping_seconds,
+            on_reconnect=on_reconnect,
         )
         self._closed = False
 
@@ -164,7 +178,7 @@ class Hub:
     @asynccontextmanager
     async def subscribe_channel(self, channel: bytes) -> AsyncIterator[Subscription]:
         """The same, for any stream whose appends publish the live notice on ``channel``."""
-        subscription = Subscription(self._queue_frames)
+        subscription = Subscription(self._queue_frames, self._on_fell_behind)
         subscriptions = self._streams.get(channel)
         if subscriptions is None:
             subscriptions = self._streams[channel] = set()

@@ -627,6 +627,23 @@ def build() -> dict[str, Any]:
                 "responses": {"200": _json({"type": "object"}, "Redis answers"), **_errors()},
             }
         },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "tags": ["operations"],
+                "summary": "Prometheus metrics of this front process",
+                "description": "The text exposition format. Open to anyone who reaches the "
+                "front unless BROKER_METRICS_TOKEN is set; then send it as "
+                "`Authorization: Bearer <token>`. No label names a user or a conversation.",
+                "responses": {
+                    "200": {
+                        "description": "the metrics",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_errors("unauthorized"),
+                },
+            }
+        },
         "/v1/models": {
             "get": {
                 "operationId": "listModels",

@@ -16,6 +16,7 @@ from broker.front.access import Gate
 from broker.front.errors import ApiError
 from broker.front.feed import Feed, FrameWriter, Openings
 from broker.front.hub import Hub
+from broker.front.metrics import FrontMetrics
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Services:
     catch_up: anyio.CapacityLimiter
     # Authorization and limits, run by every guarded route before its handler.
     gate: Gate
+    metrics: FrontMetrics
     openings: Openings = field(default_factory=Openings)
     # SSE streams this process serves, per conversation: the per-conversation limit.
     open_streams: Counter[str] = field(default_factory=Counter)
@@ -46,8 +48,10 @@ class Services:
                 {"Retry-After": "5"},
             )
         self.open_streams[cid] += 1
+        self.metrics.streams_open.inc()
 
         def release() -> None:
+            self.metrics.streams_open.dec()
             self.open_streams[cid] -= 1
             if not self.open_streams[cid]:
                 del self.open_streams[cid]
@@ -79,4 +83,5 @@ class Services:
             exact=exact,
             openings=self.openings,
             opened=opened or (lambda: None),
+            metrics=self.metrics,
         )

@@ -18,6 +18,7 @@ from broker.core.ids import StreamPos, parse_stream_id, predecessor
 from broker.front.access import conversation_not_found
 from broker.front.errors import ApiError
 from broker.front.feed import Feed, FrameWriter, resolve_start
+from broker.front.observe import access_of
 from broker.front.principal import principal_of
 from broker.front.services import Services
 
@@ -58,6 +59,9 @@ def open_feed(
         exact=exact,
         opened=opened,
     )
+    access = access_of(request.scope)
+    if access is not None:
+        access.feed = feed  # its access log line reports what the feed sent, and why it ended
     return OpenFeed(feed, release)
 
 
@@ -94,6 +98,8 @@ async def open_run_feed(
             raise conversation_not_found(cid)
         position = max(position, start.position)
         reset = start.reset or b""
+        if reset:
+            services.metrics.resets.inc()
     feed, release = open_feed(request, cid, position, run_id=run_id, writer=writer)
     terminal = parse_stream_id(info.get("terminal_event_id", ""))
     if info["status"] in TERMINAL_STATUSES and terminal is not None and position >= terminal:
