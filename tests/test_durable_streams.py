@@ -304,3 +304,18 @@ async def test_the_python_client_follows_a_conversation_live(stack: Stack, live:
     assert seen == stored.json(), "every event once, in order"
     assert seen[-1]["data"]["run_id"] == run_id
     assert sum(event["type"] == "delta" for event in seen) > 1
+
+
+async def test_a_conversations_view_counts_with_its_own_streams_on_a_front(stack: Stack) -> None:
+    stack.start(fronts=1, workers=0, max_streams_per_conversation=1)
+    front = stack.fronts[0]
+    cid = new_cid("bounded")
+    assert (await front.api.post_message(cid)).status_code == 202
+    view = f"/v1/stream/conversations/{cid}"
+    async with await front.api.stream(cid) as conversation_stream:
+        assert conversation_stream.status == 200
+        async with _client(front.url) as client:
+            refused = await client.get(view, params={"offset": "-1", "live": "sse"})
+            assert (refused.status_code, error_code(refused)) == (429, "too_many_streams")
+            # A read that holds nothing open is not bounded by it.
+            assert (await client.get(view, params={"offset": "-1"})).status_code == 200

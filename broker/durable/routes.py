@@ -346,6 +346,9 @@ async def _read(request: Request, source: Source) -> Response:
         headers = list(SSE_HEADERS)
         if not is_text(source.media_type):
             headers.append(BASE64)
+        # Counted like a conversation's SSE streams: the per-stream bound on this process
+        # (BROKER_MAX_STREAMS_PER_CONVERSATION) and the open-streams gauge.
+        release = services.admit_stream(source.stream_key)
         events = sse_events(
             store,
             services.hub,
@@ -355,7 +358,7 @@ async def _read(request: Request, source: Source) -> Response:
             settings.ds_sse_seconds,
             KEEPALIVE,
         )
-        return EventStreamResponse(events, headers=headers)
+        return EventStreamResponse(events, release, headers=headers)
     if now and live is None:
         headers = read_headers(
             source, state.tail, up_to_date=True, closed=state.closed, cursor_value=None

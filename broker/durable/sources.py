@@ -34,6 +34,7 @@ class Source(Protocol):
     etag_id: str
     ttl: int | None
     closable: bool  # a conversation never closes
+    stream_key: str  # what counts this process's open SSE reads of it (Services.admit_stream)
 
     async def state(self) -> State | None:
         """The stream's closure and tail now; None once it is gone."""
@@ -58,6 +59,7 @@ class StreamSource:
         self.etag_id = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
         self.ttl = int(meta.ttl) if meta.ttl else None
         self.closable = True
+        self.stream_key = "/" + name  # never a conversation id: those have no "/"
 
     async def state(self) -> State | None:
         meta = await self._store.meta(self._name)
@@ -82,6 +84,7 @@ class ConversationSource:
         self.data_key = conversation.events
         self.live = conversation.live.encode()
         self.etag_id = "c:" + cid
+        self.stream_key = cid  # the conversation's own SSE streams count together with these
 
     async def state(self) -> State | None:
         async with self._store.redis.pipeline(transaction=False) as pipe:

@@ -468,7 +468,14 @@ def _ds_read(
                 **_DS_BYTES, "text/event-stream": {"schema": {"type": "string"}}}},
             "204": {"description": "long-poll: nothing arrived in time, or the stream is closed"},
             "304": {"description": "unchanged since the ETag sent in If-None-Match"},
-            **_guarded("invalid_offset", "invalid_live", "missing_offset", "offset_gone", *codes),
+            **_guarded(
+                "invalid_offset",
+                "invalid_live",
+                "missing_offset",
+                "offset_gone",
+                "too_many_streams",
+                *codes,
+            ),
         },
     }
 
