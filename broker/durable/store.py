@@ -185,7 +185,8 @@ class DurableStore:
             info = await self.redis.xinfo_stream(data_key)
         except redis.exceptions.ResponseError:
             return False  # no stream: nothing was dropped
-        return int(info["entries-added"]) > int(info["length"])
+        added = info.get("entries-added")  # Redis 7; 6.2 cannot tell, and is taken at its word
+        return added is not None and int(added) > int(info["length"])
 
 
 def _meta(raw: dict[bytes, bytes]) -> StreamMeta | None:
