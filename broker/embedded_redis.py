@@ -81,7 +81,11 @@ class EmbeddedRedis:
             "--maxclients", "20000",
             "--logfile", str(self.data_dir / "redis.log"),
         ]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        # Its own session: a Ctrl-C in the terminal must not stop Redis under the processes
+        # that are still finishing their work; whoever started it stops it last.
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+        )
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + timeout
         try:
@@ -215,7 +219,7 @@ class EmbeddedCluster:
             "--logfile", str(node_dir / "redis.log"),
         ]
         self.processes[port] = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
         )
         client = redis.Redis(port=port)
         deadline = time.monotonic() + timeout
