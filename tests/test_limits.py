@@ -213,3 +213,16 @@ async def test_zero_turns_a_limit_off(stack: Stack) -> None:
     # 30 runs at once, none of them ends (no worker): past the default of 16 active runs.
     responses = await asyncio.gather(*(alice.post_message(new_cid(), long_prompt) for _ in range(30)))
     assert {r.status_code for r in responses} == {202}
+
+
+async def test_a_limit_of_one_stream_reads_as_english(stack: Stack) -> None:
+    stack.start(fronts=1, workers=0, max_streams_per_conversation=1)
+    (front,) = stack.fronts
+    cid = new_cid("one")
+    await front.api.start_run(cid, "hi")
+    async with await front.api.stream(cid) as first:
+        assert first.status == 200
+        refused = await front.api.stream(cid)
+        assert refused.status == 429
+        message = refused.response.json()["error"]["message"]
+        assert message == "this conversation already has 1 open stream here"

@@ -283,7 +283,9 @@ class Limits:
             raise ApiError(
                 429,
                 "too_many_streams",
-                f"{settings.limit_streams_per_subject} streams are open already; close one",
+                f"{settings.limit_streams_per_subject} "
+                f"{'stream is' if settings.limit_streams_per_subject == 1 else 'streams are'} "
+                "open already; close one",
                 {"Retry-After": str(_RETRY_STREAMS_SECONDS)},
             )
         raise ApiError(
