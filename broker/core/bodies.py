@@ -10,7 +10,10 @@ from broker.core.events import ErrorInfo
 from broker.core.models import DEFAULT_MODEL
 
 
-class PostMessage(msgspec.Struct, frozen=True):
+class PostMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Unknown fields are refused, here as in ``params``: a misspelt ``modle`` would otherwise
+    be dropped without a word and the default model answer."""
+
     content: Annotated[str, msgspec.Meta(min_length=1)]
     model: str = DEFAULT_MODEL
     params: dict[str, Any] = {}

@@ -32,6 +32,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "invalid_id": (400, "an identifier in the path does not match [A-Za-z0-9_-]{1,128}"),
     "invalid_last_event_id": (400, "Last-Event-ID (or ?last_event_id=) is not an event id"),
     "malformed_json": (400, "the body is not JSON, or not a JSON object"),
+    "malformed_request": (400, "the request is not valid HTTP/1.1; the connection is closed"),
     "invalid_idempotency_key": (400, "Idempotency-Key is not 1 to 255 visible ASCII characters"),
     "invalid_query": (400, "a query parameter has a value it cannot take"),
     "cors_refused": (400, "a CORS preflight from an origin not in BROKER_CORS_ORIGINS"),
@@ -47,8 +48,9 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "no_active_run": (409, "nothing runs in this conversation"),
     "body_too_large": (413, "the body exceeds BROKER_MAX_BODY_BYTES"),
     "content_too_large": (413, "content exceeds BROKER_MAX_CONTENT_CHARS characters"),
+    "unsupported_media_type": (415, "the body is not sent as Content-Type: application/json"),
     "headers_too_large": (431, "the request headers are too large or too many"),
-    "invalid_field": (422, "a field of the body has a wrong type or value"),
+    "invalid_field": (422, "a field of the body has a wrong type or value, or is unknown"),
     "unknown_model": (422, "the model is not in the catalogue"),
     "idempotency_key_reused": (422, "this Idempotency-Key was used with another body"),
     "too_many_streams": (429, "too many open streams (this conversation, or this subject)"),
@@ -263,7 +265,8 @@ stops a run; only `POST .../cancel` does, from any device.
 Every error is `{"error": {"code", "message"}}`; each response below names the codes it can
 carry. Any path may also answer `not_found` (404, no such endpoint), `method_not_allowed`
 (405), `cors_refused` (400, a CORS preflight from an origin that is not allowed),
-`request_timeout` (408) and `headers_too_large` (431) before any route, or, for any other HTTP
+`malformed_request` (400, not valid HTTP/1.1), `request_timeout` (408) and
+`headers_too_large` (431) before any route, or, for any other HTTP
 error, `http_error` with the status that fits. (`client_disconnected` is written for a client
 that already left.)
 """
@@ -272,6 +275,7 @@ GENERIC_CODES = (
     "not_found",
     "method_not_allowed",
     "cors_refused",
+    "malformed_request",
     "request_timeout",
     "headers_too_large",
     "client_disconnected",
@@ -339,6 +343,7 @@ def _ai_sdk_paths(cancel_responses: dict[str, Any]) -> dict[str, Any]:
                         "conversation_not_found",
                         "run_active",
                         "body_too_large",
+                        "unsupported_media_type",
                         "content_too_large",
                         "invalid_field",
                         "unknown_model",
@@ -568,6 +573,7 @@ def build() -> dict[str, Any]:
                         "conversation_not_found",
                         "run_active",
                         "body_too_large",
+                        "unsupported_media_type",
                         "content_too_large",
                         "invalid_field",
                         "unknown_model",
