@@ -233,3 +233,25 @@ async def test_a_second_dev_in_the_same_project_or_on_a_busy_port_refuses(tmp_pa
             os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
     assert process.returncode == 0
+
+
+async def test_a_bad_catalogue_is_reported_once_before_anything_starts(tmp_path: Path) -> None:
+    env = {**base_environment(), "BROKER_MODELS_FILE": str(tmp_path / "missing.toml")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "broker",
+        "dev",
+        "--port",
+        str(free_port()),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    said = err.decode()
+    assert process.returncode == 1 and not out
+    assert said.count("missing.toml") == 1 and said.startswith("model catalogue: "), said
+    assert "Traceback" not in said
+    assert not (tmp_path / ".broker").exists(), "nothing was started"
