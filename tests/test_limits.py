@@ -215,8 +215,8 @@ async def test_zero_turns_a_limit_off(stack: Stack) -> None:
     assert {r.status_code for r in responses} == {202}
 
 
-async def test_a_limit_of_one_stream_reads_as_english(stack: Stack) -> None:
-    stack.start(fronts=1, workers=0, max_streams_per_conversation=1)
+async def test_a_limit_of_one_reads_as_english(stack: Stack) -> None:
+    stack.start(fronts=1, workers=0, max_streams_per_conversation=1, limit_posts_per_minute=1)
     (front,) = stack.fronts
     cid = new_cid("one")
     await front.api.start_run(cid, "hi")
@@ -226,3 +226,6 @@ async def test_a_limit_of_one_stream_reads_as_english(stack: Stack) -> None:
         assert refused.status == 429
         message = refused.response.json()["error"]["message"]
         assert message == "this conversation already has 1 open stream here"
+    second = await front.api.post_message(new_cid("one"))
+    assert second.status_code == 429
+    assert second.json()["error"]["message"] == "more than 1 message a minute"

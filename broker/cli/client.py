@@ -105,7 +105,8 @@ class AnswerPrinter:
             self._write(event.text)
         elif isinstance(event, RunCompleted):
             self._end_line()
-            usage = f", {event.usage.output_tokens} tokens" if event.usage else ""
+            count = event.usage.output_tokens if event.usage else 0
+            usage = f", {count} token{'' if count == 1 else 's'}" if event.usage else ""
             self._write(f"{s.dim}[completed: {event.finish_reason}{usage}]{s.reset}\n")
         elif isinstance(event, RunCancelled):
             self._end_line()
