@@ -176,6 +176,13 @@ def dev(host: str, port: int, cluster: bool = False) -> None:
     finally:
         # A second Ctrl-C while stopping must not cut the orderly stop short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if stop and any(child.poll() is None for child in children):
+            print(
+                "broker dev: stopping; answers in flight get "
+                f"{settings.shutdown_grace_seconds:g} s to finish",
+                file=sys.stderr,
+                flush=True,
+            )
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)

@@ -68,7 +68,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
 
     print(
         f"broker serve {version()}: http://{host}:{port}, Redis {redacted_url(settings.redis_url)}"
-        f"{' (cluster)' if settings.redis_cluster else ''}, BROKER_AUTH={settings.auth}",
+        f"{' (cluster)' if settings.redis_cluster else ''}, auth={settings.auth}",
         file=sys.stderr,
         flush=True,
     )
