@@ -125,7 +125,7 @@ def dev(host: str, port: int, cluster: bool = False) -> None:
         lock = lock_data_dir(data)
         shutil.rmtree(data / "cluster", ignore_errors=True)
         try:
-            embedded = EmbeddedCluster(data / "cluster").start()
+            embedded = EmbeddedCluster(data / "cluster", detached=True).start()
         except RuntimeError as exc:
             raise SystemExit(f"broker dev --cluster: {exc}") from None
         env["BROKER_REDIS_URL"] = embedded.url
@@ -133,7 +133,7 @@ def dev(host: str, port: int, cluster: bool = False) -> None:
     elif not env.get("BROKER_REDIS_URL"):
         lock = lock_data_dir(data)
         try:
-            embedded = EmbeddedRedis(data / "redis").start()
+            embedded = EmbeddedRedis(data / "redis", detached=True).start()
         except RuntimeError as exc:
             raise SystemExit(f"broker dev: {exc}") from None
         env["BROKER_REDIS_URL"] = embedded.url
