@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
-import sys
+import logging
 
 from broker.core.settings import Settings, redacted_url
 
@@ -66,11 +66,15 @@ def serve(settings: Settings, host: str, port: int) -> None:
     wait_for_redis(settings)
     from broker.cli import version
 
-    print(
-        f"broker serve {version()}: http://{host}:{port}, Redis {redacted_url(settings.redis_url)}"
-        f"{' (cluster)' if settings.redis_cluster else ''}, auth={settings.auth}",
-        file=sys.stderr,
-        flush=True,
+    # A log line, not a print: with BROKER_LOG_FORMAT=json every line on stderr is JSON.
+    logging.getLogger("broker.serve").info(
+        "broker serve %s: http://%s:%d, Redis %s%s, auth=%s",
+        version(),
+        host,
+        port,
+        redacted_url(settings.redis_url),
+        " (cluster)" if settings.redis_cluster else "",
+        settings.auth,
     )
 
     class DrainingServer(uvicorn.Server):
