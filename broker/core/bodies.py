@@ -99,3 +99,21 @@ class ModelList(msgspec.Struct, frozen=True):
 
     default: str
     models: list[ModelName]
+
+
+class ConversationSummary(msgspec.Struct, frozen=True):
+    """One conversation in its owner's list. ``last_activity_at`` is the time of its latest
+    message (Unix milliseconds, like ``created_at``): the list's order."""
+
+    conversation_id: str
+    title: str
+    created_at: int
+    last_activity_at: int
+    active_run_id: str | None
+
+
+class ConversationPage(msgspec.Struct, frozen=True):
+    """A page of the list, newest activity first; ``next_cursor`` fetches the next (null: none)."""
+
+    conversations: list[ConversationSummary]
+    next_cursor: str | None

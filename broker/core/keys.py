@@ -40,13 +40,15 @@ class SubjectKeys:
     break the hash tag, and its length is the token issuer's choice.
     """
 
-    __slots__ = ("_base", "streams", "runs")
+    __slots__ = ("_base", "streams", "runs", "conversations")
 
     def __init__(self, prefix: str, subject: str) -> None:
         digest = hashlib.blake2b(subject.encode(), digest_size=12).hexdigest()
         self._base = f"{prefix}:{{s:{digest}}}"
         self.streams = f"{self._base}:streams"  # sorted set: open stream ids by lease expiry
         self.runs = f"{self._base}:runs"  # sorted set: conversations with a run, by deadline
+        # sorted set: the conversations the subject owns, by the time of their latest message
+        self.conversations = f"{self._base}:conversations"
 
     def requests(self, minute: int) -> str:
         return f"{self._base}:req:{minute}"
@@ -89,6 +91,13 @@ class Keys:
 
     def subject(self, subject: str) -> SubjectKeys:
         return SubjectKeys(self.prefix, subject)
+
+    def owned(self, subject: str) -> str:
+        """The index of the conversations ``subject`` owns. Conversations created with
+        BROKER_AUTH=none belong to nobody (subject ''): they share one index of their own."""
+        if not subject:
+            return f"{self.prefix}:{{anonymous}}:conversations"
+        return self.subject(subject).conversations
 
     def job_stream(self, run_id: str) -> str:
         """The jobs shard of a run: any fixed choice works, the run id spreads them evenly."""
