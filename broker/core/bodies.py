@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -61,6 +61,10 @@ class DataPart(msgspec.Struct, tag="data", tag_field="type"):
 Part = TextPart | ReasoningPart | ToolCallPart | ToolResultPart | DataPart
 
 
+# A message's status is its run's: a user message and its answer say the same.
+MessageStatus = Literal["queued", "running", "completed", "cancelled", "failed"]
+
+
 class SnapshotMessage(msgspec.Struct):
     """One message, merged from its events.
 
@@ -74,7 +78,7 @@ class SnapshotMessage(msgspec.Struct):
     content: str
     reasoning: str
     run_id: str
-    status: str
+    status: MessageStatus
     parts: list[Part] = []
     error: ErrorInfo | None = None
 

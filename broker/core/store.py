@@ -241,7 +241,7 @@ return {'deleted', owner}
 
 def script_text(body: str, *, cluster: bool) -> str:
     """A script as it runs: the notice helpers, publishing with SPUBLISH on a cluster."""
-    return LUA_NOTICE.replace("{publish}", "SPUBLISH" if cluster else "PUBLISH") + body
+    return (LUA_NOTICE + body).replace("{publish}", "SPUBLISH" if cluster else "PUBLISH")
 
 
 class Accepted(NamedTuple):
