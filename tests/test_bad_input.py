@@ -226,19 +226,7 @@ TABLE: list[Bad] = [
         404,
         "conversation_not_found",
     ),
-    _stream(
-        "unknown conversation stream",
-        "/v1/conversations/nobody_here/stream",
-        404,
-        "conversation_not_found",
-    ),
-    _stream(
-        "unknown conversation stream with lei",
-        "/v1/conversations/nobody_here/stream",
-        404,
-        "conversation_not_found",
-        **{"Last-Event-ID": "1-0"},
-    ),
+    # (The stream of an unknown conversation waits for it: tests/test_conversations.py.)
     _stream(
         "unknown conversation active run",
         "/v1/conversations/nobody_here/runs/active/stream",
