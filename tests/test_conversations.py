@@ -9,6 +9,9 @@ nothing after it.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import time
 from typing import Any
 
 import pytest
@@ -16,7 +19,7 @@ import redis
 
 from tests.api import Api, error_code
 from tests.helpers import new_cid, nth_delta, terminal_of
-from tests.stack import Stack
+from tests.stack import Stack, base_environment
 from tests.tokens import AUTH, hs256
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -261,3 +264,58 @@ async def test_the_prompt_of_a_cancelled_run_says_cancelled(stack: Stack) -> Non
         ("user", run["run_id"], "cancelled"),
         ("assistant", run["run_id"], "cancelled"),
     ]
+
+
+def test_the_clients_list_and_delete(stack: Stack) -> None:
+    """The Python client's calls and ``broker list`` / ``broker delete``, as their users run them."""
+    from broker.client import BrokerClient, NotFound, StreamError
+
+    stack.start(fronts=1, workers=1, **AUTH)
+    url = stack.fronts[0].url
+    token = hs256("alice")
+    cids = [new_cid("cli") for _ in range(3)]
+    with BrokerClient(url, token) as client:
+        for i, cid in enumerate(cids):
+            accepted = client.send(cid, f"prompt {i}", params={"tokens": 2, "interval_ms": 1})
+            client.cancel(cid, accepted.run_id, wait=True)
+            time.sleep(0.005)
+        first = client.list_conversations(limit=2)
+        assert [c.conversation_id for c in first.conversations] == cids[::-1][:2]
+        rest = client.list_conversations(limit=2, cursor=first.next_cursor)
+        assert [c.conversation_id for c in rest.conversations] == cids[:1]
+        assert rest.next_cursor is None
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "broker", *args],
+                env={**base_environment(), "BROKER_URL": url, "BROKER_TOKEN": token},
+                capture_output=True,
+                text=True,
+                timeout=60,
+                stdin=subprocess.DEVNULL,
+            )
+
+        listed = cli("list")
+        assert listed.returncode == 0, listed.stderr
+        lines = listed.stdout.splitlines()
+        assert [line.split()[0] for line in lines] == cids[::-1]
+        assert lines[0].endswith("prompt 2")
+        assert [line.split()[0] for line in cli("list", "--limit", "1").stdout.splitlines()] == [
+            cids[2]
+        ]
+
+        # A stream following the conversation ends with the deletion, as an exception.
+        stream = client.stream(cids[0])
+        assert next(stream) is not None
+        deleted = cli("delete", cids[0])
+        assert deleted.returncode == 0, deleted.stderr
+        with pytest.raises(StreamError) as ended:
+            for _ in stream:
+                pass
+        assert ended.value.code == "conversation_deleted"
+        with pytest.raises(NotFound):
+            client.delete_conversation(cids[0])
+        client.delete_conversation(cids[1])
+        assert [c.conversation_id for c in client.list_conversations().conversations] == [cids[2]]
+        again = cli("delete", cids[1])
+        assert again.returncode == 1 and "no conversation" in again.stderr
