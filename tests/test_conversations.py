@@ -100,6 +100,7 @@ async def test_the_list_is_mine_newest_first_in_pages(stack: Stack) -> None:
         ("?limit=0", "invalid_query"),
         ("?limit=101", "invalid_query"),
         ("?limit=x", "invalid_query"),
+        ("?limit=%C2%B2", "invalid_query"),  # a digit to str.isdigit, not to int()
         ("?cursor=%25%25", "invalid_cursor"),
         ("?cursor=bm90LWEtY3Vyc29y", "invalid_cursor"),
     ]:

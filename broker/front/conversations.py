@@ -51,7 +51,7 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
 def page_size(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_PAGE
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE:
         raise ApiError(400, "invalid_query", f"limit must be an integer from 1 to {MAX_PAGE}")
     return int(raw)
 
