@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from tests.api import Api, error_code
-from tests.helpers import new_cid, nth_delta, terminal_of
+from tests.helpers import job_streams, new_cid, nth_delta, terminal_of
 from tests.stack import Stack, base_environment
 from tests.tokens import AUTH, hs256
 
@@ -326,3 +326,21 @@ def test_the_clients_list_and_delete(stack: Stack) -> None:
         assert [c.conversation_id for c in client.list_conversations().conversations] == [cids[2]]
         again = cli("delete", cids[1])
         assert again.returncode == 1 and "no conversation" in again.stderr
+
+
+async def test_deleting_a_run_no_worker_started_withdraws_its_job(
+    stack: Stack, redis_client: redis.Redis, prefix: str
+) -> None:
+    """A queued run is ended by the deletion; a worker that comes later finds no job to mark
+    orphaned, so nothing of the conversation comes back."""
+    stack.start(fronts=1, workers=0, **AUTH)
+    alice = stack.fronts[0].api.bearer(hs256("alice"))
+    cid = new_cid("queued")
+    await alice.start_run(cid, "nobody answers yet")
+    assert sum(redis_client.xlen(stream) for stream in job_streams(prefix)) == 1
+    assert (await alice.request("DELETE", f"/v1/conversations/{cid}")).status_code == 204
+    assert sum(redis_client.xlen(stream) for stream in job_streams(prefix)) == 0
+    assert _keys_of(redis_client, prefix, cid) == []
+    stack.worker()
+    await asyncio.sleep(2)  # longer than a worker waits for a run it has the job of
+    assert _keys_of(redis_client, prefix, cid) == []

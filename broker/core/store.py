@@ -56,7 +56,7 @@ end
 # ARGV: run_id, message_id, assistant_message_id, model, data, maxlen, ttl_ms, idem_ttl_ms,
 #       idempotency record ('' when the request carries no key), subject ('' when nobody owns
 #       conversations: BROKER_AUTH=none), '1' when the subject may write every conversation,
-#       title (the conversation's title, kept if this message creates it)
+#       title (the conversation's title, kept if this message creates it), the run's job entry
 # The first message creates the conversation and records its subject as the owner, in this one
 # step: of many subjects racing to create one id, exactly one owns it and the others are refused
 # here, before anything is written. A conversation created with no owner has no owner to match.
@@ -90,7 +90,8 @@ end
 redis.call('HSET', KEYS[2], 'key:' .. KEYS[3], '')
 if ARGV[9] ~= '' then redis.call('HSET', KEYS[2], 'key:' .. KEYS[4], '') end
 redis.call('HSET', KEYS[3], 'status', 'queued', 'message_id', ARGV[2],
-           'assistant_message_id', ARGV[3], 'model', ARGV[4], 'message_event_id', id)
+           'assistant_message_id', ARGV[3], 'model', ARGV[4], 'message_event_id', id,
+           'job_entry', ARGV[13])
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
 if ARGV[9] ~= '' then
   redis.call('SET', KEYS[4], ARGV[9] .. '\\n' .. id, 'PX', ARGV[8])
@@ -353,6 +354,7 @@ class Store:
         idempotency_record: str,
         owner: Owner = NOBODY,
         title: str = "",
+        job_entry: str = "",
     ) -> Accepted:
         """Append the user's message and open a run, unless another run is active or the
         conversation is somebody else's."""
@@ -365,7 +367,7 @@ class Store:
                     run_id, message_id, assistant_message_id, model, data,
                     self._maxlen, self._ttl_ms, self._idem_ttl_ms,
                     idempotency_record if idempotency_key else "",
-                    owner.subject, "1" if owner.admin else "0", title,
+                    owner.subject, "1" if owner.admin else "0", title, job_entry,
                 ],
             )
         )

@@ -110,11 +110,20 @@ async def delete_conversation(store: Store, cid: str, cancel_wait: float) -> boo
     """Cancel the active run, waiting for its end so that its worker writes nothing after, then
     delete every key. Returns False when the conversation does not exist."""
     active = await store.active_run(cid)
+    unstarted_job = None
     if active is not None:
         try:
             await cancel_run(store, cid, active, cancel_wait)
         except ApiError:
             pass  # the run ended and went in between: nothing to cancel
+        info = await store.run_info(cid, active) or {}
+        if "worker" not in info and info.get("job_entry"):
+            # Ended before any worker started it (none can now): its job is still queued, and
+            # a worker reading it after the deletion would mark the run orphaned, a key of the
+            # conversation again. Withdrawn, as posting withdraws the job of a refused run.
+            unstarted_job = info["job_entry"]
     with anyio.CancelScope(shield=True):  # half a deletion helps nobody: finish it
         owner = await store.delete(cid)
+        if active is not None and unstarted_job is not None:
+            await store.redis.xdel(store.keys.job_stream(active), unstarted_job)
     return owner is not None

@@ -115,6 +115,7 @@ async def post_message(
         idempotency_record=f"{fingerprint}\n{run_id}\n{message_id}",
         owner=owner,
         title=title_of(message.content),
+        job_entry=job_id.decode(),
     )
     if accepted.outcome != "ok":
         # A worker that already read the job finds it gone and leaves the run's keys untouched.
