@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import redis
 
+from broker.front.conversations import encode_cursor
 from tests.api import Api, error_code
 from tests.helpers import job_streams, new_cid, nth_delta, terminal_of
 from tests.stack import Stack, base_environment
@@ -103,6 +104,7 @@ async def test_the_list_is_mine_newest_first_in_pages(stack: Stack) -> None:
         ("?limit=%C2%B2", "invalid_query"),  # a digit to str.isdigit, not to int()
         ("?cursor=%25%25", "invalid_cursor"),
         ("?cursor=bm90LWEtY3Vyc29y", "invalid_cursor"),
+        ("?cursor=" + encode_cursor(10**400, "x"), "invalid_cursor"),  # no score Redis takes
     ]:
         response = await alice.request("GET", "/v1/conversations" + query)
         assert response.status_code == 400, query

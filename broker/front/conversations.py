@@ -25,6 +25,7 @@ DEFAULT_PAGE = 20
 MAX_PAGE = 100
 _READ_AHEAD = 16  # index entries read per round trip beyond what the page still needs
 _FIELDS = ["first_id", "title", "active_run", "owner"]
+_MAX_SCORE = 2**53  # scores are milliseconds; Redis holds them exactly below this
 
 
 def title_of(content: str) -> str:
@@ -41,6 +42,8 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         score, cid = raw.split(":", 1)
+        if not score.isascii() or not 0 <= int(score) < _MAX_SCORE:
+            raise ValueError(score)
         return int(score), cid
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise ApiError(
