@@ -199,6 +199,10 @@ async def test_delete_cancels_the_run_ends_streams_and_leaves_nothing(
     assert cid not in [c["conversation_id"] for c in (await _list(alice))["conversations"]]
     again = await alice.request("DELETE", f"/v1/conversations/{cid}")
     assert again.status_code == 404 and error_code(again) == "conversation_not_found"
+    # A method the path does not take is refused with every method it does take.
+    put = await alice.request("PUT", f"/v1/conversations/{cid}")
+    assert put.status_code == 405 and error_code(put) == "method_not_allowed"
+    assert {m.strip() for m in put.headers["allow"].split(",")} == {"GET", "HEAD", "DELETE"}
     # The id is free again: a new conversation, whose first message creates it afresh.
     reborn = await b.api.bearer(hs256("bob")).start_run(cid, "mine now", tokens=2, interval_ms=1)
     assert reborn["run_id"] != run_id
