@@ -350,3 +350,25 @@ async def test_deleting_a_run_no_worker_started_withdraws_its_job(
     stack.worker()
     await asyncio.sleep(2)  # longer than a worker waits for a run it has the job of
     assert _keys_of(redis_client, prefix, cid) == []
+
+
+@ON_BOTH
+async def test_deleting_a_conversation_from_before_the_meta_named_its_keys(
+    stack: Stack, redis_client: redis.Redis, prefix: str
+) -> None:
+    """Conversations stored by an earlier version have no ``key:`` fields: their keys are found
+    by a scan instead, and all go."""
+    stack.start(fronts=1, workers=1, **AUTH)
+    alice = stack.fronts[0].api.bearer(hs256("alice"))
+    cid = new_cid("legacy")
+    first = await alice.post_message(
+        cid, "old", headers={"Idempotency-Key": "k"}, tokens=2, interval_ms=1
+    )
+    await alice.wait_run_finished(cid, first.json()["run_id"])
+    await _finished(alice, cid, "older")
+    meta = f"{prefix}:{{{cid}}}:meta"
+    named = [f for f in redis_client.hkeys(meta) if f.startswith(b"key:")]
+    assert len(named) == 3  # two runs, one idempotency record
+    redis_client.hdel(meta, *named)
+    assert (await alice.request("DELETE", f"/v1/conversations/{cid}")).status_code == 204
+    assert _keys_of(redis_client, prefix, cid) == []

@@ -16,21 +16,21 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 
 class ConversationKeys:
-    __slots__ = ("_base", "events", "meta", "live")
+    __slots__ = ("base", "events", "meta", "live")
 
     def __init__(self, prefix: str, cid: str) -> None:
-        self._base = f"{prefix}:{{{cid}}}"
-        self.events = f"{self._base}:events"  # the Redis Stream: every event, in order
+        self.base = f"{prefix}:{{{cid}}}"  # every key of the conversation starts with it
+        self.events = f"{self.base}:events"  # the Redis Stream: every event, in order
         # hash: active_run, first_id (first entry ever written), owner (the subject who created it)
-        self.meta = f"{self._base}:meta"
-        self.live = f"{self._base}:live"  # pub/sub channel: every append, as it is stored
+        self.meta = f"{self.base}:meta"
+        self.live = f"{self.base}:live"  # pub/sub channel: every append, as it is stored
 
     def run(self, run_id: str) -> str:
         """Hash of one run: status, ids of its message and terminal events, owner."""
-        return f"{self._base}:run:{run_id}"
+        return f"{self.base}:run:{run_id}"
 
     def idempotency(self, key: str) -> str:
-        return f"{self._base}:idem:{key}"
+        return f"{self.base}:idem:{key}"
 
 
 class SubjectKeys:

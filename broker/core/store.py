@@ -9,6 +9,7 @@ can interleave inside them.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -545,6 +546,8 @@ class Store:
         while True:
             fields = await self.redis.hkeys(keys.meta)
             named = [f.decode()[4:] for f in fields if f.startswith(b"key:")]
+            if fields and not named:
+                named = await self._scan_keys(keys)  # created before the meta named its keys
             result = _text(
                 await self._delete(
                     keys=[keys.events, keys.meta, keys.live, *named], args=[DELETED_NOTICE]
@@ -556,6 +559,13 @@ class Store:
                 owner = result[1]
                 await self.redis.zrem(self.keys.owned(owner), cid)
                 return owner
+
+    async def _scan_keys(self, keys: ConversationKeys) -> list[str]:
+        """The run and idempotency keys of a conversation, found by scanning the keyspace."""
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", keys.base) + ":*"
+        fixed = {keys.events, keys.meta}
+        found = [key.decode() async for key in self.redis.scan_iter(match=pattern, count=1000)]
+        return [key for key in found if key not in fixed]
 
     async def exists(self, cid: str) -> bool:
         keys = self.conversation(cid)
