@@ -35,6 +35,7 @@ from broker.front.errors import ApiError
 from broker.front.feed import Feed, resolve_start
 from broker.front.limits import Cost
 from broker.front.metrics import FrontMetrics, metrics_endpoint
+from broker.front.observe import access_of
 from broker.front.openapi import DOCUMENT
 from broker.front.posting import idempotency_key_of
 from broker.front.principal import principal_of
@@ -180,7 +181,12 @@ async def _waiting_body(
         expires_at=principal_of(request).expires_at,
         exact=start.position != ORIGIN,
     )
-    async with aclosing(_sse_body(start.reset or b"", feed)) as chunks:
+    access = access_of(request.scope)
+    if access is not None:
+        access.feed = feed  # its access log line reports what the feed sent, and why it ended
+    if start.reset:
+        services.metrics.resets.inc()
+    async with aclosing(_sse_body(start.reset or b"", feed, services.metrics)) as chunks:
         async for chunk in chunks:
             yield chunk
 
