@@ -113,6 +113,9 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
+    # A trailing slash is answered where it was asked (404 not_found, or 400 invalid_id under
+    # /v1/conversations/), never redirected to another URL.
+    app.router.redirect_slashes = False
     app.state.drain = lambda: None
     return app
 

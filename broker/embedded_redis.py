@@ -48,7 +48,10 @@ class EmbeddedRedis:
         port: int | None = None,
         appendonly: bool = True,
         appendfsync: str = "everysec",
+        detached: bool = False,
     ) -> None:
+        """``detached``: in a session of its own, so a terminal's Ctrl-C does not stop it under
+        processes still finishing their work; whoever started it stops it, last."""
         binary = find_redis_server()
         if binary is None:
             raise RuntimeError(
@@ -61,6 +64,7 @@ class EmbeddedRedis:
         self.port = port or free_port()
         self.appendonly = appendonly
         self.appendfsync = appendfsync
+        self.detached = detached
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -81,7 +85,12 @@ class EmbeddedRedis:
             "--maxclients", "20000",
             "--logfile", str(self.data_dir / "redis.log"),
         ]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            start_new_session=self.detached,
+        )
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + timeout
         try:
@@ -177,8 +186,15 @@ class EmbeddedCluster:
     """
 
     def __init__(
-        self, data_dir: Path, *, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 1000
+        self,
+        data_dir: Path,
+        *,
+        masters: int = 3,
+        replicas: int = 1,
+        node_timeout_ms: int = 1000,
+        detached: bool = False,
     ) -> None:
+        """``detached``: every node in a session of its own (see ``EmbeddedRedis``)."""
         reason = cluster_unavailable_reason()
         if reason is not None:
             raise RuntimeError(reason)
@@ -188,6 +204,7 @@ class EmbeddedCluster:
         self.masters = masters
         self.replicas = replicas
         self.node_timeout_ms = node_timeout_ms
+        self.detached = detached
         self.ports: list[int] = []
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -215,7 +232,10 @@ class EmbeddedCluster:
             "--logfile", str(node_dir / "redis.log"),
         ]
         self.processes[port] = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            start_new_session=self.detached,
         )
         client = redis.Redis(port=port)
         deadline = time.monotonic() + timeout

@@ -226,19 +226,7 @@ TABLE: list[Bad] = [
         404,
         "conversation_not_found",
     ),
-    _stream(
-        "unknown conversation stream",
-        "/v1/conversations/nobody_here/stream",
-        404,
-        "conversation_not_found",
-    ),
-    _stream(
-        "unknown conversation stream with lei",
-        "/v1/conversations/nobody_here/stream",
-        404,
-        "conversation_not_found",
-        **{"Last-Event-ID": "1-0"},
-    ),
+    # (The stream of an unknown conversation waits for it: tests/test_conversations.py.)
     _stream(
         "unknown conversation active run",
         "/v1/conversations/nobody_here/runs/active/stream",
@@ -262,6 +250,41 @@ TABLE: list[Bad] = [
         404,
         "run_not_found",
     ),
+    # Unknown fields are refused at the top as in params: a misspelt field is not dropped.
+    _post("unknown top-level field", {"content": "x", "modle": "simulated"}, 422, "invalid_field"),
+    _post("unknown param", {"content": "x", "params": {"tokenz": 3}}, 422, "invalid_field"),
+    # Only JSON is read as JSON.
+    Bad(
+        "form body",
+        "POST",
+        f"/v1/conversations/{KNOWN}/messages",
+        415,
+        "unsupported_media_type",
+        content=b'{"content": "x"}',
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    ),
+    Bad(
+        "text body",
+        "POST",
+        f"/v1/conversations/{KNOWN}/messages",
+        415,
+        "unsupported_media_type",
+        content=b'{"content": "x"}',
+        headers={"Content-Type": "text/plain"},
+    ),
+    Bad(
+        "no content type",
+        "POST",
+        f"/v1/conversations/{KNOWN}/messages",
+        415,
+        "unsupported_media_type",
+        content=b'{"content": "x"}',
+    ),
+    # Paths and methods no route takes: JSON, answered where asked (no redirect).
+    Bad("unknown path", "GET", "/v2/nothing", 404, "not_found"),
+    Bad("trailing slash", "GET", "/v1/models/", 404, "not_found"),
+    Bad("trailing slash on a probe", "GET", "/healthz/", 404, "not_found"),
+    Bad("wrong method", "DELETE", "/v1/models", 405, "method_not_allowed"),
     # State conflicts.
     Bad(
         "cancel with nothing running",

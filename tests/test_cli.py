@@ -261,3 +261,54 @@ def test_tail_into_a_reader_that_goes_away_ends_quietly(stack: Stack) -> None:
     tail.stdout.close()  # as `head -1` does once it has its line
     assert tail.wait(timeout=20) == 0
     assert tail.stderr.read() == ""
+
+
+def test_serve_says_where_it_serves_and_refuses_an_unreachable_redis(redis_url: str) -> None:
+    """``broker serve`` names its address, Redis (never its password), auth mode and version on
+    start; a Redis that does not answer stops it with the address it tried, not a hang."""
+    port = free_port()
+    env = {**base_environment(), "BROKER_AUTH": "none", "BROKER_REDIS_URL": redis_url}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "broker", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert f"http://127.0.0.1:{port}" in first and "auth=none" in first, first
+    assert re.search(r"broker serve \S+:", first) and redis_url in first
+
+    dead = f"redis://someone:hunter2@127.0.0.1:{free_port()}/0"
+    result = subprocess.run(
+        [sys.executable, "-m", "broker", "serve", "--port", str(port)],
+        env={**env, "BROKER_REDIS_URL": dead, "BROKER_REDIS_WAIT_SECONDS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    _no_traceback(result)
+    assert result.returncode == 1
+    where = dead.replace("hunter2", "***")
+    assert f"cannot reach Redis at {where} (BROKER_REDIS_URL)" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_a_bad_setting_names_its_variable() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "broker", "serve"],
+        env={**base_environment(), "BROKER_STREAM_MAXLEN": "lots"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    _no_traceback(result)
+    assert result.returncode == 1 and "BROKER_STREAM_MAXLEN" in result.stderr
+    assert "stream_maxlen" not in result.stderr

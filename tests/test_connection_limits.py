@@ -101,6 +101,21 @@ async def test_too_many_headers_are_refused_with_431(front: Front) -> None:
     assert status == 431 and _error_code(body) == "headers_too_large"
 
 
+@pytest.mark.parametrize(
+    "request_bytes",
+    [b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nHost x\r\n\r\n", b"GET /\x00 HTTP/1.1\r\n\r\n"],
+    ids=["not http", "header without colon", "nul in target"],
+)
+async def test_malformed_http_is_answered_in_the_error_shape(
+    front: Front, request_bytes: bytes
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", front.port)
+    writer.write(request_bytes)
+    status, body = await _answer(reader)
+    writer.close()
+    assert status == 400 and _error_code(body) == "malformed_request"
+
+
 async def test_a_head_that_never_ends_is_answered_408_in_time(front: Front) -> None:
     """One header line now and then (slowloris): the deadline counts from the first byte."""
     reader, writer = await asyncio.open_connection("127.0.0.1", front.port)

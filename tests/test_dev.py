@@ -114,3 +114,144 @@ async def test_broker_dev_serves_a_conversation_and_stops_everything(
     # Open by default, and it says so, once.
     warnings = [line for line in log_path.read_text().splitlines() if "BROKER_AUTH=none" in line]
     assert len(warnings) == 1 and "every conversation" in warnings[0]
+
+
+async def _start_dev(
+    cwd: Path, port: int, log_path: Path
+) -> tuple[asyncio.subprocess.Process, str]:
+    """``broker dev`` as a terminal runs it: the leader of its own process group."""
+    with open(log_path, "ab") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "broker",
+            "dev",
+            "--port",
+            str(port),
+            cwd=cwd,
+            env=base_environment(),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    assert process.stdout is not None
+    async with asyncio.timeout(60):
+        line = (await process.stdout.readline()).decode()
+    if "serving" not in line:
+        process.kill()
+        await process.wait()
+        pytest.fail(f"broker dev did not serve:\n{line}{log_path.read_text()}")
+    return process, line
+
+
+async def _ctrl_c(process: asyncio.subprocess.Process) -> None:
+    """What a terminal does on Ctrl-C: SIGINT to every process of the foreground group."""
+    os.killpg(process.pid, signal.SIGINT)
+    async with asyncio.timeout(40):
+        await process.wait()
+
+
+async def test_ctrl_c_lets_the_run_in_flight_finish(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole group; the worker still gets its grace period, so the answer
+    in flight completes (it fits in the grace period) rather than ending ``worker_lost`` when
+    the next ``broker dev`` starts. Nothing is printed as a traceback or a lost connection."""
+    (tmp_path / "pyproject.toml").touch()
+    log_path = tmp_path / "dev-stderr.log"
+    port = free_port()
+    process, _ = await _start_dev(tmp_path, port, log_path)
+    url = f"http://127.0.0.1:{port}"
+    cid = new_cid("ctrlc")
+    try:
+        run = await Api(url).start_run(cid, "slow enough to be cut", tokens=100, interval_ms=30)
+        async with await Api(url).stream(cid) as stream:
+            await stream.read_until(lambda e: e.event == "delta", timeout=30)
+        await _ctrl_c(process)
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+    assert process.returncode == 0
+    said = log_path.read_text()
+    assert "Traceback" not in said and "lost" not in said.lower(), said
+
+    # The same project, from a subdirectory: the same .broker/, so the same conversation.
+    (tmp_path / "sub").mkdir()
+    process, _ = await _start_dev(tmp_path / "sub", port, log_path)
+    try:
+        snapshot = (await Api(url).snapshot(cid)).json()
+        await _ctrl_c(process)
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+    assert not (tmp_path / "sub" / ".broker").exists()
+    answer = snapshot["messages"][-1]
+    assert answer["run_id"] == run["run_id"]
+    assert answer["status"] == "completed", answer
+    assert len(answer["content"].split()) == 100
+
+
+async def test_a_second_dev_in_the_same_project_or_on_a_busy_port_refuses(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").touch()
+    log_path = tmp_path / "dev-stderr.log"
+    port = free_port()
+    process, _ = await _start_dev(tmp_path, port, log_path)
+    try:
+        env = base_environment()
+        command = [sys.executable, "-m", "broker", "dev", "--port"]
+        # Same project (its Redis data), another port: the lock names the first one.
+        same_data = await asyncio.create_subprocess_exec(
+            *command,
+            str(free_port()),
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(same_data.communicate(), 30)
+        assert same_data.returncode == 1 and not out
+        assert f"another broker dev (pid {process.pid})" in err.decode()
+
+        # Another directory, the same port: refused before anything claims to serve.
+        (tmp_path / "other").mkdir()
+        busy_port = await asyncio.create_subprocess_exec(
+            *command,
+            str(port),
+            cwd=tmp_path / "other",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(busy_port.communicate(), 30)
+        assert busy_port.returncode == 1 and b"serving" not in out
+        assert f"cannot listen on 127.0.0.1:{port}" in err.decode()
+        assert not (tmp_path / "other" / ".broker").exists()
+        await _ctrl_c(process)
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+    assert process.returncode == 0
+
+
+async def test_a_bad_catalogue_is_reported_once_before_anything_starts(tmp_path: Path) -> None:
+    env = {**base_environment(), "BROKER_MODELS_FILE": str(tmp_path / "missing.toml")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "broker",
+        "dev",
+        "--port",
+        str(free_port()),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    said = err.decode()
+    assert process.returncode == 1 and not out
+    assert said.count("missing.toml") == 1 and said.startswith("model catalogue: "), said
+    assert "Traceback" not in said
+    assert not (tmp_path / ".broker").exists(), "nothing was started"

@@ -134,8 +134,8 @@ async def test_open_streams_are_counted_across_fronts_and_a_dead_front_stops_cou
         assert refused.headers["retry-after"]
     # A refused stream holds none of its subject's streams: bob's limit is 2 too.
     bob = a.api.bearer(hs256("bob"))
-    for target in (cid, new_cid(), new_cid()):
-        assert (await bob.stream(target)).status == 404
+    for _ in range(3):
+        assert (await bob.stream(cid)).status == 404
 
     await on_a.close()  # a client that goes away frees its stream at once, on any front
     again = await _eventually_admitted(b, alice, cid)
@@ -213,3 +213,19 @@ async def test_zero_turns_a_limit_off(stack: Stack) -> None:
     # 30 runs at once, none of them ends (no worker): past the default of 16 active runs.
     responses = await asyncio.gather(*(alice.post_message(new_cid(), long_prompt) for _ in range(30)))
     assert {r.status_code for r in responses} == {202}
+
+
+async def test_a_limit_of_one_reads_as_english(stack: Stack) -> None:
+    stack.start(fronts=1, workers=0, max_streams_per_conversation=1, limit_posts_per_minute=1)
+    (front,) = stack.fronts
+    cid = new_cid("one")
+    await front.api.start_run(cid, "hi")
+    async with await front.api.stream(cid) as first:
+        assert first.status == 200
+        refused = await front.api.stream(cid)
+        assert refused.status == 429
+        message = refused.response.json()["error"]["message"]
+        assert message == "this conversation already has 1 open stream here"
+    second = await front.api.post_message(new_cid("one"))
+    assert second.status_code == 429
+    assert second.json()["error"]["message"] == "more than 1 message a minute"

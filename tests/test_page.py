@@ -268,3 +268,23 @@ def test_tool_calls_results_and_data_are_shown_live_and_after_a_reload(
     page.reload()
     wait_answer(page, "completed")
     assert page.locator(f"{ANSWERS} .content").inner_html() == live, "the snapshot renders the same"
+
+
+def test_a_page_on_a_new_id_shows_the_first_answer_and_a_deletion_empties_it(
+    stack: Stack, browser: Browser
+) -> None:
+    stack.start(fronts=1, workers=1)
+    front, cid = stack.fronts[0], new_cid()
+    page = browser.page(f"{front.url}/#/c/{cid}")
+    wait_status(page, "waiting")
+    with BrokerClient(front.url) as client:
+        # Posted from elsewhere: the page's waiting stream delivers it, no reload, no polling.
+        client.send(cid, "asked from another device", params={"tokens": 6, "interval_ms": 5})
+        wait_answer(page, "completed")
+        assert users(page) == ["asked from another device"]
+        wait_status(page, "live")
+        client.delete_conversation(cid)
+    wait_status(page, "waiting")
+    assert users(page) == []
+    assert page.locator(ANSWERS).count() == 0
+    browser.shot(page, "deleted")

@@ -211,11 +211,11 @@ def _snapshot_messages() -> list[SnapshotMessage]:
     return [
         SnapshotMessage("m1", "user", "first question", "", "r1", "completed"),
         SnapshotMessage("m2", "assistant", "first answer", "some reasoning", "r1", "completed"),
-        SnapshotMessage("m3", "user", "cancelled at once", "", "r2", "completed"),
+        SnapshotMessage("m3", "user", "cancelled at once", "", "r2", "cancelled"),
         SnapshotMessage("m4", "assistant", "", "", "r2", "cancelled"),
-        SnapshotMessage("m5", "user", "second question", "", "r3", "completed"),
+        SnapshotMessage("m5", "user", "second question", "", "r3", "cancelled"),
         SnapshotMessage("m6", "assistant", "partial second answer", "", "r3", "cancelled"),
-        SnapshotMessage("m7", "user", "the new prompt", "", "r4", "completed"),
+        SnapshotMessage("m7", "user", "the new prompt", "", "r4", "running"),
         SnapshotMessage("m8", "assistant", "", "", "r4", "running"),
     ]
 

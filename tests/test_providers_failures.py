@@ -114,6 +114,26 @@ async def test_status_codes(fake: FakeUpstream, status: int, code: str) -> None:
             {"retry-after": "3"},
             "retry after 3 s",
         ),
+        (
+            "gemini",
+            "/v1beta",
+            {
+                "error": {
+                    "code": 429,
+                    "message": "You exceeded your current quota.",
+                    "status": "RESOURCE_EXHAUSTED",
+                    "details": [
+                        {
+                            "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                            "violations": [{"quotaMetric": "generate_content_free_tier"}],
+                        },
+                        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"},
+                    ],
+                }
+            },
+            {},
+            "retry after 7 s",
+        ),
         ("ollama", "", {"error": "too many requests"}, {}, "no retry-after given"),
     ],
 )
@@ -129,7 +149,41 @@ async def test_rate_limit_reports_the_retry_after(
         ("exhausted" in failure.message)
         or ("rate limit" in failure.message.lower())
         or ("too many" in failure.message)
+        or ("quota" in failure.message)
     )
+
+
+async def test_an_invalid_gemini_key_is_auth_failed(fake: FakeUpstream) -> None:
+    """Gemini answers a bad key with 400 INVALID_ARGUMENT; its ErrorInfo names the key."""
+    fake.reply(
+        json_reply(
+            400,
+            {
+                "error": {
+                    "code": 400,
+                    "message": "API key not valid. Please pass a valid API key.",
+                    "status": "INVALID_ARGUMENT",
+                    "details": [
+                        {
+                            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                            "reason": "API_KEY_INVALID",
+                            "domain": "googleapis.com",
+                            "metadata": {"service": "generativelanguage.googleapis.com"},
+                        }
+                    ],
+                }
+            },
+        )
+    )
+    async with provider("gemini", fake.url + "/v1beta") as p:
+        failure = ending(await run(p))
+    assert failure == Failure("auth_failed", "the upstream refused the credentials (HTTP 400)")
+    # Any other 400 stays a bad request.
+    fake.reply(
+        json_reply(400, {"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}})
+    )
+    async with provider("gemini", fake.url + "/v1beta") as p:
+        assert ending(await run(p)).code == "bad_request"
 
 
 async def test_anthropic_overloaded_status(fake: FakeUpstream) -> None:

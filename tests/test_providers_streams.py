@@ -17,7 +17,14 @@ from broker.core.events import Usage
 from tests.upstreams import streams
 from tests.upstreams.harness import API_KEY, HISTORY, ending, provider, request, run, text
 from tests.upstreams.server import FakeUpstream, Reply, ndjson_reply, sse_reply
-from workers.providers.base import Failure, Finish, Text, ToolCallDelta, ToolCallWhole
+from workers.providers.base import (
+    Failure,
+    Finish,
+    GenerationRequest,
+    Text,
+    ToolCallDelta,
+    ToolCallWhole,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -196,6 +203,7 @@ async def test_body_ending_cleanly_before_the_end_marker_is_a_cut(
         ("openai_responses", "/v1", streams.OPENAI_RESPONSES_FAILED, "upstream_error", False),
         ("anthropic", "", streams.ANTHROPIC_OVERLOADED, "overloaded", False),
         ("gemini", "/v1beta", streams.GEMINI_ERROR, "overloaded", False),
+        ("gemini", "/v1beta", streams.GEMINI_RAW_ERROR, "overloaded", False),
         ("ollama", "", streams.OLLAMA_ERROR, "upstream_error", True),
     ],
 )
@@ -209,6 +217,43 @@ async def test_error_reported_mid_stream(
     assert isinstance(failure, Failure) and failure.code == code, failure
     assert failure.message
     assert text(chunks) == "Hello"
+
+
+async def test_gemini_error_as_bare_json_is_reported_with_its_own_words(
+    fake: FakeUpstream,
+) -> None:
+    fake.reply(sse_reply(streams.GEMINI_RAW_ERROR, piece=7))
+    async with provider("gemini", fake.url + "/v1beta") as p:
+        failure = ending(await run(p))
+    assert failure == Failure(
+        "overloaded",
+        "the upstream reported an error: The model is overloaded. Please try again later.",
+    )
+
+
+@pytest.mark.parametrize(
+    ("upstream_model", "field", "override"),
+    [
+        ("gpt-4o", "max_tokens", ""),
+        ("o3-mini", "max_completion_tokens", ""),
+        ("o1", "max_completion_tokens", ""),
+        ("gpt-5-mini", "max_completion_tokens", ""),
+        ("openai/o4-mini", "max_completion_tokens", ""),
+        ("my-o3-finetune", "max_tokens", "max_tokens"),
+        ("my-reasoner", "max_completion_tokens", "max_completion_tokens"),
+    ],
+)
+async def test_openai_reasoning_models_get_max_completion_tokens(
+    fake: FakeUpstream, upstream_model: str, field: str, override: str
+) -> None:
+    fake.reply(sse_reply(streams.OPENAI_CHAT))
+    extra = {"max_tokens_field": override} if override else {}
+    req = GenerationRequest("test-model", "Greet me.", {"max_tokens": 50}, HISTORY, upstream_model)
+    async with provider("openai_chat", fake.url + "/v1", **extra) as p:
+        await run(p, req)
+    body = fake.requests[0].json()
+    other = {"max_tokens", "max_completion_tokens"} - {field}
+    assert body[field] == 50 and not other & set(body), body
 
 
 async def test_generic_error_path(fake: FakeUpstream) -> None:
@@ -380,12 +425,21 @@ async def test_tools_go_upstream_in_each_vendor_s_shape(
         "openai_chat": [
             {
                 "type": "function",
-                "function": {"name": "get_weather", "description": description, "parameters": schema},
+                "function": {
+                    "name": "get_weather",
+                    "description": description,
+                    "parameters": schema,
+                },
             },
             {"type": "function", "function": {"name": "get_time", "parameters": empty}},
         ],
         "openai_responses": [
-            {"type": "function", "name": "get_weather", "description": description, "parameters": schema},
+            {
+                "type": "function",
+                "name": "get_weather",
+                "description": description,
+                "parameters": schema,
+            },
             {"type": "function", "name": "get_time", "parameters": empty},
         ],
         "anthropic": [

@@ -294,6 +294,9 @@ class UiMessageStream:
             "server_draining", "this server is shutting down; resume to read the rest elsewhere"
         )
 
+    def deleted(self) -> bytes:
+        return error_frame("conversation_deleted", "this conversation was deleted")
+
 
 # UIMessage, as the SDK assembles it from the chunks above (only the fields these chunks set).
 

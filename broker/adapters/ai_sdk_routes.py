@@ -45,7 +45,7 @@ from broker.front.errors import ApiError
 from broker.front.feed import Feed
 from broker.front.limits import Cost
 from broker.front.posting import idempotency_key_of, post_message
-from broker.front.request_body import decode_json_object, read_body
+from broker.front.request_body import decode_json_object, read_body, require_json
 from broker.front.services import Services
 from broker.front.sse import EventStreamResponse
 from broker.front.streams import open_run_feed
@@ -91,6 +91,7 @@ async def chat_of(request: Request) -> str:
     stays on the request for the handler."""
     idempotency_key_of(request)
     services: Services = request.state.services
+    require_json(request)
     body = await read_body(request, services.settings.max_body_bytes)
     chat = decode_json_object(body, ChatRequest)
     if not is_valid_path_id(chat.id):

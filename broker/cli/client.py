@@ -46,6 +46,19 @@ status.
 examples:
   broker show demo
   broker show demo --json""",
+    "list": """\
+List your conversations, the most recently active first: id, last activity, title,
+and whether an answer is running.
+
+examples:
+  broker list
+  broker list --limit 5""",
+    "delete": """\
+Delete a conversation and everything stored of it. A running answer is stopped
+first; streams following it end.
+
+examples:
+  broker delete demo""",
 }
 
 
@@ -105,7 +118,8 @@ class AnswerPrinter:
             self._write(event.text)
         elif isinstance(event, RunCompleted):
             self._end_line()
-            usage = f", {event.usage.output_tokens} tokens" if event.usage else ""
+            count = event.usage.output_tokens if event.usage else 0
+            usage = f", {count} token{'' if count == 1 else 's'}" if event.usage else ""
             self._write(f"{s.dim}[completed: {event.finish_reason}{usage}]{s.reset}\n")
         elif isinstance(event, RunCancelled):
             self._end_line()
@@ -257,6 +271,36 @@ def show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def list_conversations(args: argparse.Namespace, settings: Settings) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise SystemExit("broker list: --limit must be at least 1")
+    style = Style(sys.stdout)
+    with _client(args, settings) as client:
+        cursor = None
+        shown = 0
+        while args.limit is None or shown < args.limit:
+            page_size = 100 if args.limit is None else min(100, args.limit - shown)
+            page = client.list_conversations(limit=page_size, cursor=cursor)
+            for summary in page.conversations:
+                when = datetime.fromtimestamp(summary.last_activity_at / 1000)
+                running = f"  {style.dim}[running]{style.reset}" if summary.active_run_id else ""
+                print(f"{summary.conversation_id}  {when:%Y-%m-%d %H:%M}  {summary.title}{running}")
+            shown += len(page.conversations)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+    if not shown:
+        print(f"{style.dim}no conversations yet{style.reset}", file=sys.stderr)
+    return 0
+
+
+def delete(args: argparse.Namespace, settings: Settings) -> int:
+    with _client(args, settings) as client:
+        client.delete_conversation(args.cid)
+    print(f"deleted {args.cid}")
+    return 0
+
+
 def explain(error: Exception, args: argparse.Namespace, url: str) -> str:
     """One line that says what went wrong and what to do about it."""
     from broker.client import (
@@ -400,3 +444,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     sub.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     _common(sub)
     sub.set_defaults(run=_run(show), client=True)
+
+    sub = add("list", "list your conversations, most recently active first")
+    sub.add_argument(
+        "--limit", type=int, metavar="N", help="print at most N (default: all of them)"
+    )
+    _common(sub)
+    sub.set_defaults(run=_run(list_conversations), client=True)
+
+    sub = add("delete", "delete a conversation and everything stored of it")
+    sub.add_argument("cid", metavar="CID", help="the conversation id")
+    _common(sub)
+    sub.set_defaults(run=_run(delete), client=True)

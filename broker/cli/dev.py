@@ -3,30 +3,84 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
-from broker.core.settings import Settings
+from broker.core.settings import Settings, redacted_url
 
 
-def _wait_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
+def _wait_ready(
+    url: str, processes: list[subprocess.Popen[bytes]], stopping: Callable[[], bool]
+) -> bool:
+    """True once the front answers ``/readyz``; False when asked to stop first."""
+    deadline = time.monotonic() + 30.0
     while time.monotonic() < deadline:
+        if stopping():
+            return False
         if any(p.poll() is not None for p in processes):
             raise SystemExit("broker dev: a process exited during start-up")
         try:
             with urllib.request.urlopen(url + "/readyz", timeout=1) as response:
                 if response.status == 200:
-                    return
+                    return True
         except OSError:
             time.sleep(0.1)
     raise SystemExit("broker dev: the front did not become ready")
+
+
+def project_root(start: Path) -> Path:
+    """The nearest directory at or above ``start`` holding ``pyproject.toml`` or ``.git``.
+
+    ``.broker/`` lives there, so running from a subdirectory finds the same Redis data; a
+    directory outside any project is its own root.
+    """
+    for directory in (start, *start.parents):
+        if (directory / "pyproject.toml").exists() or (directory / ".git").exists():
+            return directory
+    return start
+
+
+def lock_data_dir(data: Path) -> TextIO:
+    """Hold ``data/lock`` for this process's life: two launchers on one Redis data directory
+    would each start a redis-server on the same files and corrupt them."""
+    data.mkdir(parents=True, exist_ok=True)
+    handle = open(data / "lock", "a+")  # noqa: SIM115 - held until the process exits
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise SystemExit(
+            f"broker dev: another broker dev (pid {holder}) is using {data}; stop it first"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port something already listens on, before the readiness probe could reach it."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SystemExit(
+                f"broker dev: cannot listen on {host}:{port}: {exc.strerror}"
+            ) from None
 
 
 def dev(host: str, port: int, cluster: bool = False) -> None:
@@ -34,40 +88,15 @@ def dev(host: str, port: int, cluster: bool = False) -> None:
 
     ``cluster``: a local Redis Cluster instead (three masters, each with a replica), started
     fresh and thrown away at the end.
+
+    Every child runs in its own session, so the SIGINT a terminal sends the whole foreground
+    group on Ctrl-C reaches this process alone; it then stops the front and the worker with
+    one SIGTERM each (the worker finishes or hands back its runs within its grace period) and
+    Redis last, once nothing needs it.
     """
+    from broker.core.models import Catalogue, CatalogueError
     from broker.embedded_redis import EmbeddedCluster, EmbeddedRedis
 
-    env = dict(os.environ)
-    embedded: EmbeddedRedis | EmbeddedCluster | None = None
-    if cluster:
-        if env.get("BROKER_REDIS_URL"):
-            raise SystemExit("broker dev --cluster starts its own cluster: unset BROKER_REDIS_URL")
-        data = Path(".broker") / "cluster"
-        shutil.rmtree(data, ignore_errors=True)
-        try:
-            embedded = EmbeddedCluster(data).start()
-        except RuntimeError as exc:
-            raise SystemExit(f"broker dev --cluster: {exc}") from None
-        env["BROKER_REDIS_URL"] = embedded.url
-        env["BROKER_REDIS_CLUSTER"] = "true"
-    elif not env.get("BROKER_REDIS_URL"):
-        embedded = EmbeddedRedis(Path(".broker") / "redis").start()
-        env["BROKER_REDIS_URL"] = embedded.url
-    if not env.get("BROKER_AUTH"):
-        env["BROKER_AUTH"] = "none"
-    if env["BROKER_AUTH"] == "none":
-        print(
-            "broker dev: WARNING: BROKER_AUTH=none: anyone who can reach this port may read, "
-            "post to and cancel every conversation",
-            file=sys.stderr,
-            flush=True,
-        )
-    Settings.from_env(env)  # refuse bad settings before starting anything
-    command = [sys.executable, "-m", "broker"]
-    children = [
-        subprocess.Popen([*command, "serve", "--host", host, "--port", str(port)], env=env),
-        subprocess.Popen([*command, "worker"], env=env),
-    ]
     stop = False
 
     def request_stop(signum: int, frame: object) -> None:
@@ -76,17 +105,68 @@ def dev(host: str, port: int, cluster: bool = False) -> None:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+
+    env = dict(os.environ)
+    if not env.get("BROKER_AUTH"):
+        env["BROKER_AUTH"] = "none"
+    # Refuse bad settings before starting anything, once, rather than once per child.
+    settings = Settings.from_env(env)
+    try:
+        Catalogue.from_settings(settings)
+    except CatalogueError as exc:
+        raise SystemExit(f"model catalogue: {exc}") from None
+    check_port_free(host, port)
+    data = project_root(Path.cwd()) / ".broker"
+    embedded: EmbeddedRedis | EmbeddedCluster | None = None
+    lock: TextIO | None = None
+    if cluster:
+        if env.get("BROKER_REDIS_URL"):
+            raise SystemExit("broker dev --cluster starts its own cluster: unset BROKER_REDIS_URL")
+        lock = lock_data_dir(data)
+        shutil.rmtree(data / "cluster", ignore_errors=True)
+        try:
+            embedded = EmbeddedCluster(data / "cluster", detached=True).start()
+        except RuntimeError as exc:
+            raise SystemExit(f"broker dev --cluster: {exc}") from None
+        env["BROKER_REDIS_URL"] = embedded.url
+        env["BROKER_REDIS_CLUSTER"] = "true"
+    elif not env.get("BROKER_REDIS_URL"):
+        lock = lock_data_dir(data)
+        try:
+            embedded = EmbeddedRedis(data / "redis", detached=True).start()
+        except RuntimeError as exc:
+            raise SystemExit(f"broker dev: {exc}") from None
+        env["BROKER_REDIS_URL"] = embedded.url
+    if env["BROKER_AUTH"] == "none":
+        print(
+            "broker dev: WARNING: BROKER_AUTH=none: anyone who can reach this port may read, "
+            "post to and cancel every conversation",
+            file=sys.stderr,
+            flush=True,
+        )
+    command = [sys.executable, "-m", "broker"]
+    children: list[subprocess.Popen[bytes]] = []
     code = 0
     try:
+        children.append(
+            subprocess.Popen(
+                [*command, "serve", "--host", host, "--port", str(port)],
+                env=env,
+                start_new_session=True,
+            )
+        )
+        children.append(subprocess.Popen([*command, "worker"], env=env, start_new_session=True))
         url = f"http://{host}:{port}"
-        _wait_ready(url, children)
-        if isinstance(embedded, EmbeddedCluster):
-            where = f"a local cluster of {len(embedded.ports)} nodes from {embedded.url}"
-        elif embedded is not None:
-            where = f"embedded redis-server at {embedded.url}"
-        else:
-            where = env["BROKER_REDIS_URL"]
-        print(f"broker dev: serving {url} (Redis: {where}); Ctrl-C stops", flush=True)
+        if _wait_ready(url, children, lambda: stop):
+            if children[0].poll() is not None:
+                raise SystemExit(f"broker dev: the front could not listen on {host}:{port}")
+            if isinstance(embedded, EmbeddedCluster):
+                where = f"a local cluster of {len(embedded.ports)} nodes from {embedded.url}"
+            elif embedded is not None:
+                where = f"embedded redis-server at {embedded.url}"
+            else:
+                where = redacted_url(env["BROKER_REDIS_URL"])
+            print(f"broker dev: serving {url} (Redis: {where}); Ctrl-C stops", flush=True)
         while not stop:
             if any(p.poll() is not None for p in children):
                 print("broker dev: a process exited; stopping", file=sys.stderr, flush=True)
@@ -94,16 +174,30 @@ def dev(host: str, port: int, cluster: bool = False) -> None:
                 break
             time.sleep(0.2)
     finally:
+        # A second Ctrl-C while stopping must not cut the orderly stop short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if stop and any(child.poll() is None for child in children):
+            print(
+                "broker dev: stopping; answers in flight get "
+                f"{settings.shutdown_grace_seconds:g} s to finish",
+                file=sys.stderr,
+                flush=True,
+            )
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
         for child in children:
             try:
-                child.wait(timeout=20)
+                child.wait(timeout=settings.shutdown_grace_seconds + 10)
             except subprocess.TimeoutExpired:
                 child.kill()
+                child.wait()
         if embedded is not None:
             embedded.stop()
+        if lock is not None:
+            lock.close()
+    if stop and code == 0:
+        print("broker dev: stopped", file=sys.stderr, flush=True)
     raise SystemExit(code)
 
 
@@ -115,8 +209,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "front and one worker, until Ctrl-C. The chat page is at the printed URL.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    sub.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
+    sub.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    sub.add_argument(
+        "--port", type=int, default=8000, help="port to listen on (default: %(default)s)"
+    )
     sub.add_argument(
         "--cluster", action="store_true", help="on a local Redis Cluster (needs redis-server 7+)"
     )

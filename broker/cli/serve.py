@@ -5,8 +5,46 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
+import logging
 
-from broker.core.settings import Settings
+from broker.core.settings import Settings, redacted_url
+
+
+def wait_for_redis(settings: Settings) -> None:
+    """Exit with the address tried when Redis does not answer a PING within
+    ``BROKER_REDIS_WAIT_SECONDS`` (long enough for a Redis started alongside to come up).
+
+    The front would otherwise start, accept connections and fail every request, or hang in its
+    lifespan, with nothing saying that the Redis it was pointed at (perhaps the default
+    ``localhost:6379``) is not there.
+    """
+    import time
+
+    import redis
+    from redis.cluster import RedisCluster
+
+    where = redacted_url(settings.redis_url)
+    timeout = settings.redis_wait_seconds
+    deadline = time.monotonic() + timeout
+    while True:
+        client: redis.Redis | RedisCluster | None = None
+        try:
+            if settings.redis_cluster:
+                client = RedisCluster.from_url(settings.redis_url, socket_connect_timeout=2)
+            else:
+                client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+            client.ping()
+            return
+        except redis.RedisError as exc:
+            if time.monotonic() >= deadline:
+                raise SystemExit(
+                    f"broker serve: cannot reach Redis at {where} (BROKER_REDIS_URL) "
+                    f"after {timeout:g} s: {exc}"
+                ) from None
+            time.sleep(0.5)
+        finally:
+            if client is not None:
+                client.close()
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
@@ -24,6 +62,20 @@ def serve(settings: Settings, host: str, port: int) -> None:
         raise SystemExit(f"model catalogue: {exc}") from None
     except SecurityConfigError as exc:
         raise SystemExit(f"broker serve: {exc}") from None
+
+    wait_for_redis(settings)
+    from broker.cli import version
+
+    # A log line, not a print: with BROKER_LOG_FORMAT=json every line on stderr is JSON.
+    logging.getLogger("broker.serve").info(
+        "broker serve %s: http://%s:%d, Redis %s%s, auth=%s",
+        version(),
+        host,
+        port,
+        redacted_url(settings.redis_url),
+        " (cluster)" if settings.redis_cluster else "",
+        settings.auth,
+    )
 
     class DrainingServer(uvicorn.Server):
         """Ends every SSE stream on SIGTERM/SIGINT so clients reconnect to another front at once."""
@@ -64,6 +116,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "/docs. Stateless: run as many as you like against one Redis (BROKER_REDIS_URL).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    sub.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
+    sub.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    sub.add_argument(
+        "--port", type=int, default=8000, help="port to listen on (default: %(default)s)"
+    )
     sub.set_defaults(run=lambda args, settings: serve(settings, args.host, args.port))

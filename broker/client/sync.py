@@ -14,7 +14,13 @@ from broker.client.backoff import Backoff
 from broker.client.errors import BrokerError, BrokerUnavailable, RunFailed
 from broker.client.sse import SSEParser
 from broker.client.tracking import StreamItem, StreamTracker
-from broker.core.bodies import CancelState, MessageAccepted, ModelList, Snapshot
+from broker.core.bodies import (
+    CancelState,
+    ConversationPage,
+    MessageAccepted,
+    ModelList,
+    Snapshot,
+)
 from broker.core.events import Delta, RunCancelled, RunCompleted
 from broker.core.events import RunFailed as RunFailedEvent
 
@@ -22,6 +28,7 @@ _accepted = msgspec.json.Decoder(MessageAccepted)
 _cancel_state = msgspec.json.Decoder(CancelState)
 _snapshot = msgspec.json.Decoder(Snapshot)
 _models = msgspec.json.Decoder(ModelList)
+_page = msgspec.json.Decoder(ConversationPage)
 
 
 class BrokerClient:
@@ -115,6 +122,19 @@ class BrokerClient:
     def snapshot(self, cid: str) -> Snapshot:
         """The merged conversation; stream after its ``last_event_id`` to follow it."""
         return _snapshot.decode(self._request("GET", wire.conversation_path(cid)).content)
+
+    def list_conversations(
+        self, *, limit: int | None = None, cursor: str | None = None
+    ) -> ConversationPage:
+        """One page of the caller's conversations, newest activity first; pass its
+        ``next_cursor`` as ``cursor`` for the next page (None: that was the last)."""
+        response = self._request("GET", wire.list_path(limit, cursor))
+        return _page.decode(response.content)
+
+    def delete_conversation(self, cid: str) -> None:
+        """Delete the conversation and everything stored of it; its active run is cancelled
+        first and its open streams end with ``StreamError`` ``conversation_deleted``."""
+        self._request("DELETE", wire.conversation_path(cid))
 
     def models(self) -> ModelList:
         return _models.decode(self._request("GET", "/v1/models").content)

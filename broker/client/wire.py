@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import msgspec
@@ -29,6 +29,13 @@ def run_path(cid: str, run_id: str) -> str:
 def cancel_path(cid: str, run_id: str | None, wait: bool) -> str:
     path = f"{run_path(cid, run_id)}/cancel" if run_id else f"{conversation_path(cid)}/cancel"
     return path + ("?wait=true" if wait else "")
+
+
+def list_path(limit: int | None, cursor: str | None) -> str:
+    query = {
+        name: value for name, value in (("limit", limit), ("cursor", cursor)) if value is not None
+    }
+    return "/v1/conversations" + ("?" + urlencode(query) if query else "")
 
 
 def auth_headers(token: str | None) -> dict[str, str]:

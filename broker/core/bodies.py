@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -10,7 +10,10 @@ from broker.core.events import ErrorInfo
 from broker.core.models import DEFAULT_MODEL
 
 
-class PostMessage(msgspec.Struct, frozen=True):
+class PostMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Unknown fields are refused, here as in ``params``: a misspelt ``modle`` would otherwise
+    be dropped without a word and the default model answer."""
+
     content: Annotated[str, msgspec.Meta(min_length=1)]
     model: str = DEFAULT_MODEL
     params: dict[str, Any] = {}
@@ -58,6 +61,10 @@ class DataPart(msgspec.Struct, tag="data", tag_field="type"):
 Part = TextPart | ReasoningPart | ToolCallPart | ToolResultPart | DataPart
 
 
+# A message's status is its run's: a user message and its answer say the same.
+MessageStatus = Literal["queued", "running", "completed", "cancelled", "failed"]
+
+
 class SnapshotMessage(msgspec.Struct):
     """One message, merged from its events.
 
@@ -71,7 +78,7 @@ class SnapshotMessage(msgspec.Struct):
     content: str
     reasoning: str
     run_id: str
-    status: str
+    status: MessageStatus
     parts: list[Part] = []
     error: ErrorInfo | None = None
 
@@ -96,3 +103,21 @@ class ModelList(msgspec.Struct, frozen=True):
 
     default: str
     models: list[ModelName]
+
+
+class ConversationSummary(msgspec.Struct, frozen=True):
+    """One conversation in its owner's list. ``last_activity_at`` is the time of its latest
+    message (Unix milliseconds, like ``created_at``): the list's order."""
+
+    conversation_id: str
+    title: str
+    created_at: int
+    last_activity_at: int
+    active_run_id: str | None
+
+
+class ConversationPage(msgspec.Struct, frozen=True):
+    """A page of the list, newest activity first; ``next_cursor`` fetches the next (null: none)."""
+
+    conversations: list[ConversationSummary]
+    next_cursor: str | None

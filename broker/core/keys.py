@@ -16,21 +16,21 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 
 class ConversationKeys:
-    __slots__ = ("_base", "events", "meta", "live")
+    __slots__ = ("base", "events", "meta", "live")
 
     def __init__(self, prefix: str, cid: str) -> None:
-        self._base = f"{prefix}:{{{cid}}}"
-        self.events = f"{self._base}:events"  # the Redis Stream: every event, in order
+        self.base = f"{prefix}:{{{cid}}}"  # every key of the conversation starts with it
+        self.events = f"{self.base}:events"  # the Redis Stream: every event, in order
         # hash: active_run, first_id (first entry ever written), owner (the subject who created it)
-        self.meta = f"{self._base}:meta"
-        self.live = f"{self._base}:live"  # pub/sub channel: every append, as it is stored
+        self.meta = f"{self.base}:meta"
+        self.live = f"{self.base}:live"  # pub/sub channel: every append, as it is stored
 
     def run(self, run_id: str) -> str:
         """Hash of one run: status, ids of its message and terminal events, owner."""
-        return f"{self._base}:run:{run_id}"
+        return f"{self.base}:run:{run_id}"
 
     def idempotency(self, key: str) -> str:
-        return f"{self._base}:idem:{key}"
+        return f"{self.base}:idem:{key}"
 
 
 class SubjectKeys:
@@ -40,13 +40,15 @@ class SubjectKeys:
     break the hash tag, and its length is the token issuer's choice.
     """
 
-    __slots__ = ("_base", "streams", "runs")
+    __slots__ = ("_base", "streams", "runs", "conversations")
 
     def __init__(self, prefix: str, subject: str) -> None:
         digest = hashlib.blake2b(subject.encode(), digest_size=12).hexdigest()
         self._base = f"{prefix}:{{s:{digest}}}"
         self.streams = f"{self._base}:streams"  # sorted set: open stream ids by lease expiry
         self.runs = f"{self._base}:runs"  # sorted set: conversations with a run, by deadline
+        # sorted set: the conversations the subject owns, by the time of their latest message
+        self.conversations = f"{self._base}:conversations"
 
     def requests(self, minute: int) -> str:
         return f"{self._base}:req:{minute}"
@@ -116,6 +118,13 @@ class Keys:
 
     def subject(self, subject: str) -> SubjectKeys:
         return SubjectKeys(self.prefix, subject)
+
+    def owned(self, subject: str) -> str:
+        """The index of the conversations ``subject`` owns. Conversations created with
+        BROKER_AUTH=none belong to nobody (subject ''): they share one index of their own."""
+        if not subject:
+            return f"{self.prefix}:{{anonymous}}:conversations"
+        return self.subject(subject).conversations
 
     def job_stream(self, run_id: str) -> str:
         """The jobs shard of a run: any fixed choice works, the run id spreads them evenly."""

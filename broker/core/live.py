@@ -28,6 +28,10 @@ class LiveNotice(msgspec.Struct, array_like=True, frozen=True):
 
 _decoder = msgspec.msgpack.Decoder(LiveNotice)
 
+# Published on a conversation's channel when it is deleted, instead of a notice: its streams
+# end. Not MessagePack of a ``LiveNotice`` (whose first byte is an array's), so never mistaken.
+DELETED_NOTICE = b"deleted"
+
 
 def decode_notice(data: bytes) -> tuple[StreamPos, list[Entry]]:
     """The position the entries follow, and the entries as frames; raises on a bad notice."""

@@ -135,6 +135,9 @@ class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     body: dict[str, Any] = {}
     # Anthropic requires a ``max_tokens``; used when the client sends none.
     max_tokens: Annotated[int, msgspec.Meta(ge=1)] = 4096
+    # openai_chat: the body field the output limit goes in; empty picks by the model's name
+    # (``max_completion_tokens`` for the reasoning models o1, o3, o4-mini..., gpt-5...).
+    max_tokens_field: Literal["", "max_tokens", "max_completion_tokens"] = ""
     # Per-model overrides of the ``BROKER_PROVIDER_*`` timeouts.
     first_byte_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] | None = None
     idle_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] | None = None

@@ -14,8 +14,20 @@ from typing import Annotated
 import msgspec
 
 
+def redacted_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``: fit for a log line or a terminal."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user, colon, _ = credentials.partition(":")
+    return f"{scheme}://{user}:***@{host}" if colon else url
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # ``broker serve`` waits this long for Redis to answer at start, then exits naming it.
+    redis_wait_seconds: Annotated[float, msgspec.Meta(ge=0)] = 10.0
     # Namespaces every key, so several deployments (or test runs) can share one Redis.
     key_prefix: str = "broker"
     # Retention: an approximate length cap per conversation stream, and an idle TTL after

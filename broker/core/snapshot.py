@@ -126,9 +126,11 @@ class AnswerFold:
         return self.message
 
 
-def user_message(event: UserMessage) -> SnapshotMessage:
+def user_message(event: UserMessage, status: str = "queued") -> SnapshotMessage:
+    """A user message. Its status is its run's (``queued`` until a worker starts it, then
+    ``running`` and the run's final one), so the prompt of a cancelled run says so too."""
     return SnapshotMessage(
-        event.message_id, "user", event.content, "", event.run_id, "completed",
+        event.message_id, "user", event.content, "", event.run_id, status,
         [TextPart(event.content)],
     )
 
@@ -140,6 +142,7 @@ def assistant_message(message_id: str, run_id: str, status: str) -> SnapshotMess
 async def build_snapshot(store: Store, cid: str, batch: int) -> Snapshot | None:
     messages: list[SnapshotMessage] = []
     answers: dict[str, AnswerFold] = {}
+    prompts: dict[str, SnapshotMessage] = {}
     # Runs asked for and not ended, in order. The run active before the scan counts too: its
     # `message` entry may have been trimmed away; if it ends during the scan, the scan says so.
     active_before = await store.active_run(cid)
@@ -153,14 +156,19 @@ async def build_snapshot(store: Store, cid: str, batch: int) -> Snapshot | None:
             last_event_id = entry_id.decode()
             event = decode(fields[b"t"].decode(), fields[b"d"])
             if isinstance(event, UserMessage):
-                messages.append(user_message(event))
+                prompt = prompts[event.run_id] = user_message(event)
+                messages.append(prompt)
                 open_runs[event.run_id] = None
             elif isinstance(event, RunStarted):
+                if event.run_id in prompts:
+                    prompts[event.run_id].status = "running"
                 answer = AnswerFold(assistant_message(event.message_id, event.run_id, "running"))
                 answers[event.run_id] = answer
                 messages.append(answer.message)
             elif type(event) in TERMINAL_EVENTS:
                 open_runs.pop(event.run_id, None)
+                if event.run_id in prompts:
+                    prompts[event.run_id].status = TERMINAL_EVENTS[type(event)]
                 answer = answers.get(event.run_id)
                 if answer is not None:
                     answer.message.status = TERMINAL_EVENTS[type(event)]

@@ -9,6 +9,7 @@ can interleave inside them.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -20,7 +21,7 @@ from redis.commands.core import AsyncScript
 from broker.core.connections import UNAVAILABLE, Client
 from broker.core.ids import LAST_POSITION, StreamPos, format_stream_id, parse_stream_id
 from broker.core.keys import ConversationKeys, Keys
-from broker.core.live import LUA_NOTICE
+from broker.core.live import DELETED_NOTICE, LUA_NOTICE
 from broker.core.settings import Settings
 
 log = logging.getLogger("broker.core.store")
@@ -55,10 +56,13 @@ end
 # KEYS: events, meta, run, idempotency, live
 # ARGV: run_id, message_id, assistant_message_id, model, data, maxlen, ttl_ms, idem_ttl_ms,
 #       idempotency record ('' when the request carries no key), subject ('' when nobody owns
-#       conversations: BROKER_AUTH=none), '1' when the subject may write every conversation
+#       conversations: BROKER_AUTH=none), '1' when the subject may write every conversation,
+#       title (the conversation's title, kept if this message creates it), the run's job entry
 # The first message creates the conversation and records its subject as the owner, in this one
 # step: of many subjects racing to create one id, exactly one owns it and the others are refused
 # here, before anything is written. A conversation created with no owner has no owner to match.
+# The meta hash names every other key the conversation has (a field `key:<name>` each), so a
+# deletion finds them all without scanning the keyspace; it lives as long as they do.
 ACCEPT = """
 if ARGV[10] ~= '' and ARGV[11] ~= '1' then
   local owner = redis.call('HGET', KEYS[2], 'owner')
@@ -72,7 +76,7 @@ if ARGV[9] ~= '' then
 end
 -- This very accept already ran (repeated after a lost reply): answer as it did.
 local accepted = redis.call('HGET', KEYS[3], 'message_event_id')
-if accepted then return {'ok', accepted} end
+if accepted then return {'ok', accepted, redis.call('HGET', KEYS[2], 'owner') or ''} end
 local active = redis.call('HGET', KEYS[2], 'active_run')
 if active and active ~= '' then return {'run_active', active} end
 -- A worker gave up waiting for this run and dropped its job: the run must not start now.
@@ -80,17 +84,21 @@ if redis.call('EXISTS', KEYS[3]) == 1 then return {'orphaned'} end
 local after = newest()
 local id = append(ARGV[6], 'message', ARGV[5], ARGV[1])
 redis.call('HSET', KEYS[2], 'active_run', ARGV[1])
-if redis.call('HSETNX', KEYS[2], 'first_id', id) == 1 and ARGV[10] ~= '' then
-  redis.call('HSET', KEYS[2], 'owner', ARGV[10])
+if redis.call('HSETNX', KEYS[2], 'first_id', id) == 1 then
+  redis.call('HSET', KEYS[2], 'title', ARGV[12])
+  if ARGV[10] ~= '' then redis.call('HSET', KEYS[2], 'owner', ARGV[10]) end
 end
+redis.call('HSET', KEYS[2], 'key:' .. KEYS[3], '')
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[2], 'key:' .. KEYS[4], '') end
 redis.call('HSET', KEYS[3], 'status', 'queued', 'message_id', ARGV[2],
-           'assistant_message_id', ARGV[3], 'model', ARGV[4], 'message_event_id', id)
+           'assistant_message_id', ARGV[3], 'model', ARGV[4], 'message_event_id', id,
+           'job_entry', ARGV[13])
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
 if ARGV[9] ~= '' then
   redis.call('SET', KEYS[4], ARGV[9] .. '\\n' .. id, 'PX', ARGV[8])
 end
 notify(KEYS[5], after)
-return {'ok', id}
+return {'ok', id, redis.call('HGET', KEYS[2], 'owner') or ''}
 """
 
 # Fencing. A started run has an owner (the worker that holds its lease, in `worker`), the job
@@ -159,9 +167,11 @@ return {'taken', status, tostring(epoch)}
 # retried append that had in fact been applied a no-op, so a lost reply never duplicates
 # output. This is the hot path: one read of the run's hash (the fence, the status, the
 # sequence, the newest entry), the entries, one write of the hash, the notice; the TTL is
-# renewed only when the caller asks (every few seconds of a long run, not every append).
+# renewed only when the caller asks (every few seconds of a long run, not every append). A run
+# whose hash is gone (its conversation was deleted) answers 'missing' and writes nothing.
 APPEND = """
 local state = redis.call('HMGET', KEYS[3], 'worker', 'epoch', 'status', 'appended', 'last_id')
+if not state[3] then return {'missing'} end
 if state[1] ~= ARGV[5] or state[2] ~= ARGV[6] then return {'fenced'} end
 local status = state[3]
 if tonumber(state[4] or '0') >= tonumber(ARGV[4]) then return {status or 'missing'} end
@@ -210,9 +220,30 @@ if status ~= 'queued' then return {'cancelling', redis.call('HGET', KEYS[3], 'wo
 )
 
 
+# KEYS: events, meta, live, then every key the meta hash names. ARGV: the deletion notice.
+# Deletes the whole conversation in one step and tells its streams (see ``live``); answers
+# {'deleted', owner} ('' when nobody owns it), or {'missing'}, or {'changed'} when the meta
+# hash names a key the caller did not pass (a message arrived since it read them: read again).
+DELETE = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) == 0 then return {'missing'} end
+local passed = {}
+for i = 4, #KEYS do passed[KEYS[i]] = true end
+for _, field in ipairs(redis.call('HKEYS', KEYS[2])) do
+  if string.sub(field, 1, 4) == 'key:' and not passed[string.sub(field, 5)] then
+    return {'changed'}
+  end
+end
+local owner = redis.call('HGET', KEYS[2], 'owner') or ''
+redis.call('DEL', KEYS[1], KEYS[2])
+for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('{publish}', KEYS[3], ARGV[1])
+return {'deleted', owner}
+"""
+
+
 def script_text(body: str, *, cluster: bool) -> str:
     """A script as it runs: the notice helpers, publishing with SPUBLISH on a cluster."""
-    return LUA_NOTICE.replace("{publish}", "SPUBLISH" if cluster else "PUBLISH") + body
+    return (LUA_NOTICE + body).replace("{publish}", "SPUBLISH" if cluster else "PUBLISH")
 
 
 class Accepted(NamedTuple):
@@ -220,6 +251,7 @@ class Accepted(NamedTuple):
     event_id: str = ""
     active_run: str = ""
     idempotency_record: str = ""
+    owner: str = ""  # 'ok': the subject who owns the conversation ('' for nobody)
 
 
 class Owner(NamedTuple):
@@ -286,6 +318,9 @@ class Store:
         self._maxlen = settings.stream_maxlen
         self._ttl_ms = settings.idle_ttl_seconds * 1000
         self._idem_ttl_ms = settings.idempotency_ttl_seconds * 1000
+        # A conversation lives at most this long after its latest message: the idle TTL,
+        # renewed until its run ends.
+        self._index_ttl_ms = int((settings.idle_ttl_seconds + settings.max_run_seconds) * 1000)
         # How often a running generation renews its conversation's idle TTL.
         self.ttl_refresh_seconds = min(60.0, settings.idle_ttl_seconds / 4)
 
@@ -298,6 +333,7 @@ class Store:
         self._finish = script(FINISH)
         self._take_over = script(TAKE_OVER)
         self._cancel = script(CANCEL)
+        self._delete = script(DELETE)
 
     def conversation(self, cid: str) -> ConversationKeys:
         return self.keys.conversation(cid)
@@ -318,6 +354,8 @@ class Store:
         idempotency_key: str | None,
         idempotency_record: str,
         owner: Owner = NOBODY,
+        title: str = "",
+        job_entry: str = "",
     ) -> Accepted:
         """Append the user's message and open a run, unless another run is active or the
         conversation is somebody else's."""
@@ -330,12 +368,12 @@ class Store:
                     run_id, message_id, assistant_message_id, model, data,
                     self._maxlen, self._ttl_ms, self._idem_ttl_ms,
                     idempotency_record if idempotency_key else "",
-                    owner.subject, "1" if owner.admin else "0",
+                    owner.subject, "1" if owner.admin else "0", title, job_entry,
                 ],
             )
         )
         if result[0] == "ok":
-            return Accepted("ok", event_id=result[1])
+            return Accepted("ok", event_id=result[1], owner=result[2])
         if result[0] == "run_active":
             return Accepted("run_active", active_run=result[1])
         if result[0] in ("orphaned", "not_owner"):
@@ -485,6 +523,49 @@ class Store:
                 log.warning("Redis unreachable; retrying a run's notice in %.2fs", delay)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    async def index(self, subject: str, cid: str, at_ms: int) -> None:
+        """Record in its owner's index that ``cid`` had a message at ``at_ms``.
+
+        The index is in another hash slot than the conversation, so this is a command of its
+        own after ACCEPT; ZADD GT makes a repeat or a late arrival harmless. The index lives
+        as long as its newest conversation may (its TTL renewed here), and its entries older
+        than that are trimmed; entries of conversations that expired sooner are skipped and
+        removed when listed."""
+        key = self.keys.owned(subject)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(key, {cid: at_ms}, gt=True)
+            pipe.zremrangebyscore(key, "-inf", at_ms - self._index_ttl_ms)
+            pipe.pexpire(key, self._index_ttl_ms)
+            await pipe.execute()
+
+    async def delete(self, cid: str) -> str | None:
+        """Delete every key of ``cid`` and end its streams; returns the subject that owned it
+        ('' for nobody), or None when it does not exist."""
+        keys = self.conversation(cid)
+        while True:
+            fields = await self.redis.hkeys(keys.meta)
+            named = [f.decode()[4:] for f in fields if f.startswith(b"key:")]
+            if fields and not named:
+                named = await self._scan_keys(keys)  # created before the meta named its keys
+            result = _text(
+                await self._delete(
+                    keys=[keys.events, keys.meta, keys.live, *named], args=[DELETED_NOTICE]
+                )
+            )
+            if result[0] == "missing":
+                return None
+            if result[0] == "deleted":
+                owner = result[1]
+                await self.redis.zrem(self.keys.owned(owner), cid)
+                return owner
+
+    async def _scan_keys(self, keys: ConversationKeys) -> list[str]:
+        """The run and idempotency keys of a conversation, found by scanning the keyspace."""
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", keys.base) + ":*"
+        fixed = {keys.events, keys.meta}
+        found = [key.decode() async for key in self.redis.scan_iter(match=pattern, count=1000)]
+        return [key for key in found if key not in fixed]
 
     async def exists(self, cid: str) -> bool:
         keys = self.conversation(cid)

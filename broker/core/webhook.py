@@ -68,7 +68,7 @@ def webhook_body(run: FinishedRun) -> RunWebhook:
     for _, fields in run.entries:
         event = decode(fields[b"t"].decode(), fields[b"d"])
         if isinstance(event, UserMessage):
-            prompt = user_message(event)
+            prompt = user_message(event, run.status)
         elif isinstance(event, RunStarted):
             answer.message.message_id = event.message_id
         elif isinstance(event, RunCompleted):

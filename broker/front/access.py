@@ -46,6 +46,10 @@ class Access(Enum):
     READ = "read"  # stream, resume, snapshot: the owner, a read grant, an admin
     WRITE = "write"  # cancel: the owner or an admin
     POST = "post"  # a message: WRITE, or anyone when the conversation does not exist yet
+    # READ, or anyone when the conversation does not exist yet: a stream that waits for it. Once
+    # it exists, the stream checks READ again before it sends anything (whoever posts first
+    # owns it, see ACCEPT). Like POST, it tells a taken id from a free one, nothing more.
+    FOLLOW = "follow"
     # READ, except that a conversation the caller may not read is admitted as one that does not
     # exist (``Admission.exists`` False), for routes whose answer to a missing conversation is
     # not an error (the AI SDK's "nothing to resume", an empty message list).
@@ -64,9 +68,9 @@ def decide(
     existence the caller read (an ownerless conversation was created with BROKER_AUTH=none)."""
     if principal.admin or access is Access.SUBJECT or owner == principal.subject:
         return
-    if access is Access.POST and not exists:
+    if access in (Access.POST, Access.FOLLOW) and not exists:
         return  # the message creates it; the store claims it atomically (see ACCEPT)
-    if access is Access.READ and cid in principal.read:
+    if access in (Access.READ, Access.FOLLOW) and cid in principal.read:
         return
     if exists and cid in principal.read:
         raise ApiError(403, "forbidden", "this token may read this conversation, not write to it")

@@ -17,24 +17,34 @@ from starlette.routing import Route
 
 from broker.core.bodies import ModelList, ModelName, PostMessage
 from broker.core.connections import UNAVAILABLE
+from broker.core.events import StreamError
 from broker.core.ids import ORIGIN, StreamPos, is_valid_path_id, parse_stream_id
 from broker.core.models import DEFAULT_MODEL
 from broker.core.snapshot import build_snapshot
 from broker.front import posting
-from broker.front.access import Access, GuardedRoute, conversation_not_found
+from broker.front.access import Access, GuardedRoute, authorize, conversation_not_found
 from broker.front.browser import NO_STORE
 from broker.front.cancel import cancel_run
+from broker.front.conversations import (
+    decode_cursor,
+    delete_conversation,
+    list_conversations,
+    page_size,
+)
 from broker.front.errors import ApiError
 from broker.front.feed import Feed, resolve_start
 from broker.front.limits import Cost
 from broker.front.metrics import FrontMetrics, metrics_endpoint
+from broker.front.observe import access_of
 from broker.front.openapi import DOCUMENT
 from broker.front.posting import idempotency_key_of
+from broker.front.principal import principal_of
 from broker.front.request_body import json_body
 from broker.front.services import Services
 from broker.front.session import session
-from broker.front.sse import EventStreamResponse, retry_frame
+from broker.front.sse import EventStreamResponse, retry_frame, unstored_frame
 from broker.front.streams import open_feed, open_run_feed
+from broker.front.waiting import Waiting
 
 log = logging.getLogger("broker.front.api")
 _encoder = msgspec.json.Encoder()
@@ -110,7 +120,8 @@ async def stream_conversation(request: Request) -> Response | EventStreamRespons
         async with services.first_reads:
             start = await resolve_start(services.store, cid, last_event_id)
         if start is None:
-            raise conversation_not_found(cid)
+            opened()
+            return _waiting_stream(request, cid, last_event_id)
         feed, released = open_feed(
             request, cid, start.position, exact=start.position != ORIGIN, opened=opened
         )
@@ -126,6 +137,58 @@ async def stream_conversation(request: Request) -> Response | EventStreamRespons
         released()
 
     return EventStreamResponse(_sse_body(prefix, feed, services.metrics), close)
+
+
+def _waiting_stream(
+    request: Request, cid: str, last_event_id: StreamPos | None
+) -> EventStreamResponse:
+    """The stream of a conversation nobody has posted to yet (see ``waiting``): admitted like
+    any stream, then keep-alives until the first message."""
+    services = _services(request)
+    release = services.admit_stream(cid)
+    expires_at = principal_of(request).expires_at
+    waiting = Waiting(services.store, services.hub, cid, expires_at)
+    return EventStreamResponse(_waiting_body(request, cid, last_event_id, waiting), release)
+
+
+async def _waiting_body(
+    request: Request, cid: str, last_event_id: StreamPos | None, waiting: Waiting
+) -> AsyncIterator[bytes]:
+    services = _services(request)
+    yield retry_frame(services.settings.retry_ms)
+    try:
+        async with aclosing(waiting.frames()) as frames:
+            async for chunk in frames:
+                yield chunk
+        if not waiting.created:
+            return
+        try:
+            # Whoever posted first owns it now: the caller may not be allowed to read it.
+            await authorize(request, cid, Access.READ)
+        except ApiError as refused:
+            error = StreamError(refused.code, refused.message)
+            yield unstored_frame("error", _encoder.encode(error))
+            return
+        start = await resolve_start(services.store, cid, last_event_id)
+    except UNAVAILABLE:
+        log.warning("ending an SSE stream: Redis unreachable")
+        return
+    if start is None:
+        return  # deleted as soon as it was created
+    feed = services.feed(
+        cid,
+        start.position,
+        expires_at=principal_of(request).expires_at,
+        exact=start.position != ORIGIN,
+    )
+    access = access_of(request.scope)
+    if access is not None:
+        access.feed = feed  # its access log line reports what the feed sent, and why it ended
+    if start.reset:
+        services.metrics.resets.inc()
+    async with aclosing(_sse_body(start.reset or b"", feed, services.metrics)) as chunks:
+        async for chunk in chunks:
+            yield chunk
 
 
 async def _known_conversation(services: Services, cid: str) -> None:
@@ -183,6 +246,26 @@ async def snapshot(request: Request) -> Response:
     return _json(result, headers=NO_STORE)
 
 
+async def conversations(request: Request) -> Response:
+    """The caller's conversations, newest activity first (BROKER_AUTH=none: everyone's)."""
+    services = _services(request)
+    limit = page_size(request.query_params.get("limit"))
+    raw_cursor = request.query_params.get("cursor")
+    cursor = decode_cursor(raw_cursor) if raw_cursor else None
+    subject = principal_of(request).subject if services.gate.enforced else ""
+    page = await list_conversations(services.store, subject, limit, cursor)
+    return _json(page, headers=NO_STORE)
+
+
+async def delete(request: Request) -> Response:
+    """Erase a conversation: its active run cancelled, every key deleted, its streams ended."""
+    services = _services(request)
+    cid = _path_id(request, "cid")
+    if not await delete_conversation(services.store, cid, services.settings.cancel_wait_seconds):
+        raise conversation_not_found(cid)
+    return Response(status_code=204)
+
+
 async def list_models(request: Request) -> Response:
     catalogue = _services(request).catalogue
     return _json(ModelList(DEFAULT_MODEL, [ModelName(name) for name in catalogue.models]))
@@ -212,7 +295,9 @@ routes = [
     Route("/metrics", metrics_endpoint, methods=["GET"]),
     GuardedRoute("/v1/session", session, methods=["POST", "DELETE"], access=Access.SUBJECT),
     GuardedRoute("/v1/models", list_models, methods=["GET"], access=Access.SUBJECT),
+    GuardedRoute("/v1/conversations", conversations, methods=["GET"], access=Access.SUBJECT),
     GuardedRoute(_CONVERSATION, snapshot, methods=["GET"], access=Access.READ),
+    GuardedRoute(_CONVERSATION, delete, methods=["DELETE"], access=Access.WRITE),
     GuardedRoute(
         _CONVERSATION + "/messages",
         post_message,
@@ -224,7 +309,7 @@ routes = [
         _CONVERSATION + "/stream",
         stream_conversation,
         methods=["GET"],
-        access=Access.READ,
+        access=Access.FOLLOW,
         cost=Cost.STREAM,
     ),
     GuardedRoute(_CONVERSATION + "/cancel", cancel, methods=["POST"], access=Access.WRITE),

@@ -9,6 +9,7 @@ import redis.exceptions
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
 
 from broker.core.bodies import ErrorBody
 from broker.core.events import ErrorInfo
@@ -52,8 +53,22 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
             return error_response(400, "invalid_id", "identifiers match [A-Za-z0-9_-]{1,128}")
         return error_response(404, "not_found", "no such endpoint")
     if exc.status_code == 405:
-        return error_response(405, "method_not_allowed", "method not allowed here", exc.headers)
+        headers = {**(exc.headers or {}), **_allow(request)}
+        return error_response(405, "method_not_allowed", "method not allowed here", headers)
     return error_response(exc.status_code, "http_error", str(exc.detail), exc.headers)
+
+
+def _allow(request: Request) -> dict[str, str]:
+    """The ``Allow`` header over every route of the path: a path may have a route per method
+    (reading and deleting a conversation need different access), and Starlette names only the
+    methods of the first."""
+    methods: list[str] = []
+    for route in getattr(request.scope.get("router"), "routes", ()):
+        if not isinstance(route, Route) or not route.methods:
+            continue
+        if route.matches(request.scope)[0] is not Match.NONE:
+            methods += [m for m in route.methods if m not in methods]
+    return {"Allow": ", ".join(methods)} if methods else {}
 
 
 async def on_redis_unavailable(request: Request, exc: Exception) -> Response:

@@ -26,12 +26,12 @@ from broker.core.entries import TERMINAL_NAMES, Entry, entry_from_redis
 from broker.core.events import Reset, StreamError
 from broker.core.ids import ORIGIN, StreamPos, format_stream_id, parse_stream_id
 from broker.core.store import Store
-from broker.front.hub import CLOSED, Batch, Hub
+from broker.front.hub import CLOSED, DELETED, Batch, Hub
 from broker.front.metrics import FrontMetrics
 from broker.front.sse import KEEPALIVE, retry_frame, unstored_frame
 
 _encoder = msgspec.json.Encoder()
-_DRAIN_RETRY_MS = 50
+DRAIN_RETRY_MS = 50
 _FIRST_BATCH = 50
 TOKEN_EXPIRED = unstored_frame(
     "error",
@@ -42,6 +42,11 @@ TOKEN_EXPIRED = unstored_frame(
             "your last event id",
         )
     ),
+)
+
+CONVERSATION_DELETED = unstored_frame(
+    "error",
+    _encoder.encode(StreamError("conversation_deleted", "this conversation was deleted")),
 )
 
 
@@ -58,6 +63,10 @@ class FrameWriter(Protocol):
 
     def draining(self) -> bytes:
         """The last bytes of a stream this process ends because it is shutting down."""
+        ...
+
+    def deleted(self) -> bytes:
+        """The last bytes of a stream whose conversation was deleted."""
         ...
 
 
@@ -317,10 +326,16 @@ class Feed:
                             self.ended = "drain"
                             # Reconnect soon, elsewhere: the next stream sets `retry:` back.
                             ending = (
-                                retry_frame(_DRAIN_RETRY_MS)
+                                retry_frame(DRAIN_RETRY_MS)
                                 if self._writer is None
                                 else self._writer.draining()
                             )
+                            yield b"".join(out) + ending
+                            return
+                        if item is DELETED:
+                            self.ended = "deleted"
+                            writer = self._writer
+                            ending = CONVERSATION_DELETED if writer is None else writer.deleted()
                             yield b"".join(out) + ending
                             return
                         if not isinstance(item, Batch) or self._behind(item):

@@ -13,6 +13,9 @@ them:
 - a connection with no request in flight for ``idle_timeout`` seconds is closed, whether it just
   opened or has answered requests before (uvicorn's keep-alive timeout covers only the latter).
 
+A request the parser cannot read gets 400 ``malformed_request`` in the API's error shape
+rather than uvicorn's plain-text answer.
+
 The hot path (an SSE response, a small request) costs one comparison per socket read more.
 """
 
@@ -69,6 +72,7 @@ def _refusal(status: int, code: str, message: str) -> bytes:
 
 _TOO_LARGE = _refusal(431, "headers_too_large", "the request headers are too large or too many")
 _TOO_SLOW = _refusal(408, "request_timeout", "the request headers took too long to arrive")
+_MALFORMED = _refusal(400, "malformed_request", "the request is not valid HTTP/1.1")
 
 
 class _Refused(Exception):
@@ -110,9 +114,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         except httptools.HttpParserError:
             if self._refused:
                 return  # a callback refused the request and answered it
-            msg = "Invalid HTTP request received."
-            self.logger.warning(msg)
-            self.send_400_response(msg)
+            # Answered in the API's error shape, not uvicorn's plain text; any client can send
+            # this as often as it likes, so it is not worth a warning.
+            self.logger.debug("Invalid HTTP request received.")
+            self._refuse(_MALFORMED)
             return
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():

@@ -31,7 +31,7 @@ import msgspec
 from broker.core.entries import Entry
 from broker.core.ids import StreamPos
 from broker.core.keys import Keys
-from broker.core.live import decode_notice
+from broker.core.live import DELETED_NOTICE, decode_notice
 from broker.core.pubsub import Subscriber
 
 log = logging.getLogger("broker.front.hub")
@@ -56,6 +56,7 @@ class _Marker:
 
 GAP: Final = _Marker("GAP")  # something may be missing: read from Redis up to the end
 CLOSED: Final = _Marker("CLOSED")  # the process is draining: end the stream now
+DELETED: Final = _Marker("DELETED")  # the conversation was deleted: end the stream now
 
 
 class Subscription:
@@ -98,6 +99,10 @@ class Subscription:
 
     def close(self) -> None:
         self._queue.append(CLOSED)
+        self._wake()
+
+    def deleted(self) -> None:
+        self._queue.append(DELETED)
         self._wake()
 
     def nudge(self, now: float, quiet: float) -> None:
@@ -197,6 +202,10 @@ class Hub:
     def _on_notice(self, channel: bytes, data: bytes) -> None:
         subscriptions = self._streams.get(channel)
         if not subscriptions:
+            return
+        if data == DELETED_NOTICE:
+            for subscription in subscriptions:
+                subscription.deleted()
             return
         try:
             after, entries = decode_notice(data)

@@ -269,10 +269,11 @@ class Limits:
         settings = self._settings
         if verdict in ("requests", "posts"):
             limit, what = (
-                (settings.limit_requests_per_minute, "requests")
+                (settings.limit_requests_per_minute, "request")
                 if verdict == "requests"
-                else (settings.limit_posts_per_minute, "messages")
+                else (settings.limit_posts_per_minute, "message")
             )
+            what += "" if limit == 1 else "s"
             raise ApiError(
                 429,
                 "rate_limited",
@@ -283,13 +284,17 @@ class Limits:
             raise ApiError(
                 429,
                 "too_many_streams",
-                f"{settings.limit_streams_per_subject} streams are open already; close one",
+                f"{settings.limit_streams_per_subject} "
+                f"{'stream is' if settings.limit_streams_per_subject == 1 else 'streams are'} "
+                "open already; close one",
                 {"Retry-After": str(_RETRY_STREAMS_SECONDS)},
             )
         raise ApiError(
             429,
             "too_many_runs",
-            f"{settings.limit_active_runs_per_subject} answers are being generated already; "
+            f"{settings.limit_active_runs_per_subject} "
+            f"{'answer is' if settings.limit_active_runs_per_subject == 1 else 'answers are'} "
+            "being generated already; "
             "wait for one to end or cancel it",
             {"Retry-After": str(_RETRY_RUNS_SECONDS)},
         )

@@ -23,6 +23,7 @@ STREAM_END_REASONS = (
     "terminal",
     "drain",
     "token_expired",
+    "deleted",
     "redis_unavailable",
     "error",
 )

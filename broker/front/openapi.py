@@ -16,6 +16,7 @@ import msgspec
 
 from broker.core.bodies import (
     CancelState,
+    ConversationPage,
     ErrorBody,
     MessageAccepted,
     ModelList,
@@ -32,8 +33,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "invalid_id": (400, "an identifier in the path does not match [A-Za-z0-9_-]{1,128}"),
     "invalid_last_event_id": (400, "Last-Event-ID (or ?last_event_id=) is not an event id"),
     "malformed_json": (400, "the body is not JSON, or not a JSON object"),
+    "malformed_request": (400, "the request is not valid HTTP/1.1; the connection is closed"),
     "invalid_idempotency_key": (400, "Idempotency-Key is not 1 to 255 visible ASCII characters"),
     "invalid_query": (400, "a query parameter has a value it cannot take"),
+    "invalid_cursor": (400, "cursor is not a next_cursor this API returned"),
     "cors_refused": (400, "a CORS preflight from an origin not in BROKER_CORS_ORIGINS"),
     "client_disconnected": (400, "the client left before its body arrived; nobody reads this"),
     "unauthorized": (401, "no acceptable token; the message says which check failed"),
@@ -47,8 +50,9 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "no_active_run": (409, "nothing runs in this conversation"),
     "body_too_large": (413, "the body exceeds BROKER_MAX_BODY_BYTES"),
     "content_too_large": (413, "content exceeds BROKER_MAX_CONTENT_CHARS characters"),
+    "unsupported_media_type": (415, "the body is not sent as Content-Type: application/json"),
     "headers_too_large": (431, "the request headers are too large or too many"),
-    "invalid_field": (422, "a field of the body has a wrong type or value"),
+    "invalid_field": (422, "a field of the body has a wrong type or value, or is unknown"),
     "unknown_model": (422, "the model is not in the catalogue"),
     "idempotency_key_reused": (422, "this Idempotency-Key was used with another body"),
     "too_many_streams": (429, "too many open streams (this conversation, or this subject)"),
@@ -114,8 +118,10 @@ _UNSTORED_EVENTS: dict[str, tuple[type[msgspec.Struct], str]] = {
     ),
     "error": (
         StreamError,
-        "The stream cannot go on (for example `token_expired`); it ends after this frame. "
-        "Fix the cause and resume with the last id received.",
+        "The stream cannot go on; it ends after this frame. `token_expired`: resume with a "
+        "fresh token and the last id received; `conversation_deleted`: the conversation was "
+        "deleted, do not reconnect; `conversation_not_found`: a stream that waited for a new "
+        "conversation, which another subject created first.",
     ),
 }
 
@@ -289,7 +295,8 @@ stops a run; only `POST .../cancel` does, from any device.
 Every error is `{"error": {"code", "message"}}`; each response below names the codes it can
 carry. Any path may also answer `not_found` (404, no such endpoint), `method_not_allowed`
 (405), `cors_refused` (400, a CORS preflight from an origin that is not allowed),
-`request_timeout` (408) and `headers_too_large` (431) before any route, or, for any other HTTP
+`malformed_request` (400, not valid HTTP/1.1), `request_timeout` (408) and
+`headers_too_large` (431) before any route, or, for any other HTTP
 error, `http_error` with the status that fits. (`client_disconnected` is written for a client
 that already left.)
 """
@@ -298,6 +305,7 @@ GENERIC_CODES = (
     "not_found",
     "method_not_allowed",
     "cors_refused",
+    "malformed_request",
     "request_timeout",
     "headers_too_large",
     "client_disconnected",
@@ -365,6 +373,7 @@ def _ai_sdk_paths(cancel_responses: dict[str, Any]) -> dict[str, Any]:
                         "conversation_not_found",
                         "run_active",
                         "body_too_large",
+                        "unsupported_media_type",
                         "content_too_large",
                         "invalid_field",
                         "unknown_model",
@@ -564,6 +573,7 @@ def _durable_paths() -> dict[str, Any]:
 
 def build() -> dict[str, Any]:
     structs: list[Any] = [PostMessage, MessageAccepted, CancelState, Snapshot, ModelList, ErrorBody]
+    structs.append(ConversationPage)
     structs += [Reset, StreamError, *EVENT_TYPES.values()]
     _, components = msgspec.json.schema_components(
         structs, ref_template="#/components/schemas/{name}"
@@ -689,7 +699,55 @@ def build() -> dict[str, Any]:
                 },
             },
         },
+        "/v1/conversations": {
+            "get": {
+                "operationId": "listConversations",
+                "tags": ["conversations"],
+                "summary": "The caller's conversations, newest activity first",
+                "description": "Those the token's subject owns (an admin's too: only its own). "
+                "With BROKER_AUTH=none, every conversation (they belong to nobody). Ordered by "
+                "their latest message; pass `next_cursor` back as `cursor` for the next page.",
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+                        "description": "conversations per page",
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "the `next_cursor` of the previous page",
+                    },
+                ],
+                "security": _READ_SECURITY,
+                "responses": {
+                    "200": {
+                        **_json(_ref("ConversationPage"), "a page of conversations"),
+                        "headers": _NO_STORE,
+                    },
+                    **_guarded("invalid_query", "invalid_cursor"),
+                },
+            }
+        },
         "/v1/conversations/{cid}": {
+            "delete": {
+                "operationId": "deleteConversation",
+                "tags": ["conversations"],
+                "summary": "Delete a conversation and everything stored of it",
+                "description": "The owner or an admin. An active run is cancelled first; every "
+                "key is deleted; open streams end with an `error` event "
+                "`conversation_deleted`. The id is free again afterwards.",
+                "parameters": [_CID],
+                "security": _WRITE_SECURITY,
+                "responses": {
+                    "204": {"description": "deleted"},
+                    **_guarded("invalid_id", "forbidden", "conversation_not_found"),
+                },
+            },
             "get": {
                 "operationId": "getConversation",
                 "tags": ["conversations"],
@@ -739,6 +797,7 @@ def build() -> dict[str, Any]:
                         "conversation_not_found",
                         "run_active",
                         "body_too_large",
+                        "unsupported_media_type",
                         "content_too_large",
                         "invalid_field",
                         "unknown_model",
@@ -755,7 +814,10 @@ def build() -> dict[str, Any]:
                 "operationId": "streamConversation",
                 "tags": ["streams"],
                 "summary": "The conversation's events: replay, then live",
-                "description": "Never ends by itself. With no position it starts from the beginning.",
+                "description": "Never ends by itself. With no position it starts from the "
+                "beginning. A conversation that does not exist yet (an id nobody owns) gets an "
+                "open stream of keep-alives that delivers its events once its first message "
+                "is posted; an id somebody else owns answers 404.",
                 "parameters": [_CID, *_LAST_EVENT_ID],
                 "security": _READ_SECURITY,
                 "responses": {

@@ -10,22 +10,26 @@ runs before anything is written, so bad input changes nothing.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 
 import msgspec
 from starlette.requests import Request
 
 from broker.core.bodies import MessageAccepted, PostMessage
+from broker.core.connections import UNAVAILABLE
 from broker.core.events import UserMessage, encode
-from broker.core.ids import new_id
+from broker.core.ids import new_id, parse_stream_id
 from broker.core.jobs import Job, job_encoder
 from broker.core.models import Catalogue, UnknownModel
 from broker.core.store import NOBODY, Accepted, Owner
 from broker.front.access import admission_of, conversation_not_found
+from broker.front.conversations import title_of
 from broker.front.errors import ApiError
 from broker.front.principal import principal_of
 from broker.front.services import Services
 
+log = logging.getLogger("broker.front.posting")
 _encoder = msgspec.json.Encoder()
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
@@ -110,11 +114,21 @@ async def post_message(
         idempotency_key=idempotency_key,
         idempotency_record=f"{fingerprint}\n{run_id}\n{message_id}",
         owner=owner,
+        title=title_of(message.content),
+        job_entry=job_id.decode(),
     )
     if accepted.outcome != "ok":
         # A worker that already read the job finds it gone and leaves the run's keys untouched.
         await store.redis.xdel(jobs, job_id)
         return _refusal(cid, accepted, fingerprint)
+    position = parse_stream_id(accepted.event_id)
+    assert position is not None
+    try:
+        await store.index(accepted.owner, cid, position[0])
+    except UNAVAILABLE:
+        # The run is accepted and goes on; only the owner's list misses it until its next
+        # message.
+        log.warning("could not add a conversation to its owner's list: Redis unreachable")
     return MessageAccepted(cid, message_id, run_id, accepted.event_id)
 
 

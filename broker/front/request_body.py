@@ -3,7 +3,8 @@
 Every route that takes a JSON body goes through ``json_body`` (or its two halves), so every one
 of them answers the same documented errors for the same bad input: 413 past the limit, 400
 ``malformed_json`` for anything that is not one JSON object (nesting too deep to decode
-included), 422 ``invalid_field`` for a field of the wrong shape.
+included), 415 ``unsupported_media_type`` unless ``Content-Type`` says JSON, 422
+``invalid_field`` for a field of the wrong shape or a field the body does not take.
 """
 
 from __future__ import annotations
@@ -16,6 +17,20 @@ from starlette.requests import Request
 from broker.front.errors import ApiError
 
 T = TypeVar("T")
+
+
+def require_json(request: Request) -> None:
+    """Refuse a body not declared as JSON: a form or text body posted by mistake (``curl -d``
+    sends ``application/x-www-form-urlencoded``) would otherwise be read as JSON by accident."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json" and not (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send the body as JSON, with Content-Type: application/json",
+        )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -57,4 +72,5 @@ def decode_json_object(body: bytes, into: type[T]) -> T:
 
 async def json_body(request: Request, into: type[T], limit: int) -> T:
     """Read and decode a request's JSON object body: the one way routes take JSON."""
+    require_json(request)
     return decode_json_object(await read_body(request, limit), into)

@@ -40,11 +40,13 @@ class Services:
 
     def admit_stream(self, cid: str) -> Callable[[], None]:
         """Count a new stream of ``cid``, or refuse it; returns the call that releases it."""
-        if self.open_streams[cid] >= self.settings.max_streams_per_conversation:
+        open_here = self.open_streams[cid]
+        if open_here >= self.settings.max_streams_per_conversation:
             raise ApiError(
                 429,
                 "too_many_streams",
-                f"this conversation already has {self.open_streams[cid]} open streams here",
+                f"this conversation already has {open_here} open "
+                f"stream{'' if open_here == 1 else 's'} here",
                 {"Retry-After": "5"},
             )
         self.open_streams[cid] += 1

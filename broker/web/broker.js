@@ -229,6 +229,8 @@ export class Conversation {
     this.source = null;
     this.failures = 0;
     this.timer = null;
+    /** true while the stream waits for a conversation that does not exist yet */
+    this.waiting = false;
   }
 
   start() {
@@ -259,8 +261,8 @@ export class Conversation {
    */
   async send(content, options = {}) {
     const accepted = await send(this.base, this.cid, content, { ...options, token: this.token });
-    // A conversation that did not exist yet has no stream to follow: start it now.
-    if (this.status === "waiting") this.#reconnectNow();
+    // A conversation nobody may follow yet has no stream open: start it now.
+    if (this.status === "waiting" && this.source === null) this.#reconnectNow();
     return accepted;
   }
 
@@ -290,16 +292,19 @@ export class Conversation {
     }
     if (this.closed) return;
     if (state === null) {
-      // Nothing to stream yet: look again until someone (this tab or another) sends a message.
+      // Nothing yet: the stream waits (keep-alives) until someone, this tab or another, sends
+      // the first message, then delivers it like any event.
       this.lastEventId = null;
       this.activeRunId = null;
       this.handlers.onSnapshot?.({
         conversation_id: this.cid, messages: [], active_run_id: null, last_event_id: null,
       });
       this.#status("waiting");
-      this.timer = setTimeout(() => this.#load(), 2000);
+      this.waiting = true;
+      this.#open();
       return;
     }
+    this.waiting = false;
     this.lastEventId = state.last_event_id;
     this.activeRunId = state.active_run_id;
     this.handlers.onSnapshot?.(state);
@@ -315,12 +320,12 @@ export class Conversation {
   #open() {
     this.#closeSource();
     if (this.closed) return;
-    if (this.status !== "reconnecting") this.#status("connecting");
+    if (this.status !== "reconnecting" && !this.waiting) this.#status("connecting");
     const source = new EventSource(this.#streamUrl(), { withCredentials: true });
     this.source = source;
     source.onopen = () => {
       this.failures = 0;
-      this.#status("live");
+      this.#status(this.waiting ? "waiting" : "live");
     };
     for (const name of EVENT_NAMES) {
       source.addEventListener(name, (event) => this.#onFrame(name, /** @type {MessageEvent} */ (event)));
@@ -352,6 +357,10 @@ export class Conversation {
       return;
     }
     if (id) this.lastEventId = id;
+    if (this.waiting) {
+      this.waiting = false;
+      this.#status("live");
+    }
     if (name === "message") this.activeRunId = data.run_id;
     else if (TERMINAL_EVENTS.includes(name) && data.run_id === this.activeRunId) this.activeRunId = null;
     this.handlers.onEvent?.(name, data, id);
@@ -381,6 +390,14 @@ export class Conversation {
     if (code === "token_expired") {
       this.#status("unauthorized", error);
       this.#error(error);
+      return;
+    }
+    if (code === "conversation_deleted") {
+      // Nothing of it is left: show it empty, as a conversation not created yet.
+      this.#error(error);
+      this.lastEventId = null;
+      this.activeRunId = null;
+      this.#load();
       return;
     }
     this.#error(error);
@@ -435,6 +452,13 @@ export class Conversation {
       return;
     }
     if (error.code === "conversation_not_found") {
+      if (this.waiting) {
+        // Not even followed: somebody else owns the id. Look again later.
+        this.#status("waiting");
+        clearTimeout(this.timer);
+        this.timer = setTimeout(() => this.#load(), 2000);
+        return;
+      }
       // Gone (expired, or never visible to this token): show it empty and wait for a message.
       this.#load();
       return;

@@ -138,6 +138,12 @@ GEMINI_ERROR = (
     b'data: {"candidates": [{"content": {"parts": [{"text": "Hello"}],"role": "model"},"index": 0}],"modelVersion": "gemini-2.5-flash"}\r\n\r\n'
     b'data: {"error": {"code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}}\r\n\r\n'
 )
+# An error after the stream began, as Google sends it: a bare (pretty-printed) JSON object, no
+# ``data:`` line, then the end of the body.
+GEMINI_RAW_ERROR = (
+    b'data: {"candidates": [{"content": {"parts": [{"text": "Hello"}],"role": "model"},"index": 0}],"modelVersion": "gemini-2.5-flash"}\r\n\r\n'
+    b'{\n  "error": {\n    "code": 503,\n    "message": "The model is overloaded. Please try again later.",\n    "status": "UNAVAILABLE"\n  }\n}\n'
+)
 
 OLLAMA = (
     b'{"model":"qwen3","created_at":"2025-05-01T10:00:00.000000Z","message":{"role":"assistant","content":"","thinking":"The user"},"done":false}\n'

@@ -102,11 +102,49 @@ def error_text(body: bytes) -> str:
     return body.decode("utf-8", errors="replace").strip()
 
 
+def _google_details(body: bytes) -> list[dict[str, Any]]:
+    """``error.details`` of a Google API error body (``google.rpc.Status``), else empty."""
+    try:
+        parsed: Any = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return []
+    if isinstance(parsed, list) and parsed:
+        parsed = parsed[0]
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    return [d for d in details if isinstance(d, dict)] if isinstance(details, list) else []
+
+
+def google_retry_delay(body: bytes) -> str | None:
+    """The ``RetryInfo.retryDelay`` of a Google API error (``"7s"``, ``"0.5s"``), in seconds:
+    Gemini's 429 says when to retry there, not in a ``Retry-After`` header."""
+    for detail in _google_details(body):
+        delay = detail.get("retryDelay")
+        if str(detail.get("@type", "")).endswith("google.rpc.RetryInfo") and isinstance(delay, str):
+            try:
+                return f"{float(delay.removesuffix('s')):g}"
+            except ValueError:
+                return None
+    return None
+
+
+def google_key_refused(body: bytes) -> bool:
+    """Whether a Google API error names the API key as the cause (``API_KEY_INVALID``,
+    ``API_KEY_EXPIRED``...): Gemini answers a bad key with 400, not 401."""
+    return any(
+        str(detail.get("@type", "")).endswith("google.rpc.ErrorInfo")
+        and str(detail.get("reason", "")).startswith("API_KEY_")
+        for detail in _google_details(body)
+    )
+
+
 def status_failure(
     status: int, headers: Mapping[str, str], body: bytes, secrets: Iterable[str] = ()
 ) -> UpstreamFailure:
     """The failure for a non-2xx answer."""
     code = code_for_status(status)
+    if code == BAD_REQUEST and google_key_refused(body):
+        code = AUTH_FAILED
     if code == AUTH_FAILED:
         # Some vendors echo part of the key back; their text is left out altogether.
         return UpstreamFailure(code, f"the upstream refused the credentials (HTTP {status})")
@@ -115,7 +153,7 @@ def status_failure(
     if detail:
         message += f": {detail}"
     if code == RATE_LIMITED:
-        hint = retry_after(headers)
+        hint = retry_after(headers) or google_retry_delay(body)
         message += f" (retry after {hint} s)" if hint is not None else " (no retry-after given)"
     return UpstreamFailure(code, message)
 

@@ -20,13 +20,19 @@ class SseDecoder:
 
     Comments (``: keepalive``), ``id`` and ``retry`` carry nothing a provider needs and are
     dropped; an event without any ``data`` line is not dispatched, as a browser would not.
+    Lines that are no SSE field at all are kept apart (up to 64 KiB) in ``stray``: Gemini sends
+    an error that occurs mid-stream as a bare JSON object, not as an event.
     """
+
+    STRAY_LIMIT = 64 * 1024
 
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._event = ""
         self._data: list[str] = []
         self._started = False
+        self.stray: list[str] = []
+        self._stray_size = 0
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
         self._buffer += chunk
@@ -77,6 +83,9 @@ class SseDecoder:
             self._data.append(value)
         elif name == "event":
             self._event = value
+        elif name not in ("id", "retry") and self._stray_size < self.STRAY_LIMIT:
+            self.stray.append(line)
+            self._stray_size += len(line)
         return None
 
 

@@ -7,7 +7,9 @@ the chunk carrying a candidate's ``finishReason`` (with the final ``usageMetadat
 so a body that closes before one was cut. The key goes in the ``x-goog-api-key`` header, never in
 the URL, so it cannot surface in a logged URL. With ``tools`` in the request (as
 ``functionDeclarations``), a call arrives whole as a ``functionCall`` part; an answer that made
-calls and stopped ends with ``tool_calls``.
+calls and stopped ends with ``tool_calls``. An error after the stream began comes as a bare
+JSON ``{"error": ...}`` between the events (Google's own SDK reads it so): it is reported as
+that error, not as a cut stream.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from workers.providers.failures import (
     code_for_error_type,
     code_for_status,
 )
+from workers.providers.framing import SseDecoder
 from workers.providers.remote import RemoteProvider, decode_chunk, object_schema, without_none
 
 
@@ -78,6 +81,25 @@ class _Chunk(msgspec.Struct, rename="camel"):
 _decoder = msgspec.json.Decoder(_Chunk)
 _FINISH_REASONS = MappingProxyType({"STOP": "stop", "MAX_TOKENS": "length"})
 _ROLES = MappingProxyType({"user": "user", "assistant": "model"})
+
+
+def _failure(error: _Error) -> UpstreamFailure:
+    code = code_for_status(error.code) if error.code else code_for_error_type(error.status)
+    return UpstreamFailure(code, f"the upstream reported an error: {error.message}")
+
+
+def _stray_error(lines: list[str]) -> _Error | None:
+    """The error object among the lines that were no SSE event, if they hold one."""
+    try:
+        found: Any = msgspec.json.decode("\n".join(lines))
+    except msgspec.DecodeError:
+        return None
+    if isinstance(found, list) and found:
+        found = found[0]
+    try:
+        return msgspec.convert(found, _Chunk).error if isinstance(found, dict) else None
+    except msgspec.ValidationError:
+        return None
 
 
 def _usage(metadata: _UsageMetadata | None) -> Usage | None:
@@ -136,19 +158,13 @@ class GeminiProvider(RemoteProvider):
         url = self.url(f"/models/{model}:streamGenerateContent?alt=sse")
         finish: Finish | None = None
         calls = 0
+        decoder = SseDecoder()
         async with self.upstream.post(url, headers=self.headers(auth), body=body) as response:
-            async with aclosing(response.sse()) as events:
+            async with aclosing(response.sse(decoder)) as events:
                 async for raw in events:
                     chunk = decode_chunk(_decoder, raw.data)
                     if chunk.error is not None:
-                        code = (
-                            code_for_status(chunk.error.code)
-                            if chunk.error.code
-                            else code_for_error_type(chunk.error.status)
-                        )
-                        raise UpstreamFailure(
-                            code, f"the upstream reported an error: {chunk.error.message}"
-                        )
+                        raise _failure(chunk.error)
                     candidate = chunk.candidates[0] if chunk.candidates else None
                     if candidate is not None and candidate.content is not None:
                         for part in candidate.content.parts:
@@ -175,5 +191,8 @@ class GeminiProvider(RemoteProvider):
                         finish = Finish("content_filter", _usage(chunk.usage_metadata))
                         break
         if finish is None:
+            error = _stray_error(decoder.stray) if decoder.stray else None
+            if error is not None:
+                raise _failure(error)
             raise UpstreamFailure(STREAM_CUT, "the upstream stream ended before a finishReason")
         yield finish

@@ -12,6 +12,7 @@ the rest pieces of ``function.arguments``), and the answer ends with ``tool_call
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -127,7 +128,18 @@ class _Calls:
         return calls
 
 
+# OpenAI's reasoning models refuse ``max_tokens`` (400 unsupported_parameter); a routed name
+# such as ``openai/o3`` counts by its last part.
+_REASONING_MODEL = re.compile(r"(o\d+|gpt-5)([-.:].*)?", re.IGNORECASE)
+
+
 class OpenAIChatProvider(RemoteProvider):
+    def _max_tokens_field(self, model: str) -> str:
+        if self.spec.max_tokens_field:
+            return self.spec.max_tokens_field
+        name = model.rpartition("/")[2]
+        return "max_completion_tokens" if _REASONING_MODEL.fullmatch(name) else "max_tokens"
+
     async def _chunks(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         params = self.params(request)
         body = self.body(
@@ -140,7 +152,7 @@ class OpenAIChatProvider(RemoteProvider):
                     {
                         "temperature": params.temperature,
                         "top_p": params.top_p,
-                        "max_tokens": params.max_tokens,
+                        self._max_tokens_field(request.upstream_model): params.max_tokens,
                         "tools": tools_field(params.tools) if params.tools else None,
                     }
                 ),

@@ -112,9 +112,10 @@ class Body:
                     first = False
                     yield piece
 
-    async def sse(self) -> AsyncIterator[SseEvent]:
-        """Complete SSE events; the iteration ends at the end of the body."""
-        decoder = SseDecoder()
+    async def sse(self, decoder: SseDecoder | None = None) -> AsyncIterator[SseEvent]:
+        """Complete SSE events; the iteration ends at the end of the body. A caller that needs
+        what was not an event (``decoder.stray``) passes its own decoder."""
+        decoder = decoder or SseDecoder()
         async with aclosing(self.chunks()) as pieces:
             async for piece in pieces:
                 for event in decoder.feed(piece):
