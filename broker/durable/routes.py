@@ -9,6 +9,7 @@ access check and accepts no write.
 from __future__ import annotations
 
 import functools
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -198,7 +199,9 @@ async def _create(request: Request, name: str) -> Response:
     if config.closed:
         headers["Stream-Closed"] = "true"
     if created.created:
-        headers["Location"] = str(request.url)
+        # Percent-encoded: a header is Latin-1, a stream name may be any Unicode.
+        location = request.url.replace(path=quote(request.url.path, safe="/"), query="")
+        headers["Location"] = str(location)
         return Response(status_code=201, headers=headers)
     return Response(status_code=200, headers=headers)
 

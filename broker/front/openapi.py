@@ -72,8 +72,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "invalid_offset": (400, "offset is not -1, now, or an offset this server sent"),
     "invalid_live": (400, "live is not long-poll or sse"),
     "missing_offset": (400, "a live read without an offset"),
-    "invalid_producer": (400, "Producer-Id/-Epoch/-Seq incomplete, malformed, or a new epoch "
-                         "not starting at 0"),
+    "invalid_producer": (
+        400,
+        "Producer-Id/-Epoch/-Seq incomplete, malformed, or a new epoch not starting at 0",
+    ),
     "empty_body": (400, "an append without a body and without Stream-Closed: true"),
     "empty_array": (400, "an append of an empty JSON array to a JSON stream"),
     "missing_content_type": (400, "an append with a body and no Content-Type"),
@@ -86,8 +88,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "producer_sequence_gap": (409, "a Producer-Seq is missing (Producer-Expected-Seq)"),
     "offset_gone": (410, "retention dropped the data past this offset"),
     "invalid_fork": (400, "Stream-Fork-(Sub-)Offset without Stream-Forked-From, or no source"),
-    "invalid_sub_offset": (400, "Stream-Fork-Sub-Offset malformed, without an offset, or past "
-                           "the next append"),
+    "invalid_sub_offset": (
+        400,
+        "Stream-Fork-Sub-Offset malformed, without an offset, or past the next append",
+    ),
     "source_deleted": (409, "the fork's source was deleted (forks of it still live)"),
     "stream_gone": (410, "the stream was deleted while forks of it live"),
 }
@@ -455,7 +459,8 @@ _DS_READ = [
         "description": "the last Stream-Cursor, echoed",
     },
 ]
-_DS_BYTES = {"*/*": {"schema": {"type": "string"}}}
+# Any bytes: JSON in a JSON-mode stream (or a conversation read as one), anything otherwise.
+_DS_BYTES: dict[str, Any] = {"*/*": {"schema": {}}}
 
 
 def _ds_read(
@@ -473,8 +478,10 @@ def _ds_read(
         "Stream-Closed, with Cache-Control: no-store.",
         "security": _READ_SECURITY,
         "responses": {
-            "200": {"description": "data from the offset, or an SSE stream", "content": {
-                **_DS_BYTES, "text/event-stream": {"schema": {"type": "string"}}}},
+            "200": {
+                "description": "data from the offset, or an SSE stream",
+                "content": {**_DS_BYTES, "text/event-stream": {"schema": {"type": "string"}}},
+            },
             "204": {"description": "long-poll: nothing arrived in time, or the stream is closed"},
             "304": {"description": "unchanged since the ETag sent in If-None-Match"},
             **_guarded(
@@ -496,7 +503,7 @@ def _ds_read_only(operation: str) -> dict[str, Any]:
         "tags": ["durable-streams"],
         "summary": "Refused: a conversation's stream is written by posting messages",
         "security": _WRITE_SECURITY,
-        "responses": _guarded("method_not_allowed", "conversation_not_found"),
+        "responses": _guarded("invalid_id", "method_not_allowed", "conversation_not_found"),
     }
 
 
@@ -506,8 +513,13 @@ def _durable_paths() -> dict[str, Any]:
     return {
         "/v1/stream/conversations/{cid}": {
             "get": _ds_read(
-                "readConversationStream", "A conversation as a read-only JSON stream", _CID,
-                "invalid_id", "forbidden", "conversation_not_found", "stream_not_found",
+                "readConversationStream",
+                "A conversation as a read-only JSON stream",
+                _CID,
+                "invalid_id",
+                "forbidden",
+                "conversation_not_found",
+                "stream_not_found",
             ),
             "put": _ds_read_only("createConversationStream"),
             "post": _ds_read_only("appendConversationStream"),
@@ -527,10 +539,20 @@ def _durable_paths() -> dict[str, Any]:
                     "201": {"description": "created; Location, Stream-Next-Offset"},
                     "200": {"description": "it existed with the same configuration"},
                     **_guarded(
-                        "invalid_stream_name", "invalid_ttl", "invalid_expires_at",
-                        "invalid_expiry", "malformed_json", "body_too_large", missing,
-                        "stream_exists", "not_found", "invalid_fork", "invalid_sub_offset",
-                        "invalid_offset", "source_deleted", "content_type_mismatch",
+                        "invalid_stream_name",
+                        "invalid_ttl",
+                        "invalid_expires_at",
+                        "invalid_expiry",
+                        "malformed_json",
+                        "body_too_large",
+                        missing,
+                        "stream_exists",
+                        "not_found",
+                        "invalid_fork",
+                        "invalid_sub_offset",
+                        "invalid_offset",
+                        "source_deleted",
+                        "content_type_mismatch",
                     ),
                 },
             },
@@ -546,10 +568,21 @@ def _durable_paths() -> dict[str, Any]:
                     "200": {"description": "appended by an idempotent producer"},
                     "204": {"description": "appended, closed, or a producer's duplicate"},
                     **_guarded(
-                        "invalid_stream_name", "invalid_producer", "empty_body", "empty_array",
-                        "missing_content_type", "malformed_json", "body_too_large",
-                        "stale_producer_epoch", missing, "stream_closed", "content_type_mismatch",
-                        "sequence_conflict", "producer_sequence_gap", "not_found", "stream_gone",
+                        "invalid_stream_name",
+                        "invalid_producer",
+                        "empty_body",
+                        "empty_array",
+                        "missing_content_type",
+                        "malformed_json",
+                        "body_too_large",
+                        "stale_producer_epoch",
+                        missing,
+                        "stream_closed",
+                        "content_type_mismatch",
+                        "sequence_conflict",
+                        "producer_sequence_gap",
+                        "not_found",
+                        "stream_gone",
                     ),
                 },
             },
@@ -565,7 +598,12 @@ def _durable_paths() -> dict[str, Any]:
                 },
             },
             "get": _ds_read(
-                "readStream", "Read a stream", _DS_NAME, "invalid_stream_name", missing, "stream_gone"
+                "readStream",
+                "Read a stream",
+                _DS_NAME,
+                "invalid_stream_name",
+                missing,
+                "stream_gone",
             ),
         },
     }
@@ -753,7 +791,8 @@ def build() -> dict[str, Any]:
                 "tags": ["conversations"],
                 "summary": "The merged conversation (snapshot)",
                 "description": "Render it, then stream after its `last_event_id`: each event is seen once.",
-                    "security": _READ_SECURITY,
+                "parameters": [_CID],
+                "security": _READ_SECURITY,
                 "responses": {
                     "200": {
                         **_json(_ref("Snapshot"), "the merged conversation"),
@@ -761,7 +800,7 @@ def build() -> dict[str, Any]:
                     },
                     **_guarded("invalid_id", "conversation_not_found"),
                 },
-            }
+            },
         },
         "/v1/conversations/{cid}/messages": {
             "post": {
