@@ -29,7 +29,7 @@ import msgspec
 import redis.exceptions
 
 from broker.core import logs
-from broker.core.connections import UNAVAILABLE, connect, redis_client
+from broker.core.connections import UNAVAILABLE, connect, redis_client, unavailable_errors
 from broker.core.events import (
     TERMINAL_EVENTS,
     TERMINAL_STATUSES,
@@ -76,6 +76,8 @@ _TIMEOUT = "timeout"  # the run reached BROKER_MAX_RUN_SECONDS
 class Worker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # What the job-queue loops retry: a failover may also tear a cluster connection down.
+        self._unavailable = unavailable_errors(settings.redis_cluster)
         try:
             self.catalogue = Catalogue.from_settings(settings)
             self._generator_functions = import_generators(self.catalogue)
@@ -177,7 +179,7 @@ class Worker:
                     await leases.ensure_group()
                     group_ready = True
                 messages = await leases.read_new(free, self.settings.job_block_ms)
-            except UNAVAILABLE:
+            except self._unavailable:
                 self.metrics.redis_errors.inc()
                 log.warning("job queue unreachable; retrying in %.1fs", backoff)
                 await anyio.sleep(backoff)
@@ -225,7 +227,7 @@ class Worker:
                     continue
                 try:
                     lost = await leases.renew(held)
-                except UNAVAILABLE:
+                except self._unavailable:
                     self.metrics.redis_errors.inc()
                     log.warning("could not renew job leases")
                     continue
@@ -257,7 +259,7 @@ class Worker:
                     break
                 try:
                     claimed = await leases.claim_lapsed(lease_ms, free)
-                except UNAVAILABLE:
+                except self._unavailable:
                     self.metrics.redis_errors.inc()
                     continue
                 except redis.exceptions.ResponseError as exc:
@@ -517,7 +519,7 @@ class Worker:
         it after its lease finds its run ended and releases it then."""
         try:
             await self.leases[stream].release(entry_id)
-        except UNAVAILABLE:
+        except self._unavailable:
             self.metrics.redis_errors.inc()
             log.warning("could not acknowledge job %s: Redis unreachable", entry_id.decode())
 

@@ -39,6 +39,17 @@ UNAVAILABLE = (
     redis.exceptions.ClusterError,
 )
 
+
+def unavailable_errors(cluster: bool) -> tuple[type[Exception], ...]:
+    """``UNAVAILABLE``, and on a cluster the errors of a torn-down connection.
+
+    During a failover redis-py's cluster client may hand a command a connection that a
+    concurrent slot refresh is tearing down; it then raises AttributeError or RuntimeError
+    before the command reaches Redis. Only for repeatable commands whose callers retry.
+    """
+    return UNAVAILABLE + ((AttributeError, RuntimeError) if cluster else ())
+
+
 # Either kind of client; both offer the same commands, scripts and pipelines.
 Client = aioredis.Redis | RedisCluster
 

@@ -18,7 +18,7 @@ import anyio
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
-from broker.core.connections import UNAVAILABLE, Client
+from broker.core.connections import UNAVAILABLE, Client, unavailable_errors
 from broker.core.ids import LAST_POSITION, StreamPos, format_stream_id, parse_stream_id
 from broker.core.keys import ConversationKeys, Keys
 from broker.core.live import DELETED_NOTICE, LUA_NOTICE
@@ -307,12 +307,8 @@ class Store:
     def __init__(self, redis: Client, settings: Settings, *, retry_seconds: float = 0) -> None:
         self.redis = redis
         self.cluster = settings.redis_cluster
-        # redis-py's cluster client may hand a command a connection that a concurrent slot
-        # refresh is tearing down (during a failover); the command never reached Redis, so the
-        # (repeatable) run transitions retry it like an outage.
-        self._torn_down: tuple[type[Exception], ...] = (
-            (AttributeError, RuntimeError) if settings.redis_cluster else ()
-        )
+        # The (repeatable) run transitions retry a torn-down cluster connection like an outage.
+        self._unavailable = unavailable_errors(settings.redis_cluster)
         self._retry_seconds = retry_seconds
         self.keys = Keys(settings.key_prefix, settings.job_shard_count)
         self._maxlen = settings.stream_maxlen
@@ -417,7 +413,7 @@ class Store:
         while True:
             try:
                 return _text(await script(keys=keys, args=args))
-            except UNAVAILABLE + self._torn_down:
+            except self._unavailable:
                 now = time.monotonic()
                 deadline = deadline or now + self._retry_seconds
                 if now + delay > deadline:
