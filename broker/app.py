@@ -118,4 +118,3 @@ def create_app(settings: Settings) -> Starlette:
     app.router.redirect_slashes = False
     app.state.drain = lambda: None
     return app
-

@@ -75,15 +75,24 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             self.binary,
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.data_dir),
-            "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", self.appendfsync,
-            "--daemonize", "no",
-            "--maxclients", "20000",
-            "--logfile", str(self.data_dir / "redis.log"),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            self.appendfsync,
+            "--daemonize",
+            "no",
+            "--maxclients",
+            "20000",
+            "--logfile",
+            str(self.data_dir / "redis.log"),
         ]
         self.process = subprocess.Popen(
             args,
@@ -100,7 +109,7 @@ class EmbeddedRedis:
                     return self
                 except redis.ConnectionError:
                     if self.process.poll() is not None or time.monotonic() > deadline:
-                        log = (self.data_dir / "redis.log")
+                        log = self.data_dir / "redis.log"
                         tail = log.read_text()[-2000:] if log.exists() else ""
                         self.stop()
                         raise RuntimeError(f"redis-server did not start:\n{tail}") from None
@@ -139,7 +148,9 @@ def find_redis_cli() -> str | None:
 def server_version(binary: str) -> tuple[int, ...]:
     """The version of a redis-server binary, e.g. (7, 0, 15); () when it cannot tell."""
     try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return ()
     for word in out.split():
@@ -218,18 +229,30 @@ class EmbeddedCluster:
         node_dir.mkdir(parents=True, exist_ok=True)
         args = [
             self.binary,
-            "--bind", "127.0.0.1",
-            "--port", str(port),
-            "--dir", str(node_dir),
-            "--save", "",
-            "--appendonly", "no",
-            "--daemonize", "no",
-            "--maxclients", "20000",
-            "--cluster-enabled", "yes",
-            "--cluster-config-file", "nodes.conf",
-            "--cluster-node-timeout", str(self.node_timeout_ms),
-            "--cluster-replica-validity-factor", "0",
-            "--logfile", str(node_dir / "redis.log"),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(node_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--maxclients",
+            "20000",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            str(self.node_timeout_ms),
+            "--cluster-replica-validity-factor",
+            "0",
+            "--logfile",
+            str(node_dir / "redis.log"),
         ]
         self.processes[port] = subprocess.Popen(
             args,
@@ -257,9 +280,18 @@ class EmbeddedCluster:
             for port in self.ports:
                 self.start_node(port)
             subprocess.run(
-                [self.cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
-                 "--cluster-replicas", str(self.replicas), "--cluster-yes"],
-                check=True, capture_output=True, timeout=timeout,
+                [
+                    self.cli,
+                    "--cluster",
+                    "create",
+                    *(f"127.0.0.1:{p}" for p in self.ports),
+                    "--cluster-replicas",
+                    str(self.replicas),
+                    "--cluster-yes",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=timeout,
             )
             self.wait_healthy(timeout)
         except BaseException:
@@ -303,8 +335,11 @@ class EmbeddedCluster:
                 slots = shard[b"slots"]
                 if any(slots[i] <= slot <= slots[i + 1] for i in range(0, len(slots), 2)):
                     nodes = shard[b"nodes"]
-                    master = [n[b"port"] for n in nodes
-                              if n[b"role"] == b"master" and n[b"health"] == b"online"]
+                    master = [
+                        n[b"port"]
+                        for n in nodes
+                        if n[b"role"] == b"master" and n[b"health"] == b"online"
+                    ]
                     replicas = [n[b"port"] for n in nodes if n[b"role"] == b"replica"]
                     return int(master[0]), [int(p) for p in replicas]
         finally:
@@ -338,4 +373,3 @@ class EmbeddedCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-

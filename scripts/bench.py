@@ -118,7 +118,9 @@ class Bench:
         from broker.core.settings import Settings
         from broker.core.store import Store
 
-        settings = Settings.from_env({"BROKER_REDIS_URL": self.redis_url, "BROKER_KEY_PREFIX": self.prefix})
+        settings = Settings.from_env(
+            {"BROKER_REDIS_URL": self.redis_url, "BROKER_KEY_PREFIX": self.prefix}
+        )
 
         async def measure() -> tuple[int, int]:
             client = redis_client(settings, "bench-calibrate", max_connections=2)
@@ -126,8 +128,16 @@ class Bench:
             try:
                 cid, run = "calibrate", "r_calibrate"
                 _, data = encode(UserMessage(message_id="m_c", content="c", run_id=run))
-                await store.accept(cid, run_id=run, message_id="m_c", assistant_message_id="m_a",
-                                   model="simulated", data=data, idempotency_key=None, idempotency_record="")
+                await store.accept(
+                    cid,
+                    run_id=run,
+                    message_id="m_c",
+                    assistant_message_id="m_a",
+                    model="simulated",
+                    data=data,
+                    idempotency_key=None,
+                    idempotency_record="",
+                )
                 start = await store.start_run(
                     cid, run, "bench", "bench", encode(RunStarted(run, "m_a", "simulated"))[1]
                 )
@@ -158,7 +168,9 @@ class Bench:
         finally:
             self.processes.release(child)
 
-    def _loads(self, clients: list[tuple[str, str | None]], port: int, storm: bool) -> list[tuple[Any, Any]]:
+    def _loads(
+        self, clients: list[tuple[str, str | None]], port: int, storm: bool
+    ) -> list[tuple[Any, Any]]:
         """Start the load processes, each with its share of the clients, round robin."""
         count = max(1, min(self.args.load_procs, len(clients)))
         shares: list[list[tuple[str, str | None]]] = [[] for _ in range(count)]
@@ -177,7 +189,10 @@ class Bench:
 
         keys = Keys(self.prefix)
         return {
-            cid: [entry_id.decode() for entry_id, _ in self.redis.xrange(keys.conversation(cid).events)]
+            cid: [
+                entry_id.decode()
+                for entry_id, _ in self.redis.xrange(keys.conversation(cid).events)
+            ]
             for cid in cids
         }
 
@@ -187,7 +202,9 @@ class Bench:
         args = self.args
         tag = workload.tag(system)
         cids = [f"{tag}-{i}" for i in range(workload.conversations)]
-        total_clients = workload.storm_clients or workload.conversations * workload.clients_per_conversation
+        total_clients = (
+            workload.storm_clients or workload.conversations * workload.clients_per_conversation
+        )
         note = ""
         cap = _client_cap(system)
         if total_clients > cap:
@@ -225,11 +242,17 @@ class Bench:
             appender_pipe.send((t_go, t_end))
             for _, pipe in loads:
                 pipe.send(Go(t0, t1, t_end))
-            pids = {"front": [front.pid], "load": [p.pid for p, _ in loads], "appender": [appender.pid]}
+            pids = {
+                "front": [front.pid],
+                "load": [p.pid for p, _ in loads],
+                "appender": [appender.pid],
+            }
             counters = {"appends": context_appends, "events": context_events}
             before = self._sample(pids, counters, t0)
             after = self._sample(pids, counters, t1)
-            connections = connections_named(self.redis, f"{'broker' if system == 'broker' else 'naive'}:front:{front.pid}")
+            connections = connections_named(
+                self.redis, f"{'broker' if system == 'broker' else 'naive'}:front:{front.pid}"
+            )
             rss_end = rss_bytes(front.pid)
             load_results: list[LoadResult] = [
                 receive(pipe, process, 60, "load")[1] for process, pipe in loads
@@ -237,19 +260,29 @@ class Bench:
             append_result: AppendResult = receive(appender_pipe, appender, 120, "appender")[1]
             self.processes.reap_helpers()
 
-        result = self._result(workload.name, system, workload.conversations, total_clients,
-                              before, after, load_results)
-        appender_commands = (
-            (after.counters["appends"] - before.counters["appends"]) * self.cost.per_append
-            + (after.counters["events"] - before.counters["events"]) * self.cost.per_event
+        result = self._result(
+            workload.name,
+            system,
+            workload.conversations,
+            total_clients,
+            before,
+            after,
+            load_results,
         )
+        appender_commands = (
+            after.counters["appends"] - before.counters["appends"]
+        ) * self.cost.per_append + (
+            after.counters["events"] - before.counters["events"]
+        ) * self.cost.per_event
         front_commands = after.redis.delta(before.redis) - appender_commands
         if result.delivered_events:
             result.redis_cmds_per_event_front = round(front_commands / result.delivered_events, 4)
         result.front_redis_connections = connections
         result.front_rss_mb = round(rss_end / 2**20, 1)
         if result.connected and not workload.storm_clients:  # a storm connects inside the window
-            result.rss_per_connection_kb = round((rss_after - rss_before) / result.connected / 1024, 1)
+            result.rss_per_connection_kb = round(
+                (rss_after - rss_before) / result.connected / 1024, 1
+            )
         result.appended_events = after.counters["events"] - before.counters["events"]
         result.appender_skipped = append_result.skipped
         result.appender_cpu_pct = after.cpu_pct(before, "appender")
@@ -279,7 +312,11 @@ class Bench:
                 t_end = t1 + 300_000_000
                 for _, pipe in loads:
                     pipe.send(Go(t0, t1, t_end))
-                pids = {"front": [front.pid], "load": [p.pid for p, _ in loads], "worker": [worker.pid]}
+                pids = {
+                    "front": [front.pid],
+                    "load": [p.pid for p, _ in loads],
+                    "worker": [worker.pid],
+                }
                 before = self._sample(pids, {}, t0)
                 after = self._sample(pids, {}, t1)
                 connections = connections_named(self.redis, f"broker:front:{front.pid}")
@@ -295,9 +332,13 @@ class Bench:
         result.worker_cpu_s = round(worker_cpu, 3)
         result.tokens = sum(r.tokens for r in load_results)
         if result.tokens:
-            scripts = after.redis.delta(before.redis, "evalsha") + after.redis.delta(before.redis, "eval")
+            scripts = after.redis.delta(before.redis, "evalsha") + after.redis.delta(
+                before.redis, "eval"
+            )
             result.writes_per_token = round(scripts / result.tokens, 4)
-            result.xadd_per_token = round(after.redis.delta(before.redis, "xadd") / result.tokens, 4)
+            result.xadd_per_token = round(
+                after.redis.delta(before.redis, "xadd") / result.tokens, 4
+            )
             result.redis_cmds_per_token = round(after.redis.delta(before.redis) / result.tokens, 4)
             if worker_cpu > 0:
                 result.tokens_per_worker_cpu_s = round(result.tokens / worker_cpu, 0)
@@ -325,14 +366,18 @@ class Bench:
         busy = f"{tag}-busy"
         with self.redis.pipeline(transaction=False) as pipe:
             for i, cid in enumerate(idle_cids):
-                pipe.xadd(keys.conversation(cid).events, {b"t": b"message", b"d": b"{}", b"r": b"r_idle"})
+                pipe.xadd(
+                    keys.conversation(cid).events, {b"t": b"message", b"d": b"{}", b"r": b"r_idle"}
+                )
                 if i % 1000 == 999:
                     pipe.execute()
             pipe.execute()
         # Keepalives are per connection, not per event: out of the window.
         settings = {**self.front_settings, "keepalive_seconds": 3600}
         child = self.processes.front("broker", self.redis_url, self.prefix, settings)
-        worker = self.processes.worker(self.redis_url, self.prefix, 8, {"shutdown_grace_seconds": 1})
+        worker = self.processes.worker(
+            self.redis_url, self.prefix, 8, {"shutdown_grace_seconds": 1}
+        )
         try:
             _post_message(child.url, busy, 1, 1)  # the busy conversation exists before its client
             _wait_run_ended(self.redis, keys, busy, 60)
@@ -369,9 +414,15 @@ class Bench:
         after.redis.calls["hget"] = after.redis.calls.get("hget", 0) - polls
         commands = after.redis.delta(before.redis)
         result = Result(
-            scenario=f"S6/{idle}", system="broker", conversations=idle + 1, clients=idle + 1,
-            connected=idle + 1, window_s=round(window, 3), delivered_events=delivered,
-            events_per_s=round(delivered / window, 1), front_cpu_s=round(front_cpu, 3),
+            scenario=f"S6/{idle}",
+            system="broker",
+            conversations=idle + 1,
+            clients=idle + 1,
+            connected=idle + 1,
+            window_s=round(window, 3),
+            delivered_events=delivered,
+            events_per_s=round(delivered / window, 1),
+            front_cpu_s=round(front_cpu, 3),
             front_cpu_pct=after.cpu_pct(before, "front"),
             redis_cpu_pct=round(redis_cpu / window * 100, 1),
         )
@@ -382,7 +433,10 @@ class Bench:
             result.redis_cpu_ms_per_event = round(redis_cpu / delivered * 1000, 3)
             result.redis_cmds_per_event_all = round(commands / delivered, 2)
             result.commands_by_name = {
-                name: round((after.redis.calls.get(name, 0) - before.redis.calls.get(name, 0)) / delivered, 3)
+                name: round(
+                    (after.redis.calls.get(name, 0) - before.redis.calls.get(name, 0)) / delivered,
+                    3,
+                )
                 for name in sorted(set(after.redis.calls) | set(before.redis.calls))
                 if after.redis.calls.get(name, 0) != before.redis.calls.get(name, 0)
             }
@@ -399,8 +453,16 @@ class Bench:
         values = {name: int(counter.value) for name, counter in counters.items()}
         return Sample(now, cpu, redis_sample(self.redis), values)
 
-    def _result(self, scenario: str, system: str, conversations: int, clients: int,
-                before: Sample, after: Sample, loads: list[LoadResult]) -> Result:
+    def _result(
+        self,
+        scenario: str,
+        system: str,
+        conversations: int,
+        clients: int,
+        before: Sample,
+        after: Sample,
+        loads: list[LoadResult],
+    ) -> Result:
         window = (after.at - before.at) / 1e9
         delivered = sum(r.events for r in loads)
         latencies = array("q")
@@ -428,7 +490,9 @@ class Bench:
             redis_cpu_pct=round((after.redis.cpu - before.redis.cpu) / window * 100, 1),
             machine_busy_pct=round(
                 (after.cpu["machine"] - before.cpu["machine"])
-                / max(1e-9, after.cpu["machine_total"] - before.cpu["machine_total"]) * 100, 1
+                / max(1e-9, after.cpu["machine_total"] - before.cpu["machine_total"])
+                * 100,
+                1,
             ),
             time_to_first_event=percentiles(ttfe) if scenario == "S3" else None,
         )
@@ -482,10 +546,16 @@ def _sleep_until(t_ns: int) -> None:
 
 def _post_message(base_url: str, cid: str, tokens: int, interval_ms: float) -> None:
     body = json.dumps(
-        {"content": f"bench {cid}", "model": "simulated", "params": {"tokens": tokens, "interval_ms": interval_ms}}
+        {
+            "content": f"bench {cid}",
+            "model": "simulated",
+            "params": {"tokens": tokens, "interval_ms": interval_ms},
+        }
     ).encode()
     request = urllib.request.Request(
-        f"{base_url}/v1/conversations/{cid}/messages", data=body, method="POST",
+        f"{base_url}/v1/conversations/{cid}/messages",
+        data=body,
+        method="POST",
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -520,37 +590,87 @@ def _int_list(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scenarios", default=",".join(ALL_SCENARIOS), help="comma-separated, e.g. S1,S3")
-    p.add_argument("--compare-naive", action="store_true", help="also run scripts/naive_front.py on the same workload")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--scenarios", default=",".join(ALL_SCENARIOS), help="comma-separated, e.g. S1,S3"
+    )
+    p.add_argument(
+        "--compare-naive",
+        action="store_true",
+        help="also run scripts/naive_front.py on the same workload",
+    )
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    p.add_argument("--duration", type=float, default=10.0, help="measured window per scenario, seconds")
-    p.add_argument("--warmup", type=float, default=2.0, help="seconds of load before the window opens")
-    p.add_argument("--keep-logs", action="store_true", help="keep the started processes' output files")
-    p.add_argument("--key-prefix", default="", help="namespace of the benchmark's keys (default: a fresh one)")
+    p.add_argument(
+        "--duration", type=float, default=10.0, help="measured window per scenario, seconds"
+    )
+    p.add_argument(
+        "--warmup", type=float, default=2.0, help="seconds of load before the window opens"
+    )
+    p.add_argument(
+        "--keep-logs", action="store_true", help="keep the started processes' output files"
+    )
+    p.add_argument(
+        "--key-prefix", default="", help="namespace of the benchmark's keys (default: a fresh one)"
+    )
     p.add_argument("--load-procs", type=int, default=2, help="load generator processes")
-    p.add_argument("--front-setting", action="append", default=[], metavar="NAME=VALUE",
-                   help="a BROKER_* setting for the front, e.g. client_queue_frames=4096")
+    p.add_argument(
+        "--front-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a BROKER_* setting for the front, e.g. client_queue_frames=4096",
+    )
     p.add_argument("--s1-conversations", type=int, default=200)
-    p.add_argument("--s1-rate", type=float, default=50.0, help="tokens (delta events) per second per conversation")
+    p.add_argument(
+        "--s1-rate",
+        type=float,
+        default=50.0,
+        help="tokens (delta events) per second per conversation",
+    )
     p.add_argument("--s2-conversations", type=int, default=20)
-    p.add_argument("--s2-fanout", type=_int_list, default=[10, 100, 250], help="clients per conversation, a list")
-    p.add_argument("--s2-rate", type=float, default=50.0, help="events/s per conversation, lowered to fit --s2-max-events")
-    p.add_argument("--s2-max-events", type=float, default=40_000, help="cap on offered deliveries per second")
+    p.add_argument(
+        "--s2-fanout",
+        type=_int_list,
+        default=[10, 100, 250],
+        help="clients per conversation, a list",
+    )
+    p.add_argument(
+        "--s2-rate",
+        type=float,
+        default=50.0,
+        help="events/s per conversation, lowered to fit --s2-max-events",
+    )
+    p.add_argument(
+        "--s2-max-events", type=float, default=40_000, help="cap on offered deliveries per second"
+    )
     p.add_argument("--s3-conversations", type=int, default=20)
     p.add_argument("--s3-events", type=int, default=5000, help="events stored in each conversation")
     p.add_argument("--s3-clients", type=int, default=500)
-    p.add_argument("--s3-rate", type=float, default=5.0, help="live events/s per conversation during the storm")
+    p.add_argument(
+        "--s3-rate", type=float, default=5.0, help="live events/s per conversation during the storm"
+    )
     p.add_argument("--s4-clients", type=int, default=10_000)
     p.add_argument("--s4-conversations", type=int, default=1000)
-    p.add_argument("--s4-rate", type=float, default=10.0, help="events/s over all S4 conversations (a trickle)")
+    p.add_argument(
+        "--s4-rate", type=float, default=10.0, help="events/s over all S4 conversations (a trickle)"
+    )
     p.add_argument("--s5-runs", type=int, default=32, help="concurrent runs on the one worker")
-    p.add_argument("--s5-tokens-per-s", type=float, default=200.0, help="tokens/s of each simulated run")
+    p.add_argument(
+        "--s5-tokens-per-s", type=float, default=200.0, help="tokens/s of each simulated run"
+    )
     p.add_argument("--s5-concurrency", type=int, default=64)
-    p.add_argument("--s6-idle", type=_int_list, default=[0, 1000, 5000, 10_000],
-                   help="idle open conversations beside the busy one, a list")
+    p.add_argument(
+        "--s6-idle",
+        type=_int_list,
+        default=[0, 1000, 5000, 10_000],
+        help="idle open conversations beside the busy one, a list",
+    )
     p.add_argument("--s6-tokens", type=int, default=3000, help="tokens of the busy run")
-    p.add_argument("--s6-interval-ms", type=float, default=2.0, help="the simulated model's interval")
+    p.add_argument(
+        "--s6-interval-ms", type=float, default=2.0, help="the simulated model's interval"
+    )
     return p
 
 
@@ -564,12 +684,26 @@ def workloads(args: argparse.Namespace, scenario: str) -> list[Workload]:
             out.append(Workload(f"S2/{fanout}", args.s2_conversations, fanout, rate))
         return out
     if scenario == "S3":
-        return [Workload("S3", args.s3_conversations, rate=args.s3_rate, prefill=args.s3_events,
-                         storm_clients=args.s3_clients)]
+        return [
+            Workload(
+                "S3",
+                args.s3_conversations,
+                rate=args.s3_rate,
+                prefill=args.s3_events,
+                storm_clients=args.s3_clients,
+            )
+        ]
     if scenario == "S4":
         per = max(1, args.s4_clients // args.s4_conversations)
-        return [Workload("S4", args.s4_conversations, per, args.s4_rate / args.s4_conversations,
-                         measure_rss=True)]
+        return [
+            Workload(
+                "S4",
+                args.s4_conversations,
+                per,
+                args.s4_rate / args.s4_conversations,
+                measure_rss=True,
+            )
+        ]
     return []
 
 

@@ -83,8 +83,14 @@ class Appender:
             message_id = new_id("m")
             _, data = encode(UserMessage(message_id=message_id, content="bench", run_id=run_id))
             accepted = await self.store.accept(
-                cid, run_id=run_id, message_id=message_id, assistant_message_id=new_id("m"),
-                model="simulated", data=data, idempotency_key=None, idempotency_record="",
+                cid,
+                run_id=run_id,
+                message_id=message_id,
+                assistant_message_id=new_id("m"),
+                model="simulated",
+                data=data,
+                idempotency_key=None,
+                idempotency_record="",
             )
             if accepted.outcome != "ok":
                 raise RuntimeError(f"bench: could not open a run in {cid}: {accepted}")
@@ -149,9 +155,20 @@ class Appender:
                 self.sequence[index] += 1
                 _, data = encode(Delta(run_id, text if text is not None else str(time.time_ns())))
                 pipe.evalsha(
-                    self._sha, 4, keys.events, keys.meta, keys.run(run_id), keys.live,
-                    run_id, maxlen, ttl_ms, self.sequence[index], *self.fences[run_id], 0,
-                    "delta", data,
+                    self._sha,
+                    4,
+                    keys.events,
+                    keys.meta,
+                    keys.run(run_id),
+                    keys.live,
+                    run_id,
+                    maxlen,
+                    ttl_ms,
+                    self.sequence[index],
+                    *self.fences[run_id],
+                    0,
+                    "delta",
+                    data,
                 )
             replies = await pipe.execute()
         for reply in replies:
@@ -222,7 +239,9 @@ async def _sleep_until(t_ns: int) -> None:
         await asyncio.sleep(delay)
 
 
-async def _run(conn: Connection, plan: AppendPlan, appends: Synchronized, events: Synchronized) -> None:
+async def _run(
+    conn: Connection, plan: AppendPlan, appends: Synchronized, events: Synchronized
+) -> None:
     appender = Appender(plan, appends, events)
     try:
         await appender.open_runs()
@@ -240,7 +259,9 @@ async def _run(conn: Connection, plan: AppendPlan, appends: Synchronized, events
     conn.send(("result", appender.result))
 
 
-def append_main(conn: Connection, plan: AppendPlan, appends: Synchronized, events: Synchronized) -> None:
+def append_main(
+    conn: Connection, plan: AppendPlan, appends: Synchronized, events: Synchronized
+) -> None:
     """Entry point of the appender process."""
     raise_nofile()
     try:

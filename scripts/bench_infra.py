@@ -118,7 +118,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def child_env(redis_url: str, prefix: str, settings: dict[str, Any] | None = None) -> dict[str, str]:
+def child_env(
+    redis_url: str, prefix: str, settings: dict[str, Any] | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
@@ -127,8 +129,13 @@ def child_env(redis_url: str, prefix: str, settings: dict[str, Any] | None = Non
     env["BROKER_LOG_LEVEL"] = "WARNING"
     # Load from one loopback address: no authentication, and no per-subject limit.
     env["BROKER_AUTH"] = "none"
-    for limit in ("REQUESTS_PER_MINUTE", "POSTS_PER_MINUTE", "STREAMS_PER_SUBJECT",
-                  "CONVERSATIONS_PER_DAY", "ACTIVE_RUNS_PER_SUBJECT"):
+    for limit in (
+        "REQUESTS_PER_MINUTE",
+        "POSTS_PER_MINUTE",
+        "STREAMS_PER_SUBJECT",
+        "CONVERSATIONS_PER_DAY",
+        "ACTIVE_RUNS_PER_SUBJECT",
+    ):
         env[f"BROKER_LIMIT_{limit}"] = "0"
     for name, value in (settings or {}).items():
         env[f"BROKER_{name.upper()}"] = str(value)
@@ -182,7 +189,11 @@ class Processes:
         log_path = self.workdir / f"{self.started:02d}-{name}.log"
         with open(log_path, "wb") as log:
             popen = subprocess.Popen(
-                args, env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                args,
+                env=env,
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
                 stderr=subprocess.STDOUT,
             )
         child = Child(name, popen, log_path, port)
@@ -193,18 +204,38 @@ class Processes:
         """One front process (the broker's, or the naive baseline), ready to serve."""
         port = free_port()
         if system == "broker":
-            args = [sys.executable, "-m", "broker", "serve", "--host", "127.0.0.1", "--port", str(port)]
+            args = [
+                sys.executable,
+                "-m",
+                "broker",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ]
         else:
-            args = [sys.executable, str(SCRIPTS / "naive_front.py"), "--host", "127.0.0.1", "--port", str(port)]
+            args = [
+                sys.executable,
+                str(SCRIPTS / "naive_front.py"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ]
         child = self.spawn(f"front-{system}", args, child_env(redis_url, prefix, settings), port)
         wait_ready(child)
         return child
 
-    def worker(self, redis_url: str, prefix: str, concurrency: int, settings: dict[str, Any]) -> Child:
+    def worker(
+        self, redis_url: str, prefix: str, concurrency: int, settings: dict[str, Any]
+    ) -> Child:
         args = [sys.executable, "-m", "broker", "worker", "--concurrency", str(concurrency)]
         return self.spawn("worker", args, child_env(redis_url, prefix, settings))
 
-    def helper(self, target: Any, *args: Any) -> tuple[multiprocessing.Process, multiprocessing.connection.Connection]:
+    def helper(
+        self, target: Any, *args: Any
+    ) -> tuple[multiprocessing.Process, multiprocessing.connection.Connection]:
         """A Python helper process (load or appender) and the parent's end of its pipe."""
         context = multiprocessing.get_context("fork")
         parent_end, child_end = context.Pipe()
@@ -253,8 +284,12 @@ def wait_ready(child: Child, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def receive(conn: multiprocessing.connection.Connection, process: multiprocessing.Process,
-            timeout: float, what: str) -> Any:
+def receive(
+    conn: multiprocessing.connection.Connection,
+    process: multiprocessing.Process,
+    timeout: float,
+    what: str,
+) -> Any:
     """The next message from a helper, or a clear error when it died or took too long."""
     deadline = time.monotonic() + timeout
     while not conn.poll(0.2):

@@ -36,7 +36,9 @@ class LoadPlan:
     port: int
     clients: list[tuple[str, str | None]]  # (conversation id, Last-Event-ID or None)
     source_addresses: list[str]
-    connect_on_go: bool = False  # a storm: connect at the window's start, measure time to first event
+    connect_on_go: bool = (
+        False  # a storm: connect at the window's start, measure time to first event
+    )
 
 
 @dataclass(frozen=True)
@@ -213,8 +215,13 @@ def _request(host: str, port: int, cid: str, last_event_id: str | None) -> bytes
 
 
 async def _open(
-    plan: LoadPlan, window: _Window, index: int, cid: str, last_event_id: str | None,
-    gate: asyncio.Semaphore, readers: list[SseReader],
+    plan: LoadPlan,
+    window: _Window,
+    index: int,
+    cid: str,
+    last_event_id: str | None,
+    gate: asyncio.Semaphore,
+    readers: list[SseReader],
 ) -> None:
     """Connect one reader from one of the loopback source addresses (ports run short otherwise)."""
     loop = asyncio.get_running_loop()
@@ -226,7 +233,9 @@ async def _open(
             sock.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
             sock.bind((source, 0))
             sock.setblocking(False)
-            await asyncio.wait_for(loop.sock_connect(sock, (plan.host, plan.port)), _CONNECT_TIMEOUT)
+            await asyncio.wait_for(
+                loop.sock_connect(sock, (plan.host, plan.port)), _CONNECT_TIMEOUT
+            )
             request = _request(plan.host, plan.port, cid, last_event_id)
             _, reader = await loop.create_connection(
                 lambda: SseReader(window, request, started), sock=sock
@@ -243,12 +252,17 @@ async def _connect_all(plan: LoadPlan, window: _Window) -> list[SseReader]:
     gate = asyncio.Semaphore(_CONNECT_PARALLEL)
     readers: list[SseReader] = []
     await asyncio.gather(
-        *(_open(plan, window, i, cid, lei, gate, readers) for i, (cid, lei) in enumerate(plan.clients))
+        *(
+            _open(plan, window, i, cid, lei, gate, readers)
+            for i, (cid, lei) in enumerate(plan.clients)
+        )
     )
     pending = [r.first_event for r in readers if not r.first_event.done()]
     if pending:
         await asyncio.wait(pending, timeout=_CONNECT_TIMEOUT)
-    window.result.connect_failed += sum(1 for r in readers if not r.first_event.done() or not r.first_event.result())
+    window.result.connect_failed += sum(
+        1 for r in readers if not r.first_event.done() or not r.first_event.result()
+    )
     return readers
 
 

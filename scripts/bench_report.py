@@ -82,7 +82,9 @@ def percentiles(samples_ns: array) -> Percentiles | None:
     def at(q: float) -> float:
         return round(ordered[min(n - 1, int(q * n))] / 1e6, 3)
 
-    return Percentiles(p50_ms=at(0.50), p99_ms=at(0.99), max_ms=round(ordered[-1] / 1e6, 3), samples=n)
+    return Percentiles(
+        p50_ms=at(0.50), p99_ms=at(0.99), max_ms=round(ordered[-1] / 1e6, 3), samples=n
+    )
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -102,7 +104,9 @@ def ratios(results: list[Result]) -> list[Ratio]:
         out.append(
             Ratio(
                 scenario=broker.scenario,
-                events_per_cpu_s=_ratio(broker.events_per_front_cpu_s, other.events_per_front_cpu_s),
+                events_per_cpu_s=_ratio(
+                    broker.events_per_front_cpu_s, other.events_per_front_cpu_s
+                ),
                 latency_p99=_ratio(
                     other.latency.p99_ms if other.latency else None,
                     broker.latency.p99_ms if broker.latency else None,
@@ -111,7 +115,9 @@ def ratios(results: list[Result]) -> list[Ratio]:
                     other.redis_cmds_per_event_front, broker.redis_cmds_per_event_front
                 ),
                 redis_connections=(broker.front_redis_connections, other.front_redis_connections),
-                rss_per_connection=_ratio(other.rss_per_connection_kb, broker.rss_per_connection_kb),
+                rss_per_connection=_ratio(
+                    other.rss_per_connection_kb, broker.rss_per_connection_kb
+                ),
             )
         )
     return out
@@ -156,7 +162,11 @@ def markdown(report: Report) -> str:
             f"| {_f(r.redis_cmds_per_event_front, 3)} / {_f(r.redis_cmds_per_event_all, 3)} "
             f"| {r.front_redis_connections:,} | {cpu} | {r.machine_busy_pct:.0f} |"
         )
-    extra = [r for r in report.results if r.time_to_first_event or r.scenario == "S4" or r.tokens is not None]
+    extra = [
+        r
+        for r in report.results
+        if r.time_to_first_event or r.scenario == "S4" or r.tokens is not None
+    ]
     if extra:
         lines += [
             "",

@@ -46,7 +46,12 @@ def _request(kind: str, prefix: str) -> bytes:
 
 
 async def _connection(
-    port: int, kind: str, prefix: str, until: float, latencies: list[float], statuses: dict[int, int]
+    port: int,
+    kind: str,
+    prefix: str,
+    until: float,
+    latencies: list[float],
+    statuses: dict[int, int],
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -66,7 +71,9 @@ async def _connection(
         writer.close()
 
 
-async def _load(port: int, kind: str, connections: int, seconds: float) -> tuple[list[float], dict[int, int]]:
+async def _load(
+    port: int, kind: str, connections: int, seconds: float
+) -> tuple[list[float], dict[int, int]]:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     until = time.monotonic() + seconds
@@ -77,7 +84,9 @@ async def _load(port: int, kind: str, connections: int, seconds: float) -> tuple
     return latencies, statuses
 
 
-def measure(port: int, pid: int, kind: str, connections: int, seconds: float, warmup: float) -> dict[str, float]:
+def measure(
+    port: int, pid: int, kind: str, connections: int, seconds: float, warmup: float
+) -> dict[str, float]:
     asyncio.run(_load(port, kind, connections, warmup))
     cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
     latencies, statuses = asyncio.run(_load(port, kind, connections, seconds))
@@ -140,7 +149,9 @@ class _StubTransport:
 async def _app(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
     if scope["type"] != "http":
         return
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})  # type: ignore[operator]
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+    )  # type: ignore[operator]
     await send({"type": "http.response.body", "body": b"ok"})  # type: ignore[operator]
 
 
@@ -215,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         print("| kind | requests/s | front CPU µs per request | p50 ms | p99 ms |")
         print("|---|---:|---:|---:|---:|")
         for kind in args.kinds.split(","):
-            result = measure(front.port, front.pid, kind, args.connections, args.duration, args.warmup)
+            result = measure(
+                front.port, front.pid, kind, args.connections, args.duration, args.warmup
+            )
             print(
                 f"| {kind} | {result['requests_per_s']:,.0f} | "
                 f"{result['front_cpu_us_per_request']:.0f} | {result['p50_ms']:.2f} | "

@@ -67,26 +67,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     length.add_argument("--minutes", type=float, help="how long the load runs (default 1)")
     length.add_argument("--seconds", type=float, help="the same in seconds, for short runs")
     parser.add_argument("--fronts", type=int, default=2, help="front processes at any time (>= 1)")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes at any time (>= 1)")
-    parser.add_argument("--conversations", type=int, default=8, help="conversations written at once")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="worker processes at any time (>= 1)"
+    )
+    parser.add_argument(
+        "--conversations", type=int, default=8, help="conversations written at once"
+    )
     parser.add_argument("--clients", type=int, default=16, help="SSE clients, spread over them")
     parser.add_argument("--cancellers", type=int, default=1, help="tasks sending random cancels")
     parser.add_argument(
-        "--runs-per-conversation", type=int, default=30,
+        "--runs-per-conversation",
+        type=int,
+        default=30,
         help="runs before a lane moves to a fresh conversation (keeps streams short)",
     )
     parser.add_argument("--max-tokens", type=int, default=40, help="largest simulated answer")
-    parser.add_argument("--max-interval-ms", type=int, default=25, help="slowest simulated token pace")
     parser.add_argument(
-        "--chaos-every", type=float, nargs=2, default=(2.0, 5.0), metavar=("MIN", "MAX"),
+        "--max-interval-ms", type=int, default=25, help="slowest simulated token pace"
+    )
+    parser.add_argument(
+        "--chaos-every",
+        type=float,
+        nargs=2,
+        default=(2.0, 5.0),
+        metavar=("MIN", "MAX"),
         help="seconds between two kills, drawn uniformly",
     )
     parser.add_argument("--no-chaos", action="store_true", help="kill nothing (a baseline)")
     parser.add_argument("--no-spare", action="store_true", help="chaos may kill every process")
-    parser.add_argument("--warmup", type=float, help="seconds after a start before RSS is a baseline")
+    parser.add_argument(
+        "--warmup", type=float, help="seconds after a start before RSS is a baseline"
+    )
     parser.add_argument("--seed", type=int, help="seed of the random choices (timing still varies)")
     parser.add_argument("--json", type=Path, help="also write the counts and violations here")
-    parser.add_argument("--keep-logs", action="store_true", help="keep process logs even on success")
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="keep process logs even on success"
+    )
     args = parser.parse_args(argv)
     args.duration = args.seconds if args.seconds is not None else 60.0 * (args.minutes or 1.0)
     if args.warmup is None:
@@ -238,7 +254,12 @@ async def run_load(load: Load, args: argparse.Namespace, redis_url: str, prefix:
         for task in traffic:
             task.cancel()
         await asyncio.gather(*traffic, return_exceptions=True)
-        bound = 2 * LEASE_SECONDS + REAP_INTERVAL_SECONDS + SHUTDOWN_GRACE_SECONDS + QUIET_MARGIN_SECONDS
+        bound = (
+            2 * LEASE_SECONDS
+            + REAP_INTERVAL_SECONDS
+            + SHUTDOWN_GRACE_SECONDS
+            + QUIET_MARGIN_SECONDS
+        )
         load.conversations = await wait_quiet(load, redis_url, prefix, bound)
         await final_catch_up(load, redis_url, prefix)
         load.fleet.sample_rss()
@@ -309,8 +330,18 @@ def counts_of(load: Load, verdict: Verdict, duration: float) -> dict[str, Any]:
 
 
 def summary_line(counts: dict[str, Any]) -> str:
-    keys = ("runs", "completed", "cancelled", "failed", "reconnects", "events_checked", "kills",
-            "terms", "restarts", "violations")
+    keys = (
+        "runs",
+        "completed",
+        "cancelled",
+        "failed",
+        "reconnects",
+        "events_checked",
+        "kills",
+        "terms",
+        "restarts",
+        "violations",
+    )
     return f"soak: {counts['minutes']:.1f} min, " + ", ".join(f"{k}={counts[k]}" for k in keys)
 
 
@@ -322,7 +353,9 @@ def report(load: Load, verdict: Verdict, args: argparse.Namespace, workdir: Path
     if len(verdict.violations) > 50:
         print(f"  ... and {len(verdict.violations) - 50} more")
     if args.json is not None:
-        args.json.write_text(json.dumps({"counts": counts, "violations": verdict.violations}, indent=2))
+        args.json.write_text(
+            json.dumps({"counts": counts, "violations": verdict.violations}, indent=2)
+        )
     if verdict.violations:
         (workdir / "chaos.log").write_text("".join(line + "\n" for line in load.timeline))
         print(f"  process logs and chaos.log (times in epoch ms, as in entry ids): {workdir}")

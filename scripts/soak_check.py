@@ -56,7 +56,12 @@ def read_stream(client: redis.Redis, key: str, batch: int = 5000) -> list[Stored
         chunk = client.xrange(key, min=start, max="+", count=batch)
         for entry_id, fields in chunk:
             entries.append(
-                Stored(entry_id.decode(), fields[b"t"].decode(), fields[b"d"], fields.get(b"r", b"").decode())
+                Stored(
+                    entry_id.decode(),
+                    fields[b"t"].decode(),
+                    fields[b"d"],
+                    fields.get(b"r", b"").decode(),
+                )
             )
         if len(chunk) < batch:
             return entries
@@ -115,7 +120,7 @@ def check_connection(
             verdict.violations.append(
                 f"{where}: event #{i} was {got[0]} {got[1]}, the stream has {want.id} {want.name}"
                 + (" (same id, other data)" if got[0] == want.id and got[1] == want.name else "")
-                + f"; received ids around it: {[e[0] for e in received[max(0, i - 2): i + 3]]}"
+                + f"; received ids around it: {[e[0] for e in received[max(0, i - 2) : i + 3]]}"
             )
             return
 
@@ -144,7 +149,9 @@ def check_runs(cid: str, entries: list[Stored], verdict: Verdict) -> set[str]:
         view = runs[entry.run_id]
         if entry.name == "message":
             if view.message is not None:
-                verdict.violations.append(f"{cid} run {entry.run_id}: a second message event {entry.id}")
+                verdict.violations.append(
+                    f"{cid} run {entry.run_id}: a second message event {entry.id}"
+                )
             view.message = data
             continue
         if view.message is None:
@@ -172,7 +179,9 @@ def judge_run(cid: str, run_id: str, view: RunView, verdict: Verdict) -> None:
     problems = verdict.violations
     if len(view.terminals) != 1:
         names = [f"{t.id} {t.name}" for t in view.terminals]
-        problems.append(f"{where}: {len(view.terminals)} terminal events {names} (expected exactly 1)")
+        problems.append(
+            f"{where}: {len(view.terminals)} terminal events {names} (expected exactly 1)"
+        )
     if view.after_terminal:
         problems.append(f"{where}: events after its terminal: {view.after_terminal[:5]}")
     if view.started > 1:
@@ -204,14 +213,20 @@ def check_answer_length(where: str, view: RunView, verdict: Verdict) -> None:
     for channel, count in wanted.items():
         words = len("".join(view.text.get(channel, [])).split())
         if words != count:
-            verdict.violations.append(f"{where}: completed with {words} {channel} words, asked for {count}")
+            verdict.violations.append(
+                f"{where}: completed with {words} {channel} words, asked for {count}"
+            )
 
 
-def check_accepted(accepted: dict[str, str], announced: dict[str, set[str]], verdict: Verdict) -> None:
+def check_accepted(
+    accepted: dict[str, str], announced: dict[str, set[str]], verdict: Verdict
+) -> None:
     """Every 202 the soak got names a run whose message is in that conversation's stream."""
     for run_id, cid in accepted.items():
         if run_id not in announced.get(cid, set()):
-            verdict.violations.append(f"{cid} run {run_id}: accepted (202) but no message event stored")
+            verdict.violations.append(
+                f"{cid} run {run_id}: accepted (202) but no message event stored"
+            )
 
 
 def check_memory(procs: list[Proc], warmup: float, verdict: Verdict) -> None:

@@ -108,8 +108,7 @@ class Load:
     def chaos_near(self, ms: int, seconds: float = 3.0) -> list[str]:
         """The chaos actions within ``seconds`` of a Redis entry time, to explain a violation."""
         return [
-            line for line in self.timeline
-            if abs(int(line.split(" ", 1)[0]) - ms) <= seconds * 1000
+            line for line in self.timeline if abs(int(line.split(" ", 1)[0]) - ms) <= seconds * 1000
         ]
 
     # ---------------------------------------------------------------- HTTP with retries
@@ -139,7 +138,9 @@ class Load:
                 await asyncio.sleep(0.1)
                 continue
             try:
-                response = await self.http.request(method, front.url + path, json=json, headers=headers)
+                response = await self.http.request(
+                    method, front.url + path, json=json, headers=headers
+                )
             except httpx.TransportError as exc:
                 if failures is not None:
                     failures.append(f"{wall_clock()} {front.name}: {type(exc).__name__}")
@@ -177,7 +178,11 @@ class Load:
         self.stats["posts"] += 1
         failures: list[str] = []
         response = await self.request(
-            "POST", f"/v1/conversations/{cid}/messages", json=body, headers=headers, failures=failures
+            "POST",
+            f"/v1/conversations/{cid}/messages",
+            json=body,
+            headers=headers,
+            failures=failures,
         )
         if response is None:
             return None
@@ -258,7 +263,13 @@ class Load:
             await asyncio.sleep(self.rng.uniform(0.0, 0.3))
 
     async def read(
-        self, index: int, front: Proc, cid: str, after: str | None, duration: float, last: str | None
+        self,
+        index: int,
+        front: Proc,
+        cid: str,
+        after: str | None,
+        duration: float,
+        last: str | None,
     ) -> str | None:
         """One connection; returns the client's position afterwards."""
         path = f"/v1/conversations/{cid}/stream"

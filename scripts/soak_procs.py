@@ -89,7 +89,9 @@ class Proc:
 class Fleet:
     """All front and worker processes of one soak, living and dead, sharing one Redis."""
 
-    def __init__(self, redis_url: str, prefix: str, workdir: Path, settings: dict[str, str]) -> None:
+    def __init__(
+        self, redis_url: str, prefix: str, workdir: Path, settings: dict[str, str]
+    ) -> None:
         self.redis_url = redis_url
         self.prefix = prefix
         self.workdir = workdir
@@ -106,8 +108,13 @@ class Fleet:
         env["BROKER_KEY_PREFIX"] = self.prefix
         # Load from one loopback address: no authentication, and no per-subject limit.
         env["BROKER_AUTH"] = "none"
-        for limit in ("REQUESTS_PER_MINUTE", "POSTS_PER_MINUTE", "STREAMS_PER_SUBJECT",
-                      "CONVERSATIONS_PER_DAY", "ACTIVE_RUNS_PER_SUBJECT"):
+        for limit in (
+            "REQUESTS_PER_MINUTE",
+            "POSTS_PER_MINUTE",
+            "STREAMS_PER_SUBJECT",
+            "CONVERSATIONS_PER_DAY",
+            "ACTIVE_RUNS_PER_SUBJECT",
+        ):
             env[f"BROKER_LIMIT_{limit}"] = "0"
         env.update(self.settings)
         return env
@@ -118,7 +125,9 @@ class Fleet:
         self._counts[kind] += 1
         name = f"{kind}{index}"
         port = free_port() if kind == "front" else 0
-        args = ["serve", "--host", "127.0.0.1", "--port", str(port)] if kind == "front" else ["worker"]
+        args = (
+            ["serve", "--host", "127.0.0.1", "--port", str(port)] if kind == "front" else ["worker"]
+        )
         log_path = self.workdir / f"{name}.log"
         log = open(log_path, "wb")
         popen = subprocess.Popen(

@@ -189,7 +189,6 @@ def stack(stack_on: Callable[..., Stack], redis_target: RedisTarget, prefix: str
     return stack_on(redis_target.url, prefix, redis_target.settings)
 
 
-
 @pytest.fixture(scope="module")
 def lone_front(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     """One front and no worker, shared by a module's tests: accepted runs simply stay queued.

@@ -52,7 +52,9 @@ def harness() -> Path:
 def front(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     """Two fronts and one worker, open (BROKER_AUTH=none), shared by the module's scenarios."""
     stack = Stack(
-        redis_url, "a" + uuid.uuid4().hex[:12], tmp_path_factory.mktemp("ai_sdk"),
+        redis_url,
+        "a" + uuid.uuid4().hex[:12],
+        tmp_path_factory.mktemp("ai_sdk"),
         settings={"shutdown_grace_seconds": 1},
     )
     stack.start(fronts=2, workers=1, generators=GENERATORS)
@@ -78,8 +80,18 @@ def scenario(
     """Run one scenario; returns its JSON result (and the chat id under ``"chat"``)."""
     chat = chat or new_cid("sdk")
     command = [
-        "node", "scenario.mjs", "--sdk", sdk, "--base", front.url, "--chat", chat,
-        "--scenario", name, "--params", json.dumps(ANSWER if params is None else params),
+        "node",
+        "scenario.mjs",
+        "--sdk",
+        sdk,
+        "--base",
+        front.url,
+        "--chat",
+        chat,
+        "--scenario",
+        name,
+        "--params",
+        json.dumps(ANSWER if params is None else params),
     ]
     for option, value in options.items():
         command += [f"--{option}", value]
@@ -333,8 +345,10 @@ def test_regenerate_answers_the_last_question_again(harness: Path, front: Front)
 
 def _post(front: Front, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
     return httpx.post(
-        f"{front.url}/v1/ai-sdk/chat", content=body if isinstance(body, bytes) else json.dumps(body),
-        headers={"content-type": "application/json", **(headers or {})}, trust_env=False,
+        f"{front.url}/v1/ai-sdk/chat",
+        content=body if isinstance(body, bytes) else json.dumps(body),
+        headers={"content-type": "application/json", **(headers or {})},
+        trust_env=False,
     )
 
 
@@ -385,7 +399,9 @@ def test_with_tokens_the_chat_is_its_owners_alone(harness: Path, stack: Stack) -
     anonymous = _post(front, {"id": new_cid("anon"), "messages": user})
     assert anonymous.status_code == 401
     # A cookie never posts: the page needs the header for that.
-    cookie = _post(front, {"id": new_cid("c"), "messages": user}, {"Cookie": f"broker_token={alice}"})
+    cookie = _post(
+        front, {"id": new_cid("c"), "messages": user}, {"Cookie": f"broker_token={alice}"}
+    )
     assert cookie.status_code == 401
     assert len(stored(front, cid, {"Authorization": f"Bearer {alice}"})["messages"]) == 2
 
@@ -401,8 +417,12 @@ def test_the_example_asks_then_shows_the_conversation(
 
     def run(*args: str) -> str:
         done = subprocess.run(
-            ["node", "chat.mjs", cid, *args], cwd=tmp_path, env=env, capture_output=True,
-            text=True, timeout=60,
+            ["node", "chat.mjs", cid, *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert done.returncode == 0, done.stderr
         return done.stdout

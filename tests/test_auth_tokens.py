@@ -66,7 +66,9 @@ async def _refused(api: Api, path: str, headers: dict[str, str], fragment: str) 
             assert len(part) < 12 or part not in response.text
 
 
-def _run_broker(args: list[str], settings: dict[str, Any], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def _run_broker(
+    args: list[str], settings: dict[str, Any], timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     env = base_environment()
     env.update(settings_env(settings))
     return subprocess.run(
@@ -92,8 +94,17 @@ def _run_broker(args: list[str], settings: dict[str, Any], timeout: float = 30) 
         ({"auth": "jwt", "jwt_public_key_file": "/nonexistent.pem"}, "BROKER_JWT_PUBLIC_KEY_FILE"),
         ({"auth": "none", "cors_origins": "*"}, "BROKER_CORS_ORIGINS"),
     ],
-    ids=["unset", "unknown", "no-key", "short-secret", "alg-none", "rsa-with-secret", "two-keys",
-         "missing-pem", "cors-wildcard"],
+    ids=[
+        "unset",
+        "unknown",
+        "no-key",
+        "short-secret",
+        "alg-none",
+        "rsa-with-secret",
+        "two-keys",
+        "missing-pem",
+        "cors-wildcard",
+    ],
 )
 def test_serve_refuses_to_start_without_working_authentication(
     settings: dict[str, Any], named: str
@@ -105,7 +116,11 @@ def test_serve_refuses_to_start_without_working_authentication(
 
 async def test_every_bad_token_is_refused_and_says_why(stack: Stack) -> None:
     stack.start(
-        fronts=1, workers=0, **AUTH, jwt_audience=AUDIENCE, jwt_issuer=ISSUER,
+        fronts=1,
+        workers=0,
+        **AUTH,
+        jwt_audience=AUDIENCE,
+        jwt_issuer=ISSUER,
         jwt_leeway_seconds=5,
     )
     (front,) = stack.fronts
@@ -129,7 +144,10 @@ async def test_every_bad_token_is_refused_and_says_why(stack: Stack) -> None:
         (signed(good(exp=int(good()["iat"]) - 60)), "expired"),
         (signed(good(nbf=int(good()["iat"]) + 600)), "not valid yet"),
         (signed(good(iat=int(good()["iat"]) + 600)), "not valid yet"),
-        ({"Authorization": "Bearer " + _tampered(valid["Authorization"][7:], sub="bob")}, "signature"),
+        (
+            {"Authorization": "Bearer " + _tampered(valid["Authorization"][7:], sub="bob")},
+            "signature",
+        ),
         (signed(good(), key="another-secret-0123456789-abcdefghijk"), "signature"),
         (signed(good(aud="someone-else")), "audience"),
         (signed({k: v for k, v in good().items() if k != "aud"}), "'aud'"),
@@ -142,7 +160,10 @@ async def test_every_bad_token_is_refused_and_says_why(stack: Stack) -> None:
         (signed(good(read=["ok", "not/an/id"])), "'read'"),
         (signed(good(), alg="HS512"), "algorithm"),
         ({"Authorization": "Bearer " + unsigned(good())}, "algorithm"),
-        ({"Authorization": "Bearer " + unsigned(good(), {"alg": "None", "typ": "JWT"})}, "algorithm"),
+        (
+            {"Authorization": "Bearer " + unsigned(good(), {"alg": "None", "typ": "JWT"})},
+            "algorithm",
+        ),
     ]
     for headers, fragment in cases:
         await _refused(front.api, path, headers, fragment)
@@ -152,7 +173,9 @@ async def test_every_bad_token_is_refused_and_says_why(stack: Stack) -> None:
     # Default-deny: a path no route serves still needs a token first.
     response = await front.api.request("GET", "/v1/no-such-endpoint")
     assert response.status_code == 401
-    assert (await front.api.request("GET", "/v1/no-such-endpoint", headers=valid)).status_code == 404
+    assert (
+        await front.api.request("GET", "/v1/no-such-endpoint", headers=valid)
+    ).status_code == 404
 
 
 async def test_a_public_key_front_refuses_key_confusion_and_other_keys(
@@ -182,7 +205,9 @@ async def test_a_public_key_front_refuses_key_confusion_and_other_keys(
     for token, fragment in cases:
         await _refused(front.api, path, {"Authorization": f"Bearer {token}"}, fragment)
     # The query string is not a way in unless turned on.
-    response = await front.api.request("GET", f"{path}?access_token={rsa_key.sign(claims('alice'), 'RS256')}")
+    response = await front.api.request(
+        "GET", f"{path}?access_token={rsa_key.sign(claims('alice'), 'RS256')}"
+    )
     assert response.status_code == 401
     assert "turned off" in response.json()["error"]["message"]
 
@@ -191,8 +216,9 @@ async def test_a_jwks_front_verifies_by_kid_and_fetches_the_keys_once(stack: Sta
     rsa_key, ec_key, stranger = KeyPair.rsa(), KeyPair.ec(), KeyPair.rsa()
     server = JwksServer([rsa_key.jwk("r1", "RS256"), ec_key.jwk("e1", "ES256")])
     with server.running():
-        stack.start(fronts=1, workers=0, auth="jwt", jwt_jwks_url=server.url,
-                    jwt_algorithms="RS256,ES256")
+        stack.start(
+            fronts=1, workers=0, auth="jwt", jwt_jwks_url=server.url, jwt_algorithms="RS256,ES256"
+        )
         (front,) = stack.fronts
         cid = new_cid()
         alice_rsa = front.api.bearer(rsa_key.sign(claims("alice"), "RS256", kid="r1"))

@@ -400,7 +400,8 @@ async def test_a_client_leaving_mid_upload_is_one_quiet_log_line(stack: Stack) -
         writer.write(
             f"POST /v1/conversations/{new_cid()}/messages HTTP/1.1\r\nHost: x\r\n"
             "Content-Type: application/json\r\nContent-Length: 10000\r\n\r\n".encode()
-            + b'{"content": "' + b"a" * 100
+            + b'{"content": "'
+            + b"a" * 100
         )
         await writer.drain()
         await asyncio.sleep(0.2)

@@ -15,13 +15,40 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY = [
     "--compare-naive",
-    "--duration", "1", "--warmup", "0.5", "--load-procs", "1",
-    "--s1-conversations", "4", "--s1-rate", "20",
-    "--s2-conversations", "2", "--s2-fanout", "3",
-    "--s3-conversations", "2", "--s3-events", "100", "--s3-clients", "6",
-    "--s4-clients", "20", "--s4-conversations", "4", "--s4-rate", "20",
-    "--s5-runs", "2",
-    "--s6-idle", "0,5", "--s6-tokens", "30", "--s6-interval-ms", "2",
+    "--duration",
+    "1",
+    "--warmup",
+    "0.5",
+    "--load-procs",
+    "1",
+    "--s1-conversations",
+    "4",
+    "--s1-rate",
+    "20",
+    "--s2-conversations",
+    "2",
+    "--s2-fanout",
+    "3",
+    "--s3-conversations",
+    "2",
+    "--s3-events",
+    "100",
+    "--s3-clients",
+    "6",
+    "--s4-clients",
+    "20",
+    "--s4-conversations",
+    "4",
+    "--s4-rate",
+    "20",
+    "--s5-runs",
+    "2",
+    "--s6-idle",
+    "0,5",
+    "--s6-tokens",
+    "30",
+    "--s6-interval-ms",
+    "2",
 ]
 
 
@@ -30,9 +57,20 @@ def test_bench_runs_every_scenario(redis_url: str, prefix: str, tmp_path: Path) 
     env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
     env["REDIS_URL"] = redis_url
     completed = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "bench.py"), *TINY,
-         "--key-prefix", prefix, "--json", str(out)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            str(REPO_ROOT / "scripts" / "bench.py"),
+            *TINY,
+            "--key-prefix",
+            prefix,
+            "--json",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "| S1 | broker |" in completed.stdout
@@ -58,7 +96,10 @@ def test_bench_runs_every_scenario(redis_url: str, prefix: str, tmp_path: Path) 
         assert result["front_cpu_s"] >= 0 and result["front_redis_connections"] >= 1
         if scenario != "S5":
             latency = result["latency"]
-            assert latency is not None and 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+            assert (
+                latency is not None
+                and 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+            )
             assert result["redis_cmds_per_event_front"] is not None
     assert seen[("S3", "broker")]["time_to_first_event"]["samples"] == 6
     assert seen[("S4", "broker")]["rss_per_connection_kb"] is not None

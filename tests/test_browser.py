@@ -36,19 +36,29 @@ async def test_cors_answers_the_configured_origin_and_no_other(stack: Stack) -> 
 
     for method, path, asked in [
         ("GET", stream_path, "authorization, last-event-id"),
-        ("POST", f"/v1/conversations/{cid}/messages", "authorization, content-type, idempotency-key"),
+        (
+            "POST",
+            f"/v1/conversations/{cid}/messages",
+            "authorization, content-type, idempotency-key",
+        ),
         ("DELETE", "/v1/session", "authorization"),
     ]:
-        response = await front.api.request("OPTIONS", path, headers=_preflight(ALLOWED, method, asked))
+        response = await front.api.request(
+            "OPTIONS", path, headers=_preflight(ALLOWED, method, asked)
+        )
         assert response.status_code == 200, response.text
         assert response.headers["access-control-allow-origin"] == ALLOWED
         assert response.headers["access-control-allow-credentials"] == "true"
-        allowed = {h.strip().lower() for h in response.headers["access-control-allow-headers"].split(",")}
+        allowed = {
+            h.strip().lower() for h in response.headers["access-control-allow-headers"].split(",")
+        }
         assert {h.strip() for h in asked.split(",")} <= allowed
         assert method in response.headers["access-control-allow-methods"]
         assert response.headers["x-content-type-options"] == "nosniff"
 
-        refused = await front.api.request("OPTIONS", path, headers=_preflight(UNKNOWN, method, asked))
+        refused = await front.api.request(
+            "OPTIONS", path, headers=_preflight(UNKNOWN, method, asked)
+        )
         assert refused.status_code == 400
         assert error_code(refused) == "cors_refused"
         assert "access-control-allow-origin" not in refused.headers
@@ -71,7 +81,9 @@ async def test_cors_answers_the_configured_origin_and_no_other(stack: Stack) -> 
     assert "retry-after" in exposed and "www-authenticate" in exposed
 
     async with await open_sse(
-        front.url, stream_path, headers={"Origin": ALLOWED, "Authorization": f"Bearer {hs256('alice')}"}
+        front.url,
+        stream_path,
+        headers={"Origin": ALLOWED, "Authorization": f"Bearer {hs256('alice')}"},
     ) as stream:
         assert stream.status == 200
         assert stream.headers["access-control-allow-origin"] == ALLOWED

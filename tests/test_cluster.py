@@ -28,7 +28,9 @@ from tests.stored import assert_in_order, assert_no_duplicates, stored_events, t
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(240)]
 
 
-async def _follow(front_url: str, cid: str, run_id: str, timeout: float = 120) -> tuple[list[Event], int]:
+async def _follow(
+    front_url: str, cid: str, run_id: str, timeout: float = 120
+) -> tuple[list[Event], int]:
     """A client as an app would write one: it reconnects with its last id whenever the stream
     ends or fails, and on ``reset`` drops what it holds. Returns its view and its resets."""
     view: list[Event] = []
@@ -73,7 +75,9 @@ async def test_a_master_killed_mid_stream_leaves_every_client_with_the_stored_st
     client = redis.RedisCluster.from_url(redis_cluster.url)
     try:
         run_id = (
-            await stack.fronts[0].api.start_run(cid, "through a failover", tokens=1500, interval_ms=4)
+            await stack.fronts[0].api.start_run(
+                cid, "through a failover", tokens=1500, interval_ms=4
+            )
         )["run_id"]
         followers = [
             asyncio.create_task(_follow(stack.fronts[i % 2].url, cid, run_id)) for i in range(6)
@@ -128,12 +132,18 @@ async def test_a_cancel_reaches_the_worker_that_owns_the_run_at_once(
     stack.start(fronts=1, workers=2, coalesce_ms=10_000)
     (front,) = stack.fronts
     cids = [new_cid("ctl") for _ in range(4)]
-    runs = [(await front.api.start_run(cid, "slow", tokens=2000, interval_ms=5))["run_id"] for cid in cids]
+    runs = [
+        (await front.api.start_run(cid, "slow", tokens=2000, interval_ms=5))["run_id"]
+        for cid in cids
+    ]
     for cid in cids:
         async with await front.api.stream(cid) as stream:
             await stream.read_until(lambda e: e.event == "run.started", timeout=30)
     keys = Keys(prefix)
-    owners = [redis_client.hget(keys.conversation(c).run(r), "worker") for c, r in zip(cids, runs, strict=True)]
+    owners = [
+        redis_client.hget(keys.conversation(c).run(r), "worker")
+        for c, r in zip(cids, runs, strict=True)
+    ]
     assert all(owners), "every run is running on a worker"
     for cid, run in zip(cids, runs, strict=True):
         started = time.monotonic()

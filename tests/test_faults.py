@@ -43,14 +43,18 @@ def own_stack(own_redis: EmbeddedRedis, stack_on: Callable[[str, str], Stack]) -
     return stack_on(own_redis.url, "faults")
 
 
-async def _read_across_outages(front_url: str, cid: str, run_id: str, timeout: float = 60) -> list[Event]:
+async def _read_across_outages(
+    front_url: str, cid: str, run_id: str, timeout: float = 60
+) -> list[Event]:
     """A client that, like EventSource, reconnects with its last id whenever the stream ends."""
     received: list[Event] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         last = received[-1].id if received else None
         try:
-            stream = await open_sse(front_url, f"/v1/conversations/{cid}/stream", last_event_id=last)
+            stream = await open_sse(
+                front_url, f"/v1/conversations/{cid}/stream", last_event_id=last
+            )
         except (OSError, TimeoutError):
             await asyncio.sleep(0.2)
             continue
@@ -79,7 +83,9 @@ async def test_redis_away_for_5s_gives_503s_then_everything_resumes_without_gap_
     own_stack.start(fronts=1, workers=1, coalesce_ms=0)
     (front,) = own_stack.fronts
     cid = new_cid("outage")
-    run_id = (await front.api.start_run(cid, "through the outage", tokens=600, interval_ms=10))["run_id"]
+    run_id = (await front.api.start_run(cid, "through the outage", tokens=600, interval_ms=10))[
+        "run_id"
+    ]
     reader = asyncio.create_task(_read_across_outages(front.url, cid, run_id))
     await asyncio.sleep(1.0)
 
@@ -259,7 +265,9 @@ async def test_a_reconnect_storm_of_2000_clients_is_served_without_errors(
 ) -> None:
     stack.start(fronts=2, workers=1, coalesce_ms=0)
     cid = new_cid("storm")
-    run_id = (await stack.fronts[0].api.start_run(cid, "storm", tokens=100, interval_ms=0))["run_id"]
+    run_id = (await stack.fronts[0].api.start_run(cid, "storm", tokens=100, interval_ms=0))[
+        "run_id"
+    ]
     await stack.fronts[0].api.wait_run_finished(cid, run_id)
     stored = stored_events(redis_client, prefix, cid)
     rng = random.Random(7)
@@ -276,7 +284,9 @@ async def test_a_reconnect_storm_of_2000_clients_is_served_without_errors(
 
     results = await asyncio.gather(*(one(i) for i in range(2000)))
     for position, events in results:
-        start = 0 if position is None else next(i for i, e in enumerate(stored) if e.id == position) + 1
+        start = (
+            0 if position is None else next(i for i, e in enumerate(stored) if e.id == position) + 1
+        )
         assert events == stored[start:]
 
 
@@ -289,7 +299,9 @@ async def test_redis_paused_then_resumed_loses_and_repeats_nothing_for_any_clien
     own_stack.start(fronts=2, workers=1, coalesce_ms=0)
     cid = new_cid("redis_paused")
     run_id = (
-        await own_stack.fronts[0].api.start_run(cid, "through the pause", tokens=400, interval_ms=10)
+        await own_stack.fronts[0].api.start_run(
+            cid, "through the pause", tokens=400, interval_ms=10
+        )
     )["run_id"]
     readers = [
         asyncio.ensure_future(_read_across_outages(front.url, cid, run_id, timeout=120))

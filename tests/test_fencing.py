@@ -35,10 +35,7 @@ def _chunk(text: str) -> bytes:
     return b"data: " + json.dumps(delta).encode() + b"\n\n"
 
 
-_END = (
-    b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
-    b"data: [DONE]\n\n"
-)
+_END = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
 
 
 def _streaming(interval: float) -> Reply:

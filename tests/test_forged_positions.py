@@ -55,10 +55,7 @@ async def _one_conversation(
         await _open(front, cid, "run", None, "header"),
     ]
     try:
-        seen = [
-            await viewer.read_until(terminal_of(run_id), timeout=20)
-            for viewer in viewers
-        ]
+        seen = [await viewer.read_until(terminal_of(run_id), timeout=20) for viewer in viewers]
         forged = [first] + await forger.read_until(terminal_of(run_id), timeout=20)
     finally:
         for opened in (forger, *viewers):

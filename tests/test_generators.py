@@ -52,7 +52,7 @@ async def test_the_example_agent_streams_reasoning_a_tool_call_its_result_data_a
     stack.start(generators=AGENTS, coalesce_ms=0)
     front = stack.fronts[0]
     cid = new_cid("agent")
-    run = (await front.api.start_run(cid, "Weather in Paris?", model="weather"))
+    run = await front.api.start_run(cid, "Weather in Paris?", model="weather")
     run_id = run["run_id"]
     async with await front.api.run_stream(cid, run_id) as client:
         events = await client.read_to_end(timeout=30)
@@ -72,7 +72,10 @@ async def test_the_example_agent_streams_reasoning_a_tool_call_its_result_data_a
     assert {(c["call_id"], c["name"]) for c in calls} == {(call_id, "get_weather")}
     assert "".join(p["arguments_delta"] for p in pieces) == '{"city": "Paris"}'
     assert whole == {
-        "run_id": run_id, "call_id": call_id, "name": "get_weather", "arguments": {"city": "Paris"}
+        "run_id": run_id,
+        "call_id": call_id,
+        "name": "get_weather",
+        "arguments": {"city": "Paris"},
     }
     weather = {"city": "Paris", "temp_c": 21, "sky": "sunny"}
     [result] = [e.json() for e in events if e.event == "tool.result"]
@@ -315,15 +318,25 @@ async def test_ten_thousand_emits_in_a_tight_loop_cost_a_handful_of_writes(
     store = Store(client, settings)
     cid = new_cid("tight")
     job = Job(
-        conversation_id=cid, run_id="r1", message_id="m1", assistant_message_id="m2",
-        model="tight", content="go",
+        conversation_id=cid,
+        run_id="r1",
+        message_id="m1",
+        assistant_message_id="m2",
+        model="tight",
+        content="go",
     )
     _, message = encode(UserMessage("m1", "go", "r1"))
     _, started = encode(RunStarted("r1", "m2", "tight"))
     try:
         await store.accept(
-            cid, run_id="r1", message_id="m1", assistant_message_id="m2", model="tight",
-            data=message, idempotency_key=None, idempotency_record="",
+            cid,
+            run_id="r1",
+            message_id="m1",
+            assistant_message_id="m2",
+            model="tight",
+            data=message,
+            idempotency_key=None,
+            idempotency_record="",
         )
         start = await store.start_run(cid, "r1", "test-worker", "job-1", started)
         assert start.fence is not None
@@ -335,9 +348,7 @@ async def test_ten_thousand_emits_in_a_tight_loop_cost_a_handful_of_writes(
         generator = ApplicationGenerator("tight", tight, {}, {})
         generation = Generation(store, job, start.fence, coalesce_seconds=0.015)
         outcome = await generation.run(
-            lambda g: generator.produce(
-                g, GenerationRequest("tight", "go"), cid=cid, run_id="r1"
-            )
+            lambda g: generator.produce(g, GenerationRequest("tight", "go"), cid=cid, run_id="r1")
         )
         assert outcome == Finish("stop", None)
         stored = await client.xrange(f"{prefix}:{{{cid}}}:events")

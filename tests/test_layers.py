@@ -17,7 +17,12 @@ from tests.stack import REPO_ROOT
 # For each package (by dotted prefix), the packages its modules must not import.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "broker.core": (
-        "broker.front", "broker.adapters", "broker.client", "broker.app", "broker.cli", "workers",
+        "broker.front",
+        "broker.adapters",
+        "broker.client",
+        "broker.app",
+        "broker.cli",
+        "workers",
         "broker.durable",
     ),
     "broker.front": ("workers", "broker.cli", "broker.app", "broker.client", "broker.durable"),
@@ -54,9 +59,7 @@ def _within(name: str, package: str) -> bool:
 
 
 SOURCES = sorted(
-    path
-    for root in ("broker", "workers")
-    for path in (REPO_ROOT / root).rglob("*.py")
+    path for root in ("broker", "workers") for path in (REPO_ROOT / root).rglob("*.py")
 )
 
 

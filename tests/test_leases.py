@@ -39,7 +39,10 @@ async def test_a_job_claimed_away_is_reported_lost_and_left_to_its_new_holder(
     await client.xclaim(jobs, GROUP, "other", 0, [taken], justid=True)
 
     assert await paused.renew([kept, taken]) == {taken}
-    pending = {p["message_id"]: p["consumer"] for p in redis_client.xpending_range(jobs, GROUP, "-", "+", 10)}
+    pending = {
+        p["message_id"]: p["consumer"]
+        for p in redis_client.xpending_range(jobs, GROUP, "-", "+", 10)
+    }
     assert pending == {kept: b"paused", taken: b"other"}, "renewing took a job back"
 
     await paused.release(taken)
@@ -49,4 +52,3 @@ async def test_a_job_claimed_away_is_reported_lost_and_left_to_its_new_holder(
     await paused.release(kept)
     assert redis_client.xpending(jobs, GROUP)["pending"] == 0
     assert redis_client.xlen(jobs) == 0
-

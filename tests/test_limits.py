@@ -170,7 +170,9 @@ async def test_new_conversations_per_day_are_counted_across_fronts(
     run = await a.api.bearer(alice).start_run(first, "hi", tokens=1)
     await b.api.bearer(alice).start_run(second, "hi", tokens=1)
     for front in (a, b):
-        message = _refusal(await front.api.bearer(alice).post_message(third), "too_many_conversations")
+        message = _refusal(
+            await front.api.bearer(alice).post_message(third), "too_many_conversations"
+        )
         assert "2 new conversations" in message
     assert not list(redis_client.scan_iter(match=f"{prefix}:{{{third}}}*"))
     # Going on with a conversation one has is not creating one.
@@ -194,7 +196,9 @@ async def test_active_runs_are_counted_across_workers_and_end_with_the_run(stack
     # A run that ended, without anyone telling the limit, stops counting: the next POST is let
     # in as soon as its run is over.
     await a.api.bearer(alice).wait_run_finished(second, run["run_id"])
-    assert (await b.api.bearer(alice).post_message(third, tokens=50, interval_ms=100)).status_code == 202
+    assert (
+        await b.api.bearer(alice).post_message(third, tokens=50, interval_ms=100)
+    ).status_code == 202
     _refusal(await a.api.bearer(alice).post_message(new_cid()), "too_many_runs")
     # A cancelled run too.
     assert (await a.api.bearer(alice).cancel(first, wait=True)).status_code == 200
@@ -203,15 +207,23 @@ async def test_active_runs_are_counted_across_workers_and_end_with_the_run(stack
 
 async def test_zero_turns_a_limit_off(stack: Stack) -> None:
     stack.start(
-        fronts=1, workers=0, **AUTH, max_content_chars=0, limit_requests_per_minute=0,
-        limit_posts_per_minute=0, limit_streams_per_subject=0, limit_conversations_per_day=0,
+        fronts=1,
+        workers=0,
+        **AUTH,
+        max_content_chars=0,
+        limit_requests_per_minute=0,
+        limit_posts_per_minute=0,
+        limit_streams_per_subject=0,
+        limit_conversations_per_day=0,
         limit_active_runs_per_subject=0,
     )
     (front,) = stack.fronts
     alice = front.api.bearer(hs256("alice"))
     long_prompt = "word " * 60_000  # past the default 200,000 characters
     # 30 runs at once, none of them ends (no worker): past the default of 16 active runs.
-    responses = await asyncio.gather(*(alice.post_message(new_cid(), long_prompt) for _ in range(30)))
+    responses = await asyncio.gather(
+        *(alice.post_message(new_cid(), long_prompt) for _ in range(30))
+    )
     assert {r.status_code for r in responses} == {202}
 
 

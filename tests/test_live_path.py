@@ -49,7 +49,11 @@ async def test_a_position_between_two_entries_gets_reset_and_the_whole_stream(
     await front.api.wait_run_finished(cid, run_id)
     stored = stored_events(redis_client, prefix, cid)
     pairs = zip(stored, stored[1:], strict=False)
-    ms = [int(a.id.split("-")[0]) for a, b in pairs if int(b.id.split("-")[0]) > int(a.id.split("-")[0]) + 1]
+    ms = [
+        int(a.id.split("-")[0])
+        for a, b in pairs
+        if int(b.id.split("-")[0]) > int(a.id.split("-")[0]) + 1
+    ]
     assert ms, "entries too close together to find a gap"
     between = f"{ms[0] + 1}-0"
     async with await front.api.stream(cid, last_event_id=between) as stream:

@@ -139,7 +139,11 @@ async def test_read_grants_read_and_admins_do_everything(stack: Stack) -> None:
             await stream.read_until(lambda e: e.event == "run.started")
         async with await api.run_stream(cid, "active") as stream:
             assert stream.status == 200
-    for attempt in (reader.post_message(cid, "mine now?"), reader.cancel(cid), reader.cancel(cid, run["run_id"])):
+    for attempt in (
+        reader.post_message(cid, "mine now?"),
+        reader.cancel(cid),
+        reader.cancel(cid, run["run_id"]),
+    ):
         response = await attempt
         assert response.status_code == 403, response.text
         assert error_code(response) == "forbidden"
@@ -153,8 +157,12 @@ async def test_read_grants_read_and_admins_do_everything(stack: Stack) -> None:
     assert (await alice.post_message(cid, "still mine", tokens=2)).status_code == 202
     # A read grant for a conversation nobody has yet lets its holder create it as its owner.
     other = new_cid()
-    assert (await front.api.bearer(hs256("dave", read=[other])).post_message(other)).status_code == 202
-    assert (await reader.bearer(hs256("carol", read=[other])).post_message(other)).status_code == 403
+    assert (
+        await front.api.bearer(hs256("dave", read=[other])).post_message(other)
+    ).status_code == 202
+    assert (
+        await reader.bearer(hs256("carol", read=[other])).post_message(other)
+    ).status_code == 403
 
 
 async def test_a_cookie_alone_never_changes_anything(
@@ -192,7 +200,10 @@ async def test_many_subjects_creating_one_id_leave_exactly_one_owner(
         cid = new_cid(f"race{round_}")
         apis = [fronts[i % 2].api.bearer(hs256(s)) for i, s in enumerate(subjects)]
         responses = await asyncio.gather(
-            *(api.post_message(cid, f"mine, says {s}") for api, s in zip(apis, subjects, strict=True))
+            *(
+                api.post_message(cid, f"mine, says {s}")
+                for api, s in zip(apis, subjects, strict=True)
+            )
         )
         won = [s for s, r in zip(subjects, responses, strict=True) if r.status_code == 202]
         assert len(won) == 1, [r.status_code for r in responses]
@@ -204,7 +215,9 @@ async def test_many_subjects_creating_one_id_leave_exactly_one_owner(
         accepted = next(r for r in responses if r.status_code == 202).json()
         assert _meta(redis_client, prefix, cid)[b"owner"] == winner.encode()
         events = stored_events(redis_client, prefix, cid)
-        assert [(e.event, e.json()["content"]) for e in events] == [("message", f"mine, says {winner}")]
+        assert [(e.event, e.json()["content"]) for e in events] == [
+            ("message", f"mine, says {winner}")
+        ]
         assert _keys_of(redis_client, prefix, cid) == sorted(
             f"{prefix}:{{{cid}}}:{suffix}".encode()
             for suffix in ("events", "meta", f"run:{accepted['run_id']}")
@@ -226,8 +239,13 @@ async def test_a_worker_leaves_a_withdrawn_job_untouched(
     await alice.wait_run_finished(cid, (await alice.start_run(cid, "hi", tokens=2))["run_id"])
     jobs = job_streams(prefix)[0]
     job = {
-        "conversation_id": cid, "run_id": "r_never", "message_id": "m_1",
-        "assistant_message_id": "m_2", "model": "simulated", "params": {}, "content": "x",
+        "conversation_id": cid,
+        "run_id": "r_never",
+        "message_id": "m_1",
+        "assistant_message_id": "m_2",
+        "model": "simulated",
+        "params": {},
+        "content": "x",
     }
     withdrawn = redis_client.xadd(jobs, {"j": json.dumps(job)})
     kept = redis_client.xadd(jobs, {"j": json.dumps({**job, "run_id": "r_lost"})})

@@ -50,7 +50,9 @@ def test_stream_ids_round_trip(ms: int, seq: int) -> None:
 
 @given(st.text(max_size=200))
 def test_path_ids_are_exactly_the_documented_alphabet(value: str) -> None:
-    expected = 1 <= len(value) <= 128 and all(c.isascii() and (c.isalnum() or c in "_-") for c in value)
+    expected = 1 <= len(value) <= 128 and all(
+        c.isascii() and (c.isalnum() or c in "_-") for c in value
+    )
     assert is_valid_path_id(value) == expected
 
 
@@ -81,7 +83,9 @@ def test_an_excerpt_never_shows_a_secret_whole_or_cut(
 def known_cid(lone_front: Front) -> str:
     """A conversation that exists, so stream requests get past the 404."""
     cid = "props_" + uuid.uuid4().hex[:8]
-    response = httpx.post(f"{lone_front.url}/v1/conversations/{cid}/messages", json={"content": "hi"}, trust_env=False)
+    response = httpx.post(
+        f"{lone_front.url}/v1/conversations/{cid}/messages", json={"content": "hi"}, trust_env=False
+    )
     assert response.status_code == 202
     return cid
 
@@ -98,13 +102,16 @@ def _stream_status(front: Front, path: str, headers: dict[str, str]) -> int:
 
 
 header_values = st.text(
-    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=80
+    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"),
+    max_size=80,
 ).map(str.strip)
 
 
 @FUZZ
 @given(value=header_values, via=st.sampled_from(["header", "query"]))
-def test_any_last_event_id_gets_a_stream_or_a_400(lone_front: Front, known_cid: str, value: str, via: str) -> None:
+def test_any_last_event_id_gets_a_stream_or_a_400(
+    lone_front: Front, known_cid: str, value: str, via: str
+) -> None:
     path = f"/v1/conversations/{known_cid}/stream"
     headers: dict[str, str] = {}
     if via == "header":
@@ -140,8 +147,14 @@ def test_any_path_ids_get_a_documented_answer(lone_front: Front, cid: str, run: 
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 bodies = st.one_of(
@@ -177,7 +190,10 @@ def test_any_body_is_accepted_or_refused_without_a_trace(
     if idempotency_key is not None:
         headers["Idempotency-Key"] = idempotency_key.encode("latin-1")
     response = httpx.post(
-        f"{lone_front.url}/v1/conversations/{cid}/messages", content=body, headers=headers, trust_env=False
+        f"{lone_front.url}/v1/conversations/{cid}/messages",
+        content=body,
+        headers=headers,
+        trust_env=False,
     )
     client = redis.Redis.from_url(redis_url)
     try:

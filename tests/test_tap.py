@@ -127,8 +127,12 @@ async def test_broker_tap_prints_every_event_of_every_conversation(
         # The stored bytes, embedded as they are.
         assert raw == (
             b'{"conversation_id":"%s","id":"%s","event":"%s","data":%s}\n'
-            % (line["conversation_id"].encode(), line["id"].encode(), line["event"].encode(),
-               event.data.encode())
+            % (
+                line["conversation_id"].encode(),
+                line["id"].encode(),
+                line["event"].encode(),
+                event.data.encode(),
+            )
         )
     # Within a conversation, the stream's order.
     for cid in cids:
@@ -258,7 +262,10 @@ async def test_the_plain_iterator_yields_typed_events(
 def test_a_bad_group_name_is_refused(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "broker", "tap", "--group", "no spaces"],
-        capture_output=True, text=True, env=base_environment(), timeout=30,
+        capture_output=True,
+        text=True,
+        env=base_environment(),
+        timeout=30,
     )
     assert done.returncode != 0 and "--group" in done.stderr
 

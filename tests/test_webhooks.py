@@ -122,7 +122,11 @@ async def test_a_finished_run_is_posted_signed_with_its_merged_messages(
         "truncated": False,
     }
     assert [p["type"] for p in body["message"]["parts"]] == [
-        "reasoning", "tool_call", "tool_result", "data", "text",
+        "reasoning",
+        "tool_call",
+        "tool_result",
+        "data",
+        "text",
     ]
 
 
@@ -360,7 +364,9 @@ async def test_the_example_receiver_keeps_each_run_once_in_sqlite(
     log = open(tmp_path / "receiver.log", "wb")
     receiver = subprocess.Popen(
         [sys.executable, script, "--port", str(port), "--db", str(db)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         url = f"http://127.0.0.1:{port}/runs"
@@ -372,12 +378,14 @@ async def test_the_example_receiver_keeps_each_run_once_in_sqlite(
         front = stack.fronts[0]
         cid = new_cid("sqlite")
         run_id = (await front.api.start_run(cid, "Hello", tokens=5, interval_ms=1))["run_id"]
-        answer = (await _wait_snapshot_answer(front, cid))
+        answer = await _wait_snapshot_answer(front, cid)
 
         def stored() -> list[dict[str, Any]]:
             out = subprocess.run(
                 [sys.executable, script, "--show", "--db", str(db)],
-                capture_output=True, check=True, env=env,
+                capture_output=True,
+                check=True,
+                env=env,
             ).stdout
             return [json.loads(line) for line in out.splitlines()]
 

@@ -102,7 +102,9 @@ class Worker:
         self.metrics.runs_active.set_function(lambda: self._in_flight)
 
     async def run(self) -> None:
-        client = redis_client(self.settings, "worker", max_connections=self.settings.redis_pool_size)
+        client = redis_client(
+            self.settings, "worker", max_connections=self.settings.redis_pool_size
+        )
         self.store = Store(client, self.settings, retry_seconds=self.settings.redis_retry_seconds)
         # One consumer per shard of the jobs queue: a command names one stream (one slot).
         self.leases = {
@@ -356,9 +358,7 @@ class Worker:
             self._in_flight -= 1
             self._slot_freed.set()
 
-    async def _settle(
-        self, entry_id: bytes, job: Job, outcome: str, recovered: bool
-    ) -> str | None:
+    async def _settle(self, entry_id: bytes, job: Job, outcome: str, recovered: bool) -> str | None:
         """A job whose run did not start here: returns the run's final status when this worker
         must announce it."""
         if recovered and outcome in ("running", "cancelling"):
@@ -486,7 +486,9 @@ class Worker:
         if spec is not None and spec.provider != "simulated":
             # The built-in model ignores context; it is not worth a read of the whole stream.
             # A generator gets it as ``run.history``.
-            history = await conversation_context(self.store, job.conversation_id, job.run_id, self.settings)
+            history = await conversation_context(
+                self.store, job.conversation_id, job.run_id, self.settings
+            )
         upstream = spec.upstream_model(job.model) if spec is not None else job.model
         return GenerationRequest(job.model, job.content, job.params, history, upstream)
 
@@ -497,7 +499,9 @@ class Worker:
         status = TERMINAL_EVENTS[type(event)]
         ended = await self.store.finish(job.conversation_id, job.run_id, fence, status, name, data)
         if ended.outcome == "fenced":
-            log.warning("run %s: another worker owns it now; its end is not written here", job.run_id)
+            log.warning(
+                "run %s: another worker owns it now; its end is not written here", job.run_id
+            )
         if ended.outcome != "ok":
             return None
         self.metrics.run_ended(status, event.error.code if isinstance(event, RunFailed) else "")
@@ -539,7 +543,9 @@ def _check_webhook(settings: Settings) -> None:
 
 def _terminal_event(run_id: str, outcome: Finish | Failure | None, stopped_by: str | None) -> Event:
     if stopped_by == _SHUTDOWN:
-        return RunFailed(run_id, ErrorInfo("worker_shutdown", "the worker stopped before the run finished"))
+        return RunFailed(
+            run_id, ErrorInfo("worker_shutdown", "the worker stopped before the run finished")
+        )
     if stopped_by is not None or outcome is None:
         return RunCancelled(run_id, reason=_USER)
     if isinstance(outcome, Finish):

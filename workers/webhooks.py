@@ -188,12 +188,17 @@ class WebhookDispatcher:
             if time.time() + backoff > give_up_at:
                 log.error(
                     "gave up the webhook of run %s after %d attempt(s): %s",
-                    notice.run_id, attempt, problem,
+                    notice.run_id,
+                    attempt,
+                    problem,
                 )
                 return True
             log.warning(
                 "webhook of run %s, attempt %d: %s; next in %gs",
-                notice.run_id, attempt, problem, backoff,
+                notice.run_id,
+                attempt,
+                problem,
+                backoff,
             )
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, self._settings.webhook_backoff_max_seconds)

@@ -19,9 +19,7 @@ def parse_ttl(text: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
-def make_token(
-    settings: Settings, subject: str, ttl: int, read: list[str], admin: bool
-) -> str:
+def make_token(settings: Settings, subject: str, ttl: int, read: list[str], admin: bool) -> str:
     import jwt
 
     from broker.core.ids import is_valid_path_id

@@ -35,6 +35,7 @@ from broker.core.store import Store
 
 log = logging.getLogger("broker.client.tap")
 
+
 class TapEvent(msgspec.Struct, frozen=True):
     """One event, as ``broker tap`` prints it: ``data`` is the event's JSON, as stored."""
 

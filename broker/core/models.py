@@ -203,7 +203,7 @@ class Catalogue(msgspec.Struct, frozen=True):
                 )
             if spec.provider == "generator" and not _IMPORT_PATH.fullmatch(spec.function):
                 raise CatalogueError(
-                    f"model {name!r}: a generator needs function = \"module:function\""
+                    f'model {name!r}: a generator needs function = "module:function"'
                 )
         return cls(models)
 
@@ -272,9 +272,7 @@ def parse_generators(raw: str) -> list[tuple[str, str]]:
             continue
         name, equals, function = (part.strip() for part in item.partition("="))
         if not equals or not name or not _IMPORT_PATH.fullmatch(function):
-            raise CatalogueError(
-                f"{GENERATORS_VARIABLE}: {item!r} is not model=module:function"
-            )
+            raise CatalogueError(f"{GENERATORS_VARIABLE}: {item!r} is not model=module:function")
         if name in seen:
             raise CatalogueError(f"{GENERATORS_VARIABLE}: {name!r} is named twice")
         seen.add(name)

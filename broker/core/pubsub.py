@@ -38,6 +38,8 @@ _ERRORS = (redis.exceptions.RedisError, OSError, TimeoutError)
 _MESSAGE = frozenset({b"message", b"smessage"})
 _SUBSCRIBED = frozenset({b"subscribe", b"ssubscribe"})
 _UNSUBSCRIBED = frozenset({b"unsubscribe", b"sunsubscribe"})
+
+
 # A subscription connection blocks in reads (health comes from PINGs), never reconnects by
 # itself (a reconnect must be seen), and speaks RESP2, whose pub/sub replies are plain
 # arrays that `read_response` returns (RESP3 would route them to a push handler instead).
@@ -50,11 +52,12 @@ def _own_connection() -> dict[str, Any]:
     }
 
 
-
 class _Shard:
     """The channels one connection carries, and what it still has to tell the server."""
 
-    def __init__(self, name: str, connection_kwargs: dict[str, Any], connection_class: type) -> None:
+    def __init__(
+        self, name: str, connection_kwargs: dict[str, Any], connection_class: type
+    ) -> None:
         self.name = name
         self.connection_kwargs = connection_kwargs
         self.connection_class = connection_class
@@ -186,9 +189,7 @@ class Subscriber:
     async def _serve(self, shard: _Shard) -> None:
         backoff = 0.05
         while shard.channels or shard.to_subscribe:
-            connection = shard.connection_class(
-                **{**shard.connection_kwargs, **_own_connection()}
-            )
+            connection = shard.connection_class(**{**shard.connection_kwargs, **_own_connection()})
             try:
                 await connection.connect()
                 backoff = 0.05
@@ -203,7 +204,8 @@ class Subscriber:
             except* _ERRORS as lost:
                 log.warning(
                     "subscription connection to %s lost (%s); reconnecting",
-                    shard.name, lost.exceptions[0],
+                    shard.name,
+                    lost.exceptions[0],
                 )
             finally:
                 with anyio.CancelScope(shield=True):
@@ -307,4 +309,3 @@ class Subscriber:
 
 def never_resync(channel: bytes) -> None:
     """For owners that need no re-check: the stream or a mark in Redis covers a lost message."""
-

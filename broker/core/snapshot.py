@@ -130,7 +130,12 @@ def user_message(event: UserMessage, status: str = "queued") -> SnapshotMessage:
     """A user message. Its status is its run's (``queued`` until a worker starts it, then
     ``running`` and the run's final one), so the prompt of a cancelled run says so too."""
     return SnapshotMessage(
-        event.message_id, "user", event.content, "", event.run_id, status,
+        event.message_id,
+        "user",
+        event.content,
+        "",
+        event.run_id,
+        status,
         [TextPart(event.content)],
     )
 

@@ -361,10 +361,19 @@ class Store:
             await self._accept(
                 keys=[keys.events, keys.meta, keys.run(run_id), idem_key, keys.live],
                 args=[
-                    run_id, message_id, assistant_message_id, model, data,
-                    self._maxlen, self._ttl_ms, self._idem_ttl_ms,
+                    run_id,
+                    message_id,
+                    assistant_message_id,
+                    model,
+                    data,
+                    self._maxlen,
+                    self._ttl_ms,
+                    self._idem_ttl_ms,
                     idempotency_record if idempotency_key else "",
-                    owner.subject, "1" if owner.admin else "0", title, job_entry,
+                    owner.subject,
+                    "1" if owner.admin else "0",
+                    title,
+                    job_entry,
                 ],
             )
         )
@@ -395,8 +404,11 @@ class Store:
             if also is not None:
                 also(pipe)
             (active, owned_by, first_id), record, *rest = await pipe.execute()
-        if owner.subject and not owner.admin and (owned_by or first_id) and (
-            owned_by is None or owned_by.decode() != owner.subject
+        if (
+            owner.subject
+            and not owner.admin
+            and (owned_by or first_id)
+            and (owned_by is None or owned_by.decode() != owner.subject)
         ):
             return Accepted("not_owner"), rest
         if idempotency_key and record:
@@ -405,7 +417,9 @@ class Store:
             return Accepted("run_active", active_run=active.decode()), rest
         return None, rest
 
-    async def _run_script(self, script: AsyncScript, cid: str, run_id: str, args: list[Any]) -> list[str]:
+    async def _run_script(
+        self, script: AsyncScript, cid: str, run_id: str, args: list[Any]
+    ) -> list[str]:
         """Run a repeatable run transition, through a Redis outage of up to retry_seconds."""
         keys = self._run_keys(cid, run_id)
         deadline: float | None = None  # set at the first failure: the happy path reads no clock

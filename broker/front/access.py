@@ -61,9 +61,7 @@ def conversation_not_found(cid: str) -> ApiError:
     return ApiError(404, "conversation_not_found", f"no conversation {cid}")
 
 
-def decide(
-    principal: Principal, cid: str, access: Access, owner: str | None, exists: bool
-) -> None:
+def decide(principal: Principal, cid: str, access: Access, owner: str | None, exists: bool) -> None:
     """Raise unless ``principal`` may have ``access`` to conversation ``cid``, whose owner and
     existence the caller read (an ownerless conversation was created with BROKER_AUTH=none)."""
     if principal.admin or access is Access.SUBJECT or owner == principal.subject:
@@ -110,13 +108,17 @@ class Admission:
 class Gate:
     """The checks every guarded route runs first; ``enforced`` is False with BROKER_AUTH=none."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, limits: Limits, *, enforced: bool) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, keys: Keys, limits: Limits, *, enforced: bool
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self.limits = limits
         self.enforced = enforced
 
-    def _reads_conversation(self, principal: Principal, access: Access, creation_counted: bool) -> bool:
+    def _reads_conversation(
+        self, principal: Principal, access: Access, creation_counted: bool
+    ) -> bool:
         if access is Access.SUBJECT:
             return False
         if self.enforced and not principal.admin:

@@ -84,7 +84,9 @@ def _last_event_id(request: Request) -> StreamPos | None:
     position = parse_stream_id(raw.strip())
     if position is None:
         raise ApiError(
-            400, "invalid_last_event_id", "Last-Event-ID must be an event id such as 1731000000000-0"
+            400,
+            "invalid_last_event_id",
+            "Last-Event-ID must be an event id such as 1731000000000-0",
         )
     return position
 

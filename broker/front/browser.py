@@ -20,15 +20,36 @@ NO_STORE = {"Cache-Control": "no-store"}
 # What a page may send: the token, a resume position, a retry key, and the Durable Streams
 # request headers; and what it may read back, the Durable Streams response headers included.
 ALLOWED_HEADERS = (
-    "Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID", "If-None-Match",
-    "Stream-Seq", "Stream-TTL", "Stream-Expires-At", "Stream-Closed",
-    "Producer-Id", "Producer-Epoch", "Producer-Seq",
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "Last-Event-ID",
+    "If-None-Match",
+    "Stream-Seq",
+    "Stream-TTL",
+    "Stream-Expires-At",
+    "Stream-Closed",
+    "Producer-Id",
+    "Producer-Epoch",
+    "Producer-Seq",
 )
 EXPOSED_HEADERS = (
-    "Retry-After", "WWW-Authenticate", "X-Request-ID", "ETag", "Location",
-    "Stream-Next-Offset", "Stream-Cursor", "Stream-Up-To-Date", "Stream-Closed", "Stream-TTL",
-    "Stream-Expires-At", "Stream-SSE-Data-Encoding", "Producer-Epoch", "Producer-Seq",
-    "Producer-Expected-Seq", "Producer-Received-Seq",
+    "Retry-After",
+    "WWW-Authenticate",
+    "X-Request-ID",
+    "ETag",
+    "Location",
+    "Stream-Next-Offset",
+    "Stream-Cursor",
+    "Stream-Up-To-Date",
+    "Stream-Closed",
+    "Stream-TTL",
+    "Stream-Expires-At",
+    "Stream-SSE-Data-Encoding",
+    "Producer-Epoch",
+    "Producer-Seq",
+    "Producer-Expected-Seq",
+    "Producer-Received-Seq",
 )
 ALLOWED_METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE")
 

@@ -18,7 +18,9 @@ CANCEL_REASON = "user"
 _POLL_SECONDS = 0.05
 
 
-async def cancel_run(store: Store, cid: str, run_id: str, wait: float | None) -> tuple[int, CancelState]:
+async def cancel_run(
+    store: Store, cid: str, run_id: str, wait: float | None
+) -> tuple[int, CancelState]:
     """Returns the HTTP status and body: 200 once the run has ended, else 202 'cancelling'."""
     _, data = encode(RunCancelled(run_id, reason=CANCEL_REASON))
     transition = await store.cancel(cid, run_id, data)

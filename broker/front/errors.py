@@ -49,7 +49,9 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
         # An empty id, or a percent-encoded '/' inside one, leaves path segments no route matches.
         path = request.url.path
         raw_path = request.scope.get("raw_path") or b""
-        if path.startswith("/v1/conversations/") and (b"%" in raw_path or "//" in path or path.endswith("/")):
+        if path.startswith("/v1/conversations/") and (
+            b"%" in raw_path or "//" in path or path.endswith("/")
+        ):
             return error_response(400, "invalid_id", "identifiers match [A-Za-z0-9_-]{1,128}")
         return error_response(404, "not_found", "no such endpoint")
     if exc.status_code == 405:
@@ -84,7 +86,9 @@ async def on_redis_unavailable(request: Request, exc: Exception) -> Response:
 async def on_client_disconnect(request: Request, exc: Exception) -> Response:
     # The client left before sending its whole body: nothing went wrong here, and nobody is
     # left to answer. One quiet line, since any client can do this as often as it likes.
-    log.debug("%s %s: the client disconnected before its body arrived", request.method, request.url.path)
+    log.debug(
+        "%s %s: the client disconnected before its body arrived", request.method, request.url.path
+    )
     return error_response(400, "client_disconnected", "the client disconnected")
 
 

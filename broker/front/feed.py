@@ -207,9 +207,7 @@ class Feed:
         self._replayed = metrics.events_replay if metrics is not None else None
         self._live = metrics.events_live if metrics is not None else None
 
-    def _take(
-        self, entries: list[Entry], out: list[bytes], counter: Counter | None = None
-    ) -> None:
+    def _take(self, entries: list[Entry], out: list[bytes], counter: Counter | None = None) -> None:
         """Append the frames of entries past our position; stop after the run's terminal.
         ``counter`` (a bound Prometheus child) counts the entries taken."""
         before = len(out)
@@ -276,7 +274,9 @@ class Feed:
     async def _reset(self) -> bytes:
         """Start over from the beginning of what is retained; the frame that says so."""
         earliest = await self._store.earliest(self._cid)
-        reason = "trimmed" if earliest is not None and earliest > self.position else "unknown_position"
+        reason = (
+            "trimmed" if earliest is not None and earliest > self.position else "unknown_position"
+        )
         earliest_id = format_stream_id(earliest) if earliest is not None else None
         self.position = ORIGIN
         self._exact = False
@@ -315,7 +315,9 @@ class Feed:
                     # Checked once per wake-up, not per event: at the latest at the next keepalive.
                     if self._expires_at is not None and time.time() >= self._expires_at:
                         self.ended = "token_expired"
-                        yield TOKEN_EXPIRED if self._writer is None else self._writer.token_expired()
+                        yield (
+                            TOKEN_EXPIRED if self._writer is None else self._writer.token_expired()
+                        )
                         return
                     if not items:
                         yield KEEPALIVE

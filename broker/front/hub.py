@@ -68,8 +68,15 @@ class Subscription:
     wait would each cost memory per open stream and work per event).
     """
 
-    __slots__ = ("_limit", "_queue", "_queued", "_waiter", "_quiet_since", "_on_fell_behind",
-                 "fell_behind")
+    __slots__ = (
+        "_limit",
+        "_queue",
+        "_queued",
+        "_waiter",
+        "_quiet_since",
+        "_on_fell_behind",
+        "fell_behind",
+    )
 
     def __init__(self, limit: int, on_fell_behind: Callable[[], None] = _nothing) -> None:
         self._limit = limit
@@ -130,10 +137,18 @@ class Subscription:
 
 
 class Hub:
-    def __init__(self, client: Any, keys: Keys, *, cluster: bool, queue_frames: int,
-                 keepalive_seconds: float, ping_seconds: float = 5.0,
-                 on_fell_behind: Callable[[], None] = _nothing,
-                 on_reconnect: Callable[[], None] = _nothing) -> None:
+    def __init__(
+        self,
+        client: Any,
+        keys: Keys,
+        *,
+        cluster: bool,
+        queue_frames: int,
+        keepalive_seconds: float,
+        ping_seconds: float = 5.0,
+        on_fell_behind: Callable[[], None] = _nothing,
+        on_reconnect: Callable[[], None] = _nothing,
+    ) -> None:
         """``client`` is the process's Redis client; the hub opens its own subscription
         connections from its settings. ``on_fell_behind`` and ``on_reconnect`` count a client
         switched to catch-up reads and a subscription connection opened again."""

@@ -39,7 +39,9 @@ def idempotency_key_of(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
         raise ApiError(
-            400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 visible ASCII characters"
+            400,
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
         )
     return key
 
@@ -135,8 +137,8 @@ async def post_message(
 def _refusal(cid: str, refused: Accepted, fingerprint: str) -> MessageAccepted:
     """A POST that starts nothing: the first answer to a retry, or the error."""
     if refused.outcome == "replay":
-        first_fingerprint, first_run, first_message, first_event = (
-            refused.idempotency_record.split("\n")
+        first_fingerprint, first_run, first_message, first_event = refused.idempotency_record.split(
+            "\n"
         )
         if first_fingerprint != fingerprint:
             raise ApiError(

@@ -66,17 +66,25 @@ def _public_key(path: str) -> tuple[Any, frozenset[str], frozenset[str]]:
     try:
         key = load_pem_public_key(Path(path).read_bytes())
     except (OSError, ValueError) as exc:
-        raise SecurityConfigError(f"BROKER_JWT_PUBLIC_KEY_FILE: cannot read a PEM public key ({exc})") from None
+        raise SecurityConfigError(
+            f"BROKER_JWT_PUBLIC_KEY_FILE: cannot read a PEM public key ({exc})"
+        ) from None
     if isinstance(key, rsa.RSAPublicKey):
         return key, frozenset({"RS256"}), _RSA
     if isinstance(key, ec.EllipticCurvePublicKey):
-        default = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}.get(key.curve.name)
+        default = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}.get(
+            key.curve.name
+        )
         if default is None:
-            raise SecurityConfigError(f"BROKER_JWT_PUBLIC_KEY_FILE: unsupported curve {key.curve.name}")
+            raise SecurityConfigError(
+                f"BROKER_JWT_PUBLIC_KEY_FILE: unsupported curve {key.curve.name}"
+            )
         return key, frozenset({default}), frozenset({default})
     if isinstance(key, ed25519.Ed25519PublicKey):
         return key, _EDDSA, _EDDSA
-    raise SecurityConfigError("BROKER_JWT_PUBLIC_KEY_FILE: the key must be RSA, EC (P-256/384/521) or Ed25519")
+    raise SecurityConfigError(
+        "BROKER_JWT_PUBLIC_KEY_FILE: the key must be RSA, EC (P-256/384/521) or Ed25519"
+    )
 
 
 class TokenVerifier:
@@ -137,7 +145,9 @@ class TokenVerifier:
                 raise SecurityConfigError(
                     f"BROKER_JWT_SECRET must be at least {_MIN_SECRET_BYTES} bytes long"
                 )
-            algorithms = _algorithms(settings.jwt_algorithms, frozenset({"HS256"}), _HMAC, "a secret")
+            algorithms = _algorithms(
+                settings.jwt_algorithms, frozenset({"HS256"}), _HMAC, "a secret"
+            )
             return cls(algorithms=algorithms, key=settings.jwt_secret.encode(), **common)
         if settings.jwt_public_key_file:
             key, default, allowed = _public_key(settings.jwt_public_key_file)
@@ -212,7 +222,9 @@ class TokenVerifier:
             raise Unauthorized(f"the token's issuer is wrong (expected: {self._issuer})") from None
         except jwt.InvalidAlgorithmError:
             accepted = ", ".join(self.algorithms)
-            raise Unauthorized(f"the token's algorithm is not accepted (accepted: {accepted})") from None
+            raise Unauthorized(
+                f"the token's algorithm is not accepted (accepted: {accepted})"
+            ) from None
         except jwt.InvalidSignatureError:
             raise Unauthorized("the token's signature does not verify") from None
         except jwt.MissingRequiredClaimError as exc:

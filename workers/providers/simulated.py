@@ -24,10 +24,14 @@ class SimulatedProvider:
     def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         return self._generate(request, msgspec.convert(request.params, SimulatedParams))
 
-    async def _generate(self, request: GenerationRequest, params: SimulatedParams) -> AsyncIterator[Chunk]:
+    async def _generate(
+        self, request: GenerationRequest, params: SimulatedParams
+    ) -> AsyncIterator[Chunk]:
         # Same content and params, same answer: seeded from both.
         digest = hashlib.sha256(
-            msgspec.json.encode([request.content, params.tokens, params.reasoning_tokens, params.seed])
+            msgspec.json.encode(
+                [request.content, params.tokens, params.reasoning_tokens, params.seed]
+            )
         ).digest()
         rng = random.Random(digest)
         interval = params.interval_ms / 1000
