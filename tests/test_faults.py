@@ -236,7 +236,9 @@ async def test_a_client_that_stops_reading_catches_up_from_redis_without_slowing
     run_id = (await front.api.start_run(cid, "flood", tokens=45000, interval_ms=0))["run_id"]
 
     slow_socket = socket.socket()
-    slow_socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    # Small, but not below loopback's segment size: a window of a few KB can leave the sender
+    # in zero-window probing, whose backoff (up to two minutes) is TCP's, not the front's.
+    slow_socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     slow_socket.connect(("127.0.0.1", front.port))
     slow_socket.setblocking(False)
     reader, writer = await asyncio.open_connection(sock=slow_socket, limit=4096)
@@ -248,11 +250,14 @@ async def test_a_client_that_stops_reading_catches_up_from_redis_without_slowing
             fast_events = await fast.read_until(terminal_of(run_id), timeout=120)
 
         dechunker, parser, slow_events = _Dechunker(), SSEParser(), []
+        terminal = False
         async with asyncio.timeout(120):
-            while not any(e.is_terminal for e in slow_events):
+            while not terminal:
                 data = await reader.read(65536)
                 assert data, "the slow client was disconnected"
-                slow_events.extend(parser.feed(dechunker.feed(data)))
+                new = parser.feed(dechunker.feed(data))
+                slow_events.extend(new)
+                terminal = any(e.is_terminal for e in new)
     finally:
         writer.close()
     stored = stored_events(redis_client, prefix, cid)
