@@ -95,6 +95,24 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "source_deleted": (409, "the fork's source was deleted (forks of it still live)"),
     "stream_gone": (410, "the stream was deleted while forks of it live"),
 }
+# What posting a message may answer, through the v1 API or the AI SDK adapter (one code path).
+_POST_MESSAGE_ERRORS = (
+    "invalid_id",
+    "malformed_json",
+    "invalid_idempotency_key",
+    "forbidden",
+    "conversation_not_found",
+    "run_active",
+    "body_too_large",
+    "unsupported_media_type",
+    "content_too_large",
+    "invalid_field",
+    "unknown_model",
+    "idempotency_key_reused",
+    "too_many_runs",
+    "too_many_conversations",
+    "try_again",
+)
 # Any request may meet these.
 _ALWAYS = ("redis_unavailable", "internal_error")
 # And any request behind authentication and the per-subject limits, these.
@@ -369,23 +387,7 @@ def _ai_sdk_paths(cancel_responses: dict[str, Any]) -> dict[str, Any]:
                 },
                 "responses": {
                     "200": _UI_STREAM,
-                    **_guarded(
-                        "invalid_id",
-                        "malformed_json",
-                        "invalid_idempotency_key",
-                        "forbidden",
-                        "conversation_not_found",
-                        "run_active",
-                        "body_too_large",
-                        "unsupported_media_type",
-                        "content_too_large",
-                        "invalid_field",
-                        "unknown_model",
-                        "idempotency_key_reused",
-                        "too_many_runs",
-                        "too_many_conversations",
-                        "try_again",
-                    ),
+                    **_guarded(*_POST_MESSAGE_ERRORS),
                 },
             }
         },
@@ -828,23 +830,7 @@ def build() -> dict[str, Any]:
                     "202": _json(
                         _ref("MessageAccepted"), "the message is stored and its run queued"
                     ),
-                    **_guarded(
-                        "invalid_id",
-                        "malformed_json",
-                        "invalid_idempotency_key",
-                        "forbidden",
-                        "conversation_not_found",
-                        "run_active",
-                        "body_too_large",
-                        "unsupported_media_type",
-                        "content_too_large",
-                        "invalid_field",
-                        "unknown_model",
-                        "idempotency_key_reused",
-                        "too_many_runs",
-                        "too_many_conversations",
-                        "try_again",
-                    ),
+                    **_guarded(*_POST_MESSAGE_ERRORS),
                 },
             }
         },
