@@ -319,3 +319,36 @@ async def test_a_conversations_view_counts_with_its_own_streams_on_a_front(stack
             assert (refused.status_code, error_code(refused)) == (429, "too_many_streams")
             # A read that holds nothing open is not bounded by it.
             assert (await client.get(view, params={"offset": "-1"})).status_code == 200
+
+
+async def test_oversized_header_values_and_batches_are_refused_before_anything_is_stored(
+    stack: Stack,
+) -> None:
+    """A client's TTL, producer numbers, Stream-Seq, batch size and cursor are bounded: each
+    oversized one is a 4xx that stores nothing, never a server error or an unbounded write."""
+    stack.start(fronts=1, workers=0)
+    path = "/v1/stream/" + new_cid("bounds")
+    json_type = {"Content-Type": "application/json"}
+    async with _client(stack.fronts[0].url) as client:
+        too_long_ttl = await client.put(path, headers={**json_type, "Stream-TTL": "9" * 20})
+        assert too_long_ttl.status_code == 400, too_long_ttl.text
+        assert (await client.head(path)).status_code == 404  # nothing was created
+        assert (await client.put(path, headers=json_type)).status_code == 201
+
+        producer = {"Producer-Id": "p", "Producer-Epoch": "9" * 5000, "Producer-Seq": "0"}
+        huge_epoch = await client.post(path, content=b"[1]", headers={**json_type, **producer})
+        assert huge_epoch.status_code == 400, huge_epoch.text
+        long_id = {**producer, "Producer-Epoch": "0", "Producer-Id": "p" * 256}
+        assert (
+            await client.post(path, content=b"[1]", headers={**json_type, **long_id})
+        ).status_code == 400
+        long_seq = await client.post(
+            path, content=b"[1]", headers={**json_type, "Stream-Seq": "s" * 256}
+        )
+        assert long_seq.status_code == 400, long_seq.text
+        batch = b"[" + b",".join([b"0"] * 10_001) + b"]"
+        too_many = await client.post(path, content=batch, headers=json_type)
+        assert too_many.status_code == 413, too_many.text
+
+        read = await client.get(path, params={"offset": "-1", "cursor": "\u00b2" + "9" * 5000})
+        assert read.status_code == 200 and read.json() == [], read.text

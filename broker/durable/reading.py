@@ -46,7 +46,13 @@ def cursor(previous: str | None) -> str:
     """The current interval; past a cursor the client already holds when it is not behind it,
     so the cache key of a repeated request always changes."""
     current = int((time.time() - _CURSOR_EPOCH) // _CURSOR_INTERVAL)
-    if previous is not None and previous.isdigit() and int(previous) >= current:
+    if (
+        previous is not None
+        and previous.isascii()
+        and previous.isdigit()
+        and len(previous) <= 16
+        and int(previous) >= current
+    ):
         jitter = random.randint(1, 3600)  # noqa: S311 (spreads caches, guards nothing)
         current = int(previous) + max(1, int(jitter // _CURSOR_INTERVAL))
     return str(current)

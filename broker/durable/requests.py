@@ -13,8 +13,13 @@ from broker.durable.sources import JSON
 from broker.durable.store import Config
 from broker.front.errors import ApiError
 
-_TTL = re.compile(r"0|[1-9][0-9]*")
+# Up to ten digits of seconds (three centuries): a larger TTL would not fit Redis's expiry.
+_TTL = re.compile(r"0|[1-9][0-9]{0,9}")
 _MAX_SAFE = (1 << 53) - 1
+# The most messages one JSON append may hold: each is an XADD inside one script.
+MAX_MESSAGES = 10_000
+# Producer-Id and Stream-Seq are stored per stream; like an Idempotency-Key, they are bounded.
+MAX_TOKEN_LENGTH = 255
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 
@@ -54,7 +59,12 @@ def create_config(request: Request) -> Config:
         raise ApiError(400, "invalid_fork", "Stream-Fork-(Sub-)Offset needs Stream-Forked-From")
     if sub is not None:
         sub = sub.strip()
-        if not sub.isdigit() or not sub.isascii() or (len(sub) > 1 and sub[0] == "0"):
+        if (
+            not sub.isascii()
+            or not sub.isdigit()
+            or len(sub) > 16
+            or (len(sub) > 1 and sub[0] == "0")
+        ):
             raise ApiError(
                 400, "invalid_sub_offset", "Stream-Fork-Sub-Offset is not an integer >= 0"
             )
@@ -101,6 +111,8 @@ def messages(body: bytes, stream_media_type: str, *, append: bool) -> list[bytes
         raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
     if append and not items:
         raise ApiError(400, "empty_array", "an empty JSON array appends nothing")
+    if len(items) > MAX_MESSAGES:
+        raise ApiError(413, "content_too_large", f"at most {MAX_MESSAGES} messages per append")
     return items
 
 
@@ -112,9 +124,12 @@ def producer(request: Request) -> tuple[str, str, str] | None:
     pid, epoch, seq = values
     if pid is None or epoch is None or seq is None:
         raise ApiError(400, "invalid_producer", "Producer-Id, -Epoch and -Seq go together")
-    if not pid.strip():
-        raise ApiError(400, "invalid_producer", "Producer-Id must not be empty")
+    if not pid.strip() or len(pid) > MAX_TOKEN_LENGTH:
+        raise ApiError(
+            400, "invalid_producer", f"Producer-Id must be 1 to {MAX_TOKEN_LENGTH} characters"
+        )
     for name, value in (("Producer-Epoch", epoch), ("Producer-Seq", seq)):
-        if not value.isdigit() or not value.isascii() or int(value) > _MAX_SAFE:
+        # Length first: int() of thousands of digits is slow, or refused by Python.
+        if not value.isascii() or not value.isdigit() or len(value) > 16 or int(value) > _MAX_SAFE:
             raise ApiError(400, "invalid_producer", f"{name} must be an integer from 0 to 2^53-1")
     return pid, str(int(epoch)), str(int(seq))

@@ -30,7 +30,14 @@ from broker.durable.reading import (
     read_headers,
     sse_events,
 )
-from broker.durable.requests import create_config, flag, media_type, messages, producer
+from broker.durable.requests import (
+    MAX_TOKEN_LENGTH,
+    create_config,
+    flag,
+    media_type,
+    messages,
+    producer,
+)
 from broker.durable.sources import JSON, ConversationSource, Source, StreamSource
 from broker.durable.store import Config, DurableStore
 from broker.durable.wire import StreamMeta
@@ -285,6 +292,8 @@ async def _append(request: Request, name: str) -> Response:
         # A body of another type is refused by the script, after the closed check it outranks.
         batch = messages(body, meta.ctn, append=True) if kind == meta.ctn else [body]
     seq = request.headers.get("stream-seq", "")
+    if len(seq) > MAX_TOKEN_LENGTH:
+        raise ApiError(400, "invalid_seq", f"Stream-Seq is at most {MAX_TOKEN_LENGTH} characters")
     result = await store.append(name, kind, batch, close=close, seq=seq, producer=writer)
     tail = {"Stream-Next-Offset": offsets.encode(result.tail)}
     closed = {**tail, "Stream-Closed": "true"}

@@ -32,6 +32,9 @@ ALLOWED_HEADERS = (
     "Producer-Id",
     "Producer-Epoch",
     "Producer-Seq",
+    "Stream-Forked-From",
+    "Stream-Fork-Offset",
+    "Stream-Fork-Sub-Offset",
 )
 EXPOSED_HEADERS = (
     "Retry-After",
