@@ -312,3 +312,37 @@ def test_a_bad_setting_names_its_variable() -> None:
     _no_traceback(result)
     assert result.returncode == 1 and "BROKER_STREAM_MAXLEN" in result.stderr
     assert "stream_maxlen" not in result.stderr
+
+
+def test_a_password_in_the_redis_urls_query_is_not_printed_either() -> None:
+    """redis-py also takes ``?password=``; the start-up and refusal lines drop the query."""
+    dead = f"redis://127.0.0.1:{free_port()}/0?password=hunter2"
+    result = subprocess.run(
+        [sys.executable, "-m", "broker", "serve", "--port", str(free_port())],
+        env={
+            **base_environment(),
+            "BROKER_AUTH": "none",
+            "BROKER_REDIS_URL": dead,
+            "BROKER_REDIS_WAIT_SECONDS": "0.5",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    _no_traceback(result)
+    assert result.returncode == 1 and "cannot reach Redis at redis://127.0.0.1" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_a_token_a_header_cannot_carry_is_refused_without_being_echoed() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "broker", "show", "demo", "--url", "http://127.0.0.1:9"],
+        env={**base_environment(), "BROKER_TOKEN": "eyJ.s3cr\u00e9t-token"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode != 0
+    assert "s3cr" not in result.stderr + result.stdout, result.stderr

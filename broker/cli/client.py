@@ -171,7 +171,10 @@ def _timeline(out: TextIO, event_id: str | None, event: Any) -> None:
 def _client(args: argparse.Namespace, settings: Settings) -> Any:
     from broker.client import BrokerClient
 
-    return BrokerClient(args.url or settings.url, args.token or settings.token or None)
+    try:
+        return BrokerClient(args.url or settings.url, args.token or settings.token or None)
+    except ValueError as exc:  # a token no header can carry: said without the token
+        raise SystemExit(f"broker {args.command}: {exc} (--token or BROKER_TOKEN)") from None
 
 
 def _params(pairs: list[str]) -> dict[str, Any]:

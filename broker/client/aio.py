@@ -47,7 +47,7 @@ class AsyncBrokerClient:
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.token = token
+        self.token = wire.checked_token(token)
         self.max_attempts = max_attempts
         self.max_backoff = max_backoff
         self._stream_timeout = httpx.Timeout(timeout, read=read_timeout)

@@ -51,7 +51,7 @@ class BrokerClient:
         http: httpx.Client | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.token = token
+        self.token = wire.checked_token(token)
         self.max_attempts = max_attempts
         self.max_backoff = max_backoff
         # A stream is silent for at most the keepalive interval (15 s by default); a read that

@@ -38,6 +38,14 @@ def list_path(limit: int | None, cursor: str | None) -> str:
     return "/v1/conversations" + ("?" + urlencode(query) if query else "")
 
 
+def checked_token(token: str | None) -> str | None:
+    """A token fit for a header, refused here without echoing it: an HTTP library's encoding
+    error would carry the whole token into a traceback or a terminal."""
+    if token is not None and not (token.isascii() and token.isprintable() and " " not in token):
+        raise ValueError("the token holds characters a bearer token cannot have")
+    return token
+
+
 def auth_headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 

@@ -15,13 +15,17 @@ import msgspec
 
 
 def redacted_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``: fit for a log line or a terminal."""
+    """``url`` with any password replaced by ``***`` and without its query (redis-py also reads
+    ``?password=`` there): fit for a log line or a terminal."""
     scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not sep or not at:
+    if not sep:
         return url
+    rest = rest.split("?", 1)[0]
+    credentials, at, host = rest.rpartition("@")
+    if not at:
+        return f"{scheme}://{host}"
     user, colon, _ = credentials.partition(":")
-    return f"{scheme}://{user}:***@{host}" if colon else url
+    return f"{scheme}://{user}:***@{host}" if colon else f"{scheme}://{user}@{host}"
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
