@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import redis.exceptions
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -97,25 +98,25 @@ class WorkerMetrics:
     def provider_error(self, code: str) -> None:
         self._provider_errors.labels(code).inc()
 
-    async def refresh_queue(self, redis: Any, streams: Sequence[str], group: str) -> None:
+    async def refresh_queue(self, client: Any, streams: Sequence[str], group: str) -> None:
         """Read the queue's depth and its oldest waiting job from every shard."""
         waiting = 0
         oldest_ms: int | None = None
         for stream in streams:
-            length = await redis.xlen(stream)
+            length = await client.xlen(stream)
             if not length:
                 continue
             last_delivered = "0-0"
             pending = 0
             try:
-                for info in await redis.xinfo_groups(stream):
+                for info in await client.xinfo_groups(stream):
                     if _text(info.get("name")) == group:
                         last_delivered = _text(info.get("last-delivered-id")) or "0-0"
                         pending = int(info.get("pending") or 0)
             except redis.exceptions.ResponseError:
-                pass  # no group yet: every entry waits
+                pass  # the stream went away between the two reads: nothing of it waits
             waiting += max(0, length - pending)
-            first = await redis.xrange(stream, "(" + last_delivered, "+", count=1)
+            first = await client.xrange(stream, "(" + last_delivered, "+", count=1)
             if first:
                 position = parse_stream_id(first[0][0])
                 if position is not None and (oldest_ms is None or position[0] < oldest_ms):
@@ -124,7 +125,7 @@ class WorkerMetrics:
         if oldest_ms is None:
             self.jobs_oldest_age.set(0)
         else:
-            seconds, micros = await redis.time()
+            seconds, micros = await client.time()
             self.jobs_oldest_age.set(max(0.0, seconds + micros / 1e6 - oldest_ms / 1000))
 
 

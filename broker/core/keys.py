@@ -121,9 +121,11 @@ class Keys:
 
     def owned(self, subject: str) -> str:
         """The index of the conversations ``subject`` owns. Conversations created with
-        BROKER_AUTH=none belong to nobody (subject ''): they share one index of their own."""
+        BROKER_AUTH=none belong to nobody (subject ''): they share one index of their own, under
+        a hash tag no conversation id can have (ids hold no ``:``), so deleting a conversation
+        whose keys are found by its tag never reaches it."""
         if not subject:
-            return f"{self.prefix}:{{anonymous}}:conversations"
+            return f"{self.prefix}:{{s:anonymous}}:conversations"
         return self.subject(subject).conversations
 
     def job_stream(self, run_id: str) -> str:
