@@ -113,10 +113,10 @@ class Bench:
 
     def _calibrate(self) -> ScriptCost:
         """Count what one append of 1 and of 2 events costs in Redis commands, while idle."""
-        from broker.core.connections import redis_client
         from broker.core.events import Delta, RunStarted, UserMessage, encode
         from broker.core.settings import Settings
-        from broker.core.store import Store
+        from broker.engine.connections import redis_client
+        from broker.engine.conversations import Store
 
         settings = Settings.from_env(
             {"BROKER_REDIS_URL": self.redis_url, "BROKER_KEY_PREFIX": self.prefix}
@@ -185,7 +185,7 @@ class Bench:
         ]
 
     def _stored_ids(self, cids: list[str]) -> dict[str, list[str]]:
-        from broker.core.keys import Keys
+        from broker.engine.keys import Keys
 
         keys = Keys(self.prefix)
         return {
@@ -357,7 +357,7 @@ class Bench:
         exist) and one open stream each; the busy one is a real run of the simulated model.
         The window is the run itself: from the POST to its terminal event in Redis.
         """
-        from broker.core.keys import Keys
+        from broker.engine.keys import Keys
 
         args = self.args
         keys = Keys(self.prefix)

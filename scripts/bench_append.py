@@ -1,6 +1,6 @@
 """The benchmark's appender: writes conversation events through the broker's own core.
 
-It opens one run per conversation and appends deltas with ``broker.core.store.Store`` (the accept,
+It opens one run per conversation and appends deltas with ``broker.engine.conversations.Store`` (the accept,
 start, append and finish scripts the workers use), so the front sees exactly what a worker
 would write. Each delta's text is ``time.time_ns()`` taken just before its append: readers
 subtract it from their receipt time, which gives end-to-end latency at sub-millisecond
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from bench_load import raise_nofile
 
 if TYPE_CHECKING:
-    from broker.core.store import Fence
+    from broker.engine.conversations import Fence
 
 _SETUP_PARALLEL = 64
 _PREFILL_BATCH = 100
@@ -55,9 +55,9 @@ class Appender:
     """One open run per conversation, appended to through Store as a worker does."""
 
     def __init__(self, plan: AppendPlan, appends: Synchronized, events: Synchronized) -> None:
-        from broker.core.connections import redis_client
         from broker.core.settings import Settings
-        from broker.core.store import Store
+        from broker.engine.connections import redis_client
+        from broker.engine.conversations import Store
 
         settings = Settings.from_env(
             {"BROKER_REDIS_URL": plan.redis_url, "BROKER_KEY_PREFIX": plan.prefix}
@@ -130,7 +130,7 @@ class Appender:
 
     async def check_pipelined_append(self) -> None:
         """Make sure a pipelined append writes what ``Store.append`` writes, or stop loudly."""
-        from broker.core.store import APPEND, script_text
+        from broker.engine.conversations import APPEND, script_text
 
         self._sha = await self.redis.script_load(script_text(APPEND, cluster=False))
         if not self.runs:

@@ -164,7 +164,7 @@ async def _protocol_cost(bounded: bool, request: bytes, count: int) -> float:
     from uvicorn.server import ServerState
 
     from broker.core.settings import Settings
-    from broker.front.http_limits import BoundedHttpToolsProtocol, HttpLimits
+    from broker.front.http.server import BoundedHttpToolsProtocol, HttpLimits
 
     config = uvicorn.Config(_app, lifespan="off", access_log=False, log_level="warning")
     config.load()

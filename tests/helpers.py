@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-from broker.core.keys import Keys
 from broker.core.settings import Settings
+from broker.engine.keys import Keys
 from tests.sse import Event
 
 

@@ -17,8 +17,8 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from broker.core.keys import Keys
 from broker.embedded_redis import EmbeddedCluster
+from broker.engine.keys import Keys
 from tests.conftest import RedisTarget
 from tests.helpers import new_cid, terminal_of
 from tests.sse import Event, open_sse

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 
-from broker.front.conversations import encode_cursor
+from broker.front.actions.managing import encode_cursor
 from tests.api import Api, error_code
 from tests.helpers import job_streams, new_cid, nth_delta, terminal_of
 from tests.stack import Stack, base_environment

@@ -307,10 +307,10 @@ async def test_ten_thousand_emits_in_a_tight_loop_cost_a_handful_of_writes(
     from broker.core.events import RunStarted, UserMessage, encode
     from broker.core.jobs import Job
     from broker.core.settings import Settings
-    from broker.core.store import Store
-    from workers.generation import Generation
+    from broker.engine.conversations import Store
     from workers.generators import ApplicationGenerator
     from workers.providers.base import Finish, GenerationRequest
+    from workers.relay import Generation
     from workers.run import Run
 
     settings = Settings(redis_url=redis_url, key_prefix=prefix)

@@ -1,8 +1,8 @@
 """The package layers, checked from the source: no import runs back up or across.
 
 ``broker.core`` is shared by both tiers and knows neither; ``workers`` knows only the core; the
-front tier and the protocol adapters (``broker.adapters``, ``broker.durable``) never load the
-worker runtime. Only the ``broker`` command
+front tier and the protocol translations (``broker.protocols``) never load the worker runtime.
+Only the ``broker`` command
 (``broker.cli``) may know both tiers. A violation would make a front process import model
 providers, or a worker import Starlette, and would let the layers grow into each other.
 """
@@ -16,22 +16,12 @@ from tests.stack import REPO_ROOT
 
 # For each package (by dotted prefix), the packages its modules must not import.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
-    "broker.core": (
-        "broker.front",
-        "broker.adapters",
-        "broker.client",
-        "broker.app",
-        "broker.cli",
-        "workers",
-        "broker.durable",
-    ),
-    "broker.front": ("workers", "broker.cli", "broker.app", "broker.client", "broker.durable"),
-    # The Durable Streams protocol: an adapter over the core and the front's helpers.
-    "broker.durable": ("workers", "broker.cli", "broker.app", "broker.client", "broker.adapters"),
-    "broker.adapters": ("workers", "broker.cli", "broker.app", "broker.client"),
-    "broker.client": ("workers", "broker.front", "broker.adapters", "broker.app", "broker.cli"),
-    "broker.app": ("workers", "broker.cli"),
-    "workers": ("broker.front", "broker.adapters", "broker.client", "broker.app", "broker.cli"),
+    "broker.core": ("broker.front", "broker.protocols", "broker.client", "broker.cli", "workers"),
+    "broker.engine": ("broker.front", "broker.cli", "workers"),
+    "broker.front": ("workers", "broker.cli", "broker.client"),
+    "broker.protocols": ("workers", "broker.cli", "broker.client"),
+    "broker.client": ("workers", "broker.front", "broker.protocols", "broker.cli"),
+    "workers": ("broker.front", "broker.protocols", "broker.client", "broker.cli"),
 }
 
 
@@ -79,5 +69,5 @@ def test_no_import_crosses_a_layer() -> None:
 def test_the_rules_see_every_layer() -> None:
     """A check that cannot fail is no check: the walk must find modules of every layer."""
     modules = {_module_name(path) for path in SOURCES}
-    for package in ("broker.core", "broker.front", "broker.durable", "workers"):
+    for package in ("broker.core", "broker.engine", "broker.front", "broker.protocols", "workers"):
         assert any(_within(m, package) for m in modules), package

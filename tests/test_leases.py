@@ -13,7 +13,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from workers.leases import GROUP, Leases
+from broker.engine.queue import GROUP, Leases
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 

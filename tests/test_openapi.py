@@ -20,9 +20,9 @@ import msgspec
 import pytest
 from starlette.routing import Mount, Route
 
-from broker.app import create_app
 from broker.core.events import EVENT_TYPES
 from broker.core.settings import Settings
+from broker.front.app import create_app
 from broker.front.openapi import DOCUMENT, ERROR_CODES, EVENT_NOTES, GENERIC_CODES
 from tests.helpers import new_cid, terminal_of
 from tests.stack import REPO_ROOT, Stack

@@ -9,7 +9,13 @@ import msgspec
 import pytest
 
 from broker.core.bodies import SnapshotMessage
-from broker.core.models import Catalogue, CatalogueError, ModelParams, SimulatedParams, UnknownModel
+from broker.core.catalogue import (
+    Catalogue,
+    CatalogueError,
+    ModelParams,
+    SimulatedParams,
+    UnknownModel,
+)
 from broker.core.settings import Settings
 from workers.context import _turns, bound_turns
 from workers.providers import default_providers

@@ -11,10 +11,10 @@ from __future__ import annotations
 import pytest
 from starlette.routing import BaseRoute, Mount, Route
 
-from broker.app import create_app
 from broker.core.settings import Settings
-from broker.front.access import Access, GuardedRoute
-from broker.front.authentication import is_public
+from broker.front.app import create_app
+from broker.front.security.access import Access, GuardedRoute
+from broker.front.security.authentication import is_public
 
 
 def _unguarded(routes: list[BaseRoute], prefix: str = "") -> list[str]:

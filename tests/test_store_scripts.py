@@ -18,7 +18,7 @@ import redis.asyncio
 from broker.core.events import Delta, ErrorInfo, RunCompleted, RunFailed, RunStarted, encode
 from broker.core.ids import new_id
 from broker.core.settings import Settings
-from broker.core.store import Fence, Store
+from broker.engine.conversations import Fence, Store
 from tests.helpers import new_cid
 from tests.stored import stored_events
 

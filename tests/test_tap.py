@@ -22,9 +22,9 @@ import pytest
 import redis
 import redis.asyncio
 
-from broker.client.tap import Tap, tap_events
 from broker.core.events import ToolCall
 from broker.core.settings import Settings
+from broker.engine.tap import Tap, tap_events
 from tests.helpers import new_cid
 from tests.stack import Stack, base_environment
 from tests.stored import stored_events

@@ -9,7 +9,7 @@ import re
 import httpx
 import pytest
 
-from broker.front.web import load_assets
+from broker.front.routes.web import load_assets
 from tests.stack import Stack
 
 pytestmark = pytest.mark.timeout(60)

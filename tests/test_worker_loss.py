@@ -16,7 +16,7 @@ import redis.asyncio
 from broker.core.ids import new_id
 from broker.core.jobs import Job, job_encoder
 from broker.core.settings import Settings
-from broker.core.store import Store
+from broker.engine.conversations import Store
 from tests.helpers import job_streams, new_cid, nth_delta, terminal_of
 from tests.stack import Stack
 from tests.stored import assert_no_duplicates, of_run, stored_events, terminals

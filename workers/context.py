@@ -12,7 +12,7 @@ from __future__ import annotations
 from broker.core.bodies import SnapshotMessage
 from broker.core.settings import Settings
 from broker.core.snapshot import build_snapshot
-from broker.core.store import Store
+from broker.engine.conversations import Store
 from workers.providers.base import Message
 
 

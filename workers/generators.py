@@ -15,9 +15,9 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from broker.core.models import GENERATORS_VARIABLE, Catalogue
-from workers.generation import CancelRequested, Generation, Outcome, RunGone
+from broker.core.catalogue import GENERATORS_VARIABLE, Catalogue
 from workers.providers.base import Failure, Finish, GenerationRequest, Provider
+from workers.relay import CancelRequested, Generation, Outcome, RunGone
 from workers.run import GeneratorFailure, Run
 
 log = logging.getLogger("workers.generators")

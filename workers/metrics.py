@@ -18,8 +18,8 @@ import redis.exceptions
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from broker.core.connections import UNAVAILABLE
 from broker.core.ids import parse_stream_id
+from broker.engine.connections import UNAVAILABLE
 
 log = logging.getLogger("workers.metrics")
 

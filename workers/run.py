@@ -16,7 +16,6 @@ from contextlib import aclosing
 from typing import Any
 
 from broker.core.events import Usage
-from workers.generation import Generation, Outcome
 from workers.providers.base import (
     Chunk,
     DataValue,
@@ -31,6 +30,7 @@ from workers.providers.base import (
     ToolCallWhole,
     ToolOutput,
 )
+from workers.relay import Generation, Outcome
 
 # What a generator needs, importable from this one module.
 __all__ = [

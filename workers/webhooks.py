@@ -1,6 +1,6 @@
 """The webhook dispatcher: every worker POSTs finished runs to ``BROKER_WEBHOOK_URL``.
 
-It reads the outbox (``broker.core.outbox``) through the ``webhook`` consumer group, so the
+It reads the outbox (``broker.engine.outbox``) through the ``webhook`` consumer group, so the
 workers share the deliveries, and runs apart from the generations: its own task group and HTTP
 client, one task per delivery, at most ``BROKER_WEBHOOK_CONCURRENCY`` at once. A slow or dead
 receiver holds deliveries, never a run or a token.
@@ -25,9 +25,7 @@ import httpx
 import msgspec
 import redis.exceptions
 
-from broker.core.outbox import WEBHOOK_GROUP, notice_decoder, read_finished_run
 from broker.core.settings import Settings
-from broker.core.store import Store
 from broker.core.webhook import (
     ATTEMPT_HEADER,
     DELIVERY_ID_HEADER,
@@ -36,7 +34,9 @@ from broker.core.webhook import (
     webhook_body,
     webhook_encoder,
 )
-from workers.leases import Leases
+from broker.engine.conversations import Store
+from broker.engine.outbox import WEBHOOK_GROUP, notice_decoder, read_finished_run
+from broker.engine.queue import Leases
 
 log = logging.getLogger("workers.webhooks")
 

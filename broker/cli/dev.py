@@ -94,7 +94,7 @@ def dev(host: str, port: int, cluster: bool = False) -> None:
     one SIGTERM each (the worker finishes or hands back its runs within its grace period) and
     Redis last, once nothing needs it.
     """
-    from broker.core.models import Catalogue, CatalogueError
+    from broker.core.catalogue import Catalogue, CatalogueError
     from broker.embedded_redis import EmbeddedCluster, EmbeddedRedis
 
     stop = False

@@ -11,7 +11,7 @@ from broker.core.settings import Settings
 def doctor(settings: Settings, as_json: bool) -> None:
     import msgspec
 
-    from broker.core.checks import run_checks
+    from broker.engine.checks import run_checks
 
     checks = run_checks(settings)
     if as_json:

@@ -50,11 +50,11 @@ def wait_for_redis(settings: Settings) -> None:
 def serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
-    from broker.app import create_app
-    from broker.core import checks
-    from broker.core.models import CatalogueError
-    from broker.front.http_limits import BoundedHttpToolsProtocol, HttpLimits
-    from broker.front.tokens import SecurityConfigError
+    from broker.core.catalogue import CatalogueError
+    from broker.engine import checks
+    from broker.front.app import create_app
+    from broker.front.http.server import BoundedHttpToolsProtocol, HttpLimits
+    from broker.front.security.tokens import SecurityConfigError
 
     try:
         app = create_app(settings)

@@ -9,8 +9,8 @@ from broker.core.settings import Settings
 
 
 async def _print(settings: Settings, group: str, consumer: str | None, claim_after: float) -> None:
-    from broker.client.tap import Tap, tap_encoder
-    from broker.core.connections import redis_client
+    from broker.engine.connections import redis_client
+    from broker.engine.tap import Tap, tap_encoder
 
     client = redis_client(settings, "tap", max_connections=2, socket_timeout=None)
     out = sys.stdout.buffer
@@ -28,7 +28,7 @@ async def _print(settings: Settings, group: str, consumer: str | None, claim_aft
 def tap(settings: Settings, group: str, consumer: str | None, claim_after: float) -> None:
     import anyio
 
-    from broker.core.outbox import tap_group
+    from broker.engine.outbox import tap_group
 
     try:
         tap_group(group)

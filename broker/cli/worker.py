@@ -17,11 +17,11 @@ def worker(settings: Settings, concurrency: int | None) -> None:
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
 
     # Imported here: the front tier never loads the worker runtime.
-    from workers.runtime import Worker
+    from workers.worker import Worker
 
     if concurrency is not None:
         settings = Settings.from_env({**os.environ, "BROKER_WORKER_CONCURRENCY": str(concurrency)})
-    from broker.core.checks import warn_at_start
+    from broker.engine.checks import warn_at_start
 
     warn_at_start(settings, "broker worker")
     anyio.run(Worker(settings).run, backend_options={"use_uvloop": True})

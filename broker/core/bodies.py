@@ -6,8 +6,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from broker.core.catalogue import DEFAULT_MODEL
 from broker.core.events import ErrorInfo
-from broker.core.models import DEFAULT_MODEL
 
 
 class PostMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

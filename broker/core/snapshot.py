@@ -35,7 +35,7 @@ from broker.core.events import (
     decode,
 )
 from broker.core.ids import ORIGIN
-from broker.core.store import Store
+from broker.engine.conversations import Store
 
 
 class _Text:

@@ -28,8 +28,8 @@ from broker.core.events import (
     UserMessage,
     decode,
 )
-from broker.core.outbox import FinishedRun
 from broker.core.snapshot import AnswerFold, assistant_message, user_message
+from broker.engine.outbox import FinishedRun
 
 SIGNATURE_HEADER = "Broker-Signature"
 DELIVERY_ID_HEADER = "Broker-Delivery-Id"

@@ -372,7 +372,7 @@ _UI_MESSAGES = {
 
 
 def _ai_sdk_paths(cancel_responses: dict[str, Any]) -> dict[str, Any]:
-    """The AI SDK adapter's routes (``broker.adapters.ai_sdk_routes``)."""
+    """The AI SDK adapter's routes (``broker.front.routes.ai_sdk``)."""
     chat_cid = _path("cid", "the chat id, which is the conversation id")
     return {
         "/v1/ai-sdk/chat": {

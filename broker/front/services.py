@@ -8,15 +8,15 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from broker.core.catalogue import Catalogue
 from broker.core.ids import StreamPos
-from broker.core.models import Catalogue
 from broker.core.settings import Settings
-from broker.core.store import Store
-from broker.front.access import Gate
-from broker.front.errors import ApiError
-from broker.front.feed import Feed, FrameWriter, Openings
-from broker.front.hub import Hub
-from broker.front.metrics import FrontMetrics
+from broker.engine.conversations import Store
+from broker.front.http.errors import ApiError
+from broker.front.http.metrics import FrontMetrics
+from broker.front.security.access import Gate
+from broker.front.streaming.feed import Feed, FrameWriter, Openings
+from broker.front.streaming.hub import Hub
 
 
 @dataclass(frozen=True)

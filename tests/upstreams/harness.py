@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from broker.core.models import ModelSpec
+from broker.core.catalogue import ModelSpec
 from broker.core.settings import Settings
 from workers.providers import build_provider
 from workers.providers.base import (

@@ -1,4 +1,4 @@
-"""Model providers, built from the model catalogue (``broker.core.models.Catalogue``).
+"""Model providers, built from the model catalogue (``broker.core.catalogue.Catalogue``).
 
 One provider per catalogue entry, keyed by the name clients send. The HTTP providers of a
 worker share one httpx client, so connections to an upstream are reused across runs. API keys
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from broker.core.models import Catalogue, ModelSpec
+from broker.core.catalogue import Catalogue, ModelSpec
 from broker.core.settings import Settings
 from workers.providers.anthropic import AnthropicProvider
 from workers.providers.base import Provider

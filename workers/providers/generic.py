@@ -3,7 +3,7 @@
 The request is ``POST base_url`` (the full URL) with ``{"model", "messages", "stream": true}``
 and the client's params, under the catalogue's ``body`` fields; the key, when there is one, goes
 in ``api_key_header`` after ``api_key_prefix``. Each chunk's JSON is read through the entry's
-``[extract]`` paths (see ``broker.core.models.Extraction``): answer text, reasoning text, the end
+``[extract]`` paths (see ``broker.core.catalogue.Extraction``): answer text, reasoning text, the end
 condition, and optionally the finish reason, token counts and an error field. Without an end
 condition the end of the body ends the answer, and a cut cannot be told from an end.
 """
@@ -16,8 +16,8 @@ from typing import Any
 
 import msgspec
 
+from broker.core.catalogue import Extraction, ModelSpec
 from broker.core.events import Usage
-from broker.core.models import Extraction, ModelSpec
 from workers.providers.base import Chunk, Finish, GenerationRequest, Text
 from workers.providers.failures import (
     MALFORMED_CHUNK,

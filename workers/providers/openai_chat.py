@@ -19,8 +19,8 @@ from typing import Any
 
 import msgspec
 
+from broker.core.catalogue import ToolSpec
 from broker.core.events import Usage
-from broker.core.models import ToolSpec
 from workers.providers.base import (
     Chunk,
     Finish,

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from broker.core.models import ModelParams, ModelSpec, ToolSpec
+from broker.core.catalogue import ModelParams, ModelSpec, ToolSpec
 from workers.providers.base import Chunk, GenerationRequest
 from workers.providers.failures import BAD_REQUEST, MALFORMED_CHUNK, UpstreamFailure, guarded
 from workers.providers.upstream import Upstream

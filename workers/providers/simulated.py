@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import anyio
 import msgspec
 
+from broker.core.catalogue import SimulatedParams
 from broker.core.events import Usage
-from broker.core.models import SimulatedParams
 from workers.providers.base import Chunk, Finish, GenerationRequest, Text
 
 _WORDS = (

@@ -20,7 +20,7 @@ import anyio
 import httpx
 import msgspec
 
-from broker.core.models import ModelSpec
+from broker.core.catalogue import ModelSpec
 from broker.core.settings import Settings
 from workers.providers.failures import (
     STREAM_CUT,

@@ -1,1 +1,0 @@
-"""Protocol adapters: other clients' wire formats over the same conversations."""

@@ -1,1 +1,0 @@
-"""The Durable Streams protocol (``/v1/stream/...``), spoken over the broker's Redis streams."""

@@ -1,0 +1,156 @@
+"""Posting a user's message: the one way a run starts, for API version 1 and every adapter.
+
+A route decodes its own body into a ``PostMessage``; from there everything is shared: the checks
+of the message, the owner taken from the principal, the precheck (ownership, a retried request,
+a run still active, a new conversation counted against its subject's daily limit), queueing the
+job, the ACCEPT script, and withdrawing the job when ACCEPT refuses. Every check that can refuse
+runs before anything is written, so bad input changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+
+import msgspec
+from starlette.requests import Request
+
+from broker.core.bodies import MessageAccepted, PostMessage
+from broker.core.catalogue import Catalogue, UnknownModel
+from broker.core.events import UserMessage, encode
+from broker.core.ids import new_id, parse_stream_id
+from broker.core.jobs import Job, job_encoder
+from broker.engine.connections import UNAVAILABLE
+from broker.engine.conversations import NOBODY, Accepted, Owner
+from broker.front.actions.managing import title_of
+from broker.front.http.errors import ApiError
+from broker.front.security.access import admission_of, conversation_not_found
+from broker.front.security.principal import principal_of
+from broker.front.services import Services
+
+log = logging.getLogger("broker.front.actions.posting")
+_encoder = msgspec.json.Encoder()
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+def idempotency_key_of(request: Request) -> str | None:
+    """The request's ``Idempotency-Key``, checked before anything else is read."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        )
+    return key
+
+
+def check_message(message: PostMessage, max_chars: int, catalogue: Catalogue) -> None:
+    """Refuse a message no run could answer: empty, too long, an unknown model, bad params."""
+    if not message.content.strip():
+        raise ApiError(422, "invalid_field", "content must not be empty")
+    if max_chars and len(message.content) > max_chars:
+        raise ApiError(413, "content_too_large", f"content exceeds {max_chars} characters")
+    try:
+        catalogue.check_params(message.model, message.params)
+    except UnknownModel:
+        raise ApiError(422, "unknown_model", f"unknown model {message.model!r}") from None
+    except msgspec.ValidationError as exc:
+        raise ApiError(422, "invalid_field", f"params: {exc}") from None
+
+
+async def post_message(
+    request: Request, cid: str, message: PostMessage, idempotency_key: str | None
+) -> MessageAccepted:
+    """Append the user's message to ``cid`` and start a run that a worker generates.
+
+    Returns the accepted message (for a retry with the same ``idempotency_key``, the first
+    answer); raises the refusal as an ``ApiError`` (409 ``run_active``, 404 for somebody else's
+    conversation, 429 when a new conversation is over the daily limit, ...).
+    """
+    services: Services = request.state.services
+    store = services.store
+    check_message(message, services.settings.max_content_chars, services.catalogue)
+    principal = principal_of(request)
+    owner = Owner(principal.subject, principal.admin) if services.gate.enforced else NOBODY
+    limits = services.gate.limits
+    # The guard read the conversation if its owner is checked or its creation counted.
+    creating = admission_of(request).exists is False and limits.counts_creation(principal)
+
+    run_id, message_id, answer_id = new_id("r"), new_id("m"), new_id("m")
+    _, data = encode(UserMessage(message_id=message_id, content=message.content, run_id=run_id))
+    fingerprint = hashlib.sha256(_encoder.encode(message)).hexdigest()
+    # A new conversation is counted in the same round trip as the checks before queueing.
+    refused, counted = await store.precheck(
+        cid,
+        idempotency_key,
+        owner,
+        also=(lambda pipe: limits.count_creation(pipe, principal)) if creating else None,
+    )
+    if refused is not None:
+        return _refusal(cid, refused, fingerprint)
+    if creating:
+        limits.check_creation(counted)
+
+    # The job goes first: once the run is accepted, its job already exists, so a front that
+    # dies in between leaves at most a job for a run that never was, which a worker drops.
+    job = Job(
+        conversation_id=cid,
+        run_id=run_id,
+        message_id=message_id,
+        assistant_message_id=answer_id,
+        model=message.model,
+        params=message.params,
+        content=message.content,
+    )
+    jobs = store.keys.job_stream(run_id)
+    job_id = await store.redis.xadd(jobs, {b"j": job_encoder.encode(job)})
+    accepted = await store.accept(
+        cid,
+        run_id=run_id,
+        message_id=message_id,
+        assistant_message_id=answer_id,
+        model=message.model,
+        data=data,
+        idempotency_key=idempotency_key,
+        idempotency_record=f"{fingerprint}\n{run_id}\n{message_id}",
+        owner=owner,
+        title=title_of(message.content),
+        job_entry=job_id.decode(),
+    )
+    if accepted.outcome != "ok":
+        # A worker that already read the job finds it gone and leaves the run's keys untouched.
+        await store.redis.xdel(jobs, job_id)
+        return _refusal(cid, accepted, fingerprint)
+    position = parse_stream_id(accepted.event_id)
+    assert position is not None
+    try:
+        await store.index(accepted.owner, cid, position[0])
+    except UNAVAILABLE:
+        # The run is accepted and goes on; only the owner's list misses it until its next
+        # message.
+        log.warning("could not add a conversation to its owner's list: Redis unreachable")
+    return MessageAccepted(cid, message_id, run_id, accepted.event_id)
+
+
+def _refusal(cid: str, refused: Accepted, fingerprint: str) -> MessageAccepted:
+    """A POST that starts nothing: the first answer to a retry, or the error."""
+    if refused.outcome == "replay":
+        first_fingerprint, first_run, first_message, first_event = refused.idempotency_record.split(
+            "\n"
+        )
+        if first_fingerprint != fingerprint:
+            raise ApiError(
+                422, "idempotency_key_reused", "this Idempotency-Key was used with another body"
+            )
+        return MessageAccepted(cid, first_message, first_run, first_event)
+    if refused.outcome == "not_owner":
+        # Somebody else's: the same answer as everywhere a conversation may not be seen. (The
+        # id is taken, so a POST cannot answer like a conversation that does not exist.)
+        raise conversation_not_found(cid)
+    if refused.outcome == "run_active":
+        raise ApiError(
+            409, "run_active", f"run {refused.active_run} of this conversation has not finished"
+        )
+    raise ApiError(503, "try_again", "the run could not be queued in time", {"Retry-After": "1"})

@@ -1,0 +1,1 @@
+"""The routes, each declared once: API v1, AI SDK, Durable Streams, web page, operations."""

@@ -1,0 +1,1 @@
+"""Who may ask what: authentication, tokens, access rules, limits, browser rules, sessions."""

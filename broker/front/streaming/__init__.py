@@ -1,0 +1,1 @@
+"""Streams to clients: the live hub, feeds, SSE framing, waiting streams."""

@@ -1,0 +1,1 @@
+"""Pure translations between the broker's events and other protocols' wire formats."""
