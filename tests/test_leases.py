@@ -13,7 +13,9 @@ import pytest
 import redis
 import redis.asyncio
 
-from broker.engine.queue import GROUP, Leases
+from broker.core.settings import Settings
+from broker.engine import Engine
+from broker.engine.queue import GROUP
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -28,12 +30,13 @@ async def client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
 async def test_a_job_claimed_away_is_reported_lost_and_left_to_its_new_holder(
     client: redis.asyncio.Redis, redis_client: redis.Redis, prefix: str
 ) -> None:
-    jobs = f"{prefix}:jobs"
-    paused, other = Leases(client, jobs, "paused"), Leases(client, jobs, "other")
+    engine = Engine(Settings(key_prefix=prefix), "test", client=client)
+    [jobs] = engine.queue.streams
+    paused, other = engine.queue.leases("paused")[jobs], engine.queue.leases("other")[jobs]
     await paused.ensure_group()
     kept = await client.xadd(jobs, {b"j": b"{}"})
     taken = await client.xadd(jobs, {b"j": b"{}"})
-    assert [entry for entry, _ in await paused.read_new(10, 100)] == [kept, taken]
+    assert [handed.entry_id for handed in await paused.read_new(10, 100)] == [kept, taken]
 
     # The other worker claims one of them (its lease lapsed while the first was paused).
     await client.xclaim(jobs, GROUP, "other", 0, [taken], justid=True)

@@ -2,7 +2,8 @@
 
 - Every live route of the application (whoever added it) is documented with exactly its
   methods, and every documented path is a live route.
-- Every error code the source raises is in the document's table with its status.
+- Every error the source raises names a code of the registry, never a status and a string of
+  its own, and every code of the registry is named by some operation or in the description.
 - The stream union is exactly the event types of ``broker.core.events`` plus ``reset`` and
   ``error``, each frame's data schema is the struct's own, and real frames of a live stream
   validate against it.
@@ -20,14 +21,16 @@ import msgspec
 import pytest
 from starlette.routing import Mount, Route
 
+from broker.core.errors import REGISTRY
 from broker.core.events import EVENT_TYPES
 from broker.core.settings import Settings
 from broker.front.app import create_app
-from broker.front.openapi import DOCUMENT, ERROR_CODES, EVENT_NOTES, GENERIC_CODES
+from broker.front.openapi import BEFORE_ANY_ROUTE
 from tests.helpers import new_cid, terminal_of
 from tests.stack import REPO_ROOT, Stack
 
-DOC: dict[str, Any] = msgspec.json.decode(DOCUMENT)
+APP = create_app(Settings(auth="none"))
+DOC: dict[str, Any] = msgspec.json.decode(APP.state.openapi)
 SCHEMAS: dict[str, Any] = DOC["components"]["schemas"]
 _HTTP_METHODS = {"get", "post", "put", "patch", "delete", "options", "head"}
 
@@ -47,7 +50,7 @@ def _live_operations(routes: list[Any], prefix: str = "") -> set[tuple[str, str]
 
 
 def test_every_live_route_is_documented_and_every_documented_path_is_live() -> None:
-    live = _live_operations(create_app(Settings(auth="none")).routes)
+    live = _live_operations(APP.routes)
     documented = {
         (path, method)
         for path, item in DOC["paths"].items()
@@ -58,11 +61,10 @@ def test_every_live_route_is_documented_and_every_documented_path_is_live() -> N
     assert documented - live == set(), "documented operations that no route serves"
 
 
-def _raised_codes() -> set[tuple[int, str]]:
-    """(status, code) of every call in the source that builds an error from a literal status
-    and code, whatever the helper is called (``ApiError``, ``error_response``, a protocol-level
-    refusal): a new error path cannot slip past the document."""
-    found: set[tuple[int, str]] = set()
+def _literal_errors() -> list[str]:
+    """Calls in the source that build an error from a literal status and code, whatever the
+    helper is called: an error path that bypasses the registry."""
+    found: list[str] = []
     for path in (REPO_ROOT / "broker").rglob("*.py"):
         if path.parent.name in ("client", "cli"):
             continue  # what the server answers, not what its clients make of it
@@ -78,35 +80,51 @@ def _raised_codes() -> set[tuple[int, str]]:
                 and isinstance(code.value, str)
                 and re.fullmatch(r"[a-z][a-z_]+", code.value)
             ):
-                found.add((status.value, code.value))
+                found.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}")
     return found
 
 
-def test_every_error_code_in_the_source_is_documented_with_its_status() -> None:
-    raised = _raised_codes()
-    assert len(raised) >= 15, "the scan must find the API's errors"
-    missing = [
-        (status, code)
-        for status, code in sorted(raised)
-        if code not in ERROR_CODES or status not in (0, ERROR_CODES[code][0])
-    ]
-    assert not missing, f"error codes raised but not documented (or with another status): {missing}"
+def _named_codes() -> set[str]:
+    """The registry's codes the source names (``ApiError(RUN_ACTIVE, ...)`` and the like)."""
+    constants = {code.name.upper(): code.name for code in REGISTRY.values()}
+    named: set[str] = set()
+    for path in (REPO_ROOT / "broker").rglob("*.py"):
+        if path.name == "errors.py" and path.parent.name == "core":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            name = getattr(node, "id", None) or getattr(node, "attr", None)
+            if name in constants:
+                named.add(constants[name])
+    return named
+
+
+def test_every_error_comes_from_the_registry_and_is_documented() -> None:
+    assert _literal_errors() == [], "errors built from a literal status and code"
+    assert len(REGISTRY) >= 50 and len(_named_codes()) >= 50, "the scan must see the codes"
+    assert _named_codes() == set(REGISTRY), "registry codes nothing raises, or the reverse"
     described = " ".join(
         response["description"]
         for item in DOC["paths"].values()
         for op in item.values()
         for response in op["responses"].values()
     )
-    unnamed = {code for code in ERROR_CODES if f"`{code}`" not in described}
-    assert unnamed <= set(GENERIC_CODES), f"documented codes no operation names: {unnamed}"
-    assert all(f"`{code}`" in DOC["info"]["description"] for code in GENERIC_CODES)
+    generic = {code.name for code in BEFORE_ANY_ROUTE}
+    unnamed = {code for code in REGISTRY if f"`{code}`" not in described}
+    assert unnamed <= generic, f"documented codes no operation names: {unnamed}"
+    assert all(f"`{code}`" in DOC["info"]["description"] for code in generic)
+    for item in DOC["paths"].values():
+        for op in item.values():
+            for status, response in op["responses"].items():
+                for code in re.findall(r"`([a-z_]+)`:", response["description"]):
+                    assert REGISTRY[code].status == int(status), (code, status)
 
 
 def test_the_stream_union_is_every_event_type_plus_reset_and_error() -> None:
     mapping = SCHEMAS["ConversationEvent"]["discriminator"]["mapping"]
     assert set(mapping) == set(EVENT_TYPES) | {"reset", "error"}
     assert SCHEMAS["ConversationEvent"]["discriminator"]["propertyName"] == "event"
-    assert set(SCHEMAS["RunEvent"]["discriminator"]["mapping"]) == set(mapping) - {"reset"}
+    # A run's stream sends reset too, when the position asked for is not the conversation's.
+    assert set(SCHEMAS["RunEvent"]["discriminator"]["mapping"]) == set(mapping)
     _, generated = msgspec.json.schema_components(
         list(EVENT_TYPES.values()), ref_template="#/components/schemas/{name}"
     )
@@ -116,7 +134,9 @@ def test_the_stream_union_is_every_event_type_plus_reset_and_error() -> None:
         assert frame["properties"]["data"] == {"$ref": f"#/components/schemas/{struct.__name__}"}
         assert "id" in frame["required"], f"{name} is stored: it has an id"
         assert SCHEMAS[struct.__name__] == generated[struct.__name__]
-    assert set(EVENT_NOTES) == set(EVENT_TYPES), "each event type says what it means in /docs"
+    for name in EVENT_TYPES:
+        frame = SCHEMAS[mapping[name].rsplit("/", 1)[1]]
+        assert frame["description"], f"{name}: each event type says what it means in /docs"
     for unstored in ("reset", "error"):
         assert "id" not in SCHEMAS[mapping[unstored].rsplit("/", 1)[1]]["properties"]
     for path in ("/v1/conversations/{cid}/stream", "/v1/conversations/{cid}/runs/{run_id}/stream"):
@@ -150,10 +170,10 @@ async def test_live_frames_and_answers_match_the_document(stack: Stack) -> None:
     for frame in frames:
         conversation.validate(frame)
     run_union = _validator("RunEvent")
-    for frame in frames[1:]:
+    for frame in frames:
         run_union.validate(frame)
     with pytest.raises(jsonschema_rs.ValidationError):
-        run_union.validate(frames[0])  # a run's stream never sends reset
+        run_union.validate({"event": "delta", "data": {"text": "no id, no run"}})
     async with httpx.AsyncClient(base_url=front.url, trust_env=False) as client:
         _validator("ModelList").validate((await client.get("/v1/models")).json())
         _validator("Snapshot").validate((await client.get(f"/v1/conversations/{cid}")).json())

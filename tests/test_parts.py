@@ -22,6 +22,7 @@ from broker.core.events import (
     encode,
 )
 from broker.core.snapshot import AnswerFold, assistant_message
+from broker.front.app import all_routes
 from broker.front.openapi import build
 
 
@@ -74,7 +75,7 @@ def test_new_events_have_the_documented_json(event: Event, name: str, json: obje
 
 
 def test_the_openapi_document_lists_the_new_events() -> None:
-    schemas = build()["components"]["schemas"]
+    schemas = build(all_routes())["components"]["schemas"]
     for cls in (ToolCall, ToolResult, Data):
         assert cls.__name__ in schemas
     assert set(EVENT_TYPES) >= {"tool.call", "tool.result", "data"}

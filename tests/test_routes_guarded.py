@@ -2,8 +2,8 @@
 
 The authentication middleware already refuses every non-public path without a principal; this
 walk makes sure no route reaches a conversation without saying who may: a route added later
-(an adapter, a listing) that is neither on the public allow-list nor a ``GuardedRoute`` fails
-here.
+(an adapter, a listing) that is not declared (``ApiRoute``), or declared public off the
+allow-list, fails here.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from broker.core.settings import Settings
 from broker.front.app import create_app
-from broker.front.security.access import Access, GuardedRoute
+from broker.front.http.docs import Doc
+from broker.front.routes.declare import ApiRoute
+from broker.front.security.access import Access
 from broker.front.security.authentication import is_public
 
 
@@ -26,9 +28,10 @@ def _unguarded(routes: list[BaseRoute], prefix: str = "") -> list[str]:
                 problems += _unguarded(route.routes, prefix + route.path)
             continue
         path = prefix + getattr(route, "path", "?")
-        if isinstance(route, GuardedRoute):
-            if is_public(path):
-                problems.append(f"{path}: guarded, but public paths get no principal")
+        if isinstance(route, ApiRoute):
+            public = route.access is Access.PUBLIC
+            if public != is_public(path):
+                problems.append(f"{path}: declared public, or guarded, against the allow-list")
             elif "{cid}" in path and route.access is Access.SUBJECT:
                 problems.append(f"{path}: names a conversation without declaring access to it")
         elif not is_public(path):
@@ -39,7 +42,7 @@ def _unguarded(routes: list[BaseRoute], prefix: str = "") -> list[str]:
 def test_every_route_is_public_or_declares_its_access() -> None:
     app = create_app(Settings(auth="none"))
     assert _unguarded(app.routes) == []
-    guarded = [r for r in app.routes if isinstance(r, GuardedRoute)]
+    guarded = [r for r in app.routes if isinstance(r, ApiRoute) and r.access is not Access.PUBLIC]
     assert {r.path for r in guarded} >= {
         "/v1/conversations/{cid}",
         "/v1/conversations/{cid}/messages",
@@ -63,13 +66,19 @@ def test_the_walk_finds_a_forgotten_route() -> None:
     async def endpoint(request: object) -> None:
         return None
 
+    doc = Doc("x", "x", "x")
     forgotten = [
         Route("/v1/conversations/{cid}/export", endpoint),
         Mount("/v2", routes=[Route("/things", endpoint)]),
-        GuardedRoute("/v1/conversations/{cid}/x", endpoint, methods=["GET"], access=Access.SUBJECT),
-        GuardedRoute("/healthz", endpoint, methods=["GET"], access=Access.SUBJECT),
+        ApiRoute(
+            "/v1/conversations/{cid}/x", endpoint, methods=["GET"], access=Access.SUBJECT, doc=doc
+        ),
     ]
-    assert len(_unguarded(forgotten)) == 4
+    assert len(_unguarded(forgotten)) == 3
     with pytest.raises(ValueError):
-        GuardedRoute("/v1/chat", endpoint, methods=["POST"], access=Access.POST)
+        ApiRoute("/healthz", endpoint, methods=["GET"], access=Access.SUBJECT, doc=doc)
+    with pytest.raises(ValueError):
+        ApiRoute("/v1/things", endpoint, methods=["GET"], access=Access.PUBLIC, doc=doc)
+    with pytest.raises(ValueError):
+        ApiRoute("/v1/chat", endpoint, methods=["POST"], access=Access.POST, doc=doc)
     assert _unguarded([Route("/healthz", endpoint), Mount("/static", routes=[])]) == []

@@ -16,7 +16,8 @@ import redis.asyncio
 from broker.core.ids import new_id
 from broker.core.jobs import Job, job_encoder
 from broker.core.settings import Settings
-from broker.engine.conversations import Store
+from broker.engine import Engine
+from broker.engine.conversations import Refused
 from tests.helpers import job_streams, new_cid, nth_delta, terminal_of
 from tests.stack import Stack
 from tests.stored import assert_no_duplicates, of_run, stored_events, terminals
@@ -114,10 +115,9 @@ async def test_a_front_dying_between_queueing_a_job_and_accepting_its_run_leaves
     assert redis_client.xpending(job_streams(prefix)[0], "workers")["pending"] == 0
 
     # The accept that comes too late is refused: that run can never start.
-    settings = Settings(redis_url=redis_url, key_prefix=prefix)
-    client = redis.asyncio.Redis.from_url(redis_url)
+    engine = Engine(Settings(redis_url=redis_url, key_prefix=prefix), "test")
     try:
-        late = await Store(client, settings).accept(
+        late = await engine.conversations.accept(
             cid,
             run_id=run_id,
             message_id=job.message_id,
@@ -128,8 +128,8 @@ async def test_a_front_dying_between_queueing_a_job_and_accepting_its_run_leaves
             idempotency_record="",
         )
     finally:
-        await client.aclose()
-    assert late.outcome == "orphaned"
+        await engine.aclose()
+    assert late is Refused.ORPHANED
     assert stored_events(redis_client, prefix, cid) == []
 
     second = (await front.api.start_run(cid, "now for real", tokens=3, interval_ms=1))["run_id"]

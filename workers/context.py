@@ -1,6 +1,6 @@
 """The earlier turns of a conversation, as context for the model answering the next prompt.
 
-Folded from the conversation's stream by ``broker.core.snapshot.build_snapshot`` (the same view a
+Folded from the conversation's stream as its snapshot (``broker.core.snapshot``, the same view a
 client renders), then cut to the newest turns that fit the configured bounds. A turn is a user
 message and the answer to it; a question whose answer is empty (cancelled or failed before any
 text) is left out with it, so the context alternates user and assistant as the vendors' chat
@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from broker.core.bodies import SnapshotMessage
 from broker.core.settings import Settings
-from broker.core.snapshot import build_snapshot
-from broker.engine.conversations import Store
+from broker.engine.conversations import Conversations
 from workers.providers.base import Message
 
 
@@ -53,12 +52,12 @@ def bound_turns(
 
 
 async def conversation_context(
-    store: Store, cid: str, run_id: str, settings: Settings
+    conversations: Conversations, cid: str, run_id: str, settings: Settings
 ) -> tuple[Message, ...]:
     """The turns before ``run_id`` that fit ``context_max_messages`` and ``context_max_chars``."""
     if settings.context_max_messages < 2 or settings.context_max_chars <= 0:
         return ()
-    snapshot = await build_snapshot(store, cid, settings.replay_batch)
+    snapshot = await conversations.snapshot(cid)
     if snapshot is None:
         return ()
     return bound_turns(

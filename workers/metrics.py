@@ -9,19 +9,16 @@ worker reports the same values (take the max across workers, not the sum).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
 
 import anyio
 import anyio.abc
-import redis.exceptions
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from broker.core.ids import parse_stream_id
-from broker.engine.connections import UNAVAILABLE
+from broker.engine import UNAVAILABLE
+from broker.engine.queue import JobQueue
 
-log = logging.getLogger("workers.metrics")
+log = logging.getLogger(__name__)
 
 # From a cached answer's first token to a slow reasoning model's; whole runs up to the limit.
 _TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 60.0, 120.0)
@@ -98,39 +95,11 @@ class WorkerMetrics:
     def provider_error(self, code: str) -> None:
         self._provider_errors.labels(code).inc()
 
-    async def refresh_queue(self, client: Any, streams: Sequence[str], group: str) -> None:
+    async def refresh_queue(self, queue: JobQueue) -> None:
         """Read the queue's depth and its oldest waiting job from every shard."""
-        waiting = 0
-        oldest_ms: int | None = None
-        for stream in streams:
-            length = await client.xlen(stream)
-            if not length:
-                continue
-            last_delivered = "0-0"
-            pending = 0
-            try:
-                for info in await client.xinfo_groups(stream):
-                    if _text(info.get("name")) == group:
-                        last_delivered = _text(info.get("last-delivered-id")) or "0-0"
-                        pending = int(info.get("pending") or 0)
-            except redis.exceptions.ResponseError:
-                pass  # the stream went away between the two reads: nothing of it waits
-            waiting += max(0, length - pending)
-            first = await client.xrange(stream, "(" + last_delivered, "+", count=1)
-            if first:
-                position = parse_stream_id(first[0][0])
-                if position is not None and (oldest_ms is None or position[0] < oldest_ms):
-                    oldest_ms = position[0]
-        self.jobs_waiting.set(waiting)
-        if oldest_ms is None:
-            self.jobs_oldest_age.set(0)
-        else:
-            seconds, micros = await client.time()
-            self.jobs_oldest_age.set(max(0.0, seconds + micros / 1e6 - oldest_ms / 1000))
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value or "")
+        depth = await queue.depth()
+        self.jobs_waiting.set(depth.waiting)
+        self.jobs_oldest_age.set(depth.oldest_age_seconds)
 
 
 async def listen(host: str, port: int) -> anyio.abc.Listener[anyio.abc.SocketStream]:
@@ -146,9 +115,7 @@ async def listen(host: str, port: int) -> anyio.abc.Listener[anyio.abc.SocketStr
 async def serve(
     listener: anyio.abc.Listener[anyio.abc.SocketStream],
     metrics: WorkerMetrics,
-    redis: Any,
-    streams: Sequence[str],
-    group: str,
+    queue: JobQueue,
 ) -> None:
     """Answer ``GET /metrics`` with the text exposition; anything else gets 404."""
 
@@ -170,7 +137,7 @@ async def serve(
                 return
             with anyio.move_on_after(_REFRESH_SECONDS):
                 try:
-                    await metrics.refresh_queue(redis, streams, group)
+                    await metrics.refresh_queue(queue)
                 except UNAVAILABLE:
                     metrics.redis_errors.inc()  # the queue's gauges keep their last values
             body = generate_latest(metrics.registry)

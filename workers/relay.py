@@ -23,7 +23,7 @@ from anyio.lowlevel import checkpoint_if_cancelled
 
 from broker.core.events import Data, Delta, ToolCall, ToolResult, encode
 from broker.core.jobs import Job
-from broker.engine.conversations import Fence, Store
+from broker.engine.conversations import Appended, Conversations, Fence
 from workers.providers.base import (
     DataValue,
     Failure,
@@ -35,7 +35,7 @@ from workers.providers.base import (
     ToolOutput,
 )
 
-log = logging.getLogger("workers.relay")
+log = logging.getLogger(__name__)
 
 Outcome = Finish | Failure
 # The key of a gathered piece of output that is a whole event, never merged with the next.
@@ -57,7 +57,7 @@ class Fenced(RunGone):
 class Generation:
     def __init__(
         self,
-        store: Store,
+        conversations: Conversations,
         job: Job,
         fence: Fence,
         coalesce_seconds: float,
@@ -65,7 +65,7 @@ class Generation:
         first_output: Callable[[], None] | None = None,
     ) -> None:
         """``first_output`` is called once the run's first output is in the stream."""
-        self._store = store
+        self._conversations = conversations
         self._first_output = first_output
         self._job = job
         self._fence = fence
@@ -209,8 +209,8 @@ class Generation:
                     )
             self.appends += 1
             now = time.monotonic()
-            renew = now - self._ttl_renewed >= self._store.ttl_refresh_seconds
-            status = await self._store.append(
+            renew = now - self._ttl_renewed >= self._conversations.ttl_refresh_seconds
+            appended = await self._conversations.append(
                 self._job.conversation_id,
                 run_id,
                 self._fence,
@@ -222,9 +222,9 @@ class Generation:
                 self._ttl_renewed = now
             if self.appends == 1 and self._first_output is not None:
                 self._first_output()
-        if status == "cancelling":
+        if appended is Appended.CANCEL_REQUESTED:
             raise CancelRequested
-        if status == "fenced":
+        if appended is Appended.FENCED:
             raise Fenced
-        if status != "running":
-            raise RunGone(status)
+        if appended is Appended.ENDED:
+            raise RunGone

@@ -23,8 +23,8 @@ import anyio
 import anyio.abc
 import httpx
 import msgspec
-import redis.exceptions
 
+from broker.core.finished import notice_decoder
 from broker.core.settings import Settings
 from broker.core.webhook import (
     ATTEMPT_HEADER,
@@ -34,23 +34,17 @@ from broker.core.webhook import (
     webhook_body,
     webhook_encoder,
 )
-from broker.engine.conversations import Store
-from broker.engine.outbox import WEBHOOK_GROUP, notice_decoder, read_finished_run
-from broker.engine.queue import Leases
+from broker.engine import UNAVAILABLE, Engine
+from broker.engine.queue import Handed
 
-log = logging.getLogger("workers.webhooks")
-
-_REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+log = logging.getLogger(__name__)
 
 
 class WebhookDispatcher:
-    def __init__(self, store: Store, settings: Settings, consumer: str) -> None:
-        self._store = store
+    def __init__(self, engine: Engine, settings: Settings, consumer: str) -> None:
+        self._engine = engine
         self._settings = settings
-        # From its creation on: runs that ended before a webhook was configured are not sent.
-        self._leases = Leases(
-            store.redis, store.keys.outbox, consumer, group=WEBHOOK_GROUP, start="$", delete=False
-        )
+        self._leases = engine.outbox.webhook_leases(consumer)
         # Notices being delivered here, each in its own scope: their leases are renewed, and a
         # delivery whose lease was taken over is cancelled.
         self._held: dict[bytes, anyio.CancelScope] = {}
@@ -87,15 +81,10 @@ class WebhookDispatcher:
                     await self._leases.ensure_group()
                     group_ready = True
                 entries = await self._leases.read_new(self._free, self._settings.job_block_ms)
-            except _REDIS_ERRORS:
+            except UNAVAILABLE:
                 log.warning("outbox unreachable; retrying in %.1fs", backoff)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-                continue
-            except redis.exceptions.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                group_ready = False
                 continue
             backoff = 0.1
             self._start(deliveries, entries)
@@ -103,12 +92,12 @@ class WebhookDispatcher:
     def _start(
         self,
         deliveries: anyio.abc.TaskGroup,
-        entries: Sequence[tuple[bytes, dict[bytes, bytes] | None]],
+        entries: Sequence[Handed],
     ) -> None:
-        for entry_id, fields in entries:
+        for entry_id, payload in entries:
             if entry_id not in self._held:  # claiming one of its own only renewed its lease
                 self._held[entry_id] = anyio.CancelScope()
-                deliveries.start_soon(self._deliver, entry_id, fields)
+                deliveries.start_soon(self._deliver, entry_id, payload)
 
     async def _renew(self) -> None:
         """Keep this dispatcher's deliveries looking alive: their idle time is their lease."""
@@ -118,7 +107,7 @@ class WebhookDispatcher:
                 continue
             try:
                 lost = await self._leases.renew(list(self._held))
-            except _REDIS_ERRORS:
+            except UNAVAILABLE:
                 log.warning("could not renew webhook delivery leases")
                 continue
             for entry_id in lost:
@@ -136,41 +125,35 @@ class WebhookDispatcher:
                 continue
             try:
                 claimed = await self._leases.claim_lapsed(lease_ms, self._free)
-            except _REDIS_ERRORS:
+            except UNAVAILABLE:
                 continue
-            except redis.exceptions.ResponseError as exc:
-                if "NOGROUP" in str(exc):
-                    continue
-                raise
             taken = [entry for entry in claimed if entry[0] not in self._held]
             if taken:
                 log.warning("took over %d webhook delivery(ies) of a lost worker", len(taken))
                 self._start(deliveries, taken)
 
-    async def _deliver(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> None:
+    async def _deliver(self, entry_id: bytes, payload: bytes | None) -> None:
         try:
             with self._held[entry_id]:
-                if await self._try_delivering(entry_id, fields):
+                if await self._try_delivering(entry_id, payload):
                     await self._leases.release(entry_id)
-        except _REDIS_ERRORS:
+        except UNAVAILABLE:
             # Left pending: once its lease lapses, a dispatcher (maybe this one) takes it again.
             log.warning("Redis unreachable; webhook delivery %s left for later", entry_id)
         finally:
             del self._held[entry_id]
             self._slot_freed.set()
 
-    async def _try_delivering(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> bool:
+    async def _try_delivering(self, entry_id: bytes, payload: bytes | None) -> bool:
         """Deliver one notice's run until done or given up; True when it may be acknowledged."""
         try:
-            notice = notice_decoder.decode(fields[b"n"]) if fields else None
-        except (KeyError, msgspec.DecodeError):
+            notice = notice_decoder.decode(payload) if payload else None
+        except msgspec.DecodeError:
             notice = None
         if notice is None:
             log.error("dropping a malformed or trimmed outbox entry %s", entry_id)
             return True
-        run = await read_finished_run(
-            self._store, notice.conversation_id, notice.run_id, self._settings.replay_batch
-        )
+        run = await self._engine.outbox.finished_run(notice.conversation_id, notice.run_id)
         if run is None:
             log.error("run %s is gone from Redis: its webhook is not sent", notice.run_id)
             return True

@@ -26,28 +26,29 @@ import anyio
 import anyio.abc
 import httpx
 import msgspec
-import redis.exceptions
 
 from broker.core import logs
 from broker.core.catalogue import Catalogue, CatalogueError
 from broker.core.events import (
     TERMINAL_EVENTS,
-    TERMINAL_STATUSES,
+    TERMINAL_STATES,
     ErrorInfo,
     Event,
     RunCancelled,
     RunCompleted,
     RunFailed,
     RunStarted,
+    RunState,
     encode,
 )
+from broker.core.finished import RunEnded
 from broker.core.jobs import Job, control_decoder, job_decoder
 from broker.core.settings import Settings
-from broker.engine.connections import UNAVAILABLE, connect, redis_client, unavailable_errors
-from broker.engine.conversations import Fence, Started, Store
-from broker.engine.outbox import RunEnded, notice_encoder
-from broker.engine.pubsub import Subscriber, never_resync
-from broker.engine.queue import GROUP, Leases
+from broker.engine import UNAVAILABLE, Engine
+from broker.engine.connections import unavailable_errors
+from broker.engine.conversations import Ended, Fence, Refused, Started
+from broker.engine.pubsub import never_resync
+from broker.engine.queue import Handed
 from workers import metrics as worker_metrics
 from workers.context import conversation_context
 from workers.generators import (
@@ -62,7 +63,7 @@ from workers.providers.upstream import make_client
 from workers.relay import CancelRequested, Fenced, Generation, Outcome, RunGone
 from workers.webhooks import WebhookDispatcher
 
-log = logging.getLogger("workers.worker")
+log = logging.getLogger(__name__)
 
 # How long a job may wait for its run to be accepted (the front queues the job just before);
 # about 1.5 s in all, far beyond the milliseconds between the two writes.
@@ -102,16 +103,13 @@ class Worker:
         self.metrics.runs_active.set_function(lambda: self._in_flight)
 
     async def run(self) -> None:
-        client = redis_client(
-            self.settings, "worker", max_connections=self.settings.redis_pool_size
+        self.engine = Engine(
+            self.settings, "worker", retry_seconds=self.settings.redis_retry_seconds
         )
-        self.store = Store(client, self.settings, retry_seconds=self.settings.redis_retry_seconds)
         # One consumer per shard of the jobs queue: a command names one stream (one slot).
-        self.leases = {
-            stream: Leases(client, stream, self.name) for stream in self.store.keys.job_streams
-        }
+        self.leases = self.engine.queue.leases(self.name)
         try:
-            await connect(client)
+            await self.engine.connect()
             listener = None
             if self.settings.worker_metrics_port:
                 listener = await worker_metrics.listen(
@@ -120,12 +118,7 @@ class Worker:
             async with make_client(self.settings) as http, anyio.create_task_group() as services:
                 if listener is not None:
                     services.start_soon(
-                        worker_metrics.serve,
-                        listener,
-                        self.metrics,
-                        client,
-                        list(self.leases),
-                        GROUP,
+                        worker_metrics.serve, listener, self.metrics, self.engine.queue
                     )
                 self.providers = default_providers(self.settings, self.catalogue, http)
                 self.generators = bind_generators(
@@ -135,7 +128,7 @@ class Worker:
                 services.start_soon(self._listen_control)
                 services.start_soon(self._renew_leases)
                 if self.settings.webhook_url:
-                    dispatcher = WebhookDispatcher(self.store, self.settings, self.name)
+                    dispatcher = WebhookDispatcher(self.engine, self.settings, self.name)
                     services.start_soon(dispatcher.run)
                 async with anyio.create_task_group() as runs:
                     runs.start_soon(self._reap, runs)
@@ -143,7 +136,7 @@ class Worker:
                     await self._drain()
                 services.cancel_scope.cancel()
         finally:
-            await client.aclose()
+            await self.engine.aclose()
         log.info("worker %s stopped", self.name)
 
     def stop(self) -> None:
@@ -187,11 +180,6 @@ class Worker:
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            except redis.exceptions.ResponseError as exc:
-                if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
-                    raise
-                group_ready = False
-                continue
             finally:
                 self._reserved -= free
             backoff = 0.1
@@ -201,14 +189,14 @@ class Worker:
         self,
         runs: anyio.abc.TaskGroup,
         stream: str,
-        messages: list[tuple[bytes, dict[bytes, bytes] | None]],
+        messages: list[Handed],
         *,
         recovered: bool,
     ) -> None:
-        for entry_id, fields in messages:
+        for entry_id, payload in messages:
             try:
-                job = job_decoder.decode(fields[b"j"]) if fields else None
-            except (KeyError, msgspec.DecodeError):
+                job = job_decoder.decode(payload) if payload else None
+            except msgspec.DecodeError:
                 job = None
             if job is None:
                 log.error("dropping malformed or deleted job %s", entry_id)
@@ -264,10 +252,6 @@ class Worker:
                 except self._unavailable:
                     self.metrics.redis_errors.inc()
                     continue
-                except redis.exceptions.ResponseError as exc:
-                    if "NOGROUP" in str(exc):
-                        continue
-                    raise
                 # This worker's own live jobs come back too when it was paused past their
                 # lease: claiming them only renewed them; running them again would run them
                 # twice.
@@ -291,9 +275,7 @@ class Worker:
     async def _listen_control(self) -> None:
         """Hear cancels on this worker's own channel. A lost message costs nothing lasting:
         the cancel mark in Redis stops the run at its next append."""
-        subscriber = Subscriber(
-            self.store.redis,
-            cluster=self.settings.redis_cluster,
+        subscriber = self.engine.subscriber(
             on_message=lambda channel, data: self._on_control(data),
             on_resync=never_resync,
             ping_seconds=self.settings.live_ping_seconds,
@@ -301,7 +283,7 @@ class Worker:
         )
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(subscriber.run)
-            await subscriber.subscribe(self.store.keys.control(self.name).encode())
+            await subscriber.subscribe(self.engine.queue.control_channel(self.name))
 
     def _on_control(self, data: bytes) -> None:
         try:
@@ -319,17 +301,16 @@ class Worker:
         # run: this task runs in a copy of the context, so nothing else sees these.
         logs.conversation_id.set(job.conversation_id)
         logs.run_id.set(job.run_id)
-        ended: str | None = None  # the run's final status, when this worker must announce it
+        ended: RunState | None = None  # the run's final state, when this worker announces it
         fence: Fence | None = None
         release = True
         try:
             start = await self._start(stream, entry_id, job)
-            if start.outcome == "ok":
+            if isinstance(start, Started):
                 fence = start.fence
-                assert fence is not None
                 ended = await self._generate(job, fence)
             else:
-                ended = await self._settle(entry_id, job, start.outcome, recovered)
+                ended = await self._settle(entry_id, job, start, recovered)
         except UNAVAILABLE:
             # Redis stayed away longer than the store retries. The job stays pending: once its
             # lease lapses, whoever claims it ends the run.
@@ -358,32 +339,34 @@ class Worker:
             self._in_flight -= 1
             self._slot_freed.set()
 
-    async def _settle(self, entry_id: bytes, job: Job, outcome: str, recovered: bool) -> str | None:
-        """A job whose run did not start here: returns the run's final status when this worker
-        must announce it."""
-        if recovered and outcome in ("running", "cancelling"):
+    async def _settle(
+        self, entry_id: bytes, job: Job, state: RunState, recovered: bool
+    ) -> RunState | None:
+        """A job whose run did not start here (its run is in ``state``): returns the run's
+        final state when this worker must announce it."""
+        if recovered and state in (RunState.RUNNING, RunState.CANCELLING):
             # Its worker died or stalled mid-run. The partial answer stays; the run ends here,
             # once, under this worker's fence, so the old owner cannot write past it.
-            taken = await self.store.take_over(
+            taken = await self.engine.conversations.take_over(
                 job.conversation_id, job.run_id, self.name, entry_id.decode()
             )
-            if taken.outcome != "taken":
+            if taken is None:
                 return None  # a duplicate job of the run: its own job ends it
             lost = ErrorInfo("worker_lost", "the worker running this answer stopped responding")
             ending: Event = (
                 RunFailed(job.run_id, lost)
-                if taken.status == "running"
+                if taken.state is RunState.RUNNING
                 else RunCancelled(job.run_id, reason=_USER)
             )
             return await self._end(job, taken.fence, ending)
-        if outcome in TERMINAL_STATUSES:
+        if state in TERMINAL_STATES:
             # Cancelled before any worker had it, or ended by a worker that died before
             # acknowledging the job (and maybe before announcing the run): announce it.
-            return outcome
+            return state
         return None  # never accepted, or another job's: nothing to generate, nothing to announce
 
-    async def _generate(self, job: Job, fence: Fence) -> str | None:
-        """Generate a started run; returns its final status when this worker ended it."""
+    async def _generate(self, job: Job, fence: Fence) -> RunState | None:
+        """Generate a started run; returns its final state when this worker ended it."""
         run_id = job.run_id
         provider = self.providers.get(job.model)
         generator = self.generators.get(job.model)
@@ -408,7 +391,7 @@ class Worker:
                 with anyio.move_on_after(self.settings.max_run_seconds) as limit:
                     request = await self._request(job)
                     generation = Generation(
-                        self.store,
+                        self.engine.conversations,
                         job,
                         fence,
                         self.settings.coalesce_ms / 1000,
@@ -458,24 +441,26 @@ class Worker:
         log.info("run of %s ended %s after %.2f s", job.model, status or "elsewhere", seconds)
         return status
 
-    async def _start(self, stream: str, entry_id: bytes, job: Job) -> Started:
-        """Start the run; a run not accepted yet gets a moment, then is given up for good."""
+    async def _start(self, stream: str, entry_id: bytes, job: Job) -> Started | RunState:
+        """Start the run; a run not accepted yet gets a moment, then is given up for good.
+        Otherwise the run's state says why it did not start here."""
+        conversations = self.engine.conversations
         cid, run_id, entry = job.conversation_id, job.run_id, entry_id.decode()
         _, started = encode(RunStarted(run_id, job.assistant_message_id, job.model))
         for delay in _ACCEPT_WAITS:
-            start = await self.store.start_run(cid, run_id, self.name, entry, started)
-            if start.outcome != "missing":
+            start = await conversations.start_run(cid, run_id, self.name, entry, started)
+            if start is not RunState.MISSING:
                 return start
             await anyio.sleep(delay)
-        if not await self.store.redis.xrange(stream, entry_id, entry_id):
+        if not await self.engine.queue.holds(stream, entry_id):
             # The front refused the run and withdrew its job (the conversation is somebody
             # else's, or busy): no late accept can come, so nothing is written to its keys.
             log.info("dropping the job of run %s: the front withdrew it", run_id)
-            return Started("withdrawn")
-        start = await self.store.start_run(
+            return RunState.MISSING
+        start = await conversations.start_run(
             cid, run_id, self.name, entry, started, orphan_if_missing=True
         )
-        if start.outcome == "orphaned":
+        if start is RunState.ORPHANED:
             log.warning("dropping the job of run %s: the run was never accepted", run_id)
         return start
 
@@ -487,31 +472,32 @@ class Worker:
             # The built-in model ignores context; it is not worth a read of the whole stream.
             # A generator gets it as ``run.history``.
             history = await conversation_context(
-                self.store, job.conversation_id, job.run_id, self.settings
+                self.engine.conversations, job.conversation_id, job.run_id, self.settings
             )
         upstream = spec.upstream_model(job.model) if spec is not None else job.model
         return GenerationRequest(job.model, job.content, job.params, history, upstream)
 
-    async def _end(self, job: Job, fence: Fence | None, event: Event) -> str | None:
-        """Write the run's terminal event under ``fence``; returns its status if this call
+    async def _end(self, job: Job, fence: Fence | None, event: Event) -> RunState | None:
+        """Write the run's terminal event under ``fence``; returns its state if this call
         ended the run."""
         name, data = encode(event)
-        status = TERMINAL_EVENTS[type(event)]
-        ended = await self.store.finish(job.conversation_id, job.run_id, fence, status, name, data)
-        if ended.outcome == "fenced":
+        state = TERMINAL_EVENTS[type(event)]
+        ended = await self.engine.conversations.finish(
+            job.conversation_id, job.run_id, fence, state, name, data
+        )
+        if ended is Refused.FENCED:
             log.warning(
                 "run %s: another worker owns it now; its end is not written here", job.run_id
             )
-        if ended.outcome != "ok":
+        if not isinstance(ended, Ended) or not ended.just_now:
             return None
-        self.metrics.run_ended(status, event.error.code if isinstance(event, RunFailed) else "")
-        return status
+        self.metrics.run_ended(state, event.error.code if isinstance(event, RunFailed) else "")
+        return state
 
-    async def _announce(self, job: Job, status: str) -> bool:
+    async def _announce(self, job: Job, state: RunState) -> bool:
         """Add the finished run's notice to the outbox; False if Redis stayed away too long."""
-        notice = notice_encoder.encode(RunEnded(job.conversation_id, job.run_id, status))
         try:
-            await self.store.add_notice(notice, self.settings.outbox_maxlen)
+            await self.engine.outbox.add(RunEnded(job.conversation_id, job.run_id, state.value))
         except UNAVAILABLE:
             self.metrics.redis_errors.inc()
             log.error("could not announce run %s; its job is left to be reclaimed", job.run_id)

@@ -10,48 +10,12 @@ import logging
 from broker.core.settings import Settings, redacted_url
 
 
-def wait_for_redis(settings: Settings) -> None:
-    """Exit with the address tried when Redis does not answer a PING within
-    ``BROKER_REDIS_WAIT_SECONDS`` (long enough for a Redis started alongside to come up).
-
-    The front would otherwise start, accept connections and fail every request, or hang in its
-    lifespan, with nothing saying that the Redis it was pointed at (perhaps the default
-    ``localhost:6379``) is not there.
-    """
-    import time
-
-    import redis
-    from redis.cluster import RedisCluster
-
-    where = redacted_url(settings.redis_url)
-    timeout = settings.redis_wait_seconds
-    deadline = time.monotonic() + timeout
-    while True:
-        client: redis.Redis | RedisCluster | None = None
-        try:
-            if settings.redis_cluster:
-                client = RedisCluster.from_url(settings.redis_url, socket_connect_timeout=2)
-            else:
-                client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
-            client.ping()
-            return
-        except redis.RedisError as exc:
-            if time.monotonic() >= deadline:
-                raise SystemExit(
-                    f"broker serve: cannot reach Redis at {where} (BROKER_REDIS_URL) "
-                    f"after {timeout:g} s: {exc}"
-                ) from None
-            time.sleep(0.5)
-        finally:
-            if client is not None:
-                client.close()
-
-
 def serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     from broker.core.catalogue import CatalogueError
     from broker.engine import checks
+    from broker.engine.connections import wait_until_reachable
     from broker.front.app import create_app
     from broker.front.http.server import BoundedHttpToolsProtocol, HttpLimits
     from broker.front.security.tokens import SecurityConfigError
@@ -63,7 +27,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     except SecurityConfigError as exc:
         raise SystemExit(f"broker serve: {exc}") from None
 
-    wait_for_redis(settings)
+    wait_until_reachable(settings, "broker serve")
     from broker.cli import version
 
     # A log line, not a print: with BROKER_LOG_FORMAT=json every line on stderr is JSON.

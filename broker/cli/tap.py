@@ -9,26 +9,28 @@ from broker.core.settings import Settings
 
 
 async def _print(settings: Settings, group: str, consumer: str | None, claim_after: float) -> None:
-    from broker.engine.connections import redis_client
+    from broker.engine import Engine
     from broker.engine.tap import Tap, tap_encoder
 
-    client = redis_client(settings, "tap", max_connections=2, socket_timeout=None)
+    engine = Engine(settings, "tap", max_connections=2, socket_timeout=None)
     out = sys.stdout.buffer
     try:
-        tap = Tap(client, settings, group=group, consumer=consumer, claim_after_seconds=claim_after)
+        tap = Tap(
+            engine.client, settings, group=group, consumer=consumer, claim_after_seconds=claim_after
+        )
         async for event in tap.events():
             # Written and flushed before the next event is asked for: only then is a run's
             # notice acknowledged, so nothing is lost if this process or its reader dies.
             out.write(tap_encoder.encode(event) + b"\n")
             out.flush()
     finally:
-        await client.aclose()
+        await engine.aclose()
 
 
 def tap(settings: Settings, group: str, consumer: str | None, claim_after: float) -> None:
     import anyio
 
-    from broker.engine.outbox import tap_group
+    from broker.core.finished import tap_group
 
     try:
         tap_group(group)

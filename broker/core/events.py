@@ -6,14 +6,13 @@ stream entry's ``d`` field and sent to every client as they are.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
 Channel = Literal["content", "reasoning"]
-RunStatus = Literal["queued", "running", "cancelling", "completed", "cancelled", "failed"]
-TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "cancelled", "failed"})
 
 
 class ErrorInfo(msgspec.Struct, frozen=True):
@@ -28,6 +27,8 @@ class Usage(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class UserMessage(msgspec.Struct, frozen=True):
+    """The user's message; its run (``run_id``) starts."""
+
     message_id: str
     content: str
     run_id: str
@@ -35,12 +36,17 @@ class UserMessage(msgspec.Struct, frozen=True):
 
 
 class RunStarted(msgspec.Struct, frozen=True):
+    """A worker began the answer ``message_id`` with ``model``."""
+
     run_id: str
     message_id: str  # the assistant message this run writes
     model: str
 
 
 class Delta(msgspec.Struct, frozen=True):
+    """A piece of the answer (``channel: content``) or of the reasoning (``reasoning``); one or
+    more tokens, coalesced."""
+
     run_id: str
     text: str
     channel: Channel = "content"
@@ -79,31 +85,42 @@ class Data(msgspec.Struct, frozen=True):
 
 
 class RunCompleted(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The answer is complete: ``finish_reason``, and ``usage`` when known."""
+
     run_id: str
     finish_reason: str
     usage: Usage | None = None
 
 
 class RunCancelled(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The run was stopped by a cancel; the partial answer stays."""
+
     run_id: str
     reason: str | None = None
 
 
 class RunFailed(msgspec.Struct, frozen=True):
+    """The run ended with an error (``error.code``, ``error.message``)."""
+
     run_id: str
     error: ErrorInfo
 
 
 class Reset(msgspec.Struct, frozen=True):
-    """Sent, never stored, when a client's position was trimmed away or is not in the stream."""
+    """Sent, never stored, first, when the position asked for was trimmed away (``trimmed``) or
+    is no position of this conversation (``unknown_position``): drop what you have; the replay
+    of everything retained follows."""
 
     reason: str
     earliest_event_id: str | None
 
 
-class StreamError(msgspec.Struct, frozen=True):
-    """Sent, never stored, as the last frame of a stream the server ends; ``token_expired``: the
-    token that opened it has expired, so the client resumes with a fresh one from its last id."""
+class StreamEnd(msgspec.Struct, frozen=True):
+    """The ``error`` event: sent, never stored, as the last frame of a stream the server ends.
+    ``token_expired``: resume with a fresh token and the last id received;
+    ``conversation_deleted``: the conversation was deleted, do not reconnect;
+    ``conversation_not_found``: a stream that waited for a new conversation, which another
+    subject created first."""
 
     code: str
     message: str
@@ -133,11 +150,32 @@ EVENT_TYPES: dict[str, type[Event]] = {
     "run.failed": RunFailed,
 }
 EVENT_NAMES: dict[type[Event], str] = {cls: name for name, cls in EVENT_TYPES.items()}
-TERMINAL_EVENTS: dict[type[Event], str] = {
-    RunCompleted: "completed",
-    RunCancelled: "cancelled",
-    RunFailed: "failed",
+
+
+class RunState(StrEnum):
+    """Where a run stands, as its record in Redis says: the ``status`` a client sees (its
+    user message and its answer say the same), or ``orphaned`` for a run whose job a worker
+    gave up waiting for, which can never start; ``missing`` is no record at all."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    ORPHANED = "orphaned"
+    MISSING = "missing"
+
+
+# The one definition of how a run ends: its terminal events and the final state of each; the
+# names and states below are derived from it.
+TERMINAL_EVENTS: dict[type[Event], RunState] = {
+    RunCompleted: RunState.COMPLETED,
+    RunCancelled: RunState.CANCELLED,
+    RunFailed: RunState.FAILED,
 }
+TERMINAL_STATES: frozenset[RunState] = frozenset(TERMINAL_EVENTS.values())
+TERMINAL_NAMES: frozenset[bytes] = frozenset(EVENT_NAMES[cls].encode() for cls in TERMINAL_EVENTS)
 
 _encoder = msgspec.json.Encoder()
 _decoders = {name: msgspec.json.Decoder(cls) for name, cls in EVENT_TYPES.items()}

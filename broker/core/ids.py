@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import secrets
 
+from broker.core.errors import INVALID_ID, ApiError
+
 _PATH_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _STREAM_ID = re.compile(rb"(\d{1,20})-(\d{1,20})")
 _UINT64_MAX = (1 << 64) - 1
@@ -17,6 +19,14 @@ LAST_POSITION: StreamPos = (_UINT64_MAX, _UINT64_MAX)  # the largest id Redis ca
 
 def is_valid_path_id(value: str) -> bool:
     return _PATH_ID.fullmatch(value) is not None
+
+
+def check_id(value: str, name: str) -> str:
+    """``value`` when it is a valid identifier, else the 400 that names ``name``: the one check
+    of every id a client sends (in a path, a body or a token)."""
+    if not is_valid_path_id(value):
+        raise ApiError(INVALID_ID, f"{name} must match [A-Za-z0-9_-]{{1,128}}")
+    return value
 
 
 def new_id(kind: str) -> str:

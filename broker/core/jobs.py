@@ -19,8 +19,9 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     content: str
 
 
-class Control(msgspec.Struct, frozen=True, kw_only=True):
-    """Published to every worker; the one that owns the run acts on it."""
+class ControlMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """Published on the control channel of the worker that owns the run (the cancel script
+    names it); that worker stops the run."""
 
     action: Literal["cancel"]
     conversation_id: str
@@ -29,4 +30,4 @@ class Control(msgspec.Struct, frozen=True, kw_only=True):
 
 job_encoder = msgspec.json.Encoder()
 job_decoder = msgspec.json.Decoder(Job)
-control_decoder = msgspec.json.Decoder(Control)
+control_decoder = msgspec.json.Decoder(ControlMessage)

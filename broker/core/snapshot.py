@@ -1,8 +1,9 @@
 """The merged view of a conversation, folded from its stream.
 
 Everything in the snapshot, the active run included, is derived from the entries up to
-``last_event_id``, so a client that renders it and streams after that id sees each event once.
-The same fold makes the message a finished run's webhook carries (``AnswerFold``).
+``last_event_id`` (the engine reads them, ``SnapshotFold`` folds them), so a client that
+renders it and streams after that id sees each event once. The same fold makes the message a
+finished run's webhook carries (``AnswerFold``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from broker.core.bodies import (
     ToolCallPart,
     ToolResultPart,
 )
-from broker.core.entries import entry_from_redis
+from broker.core.entries import Entry, entry_event, entry_id
 from broker.core.events import (
     TERMINAL_EVENTS,
     Data,
@@ -32,10 +33,7 @@ from broker.core.events import (
     ToolCall,
     ToolResult,
     UserMessage,
-    decode,
 )
-from broker.core.ids import ORIGIN
-from broker.engine.conversations import Store
 
 
 class _Text:
@@ -144,49 +142,56 @@ def assistant_message(message_id: str, run_id: str, status: str) -> SnapshotMess
     return SnapshotMessage(message_id, "assistant", "", "", run_id, status)
 
 
-async def build_snapshot(store: Store, cid: str, batch: int) -> Snapshot | None:
-    messages: list[SnapshotMessage] = []
-    answers: dict[str, AnswerFold] = {}
-    prompts: dict[str, SnapshotMessage] = {}
-    # Runs asked for and not ended, in order. The run active before the scan counts too: its
-    # `message` entry may have been trimmed away; if it ends during the scan, the scan says so.
-    active_before = await store.active_run(cid)
-    open_runs: dict[str, None] = {active_before: None} if active_before else {}
-    position = ORIGIN
-    last_event_id: str | None = None
-    while True:
-        raw = await store.read_after(cid, position, batch)
-        for entry_id, fields in raw:
-            position = entry_from_redis(entry_id, fields).pos
-            last_event_id = entry_id.decode()
-            event = decode(fields[b"t"].decode(), fields[b"d"])
+class SnapshotFold:
+    """A conversation's snapshot, folded from its entries in stream order.
+
+    ``active_before`` is the run the conversation named active before its entries were read:
+    its ``message`` entry may have been trimmed away; if it ends during the read, the entries
+    say so.
+    """
+
+    def __init__(self, cid: str, active_before: str | None) -> None:
+        self._cid = cid
+        self._messages: list[SnapshotMessage] = []
+        self._answers: dict[str, AnswerFold] = {}
+        self._prompts: dict[str, SnapshotMessage] = {}
+        # Runs asked for and not ended, in order.
+        self._open_runs: dict[str, None] = {active_before: None} if active_before else {}
+        self._last: Entry | None = None
+
+    def add(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            self._last = entry
+            event = entry_event(entry)
             if isinstance(event, UserMessage):
-                prompt = prompts[event.run_id] = user_message(event)
-                messages.append(prompt)
-                open_runs[event.run_id] = None
+                prompt = self._prompts[event.run_id] = user_message(event)
+                self._messages.append(prompt)
+                self._open_runs[event.run_id] = None
             elif isinstance(event, RunStarted):
-                if event.run_id in prompts:
-                    prompts[event.run_id].status = "running"
+                if event.run_id in self._prompts:
+                    self._prompts[event.run_id].status = "running"
                 answer = AnswerFold(assistant_message(event.message_id, event.run_id, "running"))
-                answers[event.run_id] = answer
-                messages.append(answer.message)
+                self._answers[event.run_id] = answer
+                self._messages.append(answer.message)
             elif type(event) in TERMINAL_EVENTS:
-                open_runs.pop(event.run_id, None)
-                if event.run_id in prompts:
-                    prompts[event.run_id].status = TERMINAL_EVENTS[type(event)]
-                answer = answers.get(event.run_id)
+                final = TERMINAL_EVENTS[type(event)]
+                self._open_runs.pop(event.run_id, None)
+                if event.run_id in self._prompts:
+                    self._prompts[event.run_id].status = final
+                answer = self._answers.get(event.run_id)
                 if answer is not None:
-                    answer.message.status = TERMINAL_EVENTS[type(event)]
+                    answer.message.status = final
                     answer.add(event)
             else:
-                answer = answers.get(event.run_id)
+                answer = self._answers.get(event.run_id)
                 if answer is not None:
                     answer.add(event)
-        if len(raw) < batch:
-            break
-    if last_event_id is None:
-        return None
-    for answer in answers.values():
-        answer.result()
-    active = next(reversed(open_runs), None) if open_runs else None
-    return Snapshot(cid, messages, active, last_event_id)
+
+    def result(self) -> Snapshot | None:
+        """The snapshot; None when there was no entry at all (no such conversation)."""
+        if self._last is None:
+            return None
+        for answer in self._answers.values():
+            answer.result()
+        active = next(reversed(self._open_runs), None) if self._open_runs else None
+        return Snapshot(self._cid, self._messages, active, entry_id(self._last))

@@ -18,6 +18,7 @@ from typing import Literal
 import msgspec
 
 from broker.core.bodies import SnapshotMessage
+from broker.core.entries import entry_event
 from broker.core.events import (
     ErrorInfo,
     RunCancelled,
@@ -26,10 +27,9 @@ from broker.core.events import (
     RunStarted,
     Usage,
     UserMessage,
-    decode,
 )
+from broker.core.finished import FinishedRun
 from broker.core.snapshot import AnswerFold, assistant_message, user_message
-from broker.engine.outbox import FinishedRun
 
 SIGNATURE_HEADER = "Broker-Signature"
 DELIVERY_ID_HEADER = "Broker-Delivery-Id"
@@ -65,8 +65,8 @@ def webhook_body(run: FinishedRun) -> RunWebhook:
     finish_reason: str | None = None
     usage: Usage | None = None
     error: ErrorInfo | None = None
-    for _, fields in run.entries:
-        event = decode(fields[b"t"].decode(), fields[b"d"])
+    for entry in run.entries:
+        event = entry_event(entry)
         if isinstance(event, UserMessage):
             prompt = user_message(event, run.status)
         elif isinstance(event, RunStarted):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 import anyio
@@ -27,7 +28,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from broker.core.settings import Settings
+from broker.core.settings import Settings, redacted_url
 
 log = logging.getLogger("broker.engine.connections")
 
@@ -118,3 +119,40 @@ async def connect(client: Any) -> None:
             log.warning("cluster unreachable (%s); retrying in %.2fs", exc, delay)
             await anyio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+def wait_until_reachable(settings: Settings, process: str) -> None:
+    """Exit, naming the address tried, when Redis does not answer a PING within
+    ``BROKER_REDIS_WAIT_SECONDS`` (long enough for a Redis started alongside to come up).
+
+    A process would otherwise start, accept work and fail every request, or hang, with nothing
+    saying that the Redis it was pointed at (perhaps the default ``localhost:6379``) is not
+    there. Outages after start are ridden out elsewhere; this is about a Redis that never was.
+    """
+    import redis
+    import redis.cluster
+
+    where = redacted_url(settings.redis_url)
+    timeout = settings.redis_wait_seconds
+    deadline = time.monotonic() + timeout
+    while True:
+        client: redis.Redis | redis.cluster.RedisCluster | None = None
+        try:
+            if settings.redis_cluster:
+                client = redis.cluster.RedisCluster.from_url(
+                    settings.redis_url, socket_connect_timeout=2
+                )
+            else:
+                client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+            client.ping()
+            return
+        except redis.RedisError as exc:
+            if time.monotonic() >= deadline:
+                raise SystemExit(
+                    f"{process}: cannot reach Redis at {where} (BROKER_REDIS_URL) "
+                    f"after {timeout:g} s: {exc}"
+                ) from None
+            time.sleep(0.5)
+        finally:
+            if client is not None:
+                client.close()

@@ -1,9 +1,12 @@
-"""The conversation store: every state change of a conversation, each one atomic in Redis.
+"""Conversations: every state change of a conversation, each one atomic in Redis, and its reads.
 
 Races live in a handful of transitions (accepting a run while none is active, a run's terminal
-event, cancel against completion). Each is one Lua script over the keys of a single
-conversation, all in one hash slot, so they stay legal on Redis Cluster and no two processes
-can interleave inside them.
+event, cancel against completion). Each is one Lua script (``lua/*.lua``) over the keys of a
+single conversation, all in one hash slot, so they stay legal on Redis Cluster and no two
+processes can interleave inside them. Every script that appends also publishes the live notice
+(``live``) on the conversation's channel in the same atomic step, so the notice says exactly
+which entry the new ones follow. A script's answer is decoded here, into the outcome types
+below; nothing outside the engine reads a script's words.
 """
 
 from __future__ import annotations
@@ -11,247 +14,26 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, NamedTuple, TypeVar
 
 import anyio
-from redis.asyncio.client import Pipeline
-from redis.commands.core import AsyncScript
 
-from broker.core.ids import LAST_POSITION, StreamPos, format_stream_id, parse_stream_id
+from broker.core.bodies import Snapshot
+from broker.core.entries import Entry, entry_from_fields
+from broker.core.events import TERMINAL_STATES, RunState
+from broker.core.ids import LAST_POSITION, ORIGIN, StreamPos, format_stream_id, parse_stream_id
 from broker.core.settings import Settings
-from broker.engine.connections import UNAVAILABLE, Client, unavailable_errors
+from broker.core.snapshot import SnapshotFold
+from broker.engine.connections import Client, unavailable_errors
 from broker.engine.keys import ConversationKeys, Keys
-from broker.engine.live import DELETED_NOTICE, LUA_NOTICE
+from broker.engine.live import DELETED_NOTICE
+from broker.engine.scripts import Scripts
 
 log = logging.getLogger("broker.engine.conversations")
-
-# Every script that appends also publishes the live notice (see ``live``) on KEYS[4], the
-# conversation's channel (KEYS[5] for ACCEPT), in the same atomic step, so the notice says
-# exactly which entry the new ones follow.
-
-# The terminal transition, shared by the worker's finish and the front's cancel of a queued run.
-# Expects `status` (the run's current status) and writes ARGV[2] (new status), ARGV[3] (event
-# name) and ARGV[4] (event data); KEYS are events, meta, run, live.
-_TERMINATE = """
-local after = newest()
-local id = append(ARGV[5], ARGV[3], ARGV[4], ARGV[1])
-redis.call('HSET', KEYS[3], 'status', ARGV[2], 'terminal_event_id', id)
-if redis.call('HGET', KEYS[2], 'active_run') == ARGV[1] then
-  redis.call('HSET', KEYS[2], 'active_run', '')
-end
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[6]) end
-notify(KEYS[4], after)
-return {'ok', ARGV[2], id}
-"""
-
-_FINAL_OR_MISSING = """
-local status = redis.call('HGET', KEYS[3], 'status')
-if not status then return {'missing'} end
-if status == 'completed' or status == 'cancelled' or status == 'failed' then
-  return {'final', status, redis.call('HGET', KEYS[3], 'terminal_event_id') or ''}
-end
-"""
-
-# KEYS: events, meta, run, idempotency, live
-# ARGV: run_id, message_id, assistant_message_id, model, data, maxlen, ttl_ms, idem_ttl_ms,
-#       idempotency record ('' when the request carries no key), subject ('' when nobody owns
-#       conversations: BROKER_AUTH=none), '1' when the subject may write every conversation,
-#       title (the conversation's title, kept if this message creates it), the run's job entry
-# The first message creates the conversation and records its subject as the owner, in this one
-# step: of many subjects racing to create one id, exactly one owns it and the others are refused
-# here, before anything is written. A conversation created with no owner has no owner to match.
-# The meta hash names every other key the conversation has (a field `key:<name>` each), so a
-# deletion finds them all without scanning the keyspace; it lives as long as they do.
-ACCEPT = """
-if ARGV[10] ~= '' and ARGV[11] ~= '1' then
-  local owner = redis.call('HGET', KEYS[2], 'owner')
-  if owner ~= ARGV[10] and (owner or redis.call('HEXISTS', KEYS[2], 'first_id') == 1) then
-    return {'not_owner'}
-  end
-end
-if ARGV[9] ~= '' then
-  local previous = redis.call('GET', KEYS[4])
-  if previous then return {'replay', previous} end
-end
--- This very accept already ran (repeated after a lost reply): answer as it did.
-local accepted = redis.call('HGET', KEYS[3], 'message_event_id')
-if accepted then return {'ok', accepted, redis.call('HGET', KEYS[2], 'owner') or ''} end
-local active = redis.call('HGET', KEYS[2], 'active_run')
-if active and active ~= '' then return {'run_active', active} end
--- A worker gave up waiting for this run and dropped its job: the run must not start now.
-if redis.call('EXISTS', KEYS[3]) == 1 then return {'orphaned'} end
-local after = newest()
-local id = append(ARGV[6], 'message', ARGV[5], ARGV[1])
-redis.call('HSET', KEYS[2], 'active_run', ARGV[1])
-if redis.call('HSETNX', KEYS[2], 'first_id', id) == 1 then
-  redis.call('HSET', KEYS[2], 'title', ARGV[12])
-  if ARGV[10] ~= '' then redis.call('HSET', KEYS[2], 'owner', ARGV[10]) end
-end
-redis.call('HSET', KEYS[2], 'key:' .. KEYS[3], '')
-if ARGV[9] ~= '' then redis.call('HSET', KEYS[2], 'key:' .. KEYS[4], '') end
-redis.call('HSET', KEYS[3], 'status', 'queued', 'message_id', ARGV[2],
-           'assistant_message_id', ARGV[3], 'model', ARGV[4], 'message_event_id', id,
-           'job_entry', ARGV[13])
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
-if ARGV[9] ~= '' then
-  redis.call('SET', KEYS[4], ARGV[9] .. '\\n' .. id, 'PX', ARGV[8])
-end
-notify(KEYS[5], after)
-return {'ok', id, redis.call('HGET', KEYS[2], 'owner') or ''}
-"""
-
-# Fencing. A started run has an owner (the worker that holds its lease, in `worker`), the job
-# entry that lease is on (`job`), and an epoch (`epoch`), raised whenever the run changes hands.
-# Every write of a run's output checks owner and epoch in the same script that writes, so a
-# worker whose run was taken over (it was paused past its lease, say) can write nothing more.
-_FENCED = """
-if redis.call('HGET', KEYS[3], 'worker') ~= ARGV[%(worker)d]
-   or redis.call('HGET', KEYS[3], 'epoch') ~= ARGV[%(epoch)d] then
-  return {'fenced'}
-end
-"""
-
-# KEYS: events, meta, run, live. ARGV: run_id, worker, data, maxlen, ttl_ms, orphan ('1' or
-# '0'), job
-# Starts a queued run under a new epoch and answers {'ok', run.started id, epoch}. Repeating it
-# (a retry after a lost reply) answers as the first call did; another job entry of the same run
-# (a duplicate) or another worker is refused with the run's status. The front queues a job just
-# before it accepts the run, so a worker may see the job first: 'missing' then means "not yet".
-# With orphan = '1' the worker gives up on it, and the run can never be accepted. The run
-# remembers its newest entry (`last_id`): while it runs, only its owner appends.
-START = """
-local status = redis.call('HGET', KEYS[3], 'status')
-if (status == 'running' or status == 'cancelling')
-   and redis.call('HGET', KEYS[3], 'worker') == ARGV[2]
-   and redis.call('HGET', KEYS[3], 'job') == ARGV[7] then
-  return {'ok', redis.call('HGET', KEYS[3], 'started_event_id'), redis.call('HGET', KEYS[3], 'epoch')}
-end
-if not status and ARGV[6] == '1' then
-  redis.call('HSET', KEYS[3], 'status', 'orphaned')
-  redis.call('PEXPIRE', KEYS[3], ARGV[5])
-  return {'orphaned'}
-end
-if status ~= 'queued' then return {status or 'missing'} end
-local after = newest()
-local id = append(ARGV[4], 'run.started', ARGV[3], ARGV[1])
-local epoch = redis.call('HINCRBY', KEYS[3], 'epoch', 1)
-redis.call('HSET', KEYS[3], 'status', 'running', 'worker', ARGV[2], 'job', ARGV[7],
-           'started_event_id', id, 'last_id', id)
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
-notify(KEYS[4], after)
-return {'ok', id, tostring(epoch)}
-"""
-
-# KEYS: events, meta, run. ARGV: run_id, worker, job
-# A worker claimed a job whose lease lapsed: if that job holds a started run, the run changes
-# hands (a new epoch) so that its old owner is fenced off, and the new owner ends it. Answers
-# {'taken', status, epoch}, also to a repeat; a job that is not the run's lease (a duplicate)
-# takes nothing.
-TAKE_OVER = """
-local status = redis.call('HGET', KEYS[3], 'status')
-if status ~= 'running' and status ~= 'cancelling' then return {status or 'missing'} end
-if redis.call('HGET', KEYS[3], 'job') ~= ARGV[3] then return {'other_job'} end
-if redis.call('HGET', KEYS[3], 'worker') == ARGV[2] then
-  return {'taken', status, redis.call('HGET', KEYS[3], 'epoch')}
-end
-local epoch = redis.call('HINCRBY', KEYS[3], 'epoch', 1)
-redis.call('HSET', KEYS[3], 'worker', ARGV[2])
-return {'taken', status, tostring(epoch)}
-"""
-
-# KEYS: events, meta, run, live. ARGV: run_id, maxlen, ttl_ms, sequence, worker, epoch,
-# refresh ('1': renew the idle TTL), then (name, data) pairs. Appends nothing unless the caller
-# owns the run at its epoch and the run is still running: no output lands after a take-over,
-# a cancel request or a terminal event. The sequence number (1, 2, ... per run) makes a
-# retried append that had in fact been applied a no-op, so a lost reply never duplicates
-# output. This is the hot path: one read of the run's hash (the fence, the status, the
-# sequence, the newest entry), the entries, one write of the hash, the notice; the TTL is
-# renewed only when the caller asks (every few seconds of a long run, not every append). A run
-# whose hash is gone (its conversation was deleted) answers 'missing' and writes nothing.
-APPEND = """
-local state = redis.call('HMGET', KEYS[3], 'worker', 'epoch', 'status', 'appended', 'last_id')
-if not state[3] then return {'missing'} end
-if state[1] ~= ARGV[5] or state[2] ~= ARGV[6] then return {'fenced'} end
-local status = state[3]
-if tonumber(state[4] or '0') >= tonumber(ARGV[4]) then return {status or 'missing'} end
-if status ~= 'running' then return {status or 'missing'} end
-local after = state[5] or newest()
-local id
-for i = 8, #ARGV, 2 do id = append(ARGV[2], ARGV[i], ARGV[i + 1], ARGV[1]) end
-redis.call('HSET', KEYS[3], 'appended', ARGV[4], 'last_id', id)
-if ARGV[7] == '1' then
-  for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
-end
-notify(KEYS[4], after)
-return {'running'}
-"""
-
-# KEYS: events, meta, run, live. ARGV: run_id, status, name, data, maxlen, ttl_ms, worker, epoch
-# The owner's terminal event, under its fence. With no owner given (worker ''), only a run
-# that no worker has started can be ended (a worker failing before it started the run).
-FINISH = (
-    _FINAL_OR_MISSING
-    + """
-if ARGV[7] == '' then
-  if status ~= 'queued' then return {'fenced'} end
-else
-"""
-    + _FENCED % {"worker": 7, "epoch": 8}
-    + """
-end
-"""
-    + _TERMINATE
-)
-
-# KEYS: events, meta, run, live. ARGV: run_id, 'cancelled', 'run.cancelled', data, maxlen,
-# ttl_ms. A queued run (no worker has it) is ended here and now; a running one is marked so
-# that its worker stops at its next append even if the control message never reaches it. The
-# answer names that worker, whose control channel the front then tells.
-CANCEL = (
-    _FINAL_OR_MISSING
-    + """
-if status == 'running' then
-  redis.call('HSET', KEYS[3], 'status', 'cancelling')
-end
-if status ~= 'queued' then return {'cancelling', redis.call('HGET', KEYS[3], 'worker') or ''} end
-"""
-    + _TERMINATE
-)
-
-
-# KEYS: events, meta, live, then every key the meta hash names. ARGV: the deletion notice.
-# Deletes the whole conversation in one step and tells its streams (see ``live``); answers
-# {'deleted', owner} ('' when nobody owns it), or {'missing'}, or {'changed'} when the meta
-# hash names a key the caller did not pass (a message arrived since it read them: read again).
-DELETE = """
-if redis.call('EXISTS', KEYS[1], KEYS[2]) == 0 then return {'missing'} end
-local passed = {}
-for i = 4, #KEYS do passed[KEYS[i]] = true end
-for _, field in ipairs(redis.call('HKEYS', KEYS[2])) do
-  if string.sub(field, 1, 4) == 'key:' and not passed[string.sub(field, 5)] then
-    return {'changed'}
-  end
-end
-local owner = redis.call('HGET', KEYS[2], 'owner') or ''
-redis.call('DEL', KEYS[1], KEYS[2])
-for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
-redis.call('{publish}', KEYS[3], ARGV[1])
-return {'deleted', owner}
-"""
-
-
-def script_text(body: str, *, cluster: bool) -> str:
-    """A script as it runs: the notice helpers, publishing with SPUBLISH on a cluster."""
-    return (LUA_NOTICE + body).replace("{publish}", "SPUBLISH" if cluster else "PUBLISH")
-
-
-class Accepted(NamedTuple):
-    outcome: str  # 'ok', 'run_active', 'replay', 'orphaned' or 'not_owner'
-    event_id: str = ""
-    active_run: str = ""
-    idempotency_record: str = ""
-    owner: str = ""  # 'ok': the subject who owns the conversation ('' for nobody)
+T = TypeVar("T")
 
 
 class Owner(NamedTuple):
@@ -265,15 +47,6 @@ class Owner(NamedTuple):
 NOBODY = Owner()
 
 
-class Transition(NamedTuple):
-    """What a state-changing script did: its outcome, the run's status, the event it wrote."""
-
-    outcome: str  # 'ok', 'final', 'missing', 'cancelling', 'fenced', or the refusing status
-    status: str = ""
-    event_id: str = ""
-    worker: str = ""  # 'cancelling': the worker that owns the run
-
-
 class Fence(NamedTuple):
     """The right to write a started run's output: its owner, at the epoch it got the run."""
 
@@ -281,62 +54,200 @@ class Fence(NamedTuple):
     epoch: str
 
 
-class Started(NamedTuple):
-    outcome: str  # 'ok', or why not: 'missing', 'orphaned', or the run's status
-    event_id: str = ""
-    fence: Fence | None = None
+# -- outcomes ----------------------------------------------------------------------------------
 
 
-class TakenOver(NamedTuple):
-    outcome: str  # 'taken', or why not: 'other_job', 'missing', or the run's status
-    status: str = ""  # the run's status when taken: 'running' or 'cancelling'
-    fence: Fence | None = None
+class Refused(Enum):
+    """Why a transition wrote nothing, when no more needs saying."""
+
+    NOT_OWNER = "not_owner"  # the conversation is somebody else's
+    ORPHANED = "orphaned"  # a worker gave up waiting for this run: it can never start
+    FENCED = "fenced"  # the run is another worker's now
+    MISSING = "missing"  # no such run
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The message is stored and its run queued; ``owner`` owns the conversation ('' nobody)."""
+
+    event_id: str
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunActive:
+    """Another run of the conversation has not ended."""
+
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """The idempotency key was used before: ``record`` is what the first request stored."""
+
+    record: str
+
+
+AcceptOutcome = Accepted | RunActive | Replay | Refused
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """The run is this worker's, under ``fence``; ``event_id`` is its ``run.started``."""
+
+    event_id: str
+    fence: Fence
+
+
+@dataclass(frozen=True, slots=True)
+class TakenOver:
+    """A lapsed started run is this worker's now, to end it; ``state`` is running or
+    cancelling."""
+
+    state: RunState
+    fence: Fence
+
+
+class Appended(Enum):
+    WRITTEN = "written"
+    CANCEL_REQUESTED = "cancel_requested"  # marked for cancel: stop, write the terminal event
+    FENCED = "fenced"  # another worker took the run over: write nothing more
+    ENDED = "ended"  # something else ended it (or deleted its conversation)
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """The run has its terminal event; ``just_now`` when this call wrote it."""
+
+    state: RunState
+    event_id: str
+    just_now: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelling:
+    """The run is marked for cancel; ``worker`` runs it (its control channel is told)."""
+
+    worker: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """What Redis keeps of a run."""
+
+    state: RunState
+    model: str
+    message_event_id: str
+    assistant_message_id: str
+    terminal_event_id: str  # '' until it ended
+    worker: str  # '' until a worker started it
+    job_entry: str  # the jobs-stream entry queued for it
+
+    @property
+    def ended(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+class Positions(NamedTuple):
+    """What deciding where a reader resumes needs, read in one round trip."""
+
+    first_id: StreamPos | None  # the conversation's first entry ever (trimmed or not)
+    earliest: StreamPos  # the oldest entry retained
+    latest: StreamPos  # the newest entry
+    held_is_stored: bool  # the position the reader holds is an entry of the stream
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What the conversations list shows of one conversation."""
+
+    first: StreamPos
+    title: str
+    active_run: str | None
+    owner: str
 
 
 def _text(values: list[Any]) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
 
 
-class Store:
-    """State changes and reads of conversations, over one Redis client owned by the caller.
+def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+    """An entry as stored: its event's name in ``t``, its JSON in ``d``, its run in ``r``."""
+    return entry_from_fields(entry_id, fields[b"t"], fields[b"d"], fields.get(b"r", b""))
+
+
+def _ended(answer: list[str]) -> Ended | None:
+    """``{'ok' | 'final', status, id}``, the answer of a run that has (or just got) its end."""
+    if answer[0] in ("ok", "final"):
+        return Ended(RunState(answer[1]), answer[2], just_now=answer[0] == "ok")
+    return None
+
+
+class Conversations:
+    """State changes and reads of conversations.
 
     ``retry_seconds`` > 0 (the workers) retries the run transitions through a Redis outage of
     up to that long; each of them is safe to repeat. The front tier answers 503 instead.
     """
 
-    def __init__(self, redis: Client, settings: Settings, *, retry_seconds: float = 0) -> None:
-        self.redis = redis
-        self.cluster = settings.redis_cluster
+    def __init__(
+        self,
+        client: Client,
+        keys: Keys,
+        scripts: Scripts,
+        settings: Settings,
+        *,
+        retry_seconds: float = 0,
+    ) -> None:
+        self._redis = client
+        self._keys = keys
+        self._scripts = scripts
         # The (repeatable) run transitions retry a torn-down cluster connection like an outage.
         self._unavailable = unavailable_errors(settings.redis_cluster)
         self._retry_seconds = retry_seconds
-        self.keys = Keys(settings.key_prefix, settings.job_shard_count)
         self._maxlen = settings.stream_maxlen
         self._ttl_ms = settings.idle_ttl_seconds * 1000
         self._idem_ttl_ms = settings.idempotency_ttl_seconds * 1000
-        # A conversation lives at most this long after its latest message: the idle TTL,
-        # renewed until its run ends.
-        self._index_ttl_ms = int((settings.idle_ttl_seconds + settings.max_run_seconds) * 1000)
+        self._batch = settings.replay_batch
         # How often a running generation renews its conversation's idle TTL.
         self.ttl_refresh_seconds = min(60.0, settings.idle_ttl_seconds / 4)
 
-        def script(body: str) -> AsyncScript:
-            return redis.register_script(script_text(body, cluster=settings.redis_cluster))
-
-        self._accept = script(ACCEPT)
-        self._start = script(START)
-        self._append = script(APPEND)
-        self._finish = script(FINISH)
-        self._take_over = script(TAKE_OVER)
-        self._cancel = script(CANCEL)
-        self._delete = script(DELETE)
-
-    def conversation(self, cid: str) -> ConversationKeys:
-        return self.keys.conversation(cid)
+    def _conversation(self, cid: str) -> ConversationKeys:
+        return self._keys.conversation(cid)
 
     def _run_keys(self, cid: str, run_id: str) -> list[str]:
-        keys = self.conversation(cid)
+        keys = self._conversation(cid)
         return [keys.events, keys.meta, keys.run(run_id), keys.live]
+
+    def channel(self, cid: str) -> bytes:
+        """The pub/sub channel of the conversation's live notices."""
+        return self._conversation(cid).live.encode()
+
+    async def retried(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        """Run a repeatable write through a Redis outage of up to ``retry_seconds``."""
+        deadline: float | None = None  # set at the first failure: the happy path reads no clock
+        delay = 0.05
+        while True:
+            try:
+                return await call()
+            except self._unavailable:
+                now = time.monotonic()
+                deadline = deadline or now + self._retry_seconds
+                if now + delay > deadline:
+                    raise
+                log.warning("Redis unreachable; retrying %s in %.2fs", what, delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def _run_script(self, script: Any, cid: str, run_id: str, args: list[Any]) -> list[str]:
+        keys = self._run_keys(cid, run_id)
+        return await self.retried(lambda: self._answer(script, keys, args), f"run {run_id}")
+
+    @staticmethod
+    async def _answer(script: Any, keys: list[str], args: list[Any]) -> list[str]:
+        return _text(await script(keys=keys, args=args))
+
+    # -- accepting a message ---------------------------------------------------------------
 
     async def accept(
         self,
@@ -352,89 +263,75 @@ class Store:
         owner: Owner = NOBODY,
         title: str = "",
         job_entry: str = "",
-    ) -> Accepted:
+    ) -> AcceptOutcome:
         """Append the user's message and open a run, unless another run is active or the
         conversation is somebody else's."""
-        keys = self.conversation(cid)
+        keys = self._conversation(cid)
         idem_key = keys.idempotency(idempotency_key or "-")
-        result = _text(
-            await self._accept(
-                keys=[keys.events, keys.meta, keys.run(run_id), idem_key, keys.live],
-                args=[
-                    run_id,
-                    message_id,
-                    assistant_message_id,
-                    model,
-                    data,
-                    self._maxlen,
-                    self._ttl_ms,
-                    self._idem_ttl_ms,
-                    idempotency_record if idempotency_key else "",
-                    owner.subject,
-                    "1" if owner.admin else "0",
-                    title,
-                    job_entry,
-                ],
-            )
+        answer = await self._answer(
+            self._scripts.accept,
+            [keys.events, keys.meta, keys.run(run_id), idem_key, keys.live],
+            [
+                run_id,
+                message_id,
+                assistant_message_id,
+                model,
+                data,
+                self._maxlen,
+                self._ttl_ms,
+                self._idem_ttl_ms,
+                idempotency_record if idempotency_key else "",
+                owner.subject,
+                "1" if owner.admin else "0",
+                title,
+                job_entry,
+            ],
         )
-        if result[0] == "ok":
-            return Accepted("ok", event_id=result[1], owner=result[2])
-        if result[0] == "run_active":
-            return Accepted("run_active", active_run=result[1])
-        if result[0] in ("orphaned", "not_owner"):
-            return Accepted(result[0])
-        return Accepted("replay", idempotency_record=result[1])
+        match answer[0]:
+            case "ok":
+                return Accepted(answer[1], answer[2])
+            case "run_active":
+                return RunActive(answer[1])
+            case "replay":
+                return Replay(answer[1])
+            case _:
+                return Refused(answer[0])
 
     async def precheck(
         self,
         cid: str,
         idempotency_key: str | None,
         owner: Owner = NOBODY,
-        also: Callable[[Pipeline], None] | None = None,
-    ) -> tuple[Accepted | None, list[Any]]:
-        """What ``accept`` would refuse right now, read without writing; None if nothing.
-
-        Lets the front refuse a stranger, a retry or a conflict before it queues a job. ``also``
-        adds the caller's own commands to the same round trip; their replies come second.
-        """
-        keys = self.conversation(cid)
-        async with self.redis.pipeline(transaction=False) as pipe:
+        *,
+        created_counter: str | None = None,
+    ) -> tuple[RunActive | Replay | Refused | None, int | None]:
+        """What ``accept`` would refuse right now, read without writing (None: nothing), and,
+        in the same round trip, the count of ``created_counter`` once incremented (see
+        ``Limits.creation_counter``): a front refuses a stranger, a retry or a conflict before
+        it queues a job, and counts a new conversation only then."""
+        keys = self._conversation(cid)
+        async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hmget(keys.meta, ["active_run", "owner", "first_id"])
             pipe.get(keys.idempotency(idempotency_key or "-"))
-            if also is not None:
-                also(pipe)
-            (active, owned_by, first_id), record, *rest = await pipe.execute()
+            if created_counter is not None:
+                pipe.incr(created_counter)
+                pipe.expire(created_counter, 2 * 86_400)
+            (active, owned_by, first_id), record, *counted = await pipe.execute()
+        created = int(counted[0]) if counted else None
         if (
             owner.subject
             and not owner.admin
             and (owned_by or first_id)
             and (owned_by is None or owned_by.decode() != owner.subject)
         ):
-            return Accepted("not_owner"), rest
+            return Refused.NOT_OWNER, created
         if idempotency_key and record:
-            return Accepted("replay", idempotency_record=record.decode()), rest
+            return Replay(record.decode()), created
         if active:
-            return Accepted("run_active", active_run=active.decode()), rest
-        return None, rest
+            return RunActive(active.decode()), created
+        return None, created
 
-    async def _run_script(
-        self, script: AsyncScript, cid: str, run_id: str, args: list[Any]
-    ) -> list[str]:
-        """Run a repeatable run transition, through a Redis outage of up to retry_seconds."""
-        keys = self._run_keys(cid, run_id)
-        deadline: float | None = None  # set at the first failure: the happy path reads no clock
-        delay = 0.05
-        while True:
-            try:
-                return _text(await script(keys=keys, args=args))
-            except self._unavailable:
-                now = time.monotonic()
-                deadline = deadline or now + self._retry_seconds
-                if now + delay > deadline:
-                    raise
-                log.warning("Redis unreachable; retrying run %s in %.2fs", run_id, delay)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+    # -- a run's life ------------------------------------------------------------------------
 
     async def start_run(
         self,
@@ -445,21 +342,23 @@ class Store:
         data: bytes,
         *,
         orphan_if_missing: bool = False,
-    ) -> Started:
+    ) -> Started | RunState:
         """Start a queued run for ``worker``, whose lease is on job entry ``job``; the fence
-        it returns is what every later write of the run's output must carry."""
+        it returns is what every later write of the run's output must carry. Otherwise the
+        run's state says why not (``MISSING``: not accepted yet; ``ORPHANED``: given up)."""
         args = [run_id, worker, data, self._maxlen, self._ttl_ms, int(orphan_if_missing), job]
-        result = await self._run_script(self._start, cid, run_id, args)
-        if result[0] == "ok":
-            return Started("ok", result[1], Fence(worker, result[2]))
-        return Started(result[0])
+        answer = await self._run_script(self._scripts.start, cid, run_id, args)
+        if answer[0] == "ok":
+            return Started(answer[1], Fence(worker, answer[2]))
+        return RunState(answer[0])
 
-    async def take_over(self, cid: str, run_id: str, worker: str, job: str) -> TakenOver:
-        """Take a started run whose lease (on job entry ``job``) lapsed, to end it."""
-        result = await self._run_script(self._take_over, cid, run_id, [run_id, worker, job])
-        if result[0] == "taken":
-            return TakenOver("taken", result[1], Fence(worker, result[2]))
-        return TakenOver(result[0])
+    async def take_over(self, cid: str, run_id: str, worker: str, job: str) -> TakenOver | None:
+        """Take a started run whose lease (on job entry ``job``) lapsed, to end it; None when
+        the job holds no started run (a duplicate job, or a run that is not running)."""
+        answer = await self._run_script(self._scripts.take_over, cid, run_id, [run_id, worker, job])
+        if answer[0] == "taken":
+            return TakenOver(RunState(answer[1]), Fence(worker, answer[2]))
+        return None
 
     async def append(
         self,
@@ -470,141 +369,235 @@ class Store:
         events: list[tuple[str, bytes]],
         *,
         refresh_ttl: bool = True,
-    ) -> str:
-        """Append a run's output as its ``sequence``-th write (from 1); returns the run's status
-        ('running' when it was written), or 'fenced' when the run is no longer ``fence``'s.
-        ``refresh_ttl`` also renews the conversation's idle TTL."""
+    ) -> Appended:
+        """Append a run's output as its ``sequence``-th write (from 1); ``refresh_ttl`` also
+        renews the conversation's idle TTL."""
         args: list[Any] = [run_id, self._maxlen, self._ttl_ms, sequence, *fence, int(refresh_ttl)]
         for name, data in events:
             args += (name, data)
-        return (await self._run_script(self._append, cid, run_id, args))[0]
+        answer = (await self._run_script(self._scripts.append, cid, run_id, args))[0]
+        if answer == "running":
+            return Appended.WRITTEN
+        if answer == "cancelling":
+            return Appended.CANCEL_REQUESTED
+        if answer == "fenced":
+            return Appended.FENCED
+        return Appended.ENDED
 
     async def finish(
-        self, cid: str, run_id: str, fence: Fence | None, status: str, name: str, data: bytes
-    ) -> Transition:
+        self, cid: str, run_id: str, fence: Fence | None, state: RunState, name: str, data: bytes
+    ) -> Ended | Refused:
         """Write the run's terminal event unless it has one already: one terminal per run.
 
         Only the owner at ``fence`` may; with no fence, only while no worker started the run.
         """
         owner = fence or Fence("", "")
-        result = await self._run_script(
-            self._finish,
+        answer = await self._run_script(
+            self._scripts.finish,
             cid,
             run_id,
-            [run_id, status, name, data, self._maxlen, self._ttl_ms, *owner],
+            [run_id, state.value, name, data, self._maxlen, self._ttl_ms, *owner],
         )
-        return Transition(*result)
+        return _ended(answer) or Refused(answer[0])
 
-    async def cancel(self, cid: str, run_id: str, data: bytes) -> Transition:
-        result = _text(
-            await self._cancel(
-                keys=self._run_keys(cid, run_id),
-                args=[run_id, "cancelled", "run.cancelled", data, self._maxlen, self._ttl_ms],
-            )
+    async def cancel(self, cid: str, run_id: str, data: bytes) -> Ended | Cancelling | Refused:
+        """End a queued run now, or mark a running one for cancel (its worker stops at its next
+        append, told or not); ``Refused.MISSING`` for no such run."""
+        answer = await self._answer(
+            self._scripts.cancel,
+            self._run_keys(cid, run_id),
+            [run_id, data, self._maxlen, self._ttl_ms],
         )
-        if result[0] == "cancelling":
-            return Transition("cancelling", worker=result[1])
-        return Transition(*result)
-
-    async def tell_worker(self, worker: str, message: bytes) -> None:
-        """Publish on one worker's control channel (sharded pub/sub on a cluster)."""
-        channel = self.keys.control(worker)
-        if self.cluster:
-            await self.redis.spublish(channel, message)
-        else:
-            await self.redis.publish(channel, message)
-
-    async def add_notice(self, data: bytes, maxlen: int) -> None:
-        """Add a finished run's notice to the outbox (see ``broker.engine.outbox``), retried
-        through a Redis outage like the run transitions; the cap trims the oldest notices."""
-        deadline: float | None = None
-        delay = 0.05
-        while True:
-            try:
-                await self.redis.xadd(
-                    self.keys.outbox, {b"n": data}, maxlen=maxlen, approximate=True
-                )
-                return
-            except UNAVAILABLE:
-                now = time.monotonic()
-                deadline = deadline or now + self._retry_seconds
-                if now + delay > deadline:
-                    raise
-                log.warning("Redis unreachable; retrying a run's notice in %.2fs", delay)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-
-    async def index(self, subject: str, cid: str, at_ms: int) -> None:
-        """Record in its owner's index that ``cid`` had a message at ``at_ms``.
-
-        The index is in another hash slot than the conversation, so this is a command of its
-        own after ACCEPT; ZADD GT makes a repeat or a late arrival harmless. The index lives
-        as long as its newest conversation may (its TTL renewed here), and its entries older
-        than that are trimmed; entries of conversations that expired sooner are skipped and
-        removed when listed."""
-        key = self.keys.owned(subject)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(key, {cid: at_ms}, gt=True)
-            pipe.zremrangebyscore(key, "-inf", at_ms - self._index_ttl_ms)
-            pipe.pexpire(key, self._index_ttl_ms)
-            await pipe.execute()
+        if answer[0] == "cancelling":
+            return Cancelling(answer[1])
+        return _ended(answer) or Refused(answer[0])
 
     async def delete(self, cid: str) -> str | None:
         """Delete every key of ``cid`` and end its streams; returns the subject that owned it
         ('' for nobody), or None when it does not exist."""
-        keys = self.conversation(cid)
+        keys = self._conversation(cid)
         while True:
-            fields = await self.redis.hkeys(keys.meta)
+            fields = await self._redis.hkeys(keys.meta)
             named = [f.decode()[4:] for f in fields if f.startswith(b"key:")]
             if fields and not named:
                 named = await self._scan_keys(keys)  # created before the meta named its keys
-            result = _text(
-                await self._delete(
-                    keys=[keys.events, keys.meta, keys.live, *named], args=[DELETED_NOTICE]
-                )
+            answer = await self._answer(
+                self._scripts.delete, [keys.events, keys.meta, keys.live, *named], [DELETED_NOTICE]
             )
-            if result[0] == "missing":
+            if answer[0] == "missing":
                 return None
-            if result[0] == "deleted":
-                owner = result[1]
-                await self.redis.zrem(self.keys.owned(owner), cid)
-                return owner
+            if answer[0] == "deleted":
+                return answer[1]
 
     async def _scan_keys(self, keys: ConversationKeys) -> list[str]:
         """The run and idempotency keys of a conversation, found by scanning the keyspace."""
         pattern = re.sub(r"([*?\[\]\\])", r"\\\1", keys.base) + ":*"
         fixed = {keys.events, keys.meta}
-        found = [key.decode() async for key in self.redis.scan_iter(match=pattern, count=1000)]
+        found = [key.decode() async for key in self._redis.scan_iter(match=pattern, count=1000)]
         return [key for key in found if key not in fixed]
 
+    # -- reads -------------------------------------------------------------------------------
+
     async def exists(self, cid: str) -> bool:
-        keys = self.conversation(cid)
-        return bool(await self.redis.exists(keys.events, keys.meta))
+        keys = self._conversation(cid)
+        return bool(await self._redis.exists(keys.events, keys.meta))
 
     async def active_run(self, cid: str) -> str | None:
-        value = await self.redis.hget(self.conversation(cid).meta, "active_run")
+        value = await self._redis.hget(self._conversation(cid).meta, "active_run")
         return value.decode() if value else None
 
-    async def run_info(self, cid: str, run_id: str) -> dict[str, str] | None:
-        raw = await self.redis.hgetall(self.conversation(cid).run(run_id))
-        return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
+    async def owner(self, cid: str) -> tuple[str | None, bool]:
+        """Who owns the conversation (None: nobody) and whether it exists."""
+        owner, first_id = await self._redis.hmget(
+            self._conversation(cid).meta, ["owner", "first_id"]
+        )
+        return (owner.decode() if owner else None), first_id is not None
+
+    def queue_owner(self, pipe: Any, cid: str) -> Callable[[Any], tuple[str | None, bool]]:
+        """Add the read of ``owner`` to a pipeline; returns how to read its reply."""
+        pipe.hmget(self._conversation(cid).meta, ["owner", "first_id"])
+
+        def read(reply: Any) -> tuple[str | None, bool]:
+            owner, first_id = reply
+            return (owner.decode() if owner else None), first_id is not None
+
+        return read
+
+    async def run(self, cid: str, run_id: str) -> RunRecord | None:
+        raw = await self._redis.hgetall(self._conversation(cid).run(run_id))
+        if not raw:
+            return None
+        field = {k.decode(): v.decode() for k, v in raw.items()}.get
+        return RunRecord(
+            state=RunState(field("status", "missing")),
+            model=field("model", ""),
+            message_event_id=field("message_event_id", ""),
+            assistant_message_id=field("assistant_message_id", ""),
+            terminal_event_id=field("terminal_event_id", ""),
+            worker=field("worker", ""),
+            job_entry=field("job_entry", ""),
+        )
+
+    async def positions(self, cid: str, held: StreamPos | None) -> Positions | None:
+        """Where a reader holding ``held`` stands; None when the conversation has no entry."""
+        keys = self._conversation(cid)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.meta, "first_id")
+            pipe.xrange(keys.events, count=1)
+            pipe.xrevrange(keys.events, count=1)
+            if held is not None:
+                at = format_stream_id(held)
+                pipe.xrange(keys.events, min=at, max=at, count=1)
+            first_id, earliest, latest, *found = await pipe.execute()
+        if not earliest:
+            return None
+        return Positions(
+            parse_stream_id(first_id) if first_id else None,
+            _position(earliest[0][0]),
+            _position(latest[0][0]),
+            bool(found and found[0]),
+        )
+
+    async def tail(self, cid: str) -> StreamPos | None:
+        """The newest entry's position (``ORIGIN`` when every entry was trimmed away), or None
+        when the conversation does not exist."""
+        keys = self._conversation(cid)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.meta, "first_id")
+            pipe.xrevrange(keys.events, "+", "-", count=1)
+            first, newest = await pipe.execute()
+        if first is None:
+            return None
+        return _position(newest[0][0]) if newest else ORIGIN
 
     async def is_stored(self, cid: str, position: StreamPos) -> bool:
         """Whether the entry at ``position`` is (still) in the stream."""
         at = format_stream_id(position)
-        return bool(await self.redis.xrange(self.conversation(cid).events, min=at, max=at, count=1))
+        return bool(await self._redis.xrange(self._conversation(cid).events, min=at, max=at))
 
     async def earliest(self, cid: str) -> StreamPos | None:
         """The oldest retained entry's position, or None for an empty stream."""
-        first = await self.redis.xrange(self.conversation(cid).events, count=1)
-        return parse_stream_id(first[0][0]) if first else None
+        first = await self._redis.xrange(self._conversation(cid).events, count=1)
+        return _position(first[0][0]) if first else None
 
-    async def read_after(
-        self, cid: str, after: StreamPos, count: int
-    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    async def read_after(self, cid: str, after: StreamPos, count: int) -> list[Entry]:
         """Entries strictly after ``after``, oldest first, at most ``count``."""
         if after == LAST_POSITION:
             return []  # nothing can follow it, and Redis refuses an exclusive start there
-        return await self.redis.xrange(
-            self.conversation(cid).events, min="(" + format_stream_id(after), max="+", count=count
+        raw = await self._redis.xrange(
+            self._conversation(cid).events,
+            min="(" + format_stream_id(after),
+            max="+",
+            count=count,
         )
+        return [_entry(entry_id, fields) for entry_id, fields in raw]
+
+    async def pages(self, cid: str, after: StreamPos = ORIGIN) -> AsyncIterator[list[Entry]]:
+        """Every entry after ``after``, a page at a time."""
+        while True:
+            page = await self.read_after(cid, after, self._batch)
+            if page:
+                yield page
+                after = page[-1].pos
+            if len(page) < self._batch:
+                return
+
+    async def run_entries(self, cid: str, run_id: str, first: str, last: str) -> list[Entry]:
+        """The entries of run ``run_id`` from entry ``first`` through ``last``."""
+        key = self._conversation(cid).events
+        run = run_id.encode()
+        entries: list[Entry] = []
+        start = first
+        while True:
+            page = await self._redis.xrange(key, min=start, max=last, count=self._batch)
+            entries += [_entry(i, fields) for i, fields in page if fields.get(b"r") == run]
+            if len(page) < self._batch:
+                return entries
+            start = "(" + page[-1][0].decode()
+
+    async def snapshot(self, cid: str) -> Snapshot | None:
+        """The merged conversation (``broker.core.snapshot``); None when it does not exist."""
+        fold = SnapshotFold(cid, await self.active_run(cid))
+        async for page in self.pages(cid):
+            fold.add(page)
+        return fold.result()
+
+    async def summaries(self, cids: list[str]) -> list[Summary | None]:
+        """What the list shows of each conversation, in one round trip; None for one that does
+        not exist (any more)."""
+        if not cids:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for cid in cids:
+                pipe.hmget(
+                    self._conversation(cid).meta, ["first_id", "title", "active_run", "owner"]
+                )
+            metas = await pipe.execute()
+        found: list[Summary | None] = []
+        for first_id, title, active, owner in metas:
+            first = parse_stream_id(first_id) if first_id else None
+            found.append(
+                None
+                if first is None
+                else Summary(
+                    first,
+                    (title or b"").decode(),
+                    active.decode() if active else None,
+                    (owner or b"").decode(),
+                )
+            )
+        return found
+
+    async def active_runs(self, cids: list[str]) -> list[str | None]:
+        """The active run of each conversation, in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for cid in cids:
+                pipe.hget(self._conversation(cid).meta, "active_run")
+            runs = await pipe.execute()
+        return [run.decode() if run else None for run in runs]
+
+
+def _position(entry_id: bytes) -> StreamPos:
+    position = parse_stream_id(entry_id)
+    assert position is not None  # written by Redis
+    return position

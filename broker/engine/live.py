@@ -38,35 +38,3 @@ def decode_notice(data: bytes) -> tuple[StreamPos, list[Entry]]:
     notice = _decoder.decode(data)
     ms, _, seq = notice.after.partition(b"-")  # written by our own scripts: no need to validate
     return (int(ms), int(seq)), [entry_from_fields(*fields) for fields in notice.entries]
-
-
-# Lua, shared by every script that appends: `append(name, data, run)` XADDs one entry and keeps
-# it for the notice; `notify(channel, after)` publishes the notice. The publish command
-# (PUBLISH, or SPUBLISH on a cluster) is filled in when the scripts are built.
-LUA_NOTICE = """
-local function bin(s)
-  local n = #s
-  if n < 256 then return string.char(196, n) .. s end
-  if n < 65536 then return string.char(197) .. struct.pack('>I2', n) .. s end
-  return string.char(198) .. struct.pack('>I4', n) .. s
-end
-local function array(n)
-  if n < 16 then return string.char(144 + n) end
-  if n < 65536 then return string.char(220) .. struct.pack('>I2', n) end
-  return string.char(221) .. struct.pack('>I4', n)
-end
-local notice = {}
-local function append(maxlen, name, data, run)
-  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 't', name, 'd', data, 'r', run)
-  notice[#notice + 1] = array(4) .. bin(id) .. bin(name) .. bin(data) .. bin(run)
-  return id
-end
-local function newest()
-  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-  if #last == 0 then return '0-0' end
-  return last[1][1]
-end
-local function notify(channel, after)
-  redis.call('{publish}', channel, array(2) .. bin(after) .. array(#notice) .. table.concat(notice))
-end
-"""

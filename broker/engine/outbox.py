@@ -1,96 +1,82 @@
-"""The outbox: one notice per finished run, for whatever copies runs elsewhere.
-
-A run's terminal event is written by a script over its conversation's keys, all in one Redis
-Cluster slot, so that script cannot also write a global stream. Instead, whoever ended the run
-adds a ``RunEnded`` notice to the outbox stream before it acknowledges the run's job; a job
-whose run is already final when a worker takes it (its worker died after the terminal event,
-or the run was cancelled while queued) gets its notice from that worker. So every finished
-run has a notice, at the cost of one write per run; a crash at the wrong moment can make it
-two, never none.
-
-Consumers read the outbox through consumer groups: ``webhook`` (the workers' dispatcher) and
-``tap:<name>`` (``broker tap``). A notice only names the run: its events are read from the
-conversation stream, from the run's user message through its terminal event.
-"""
+"""The outbox stream: one notice per finished run (``broker.core.finished``), read by consumer
+groups, and the finished runs its notices name, read back from their conversations."""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
-import msgspec
-
-from broker.core.events import TERMINAL_STATUSES
-from broker.engine.conversations import Store
-
-WEBHOOK_GROUP = "webhook"
-_TAP_GROUP = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+from broker.core.finished import WEBHOOK_GROUP, FinishedRun, RunEnded, notice_encoder
+from broker.core.ids import format_stream_id
+from broker.core.settings import Settings
+from broker.engine.connections import Client
+from broker.engine.conversations import Conversations
+from broker.engine.keys import Keys
+from broker.engine.queue import Leases
+from broker.engine.scripts import Scripts
 
 
-class RunEnded(msgspec.Struct, frozen=True):
-    """The outbox entry's ``n`` field."""
+class Outbox:
+    def __init__(
+        self,
+        client: Client,
+        keys: Keys,
+        scripts: Scripts,
+        conversations: Conversations,
+        settings: Settings,
+    ) -> None:
+        self._redis = client
+        self._key = keys.outbox
+        self._scripts = scripts
+        self._conversations = conversations
+        self._maxlen = settings.outbox_maxlen
 
-    conversation_id: str
-    run_id: str
-    status: str
+    async def add(self, notice: RunEnded) -> None:
+        """Add a finished run's notice, retried through a Redis outage like the run
+        transitions; the cap trims the oldest notices."""
+        data = notice_encoder.encode(notice)
 
+        async def add() -> None:
+            await self._redis.xadd(self._key, {b"n": data}, maxlen=self._maxlen, approximate=True)
 
-notice_encoder = msgspec.json.Encoder()
-notice_decoder = msgspec.json.Decoder(RunEnded)
+        await self._conversations.retried(add, "a run's notice")
 
+    def webhook_leases(self, consumer: str) -> Leases:
+        """The webhook dispatcher's share of the deliveries. The group starts at its creation:
+        runs that ended before a webhook was configured are not sent."""
+        return Leases(
+            self._redis,
+            self._scripts,
+            self._key,
+            consumer,
+            field=b"n",
+            group=WEBHOOK_GROUP,
+            start="$",
+            delete=False,
+        )
 
-def tap_group(name: str) -> str:
-    """The consumer group of the tap called ``name``; never the webhook's."""
-    if not _TAP_GROUP.fullmatch(name):
-        raise ValueError("a tap group name is 1 to 64 of A-Z a-z 0-9 _ . : -")
-    return f"tap:{name}"
+    def tap_leases(self, group: str, consumer: str) -> Leases:
+        """A tap's group: from the oldest notice still kept, so a new group copies the
+        retained history too."""
+        return Leases(
+            self._redis, self._scripts, self._key, consumer, field=b"n", group=group, delete=False
+        )
 
-
-@dataclass(frozen=True)
-class FinishedRun:
-    """A finished run as stored: what its run hash says, and its entries in stream order."""
-
-    conversation_id: str
-    run_id: str
-    status: str
-    model: str
-    assistant_message_id: str
-    terminal_event_id: str
-    entries: list[tuple[bytes, dict[bytes, bytes]]]
-    # False when retention trimmed the run's first entries before they were read.
-    complete: bool
-
-
-async def read_finished_run(
-    store: Store, cid: str, run_id: str, batch: int = 500
-) -> FinishedRun | None:
-    """The run's entries from its user message through its terminal event; None when the run
-    is unknown (expired with its conversation) or not finished."""
-    info = await store.run_info(cid, run_id)
-    if info is None or info.get("status") not in TERMINAL_STATUSES:
-        return None
-    first, last = info.get("message_event_id", ""), info.get("terminal_event_id", "")
-    if not first or not last:
-        return None
-    key = store.conversation(cid).events
-    entries: list[tuple[bytes, dict[bytes, bytes]]] = []
-    start = first
-    while True:
-        page = await store.redis.xrange(key, min=start, max=last, count=batch)
-        entries += [
-            (entry_id, fields) for entry_id, fields in page if fields.get(b"r") == run_id.encode()
-        ]
-        if len(page) < batch:
-            break
-        start = "(" + page[-1][0].decode()
-    complete = bool(entries) and entries[0][0].decode() == first
-    return FinishedRun(
-        cid,
-        run_id,
-        info["status"],
-        info.get("model", ""),
-        info.get("assistant_message_id", ""),
-        last,
-        entries,
-        complete,
-    )
+    async def finished_run(self, cid: str, run_id: str) -> FinishedRun | None:
+        """The run's entries from its user message through its terminal event; None when the
+        run is unknown (expired with its conversation) or not finished."""
+        record = await self._conversations.run(cid, run_id)
+        if record is None or not record.ended:
+            return None
+        first, last = record.message_event_id, record.terminal_event_id
+        if not first or not last:
+            return None
+        entries = await self._conversations.run_entries(cid, run_id, first, last)
+        complete = bool(entries) and format_stream_id(entries[0].pos) == first
+        return FinishedRun(
+            cid,
+            run_id,
+            record.state.value,
+            record.model,
+            record.assistant_message_id,
+            last,
+            entries,
+            complete,
+        )

@@ -1,114 +1,222 @@
-"""Leases: which worker holds which entry of a stream read through a consumer group.
+"""The job queue, the leases on what consumer groups hand out, and the workers' control channels.
 
-Jobs are leased this way, and so are webhook deliveries (the outbox's ``webhook`` group).
+Jobs are entries of the jobs streams (one per shard, see ``keys``), read by the consumer group
+``workers``. A job's idle time in the group's pending list is its lease: the worker running a
+job renews it every third of a lease; a job left idle for a whole lease is claimed by some
+worker. Both renewing and releasing touch only entries this consumer still holds: a worker
+paused past its lease (a GC pause, a frozen VM, SIGSTOP) may find its jobs claimed by another
+worker when it wakes, and then must neither take them back nor acknowledge them for the new
+holder. Renewing tells it which jobs it lost, so it can abandon their runs at once, even while
+their model is silent. Webhook deliveries are leased the same way (the outbox's ``webhook``
+group, see ``outbox``).
 
-A job's idle time in the pending list is its lease. The worker running a job renews it every
-third of a lease; a job left idle for a whole lease is claimed by some worker. Both renewing
-and releasing touch only entries this worker still holds: a worker paused past its lease
-(a GC pause, a frozen VM, SIGSTOP) may find its jobs claimed by another worker when it wakes,
-and then must neither take them back nor acknowledge them for the new holder. Renewing tells
-it which jobs it lost, so it can abandon their runs at once, even while their model is silent.
+Each worker hears cancels on a control channel of its own (sharded pub/sub on a cluster).
 """
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
+from typing import Any, NamedTuple
+
 import redis.exceptions
+
+from broker.core.jobs import ControlMessage, Job, job_encoder
+from broker.core.settings import Settings
+from broker.engine.connections import Client
+from broker.engine.keys import Keys
+from broker.engine.scripts import Scripts
 
 GROUP = "workers"
 
-# KEYS: jobs. ARGV: group, consumer, then entry ids. Renews (resets the idle time of) the ids
-# still pending for this consumer and returns them; the others were claimed away or are gone.
-_RENEW = """
-local held = {}
-local claim = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}
-for i = 3, #ARGV do
-  if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2]) > 0 then
-    held[#held + 1] = ARGV[i]
-    claim[#claim + 1] = ARGV[i]
-  end
-end
-if #held > 0 then
-  claim[#claim + 1] = 'JUSTID'
-  redis.call(unpack(claim))
-end
-return held
-"""
 
-# KEYS: the stream. ARGV: group, consumer, entry id, '1' to delete it. Done with an entry:
-# acknowledged (and deleted, for jobs, which no other group reads), if this consumer still holds
-# it (another worker that claimed it does that itself).
-_RELEASE = """
-if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2]) == 0 then
-  return 0
-end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-if ARGV[4] == '1' then redis.call('XDEL', KEYS[1], ARGV[3]) end
-return 1
-"""
+class Handed(NamedTuple):
+    """An entry a consumer group handed this consumer: its id and its one field's value (None
+    when the entry is gone, deleted or trimmed, while it was pending)."""
+
+    entry_id: bytes
+    payload: bytes | None
 
 
 class Leases:
-    """The leases of one consumer (one worker process) of one stream's consumer group.
+    """The leases of one consumer (one process) of one stream's consumer group.
 
-    ``start`` is where a new group begins reading; ``delete`` says whether a released entry is
-    also deleted (jobs are; outbox notices are read by other groups too, so they are not).
+    ``field`` is the entry field that carries the payload; ``start`` is where a new group
+    begins reading; ``delete`` says whether a released entry is also deleted (jobs are; outbox
+    notices are read by other groups too, so they are not).
     """
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        client: Client,
+        scripts: Scripts,
         key: str,
         consumer: str,
         *,
+        field: bytes,
         group: str = GROUP,
         start: str = "0",
         delete: bool = True,
     ) -> None:
-        self._redis = redis
-        self._key = key
+        self._redis = client
+        self.key = key
         self._consumer = consumer
+        self._field = field
         self._group = group
         self._start = start
         self._delete = "1" if delete else "0"
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
+        self._renew = scripts.renew
+        self._release = scripts.release
 
     async def ensure_group(self) -> None:
         try:
-            await self._redis.xgroup_create(self._key, self._group, id=self._start, mkstream=True)
+            await self._redis.xgroup_create(self.key, self._group, id=self._start, mkstream=True)
         except redis.exceptions.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def read_new(self, count: int, block_ms: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """Up to ``count`` jobs nobody has taken yet, leased to this worker."""
-        response = await self._redis.xreadgroup(
-            self._group, self._consumer, {self._key: ">"}, count=count, block=block_ms
-        )
-        return [message for _, messages in response or () for message in messages]
+    def _handed(self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> list[Handed]:
+        return [Handed(entry_id, (fields or {}).get(self._field)) for entry_id, fields in entries]
 
-    async def claim_lapsed(
-        self, lease_ms: int, count: int
-    ) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
-        """Jobs whose lease lapsed (their worker died or stalled), now leased to this worker.
+    async def read_new(self, count: int, block_ms: int | None) -> list[Handed]:
+        """Up to ``count`` entries nobody has taken yet, leased to this consumer; waits up to
+        ``block_ms`` for one. A group that vanished (Redis lost it) is created again."""
+        return await self._read(">", count, block_ms)
 
-        The caller skips any of its own live jobs among them: claiming one only renewed it.
+    async def read_pending(self, after: bytes, count: int) -> list[Handed]:
+        """Entries already handed to this consumer and not released, after ``after``."""
+        return await self._read(after.decode(), count, None)
+
+    async def _read(self, after: str, count: int, block_ms: int | None) -> list[Handed]:
+        try:
+            response = await self._redis.xreadgroup(
+                self._group, self._consumer, {self.key: after}, count=count, block=block_ms
+            )
+        except redis.exceptions.ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                await self.ensure_group()
+                return []
+            if "UNBLOCKED" in str(exc):
+                return []  # the stream was deleted under a blocked read
+            raise
+        return self._handed([message for _, messages in response or () for message in messages])
+
+    async def claim_lapsed(self, lease_ms: int, count: int) -> list[Handed]:
+        """Entries whose lease lapsed (their consumer died or stalled), now this consumer's.
+
+        The caller skips any of its own live entries among them: claiming one only renewed it.
         """
-        _, claimed, *_ = await self._redis.xautoclaim(
-            self._key, self._group, self._consumer, lease_ms, "0-0", count=count
-        )
-        return claimed
+        try:
+            _, claimed, *_ = await self._redis.xautoclaim(
+                self.key, self._group, self._consumer, lease_ms, "0-0", count=count
+            )
+        except redis.exceptions.ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                return []
+            raise
+        return self._handed(claimed)
 
     async def renew(self, entries: list[bytes]) -> set[bytes]:
-        """Renew the leases of ``entries`` this worker still holds; returns those it lost."""
+        """Renew the leases of ``entries`` this consumer still holds; returns those it lost."""
         if not entries:
             return set()
-        held = await self._renew(keys=[self._key], args=[self._group, self._consumer, *entries])
+        held = await self._renew(keys=[self.key], args=[self._group, self._consumer, *entries])
         return set(entries) - set(held)
 
+    async def keep(self, entry_id: bytes) -> None:
+        """Renew one lease unconditionally (a consumer that is plainly alive)."""
+        await self._redis.xclaim(self.key, self._group, self._consumer, 0, [entry_id], justid=True)
+
     async def release(self, entry_id: bytes) -> None:
-        """Done with an entry: acknowledge it, unless another worker holds it now."""
+        """Done with an entry: acknowledge it, unless another consumer holds it now."""
         await self._release(
-            keys=[self._key], args=[self._group, self._consumer, entry_id, self._delete]
+            keys=[self.key], args=[self._group, self._consumer, entry_id, self._delete]
         )
+
+    async def acknowledge(self, entry_id: bytes) -> None:
+        """Done with an entry, whoever holds it."""
+        await self._redis.xack(self.key, self._group, entry_id)
+
+
+class QueueDepth(NamedTuple):
+    waiting: int  # jobs no worker has taken yet, over every shard
+    oldest_age_seconds: float  # how long the oldest of them has waited (0: none waits)
+
+
+class JobQueue:
+    def __init__(self, client: Client, keys: Keys, scripts: Scripts, settings: Settings) -> None:
+        self._redis = client
+        self._keys = keys
+        self._scripts = scripts
+        self._cluster = settings.redis_cluster
+
+    @property
+    def streams(self) -> list[str]:
+        return self._keys.job_streams
+
+    async def enqueue(self, job: Job) -> str:
+        """Queue a run's job on its shard; returns its entry id."""
+        entry_id = await self._redis.xadd(
+            self._keys.job_stream(job.run_id), {b"j": job_encoder.encode(job)}
+        )
+        return entry_id.decode()
+
+    async def withdraw(self, run_id: str, entry_id: str) -> None:
+        """Take back the job of a run that will never start (refused, or deleted unstarted); a
+        worker that already read it finds it gone and leaves the run alone."""
+        await self._redis.xdel(self._keys.job_stream(run_id), entry_id)
+
+    async def holds(self, stream: str, entry_id: bytes) -> bool:
+        """Whether the job entry is still queued (not withdrawn)."""
+        return bool(await self._redis.xrange(stream, entry_id, entry_id))
+
+    def leases(self, consumer: str) -> dict[str, Leases]:
+        """One consumer per shard of the jobs queue: a command names one stream (one slot)."""
+        return {
+            stream: Leases(self._redis, self._scripts, stream, consumer, field=b"j")
+            for stream in self.streams
+        }
+
+    def control_channel(self, worker: str) -> bytes:
+        """The channel on which one worker hears cancels of the runs it owns."""
+        return self._keys.control(worker).encode()
+
+    async def tell_worker(self, worker: str, message: ControlMessage) -> None:
+        """Publish on one worker's control channel (sharded pub/sub on a cluster)."""
+        channel = self._keys.control(worker)
+        data = job_encoder.encode(message)
+        if self._cluster:
+            await self._redis.spublish(channel, data)
+        else:
+            await self._redis.publish(channel, data)
+
+    async def depth(self) -> QueueDepth:
+        """The queue's depth and its oldest waiting job, read from every shard: they describe
+        the queue every worker shares."""
+        waiting = 0
+        oldest_ms: int | None = None
+        for stream in self.streams:
+            length = await self._redis.xlen(stream)
+            if not length:
+                continue
+            last_delivered = "0-0"
+            pending = 0
+            try:
+                for info in await self._redis.xinfo_groups(stream):
+                    if _text(info.get("name")) == GROUP:
+                        last_delivered = _text(info.get("last-delivered-id")) or "0-0"
+                        pending = int(info.get("pending") or 0)
+            except redis.exceptions.ResponseError:
+                pass  # the stream went away between the two reads: nothing of it waits
+            waiting += max(0, length - pending)
+            first = await self._redis.xrange(stream, "(" + last_delivered, "+", count=1)
+            if first:
+                ms = int(first[0][0].split(b"-")[0])
+                if oldest_ms is None or ms < oldest_ms:
+                    oldest_ms = ms
+        if oldest_ms is None:
+            return QueueDepth(waiting, 0.0)
+        seconds, micros = await self._redis.time()
+        return QueueDepth(waiting, max(0.0, seconds + micros / 1e6 - oldest_ms / 1000))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")

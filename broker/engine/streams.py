@@ -1,52 +1,119 @@
-"""Durable Streams in Redis: the scripts that write, and the reads, over the front's client."""
+"""Durable Streams in Redis: each write one script (``lua/stream_*.lua``), and the reads.
+
+A stream is a Redis Stream of its messages (one entry each), a metadata hash, a hash of its
+idempotent producers' states and a set of the forks made of it, all under one hash tag; its
+appends publish the live notice like a conversation's. A conversation can be read as a stream
+too (``ConversationView``): its entries are the conversation's events.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any, NamedTuple
 
 import msgspec
-import redis.asyncio as aioredis
 import redis.exceptions
 
-from broker.core.ids import StreamPos
+from broker.core.entries import Entry, entry_from_fields
+from broker.core.ids import ORIGIN, StreamPos, format_stream_id, parse_stream_id
 from broker.core.settings import Settings
-from broker.engine.conversations import script_text
+from broker.core.streams import StreamConfig
+from broker.engine.connections import Client
 from broker.engine.keys import DurableKeys, Keys
-from broker.engine.stream_scripts import ADD_FORK, APPEND, CREATE, DELETE
-from broker.protocols.durable_streams import offsets
-from broker.protocols.durable_streams.wire import StreamMeta
+from broker.engine.scripts import Scripts
 
 
-class Config(NamedTuple):
-    """What a create asks for; an existing stream matches when all of it is equal."""
+class StreamMeta(msgspec.Struct, kw_only=True):
+    """A stream's metadata hash, as the scripts write it (every value a string).
 
-    content_type: str
-    media_type: str
-    ttl: str
-    expires_at: str
-    expires_at_ms: str
-    closed: bool
-    # A fork: the source's name, the fork offset's entry id and the sub-offset ('' otherwise).
-    source: str = ""
-    fork_offset: str = ""
-    fork_sub_offset: str = ""
+    ``ct`` is the content type as it was given; ``ctn`` its media type in lower case, which
+    appends are compared against. ``tail`` is the id of the newest entry (``0-0``: none yet),
+    kept here because a trimmed or empty Redis stream cannot say what it last held.
+    """
+
+    ct: str
+    ctn: str
+    tail: str = "0-0"
+    closed: str = ""
+    ttl: str = ""  # sliding TTL in seconds, as given
+    exp: str = ""  # absolute expiry, RFC 3339 as given
+    expms: str = ""  # the same, in Unix milliseconds
+    owner: str = ""  # the subject that created it ("" under BROKER_AUTH=none)
+    seq: str = ""  # the last Stream-Seq accepted
+    src: str = ""  # a fork's source stream
+    fo: str = ""  # a fork's offset (the entry id it forked after)
+    fso: str = ""  # a fork's sub-offset
+    closer: str = ""  # the producer (id, epoch, seq) whose append closed it
+    deleted: str = ""  # "1": deleted while forks of it lived; every request answers 410
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted == "1"
+
+    @property
+    def is_closed(self) -> bool:
+        return self.closed == "1"
+
+    @property
+    def tail_position(self) -> StreamPos:
+        return _position(self.tail)
 
 
-class Created(NamedTuple):
-    created: bool  # False: it existed already
-    same: bool  # it existed with the same configuration
+# A fork's copy of its source's entries: (entry id, name, data), in order.
+Inherited = list[tuple[bytes, bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    tail: StreamPos
+
+
+@dataclass(frozen=True, slots=True)
+class Exists:
+    """The stream exists already; ``same``: with the configuration asked for."""
+
+    same: bool
     owner: str
     tail: StreamPos
 
 
-class Appended(NamedTuple):
-    outcome: str  # see scripts.APPEND
+class AppendOutcome(Enum):
+    OK = "ok"
+    DUPLICATE = "duplicate"  # an idempotent producer's retry: nothing written
+    DUPLICATE_CLOSED = "duplicate_closed"  # a retry of the append that closed the stream
+    ALREADY_CLOSED = "already_closed"  # a close of a closed stream
+    CLOSED = "closed"
+    CONTENT_TYPE = "content_type"
+    STALE_EPOCH = "stale_epoch"
+    EPOCH_SEQ = "epoch_seq"  # a new producer epoch must start at sequence 0
+    GAP = "gap"  # a producer sequence number is missing
+    SEQ = "seq"  # Stream-Seq did not increase
+    MISSING = "missing"
+    GONE = "gone"  # soft-deleted: forks of it live
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """An append's outcome; the producer fields are set where the outcome has them: the
+    epoch and sequence (``OK``, the duplicates; the current epoch for ``STALE_EPOCH``), the
+    expected and received sequence (``GAP``)."""
+
+    outcome: AppendOutcome
+    tail: StreamPos = ORIGIN
+    epoch: str = ""
+    seq: str = ""
+    expected_seq: str = ""
+    received_seq: str = ""
+
+
+class State(NamedTuple):
+    closed: bool
     tail: StreamPos
-    extra: list[str]
 
 
 class Chunk(NamedTuple):
-    entries: list[tuple[StreamPos, dict[bytes, bytes]]]
+    entries: list[Entry]
     first_retained: StreamPos | None  # the oldest entry still kept (None: the stream is empty)
 
 
@@ -54,39 +121,114 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class DurableStore:
-    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
-        self.redis = redis
-        self._keys = Keys(settings.key_prefix)
+def _position(entry_id: bytes | str) -> StreamPos:
+    position = parse_stream_id(entry_id)
+    assert position is not None  # written by Redis
+    return position
+
+
+def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+    return entry_from_fields(entry_id, fields[b"t"], fields[b"d"], fields.get(b"r", b""))
+
+
+class StreamView:
+    """A Redis Stream read as a Durable Stream: ``state`` says whether it still exists, where
+    its tail is and whether it is closed; ``read`` takes entries after a position."""
+
+    live: bytes  # the pub/sub channel of its live notices
+
+    def __init__(self, client: Client, data_key: str, live: str) -> None:
+        self._redis = client
+        self._data = data_key
+        self.live = live.encode()
+
+    async def state(self) -> State | None:
+        raise NotImplementedError
+
+    async def read(self, after: StreamPos, count: int) -> Chunk:
+        """Up to ``count`` entries past ``after``, and the oldest entry kept (to tell a trim)."""
+        start = "-" if after == ORIGIN else "(" + format_stream_id(after)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xrange(self._data, start, "+", count=count)
+            pipe.xrange(self._data, "-", "+", count=1)
+            raw, oldest = await pipe.execute()
+        first = _position(oldest[0][0]) if oldest else None
+        return Chunk([_entry(i, fields) for i, fields in raw], first)
+
+    async def trimmed(self) -> bool:
+        """Has retention dropped any entry? (XDEL is never used on these streams.)"""
+        try:
+            info = await self._redis.xinfo_stream(self._data)
+        except redis.exceptions.ResponseError:
+            return False  # no stream: nothing was dropped
+        added = info.get("entries-added")  # Redis 7; 6.2 cannot tell, and is taken at its word
+        return added is not None and int(added) > int(info["length"])
+
+
+class DurableView(StreamView):
+    def __init__(self, store: StreamStore, name: str) -> None:
+        keys = store.keys(name)
+        super().__init__(store.client, keys.data, keys.live)
+        self._store = store
+        self._name = name
+
+    async def state(self) -> State | None:
+        meta = await self._store.meta(self._name)
+        return None if meta is None else State(meta.is_closed, meta.tail_position)
+
+
+class ConversationView(StreamView):
+    """A conversation, read-only; it never closes."""
+
+    def __init__(self, client: Client, keys: Keys, cid: str) -> None:
+        conversation = keys.conversation(cid)
+        super().__init__(client, conversation.events, conversation.live)
+        self._meta = conversation.meta
+
+    async def state(self) -> State | None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self._meta, "first_id")
+            pipe.xrevrange(self._data, "+", "-", count=1)
+            first, newest = await pipe.execute()
+        if first is None:
+            return None
+        return State(False, _position(newest[0][0]) if newest else ORIGIN)
+
+
+class StreamStore:
+    def __init__(self, client: Client, keys: Keys, scripts: Scripts, settings: Settings) -> None:
+        self.client = client
+        self._keys = keys
+        self._scripts = scripts
         self._maxlen = settings.stream_maxlen
-
-        def script(body: str) -> Any:
-            return redis.register_script(script_text(body, cluster=settings.redis_cluster))
-
-        self._create = script(CREATE)
-        self._append = script(APPEND)
-        self._delete = script(DELETE)
-        self._add_fork = script(ADD_FORK)
 
     def keys(self, name: str) -> DurableKeys:
         return self._keys.durable(name)
 
-    def _script_keys(self, keys: DurableKeys) -> list[str]:
+    def _script_keys(self, name: str) -> list[str]:
+        keys = self.keys(name)
         return [keys.data, keys.meta, keys.producers, keys.forks, keys.live]
 
+    def view(self, name: str) -> DurableView:
+        return DurableView(self, name)
+
+    def conversation_view(self, cid: str) -> ConversationView:
+        return ConversationView(self.client, self._keys, cid)
+
     async def meta(self, name: str) -> StreamMeta | None:
-        raw = await self.redis.hgetall(self.keys(name).meta)
-        return _meta(raw)
+        raw = await self.client.hgetall(self.keys(name).meta)
+        if not raw:
+            return None
+        return msgspec.convert({k.decode(): v.decode() for k, v in raw.items()}, StreamMeta)
 
     async def create(
         self,
         name: str,
-        config: Config,
+        config: StreamConfig,
         owner: str,
         messages: list[bytes],
-        inherited: list[tuple[bytes, bytes, bytes]] | None = None,
-    ) -> Created:
-        """``inherited``: a fork's copy of its source's entries, (id, name, data), in order."""
+        inherited: Inherited | None = None,
+    ) -> Created | Exists:
         inherited = inherited or []
         args = [
             config.content_type,
@@ -104,10 +246,10 @@ class DurableStore:
             *[part for entry in inherited for part in entry],
             *messages,
         ]
-        reply = await self._create(keys=self._script_keys(self.keys(name)), args=args)
+        reply = await self._scripts.stream_create(keys=self._script_keys(name), args=args)
         if _text(reply[0]) == "created":
-            return Created(True, True, owner, offsets.from_entry_id(reply[1]))
-        return Created(False, reply[1] == b"1", _text(reply[2]), offsets.from_entry_id(reply[3]))
+            return Created(_position(reply[1]))
+        return Exists(reply[1] == b"1", _text(reply[2]), _position(reply[3]))
 
     async def append(
         self,
@@ -121,75 +263,59 @@ class DurableStore:
     ) -> Appended:
         pid, epoch, pseq = producer or ("", "", "")
         args = [media_type, "1" if close else "", seq, pid, epoch, pseq, self._maxlen, *messages]
-        reply = await self._append(keys=self._script_keys(self.keys(name)), args=args)
-        outcome = _text(reply[0])
-        if outcome == "missing":
-            return Appended(outcome, offsets.ZERO_POS, [])
-        return Appended(outcome, offsets.from_entry_id(reply[1]), [_text(v) for v in reply[2:]])
+        reply = [
+            _text(v)
+            for v in await self._scripts.stream_append(keys=self._script_keys(name), args=args)
+        ]
+        outcome = AppendOutcome(reply[0])
+        if outcome in (AppendOutcome.MISSING, AppendOutcome.GONE):
+            return Appended(outcome)
+        tail = _position(reply[1])
+        extra = reply[2:]
+        if outcome in (AppendOutcome.OK, AppendOutcome.DUPLICATE, AppendOutcome.DUPLICATE_CLOSED):
+            return Appended(outcome, tail, epoch=extra[0], seq=extra[1])
+        if outcome is AppendOutcome.STALE_EPOCH:
+            return Appended(outcome, tail, epoch=extra[0])
+        if outcome is AppendOutcome.GAP:
+            return Appended(outcome, tail, expected_seq=extra[0], received_seq=extra[1])
+        return Appended(outcome, tail)
 
     async def delete(self, name: str, *, soft: bool = False) -> bool:
-        keys = self._script_keys(self.keys(name))
-        return bool(await self._delete(keys=keys, args=["soft" if soft else ""]))
+        """Remove a stream; ``soft`` keeps its metadata, marked deleted, while forks of it
+        live. False when it did not exist."""
+        args = ["soft" if soft else ""]
+        return bool(await self._scripts.stream_delete(keys=self._script_keys(name), args=args))
 
     async def live_forks(self, name: str) -> int:
         """Forks of ``name`` that still exist (a fork that expired, or was deleted, is gone)."""
-        forks = [f.decode() for f in await self.redis.smembers(self.keys(name).forks)]
+        forks = [f.decode() for f in await self.client.smembers(self.keys(name).forks)]
         count = 0
         for fork in forks:
-            source = await self.redis.hget(self.keys(fork).meta, "src")
+            source = await self.client.hget(self.keys(fork).meta, "src")
             if source is not None and source.decode() == name:
                 count += 1
             else:
-                await self.redis.srem(self.keys(name).forks, fork)
+                await self.client.srem(self.keys(name).forks, fork)
         return count
 
     async def add_fork(self, source: str, fork: str) -> None:
-        await self._add_fork(keys=self._script_keys(self.keys(source)), args=[fork])
+        await self._scripts.stream_add_fork(keys=self._script_keys(source), args=[fork])
 
-    async def entries_through(
-        self, data_key: str, last: StreamPos
-    ) -> list[tuple[bytes, bytes, bytes]]:
+    async def entries_through(self, name: str, last: StreamPos) -> Inherited:
         """Every entry up to and including ``last``: what a fork at that offset inherits."""
-        if last == offsets.ZERO_POS:
+        if last == ORIGIN:
             return []
-        entries = await self.redis.xrange(data_key, "-", offsets.entry_id(last))
+        entries = await self.client.xrange(self.keys(name).data, "-", format_stream_id(last))
         return [(eid, f[b"t"], f[b"d"]) for eid, f in entries]
 
-    async def entries_after(
-        self, data_key: str, after: StreamPos, count: int
-    ) -> list[tuple[bytes, bytes, bytes]]:
-        start = "-" if after == offsets.ZERO_POS else "(" + offsets.entry_id(after)
-        entries = await self.redis.xrange(data_key, start, "+", count=count)
+    async def entries_after(self, name: str, after: StreamPos, count: int) -> Inherited:
+        start = "-" if after == ORIGIN else "(" + format_stream_id(after)
+        entries = await self.client.xrange(self.keys(name).data, start, "+", count=count)
         return [(eid, f[b"t"], f[b"d"]) for eid, f in entries]
 
     async def touch(self, name: str, ttl_seconds: int) -> None:
         """A read restarts a sliding TTL, as a write does."""
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self.client.pipeline(transaction=False) as pipe:
             for key in self.keys(name).all:
                 pipe.pexpire(key, ttl_seconds * 1000)
             await pipe.execute()
-
-    async def read(self, data_key: str, after: StreamPos, count: int) -> Chunk:
-        """Up to ``count`` entries past ``after``, and the oldest entry kept (to tell a trim)."""
-        start = "-" if after == offsets.ZERO_POS else "(" + offsets.entry_id(after)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xrange(data_key, start, "+", count=count)
-            pipe.xrange(data_key, "-", "+", count=1)
-            entries, oldest = await pipe.execute()
-        first = offsets.from_entry_id(oldest[0][0]) if oldest else None
-        return Chunk([(offsets.from_entry_id(eid), fields) for eid, fields in entries], first)
-
-    async def trimmed(self, data_key: str) -> bool:
-        """Has retention dropped any entry of this stream? (XDEL is never used on it.)"""
-        try:
-            info = await self.redis.xinfo_stream(data_key)
-        except redis.exceptions.ResponseError:
-            return False  # no stream: nothing was dropped
-        added = info.get("entries-added")  # Redis 7; 6.2 cannot tell, and is taken at its word
-        return added is not None and int(added) > int(info["length"])
-
-
-def _meta(raw: dict[bytes, bytes]) -> StreamMeta | None:
-    if not raw:
-        return None
-    return msgspec.convert({k.decode(): v.decode() for k, v in raw.items()}, StreamMeta)

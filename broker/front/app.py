@@ -1,4 +1,5 @@
-"""The front tier's ASGI application: routes, error handlers, and a lifespan that owns Redis."""
+"""The front tier's ASGI application: the routes, the layers in front of them, and a lifespan
+that owns the engine, the live hub and the stream leases."""
 
 from __future__ import annotations
 
@@ -7,20 +8,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+import msgspec
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from broker.core.catalogue import Catalogue
 from broker.core.settings import Settings
-from broker.engine.connections import connect, redis_client
-from broker.engine.conversations import Store
-from broker.engine.streams import DurableStore
+from broker.engine import Engine
 from broker.front.http.errors import HANDLERS
 from broker.front.http.metrics import FrontMetrics
 from broker.front.http.observe import Observe
-from broker.front.routes import ai_sdk as ai_sdk_routes
-from broker.front.routes import durable_streams as durable_routes
-from broker.front.routes.conversations import routes
+from broker.front.openapi import build as build_openapi
+from broker.front.routes import ai_sdk, durable_streams, operations, v1
+from broker.front.routes.declare import ApiRoute
 from broker.front.routes.dispatch import StreamRoutes
 from broker.front.routes.web import web_routes
 from broker.front.security.access import Gate
@@ -46,18 +46,29 @@ def _verifier(settings: Settings) -> TokenVerifier | None:
     raise SecurityConfigError(f"BROKER_AUTH must be jwt or none, not {settings.auth!r}")
 
 
+def all_routes() -> list[ApiRoute]:
+    """Every route of a front, each declared once (``routes.declare``)."""
+    return [
+        *operations.routes,
+        *v1.routes,
+        *ai_sdk.routes,
+        *durable_streams.routes,
+        *web_routes(),
+    ]
+
+
 def create_app(settings: Settings) -> Starlette:
     """Raises CatalogueError when the model catalogue cannot be read, SecurityConfigError when
     authentication is not configured or cannot work: refuse to start."""
     catalogue = Catalogue.from_settings(settings)
     verifier = _verifier(settings)
     metrics = FrontMetrics()
-    all_routes = [*routes, *ai_sdk_routes.routes, *durable_routes.routes, *web_routes()]
+    routes = all_routes()
     # Outermost first: every answer gets the headers, CORS answers preflights before anyone
     # asks for a token, and authentication runs before any route.
     middleware = [
         # Outside everything else: every answer (a 401 too) is counted, logged and gets its id.
-        Middleware(Observe, metrics=metrics, routes=all_routes, access_log=settings.access_log),
+        Middleware(Observe, metrics=metrics, routes=routes, access_log=settings.access_log),
         Middleware(SecurityHeaders),
         Middleware(Cors, **cors_options(settings)),
         Middleware(
@@ -67,18 +78,15 @@ def create_app(settings: Settings) -> Starlette:
             query_token=settings.jwt_query_token,
         ),
         # Innermost: the SSE routes skip the router and the exception middleware (StreamRoutes).
-        Middleware(StreamRoutes, routes=[r for r in routes if r.path.endswith("/stream")]),
+        Middleware(StreamRoutes, routes=[route for route in routes if route.streaming]),
     ]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
-        pool = redis_client(settings, "front", max_connections=settings.redis_pool_size)
-        store = Store(pool, settings)
+        engine = Engine(settings, "front")
         # The hub opens its own subscription connections: one per shard.
         hub = Hub(
-            pool,
-            store.keys,
-            cluster=settings.redis_cluster,
+            engine,
             queue_frames=settings.client_queue_frames,
             keepalive_seconds=settings.keepalive_seconds,
             ping_seconds=settings.live_ping_seconds,
@@ -88,27 +96,28 @@ def create_app(settings: Settings) -> Starlette:
         loop = asyncio.get_running_loop()
         # Called from the server's signal handler, before it waits for open connections.
         app.state.drain = lambda: loop.call_soon_threadsafe(hub.close)
-        limits = Limits(pool, store.keys, settings)
-        gate = Gate(pool, store.keys, limits, enforced=verifier is not None)
+        limits = Limits(engine, settings)
+        gate = Gate(engine, limits, enforced=verifier is not None)
         try:
-            await connect(pool)
+            await engine.connect()
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(hub.run)
                 tasks.start_soon(limits.leases.run)
+                # A stream's opening reads share half the Redis pool, its later replay reads the
+                # other half (see Feed._read).
                 half = max(1, settings.redis_pool_size // 2)
                 first_reads, catch_up = anyio.CapacityLimiter(half), anyio.CapacityLimiter(half)
                 yield {
                     "services": Services(
-                        settings, store, hub, catalogue, first_reads, catch_up, gate, metrics
-                    ),
-                    "durable": DurableStore(pool, settings),
+                        settings, engine, hub, catalogue, first_reads, catch_up, gate, metrics
+                    )
                 }
                 tasks.cancel_scope.cancel()
         finally:
-            await pool.aclose()
+            await engine.aclose()
 
     app = Starlette(
-        routes=all_routes,
+        routes=routes,
         middleware=middleware,
         exception_handlers=HANDLERS,
         lifespan=lifespan,
@@ -117,4 +126,5 @@ def create_app(settings: Settings) -> Starlette:
     # /v1/conversations/), never redirected to another URL.
     app.router.redirect_slashes = False
     app.state.drain = lambda: None
+    app.state.openapi = msgspec.json.encode(build_openapi(routes))
     return app

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import anyio
 
 from broker.core.catalogue import Catalogue
+from broker.core.errors import TOO_MANY_STREAMS, ApiError
 from broker.core.ids import StreamPos
 from broker.core.settings import Settings
-from broker.engine.conversations import Store
-from broker.front.http.errors import ApiError
+from broker.engine import Engine
 from broker.front.http.metrics import FrontMetrics
 from broker.front.security.access import Gate
 from broker.front.streaming.feed import Feed, FrameWriter, Openings
@@ -22,7 +22,7 @@ from broker.front.streaming.hub import Hub
 @dataclass(frozen=True)
 class Services:
     settings: Settings
-    store: Store
+    engine: Engine
     hub: Hub
     catalogue: Catalogue
     # A stream's opening reads share half the Redis pool, its later replay reads the other
@@ -43,8 +43,7 @@ class Services:
         open_here = self.open_streams[cid]
         if open_here >= self.settings.max_streams_per_conversation:
             raise ApiError(
-                429,
-                "too_many_streams",
+                TOO_MANY_STREAMS,
                 f"this conversation already has {open_here} open "
                 f"stream{'' if open_here == 1 else 's'} here",
                 {"Retry-After": "5"},
@@ -72,7 +71,7 @@ class Services:
         opened: Callable[[], None] | None = None,
     ) -> Feed:
         return Feed(
-            self.store,
+            self.engine.conversations,
             self.hub,
             cid,
             position,

@@ -14,11 +14,13 @@ for a cancelled run (``interrupted`` exists in ai 7 only), finish reasons from t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
-from broker.core.entries import Entry, entry_data
+from broker.core.catalogue import DEFAULT_MODEL
+from broker.core.entries import Entry, entry_event
+from broker.core.errors import INVALID_FIELD, ApiError
 from broker.core.events import (
     Data,
     Delta,
@@ -30,7 +32,6 @@ from broker.core.events import (
     ToolCall,
     ToolResult,
     UserMessage,
-    decode,
 )
 
 HEADERS = [
@@ -54,71 +55,71 @@ class _Chunk(msgspec.Struct, tag_field="type", rename="camel", omit_defaults=Tru
     pass
 
 
-class Start(_Chunk, tag="start"):
+class StartChunk(_Chunk, tag="start"):
     message_id: str
 
 
-class StartStep(_Chunk, tag="start-step"):
+class StartStepChunk(_Chunk, tag="start-step"):
     pass
 
 
-class FinishStep(_Chunk, tag="finish-step"):
+class FinishStepChunk(_Chunk, tag="finish-step"):
     pass
 
 
-class TextStart(_Chunk, tag="text-start"):
+class TextStartChunk(_Chunk, tag="text-start"):
     id: str
 
 
-class TextDelta(_Chunk, tag="text-delta"):
+class TextDeltaChunk(_Chunk, tag="text-delta"):
     id: str
     delta: str
 
 
-class TextEnd(_Chunk, tag="text-end"):
+class TextEndChunk(_Chunk, tag="text-end"):
     id: str
 
 
-class ReasoningStart(_Chunk, tag="reasoning-start"):
+class ReasoningStartChunk(_Chunk, tag="reasoning-start"):
     id: str
 
 
-class ReasoningDelta(_Chunk, tag="reasoning-delta"):
+class ReasoningDeltaChunk(_Chunk, tag="reasoning-delta"):
     id: str
     delta: str
 
 
-class ReasoningEnd(_Chunk, tag="reasoning-end"):
+class ReasoningEndChunk(_Chunk, tag="reasoning-end"):
     id: str
 
 
-class ToolInputStart(_Chunk, tag="tool-input-start"):
+class ToolInputStartChunk(_Chunk, tag="tool-input-start"):
     tool_call_id: str
     tool_name: str
 
 
-class ToolInputDelta(_Chunk, tag="tool-input-delta"):
+class ToolInputDeltaChunk(_Chunk, tag="tool-input-delta"):
     tool_call_id: str
     input_text_delta: str
 
 
-class ToolInputAvailable(_Chunk, tag="tool-input-available"):
+class ToolInputAvailableChunk(_Chunk, tag="tool-input-available"):
     tool_call_id: str
     tool_name: str
     input: Any
 
 
-class ToolOutputAvailable(_Chunk, tag="tool-output-available"):
+class ToolOutputAvailableChunk(_Chunk, tag="tool-output-available"):
     tool_call_id: str
     output: Any
 
 
-class ToolOutputError(_Chunk, tag="tool-output-error"):
+class ToolOutputErrorChunk(_Chunk, tag="tool-output-error"):
     tool_call_id: str
     error_text: str
 
 
-class DataPart(msgspec.Struct):
+class DataChunk(msgspec.Struct):
     """``data-<name>``: its type is not one fixed tag, so it is a plain struct."""
 
     type: str
@@ -126,37 +127,59 @@ class DataPart(msgspec.Struct):
     data: Any
 
 
-class Finish(_Chunk, tag="finish"):
+class FinishChunk(_Chunk, tag="finish"):
     finish_reason: str | None = None
 
 
-class Abort(_Chunk, tag="abort"):
+class AbortChunk(_Chunk, tag="abort"):
     reason: str | None = None
 
 
-class Error(_Chunk, tag="error"):
+class ErrorChunk(_Chunk, tag="error"):
     error_text: str
 
 
 Chunk = (
-    Start
-    | StartStep
-    | FinishStep
-    | TextStart
-    | TextDelta
-    | TextEnd
-    | ReasoningStart
-    | ReasoningDelta
-    | ReasoningEnd
-    | ToolInputStart
-    | ToolInputDelta
-    | ToolInputAvailable
-    | ToolOutputAvailable
-    | ToolOutputError
-    | DataPart
-    | Finish
-    | Abort
-    | Error
+    StartChunk
+    | StartStepChunk
+    | FinishStepChunk
+    | TextStartChunk
+    | TextDeltaChunk
+    | TextEndChunk
+    | ReasoningStartChunk
+    | ReasoningDeltaChunk
+    | ReasoningEndChunk
+    | ToolInputStartChunk
+    | ToolInputDeltaChunk
+    | ToolInputAvailableChunk
+    | ToolOutputAvailableChunk
+    | ToolOutputErrorChunk
+    | DataChunk
+    | FinishChunk
+    | AbortChunk
+    | ErrorChunk
+)
+
+# Every chunk type, for the OpenAPI document of the UI message stream.
+CHUNK_TYPES: tuple[type, ...] = (
+    StartChunk,
+    StartStepChunk,
+    FinishStepChunk,
+    TextStartChunk,
+    TextDeltaChunk,
+    TextEndChunk,
+    ReasoningStartChunk,
+    ReasoningDeltaChunk,
+    ReasoningEndChunk,
+    ToolInputStartChunk,
+    ToolInputDeltaChunk,
+    ToolInputAvailableChunk,
+    ToolOutputAvailableChunk,
+    ToolOutputErrorChunk,
+    DataChunk,
+    FinishChunk,
+    AbortChunk,
+    ErrorChunk,
 )
 
 _encoder = msgspec.json.Encoder()
@@ -172,7 +195,7 @@ def frames(chunks: list[Chunk]) -> bytes:
 
 def error_frame(code: str, message: str) -> bytes:
     """An ``error`` chunk the server sends itself: the SDK shows it as the chat's error."""
-    return frame(Error(f"{code}: {message}"))
+    return frame(ErrorChunk(f"{code}: {message}"))
 
 
 class RunChunks:
@@ -186,7 +209,7 @@ class RunChunks:
 
     def __init__(self, run_id: str) -> None:
         self._run_id = run_id
-        self._open: TextStart | ReasoningStart | None = None
+        self._open: TextStartChunk | ReasoningStartChunk | None = None
         self._parts = 0
         self._calls: set[str] = set()
         self._stepped = False
@@ -198,66 +221,66 @@ class RunChunks:
 
     def _close(self, out: list[Chunk]) -> None:
         opened = self._open
-        if isinstance(opened, TextStart):
-            out.append(TextEnd(opened.id))
-        elif isinstance(opened, ReasoningStart):
-            out.append(ReasoningEnd(opened.id))
+        if isinstance(opened, TextStartChunk):
+            out.append(TextEndChunk(opened.id))
+        elif isinstance(opened, ReasoningStartChunk):
+            out.append(ReasoningEndChunk(opened.id))
         self._open = None
 
     def chunks(self, event: Event) -> list[Chunk]:
         out: list[Chunk] = []
         if isinstance(event, Delta):
             if event.channel == "reasoning":
-                if not isinstance(self._open, ReasoningStart):
+                if not isinstance(self._open, ReasoningStartChunk):
                     self._close(out)
-                    self._open = ReasoningStart(self._part_id())
+                    self._open = ReasoningStartChunk(self._part_id())
                     out.append(self._open)
-                out.append(ReasoningDelta(self._open.id, event.text))
+                out.append(ReasoningDeltaChunk(self._open.id, event.text))
             else:
-                if not isinstance(self._open, TextStart):
+                if not isinstance(self._open, TextStartChunk):
                     self._close(out)
-                    self._open = TextStart(self._part_id())
+                    self._open = TextStartChunk(self._part_id())
                     out.append(self._open)
-                out.append(TextDelta(self._open.id, event.text))
+                out.append(TextDeltaChunk(self._open.id, event.text))
         elif isinstance(event, RunStarted):
             self._stepped = True
-            out += (Start(event.message_id), StartStep())
+            out += (StartChunk(event.message_id), StartStepChunk())
         elif isinstance(event, ToolCall):
             self._close(out)
             if event.call_id not in self._calls:
                 self._calls.add(event.call_id)
                 self._parts += 1
                 if event.arguments_delta is not msgspec.UNSET:
-                    out.append(ToolInputStart(event.call_id, event.name))
+                    out.append(ToolInputStartChunk(event.call_id, event.name))
             if event.arguments_delta is not msgspec.UNSET:
-                out.append(ToolInputDelta(event.call_id, event.arguments_delta))
+                out.append(ToolInputDeltaChunk(event.call_id, event.arguments_delta))
             if event.arguments is not msgspec.UNSET:
-                out.append(ToolInputAvailable(event.call_id, event.name, event.arguments))
+                out.append(ToolInputAvailableChunk(event.call_id, event.name, event.arguments))
         elif isinstance(event, ToolResult):
             # The SDK needs the call's part; a result for a call it never saw has none.
             if event.call_id in self._calls:
                 self._close(out)
                 if event.is_error:
                     text = event.result if isinstance(event.result, str) else _json(event.result)
-                    out.append(ToolOutputError(event.call_id, text))
+                    out.append(ToolOutputErrorChunk(event.call_id, text))
                 else:
-                    out.append(ToolOutputAvailable(event.call_id, event.result))
+                    out.append(ToolOutputAvailableChunk(event.call_id, event.result))
         elif isinstance(event, Data):
             self._close(out)
-            out.append(DataPart("data-" + event.name, self._part_id(), event.value))
+            out.append(DataChunk("data-" + event.name, self._part_id(), event.value))
         elif isinstance(event, RunCompleted):
             self._close(out)
             if self._stepped:
-                out.append(FinishStep())
-            out.append(Finish(_FINISH_REASONS.get(event.finish_reason, "other")))
+                out.append(FinishStepChunk())
+            out.append(FinishChunk(_FINISH_REASONS.get(event.finish_reason, "other")))
             self.ended = True
         elif isinstance(event, RunCancelled):
             self._close(out)
-            out += (Abort(event.reason), Finish())
+            out += (AbortChunk(event.reason), FinishChunk())
             self.ended = True
         elif isinstance(event, RunFailed):
             self._close(out)
-            out += (Error(f"{event.error.code}: {event.error.message}"), Finish("error"))
+            out += (ErrorChunk(f"{event.error.code}: {event.error.message}"), FinishChunk("error"))
             self.ended = True
         return out
 
@@ -280,7 +303,7 @@ class UiMessageStream:
     def entry(self, entry: Entry) -> bytes:
         if entry.name == b"message":
             return b""
-        chunks = self._chunks.chunks(decode(entry.name.decode(), entry_data(entry)))
+        chunks = self._chunks.chunks(entry_event(entry))
         return frames(chunks) + (DONE if self._chunks.ended else b"")
 
     def token_expired(self) -> bytes:
@@ -317,28 +340,28 @@ class _Assembly:
 
     def add(self, chunk: Chunk) -> None:
         parts = self.message.parts
-        if isinstance(chunk, StartStep):
+        if isinstance(chunk, StartStepChunk):
             parts.append({"type": "step-start"})
-        elif isinstance(chunk, TextStart | ReasoningStart):
-            kind = "text" if isinstance(chunk, TextStart) else "reasoning"
+        elif isinstance(chunk, TextStartChunk | ReasoningStartChunk):
+            kind = "text" if isinstance(chunk, TextStartChunk) else "reasoning"
             part = {"type": kind, "text": "", "state": "streaming"}
             self._active[chunk.id] = part
             parts.append(part)
-        elif isinstance(chunk, TextDelta | ReasoningDelta):
+        elif isinstance(chunk, TextDeltaChunk | ReasoningDeltaChunk):
             self._active[chunk.id]["text"] += chunk.delta
-        elif isinstance(chunk, TextEnd | ReasoningEnd):
+        elif isinstance(chunk, TextEndChunk | ReasoningEndChunk):
             self._active.pop(chunk.id)["state"] = "done"
-        elif isinstance(chunk, ToolInputStart):
+        elif isinstance(chunk, ToolInputStartChunk):
             self._tool(chunk.tool_call_id, chunk.tool_name)["state"] = "input-streaming"
-        elif isinstance(chunk, ToolInputAvailable):
+        elif isinstance(chunk, ToolInputAvailableChunk):
             part = self._tool(chunk.tool_call_id, chunk.tool_name)
             part.update(state="input-available", input=chunk.input)
-        elif isinstance(chunk, ToolOutputAvailable):
+        elif isinstance(chunk, ToolOutputAvailableChunk):
             self._tools[chunk.tool_call_id].update(state="output-available", output=chunk.output)
-        elif isinstance(chunk, ToolOutputError):
+        elif isinstance(chunk, ToolOutputErrorChunk):
             part = self._tools[chunk.tool_call_id]
             part.update(state="output-error", errorText=chunk.error_text)
-        elif isinstance(chunk, DataPart):
+        elif isinstance(chunk, DataChunk):
             parts.append({"type": chunk.type, "id": chunk.id, "data": chunk.data})
 
     def _tool(self, call_id: str, name: str) -> dict[str, Any]:
@@ -367,9 +390,44 @@ class ConversationMessages:
             return  # its user message was trimmed away: not a whole turn
         chunks, assembly = run
         for chunk in chunks.chunks(event):
-            if isinstance(chunk, Start):
+            if isinstance(chunk, StartChunk):
                 assembly = _Assembly(UiMessage(chunk.message_id, "assistant", []))
                 self._runs[event.run_id] = (chunks, assembly)
                 self.messages.append(assembly.message)
             elif assembly is not None:
                 assembly.add(chunk)
+
+
+# What ``useChat``'s ``DefaultChatTransport`` posts.
+
+
+class ChatPart(msgspec.Struct):
+    type: str
+    text: Any = None
+
+
+class ChatMessage(msgspec.Struct):
+    role: str
+    parts: list[ChatPart] = []
+
+
+class ChatRequest(msgspec.Struct, rename="camel"):
+    """What ``DefaultChatTransport`` posts, plus ``model`` and ``params`` an app may add through
+    the transport's ``body``; other fields are ignored. The last user message's text parts are
+    the prompt; the broker keeps the history."""
+
+    id: str
+    messages: list[ChatMessage]
+    trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
+    message_id: str | None = None
+    model: str = DEFAULT_MODEL
+    params: dict[str, Any] = {}
+
+    def prompt(self) -> str:
+        """The text parts of the last user message; everything else is the broker's to know."""
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return "\n".join(
+                    p.text for p in message.parts if p.type == "text" and isinstance(p.text, str)
+                )
+        raise ApiError(INVALID_FIELD, "messages: no user message to answer")

@@ -3,7 +3,7 @@
 A route decodes its own body into a ``PostMessage``; from there everything is shared: the checks
 of the message, the owner taken from the principal, the precheck (ownership, a retried request,
 a run still active, a new conversation counted against its subject's daily limit), queueing the
-job, the ACCEPT script, and withdrawing the job when ACCEPT refuses. Every check that can refuse
+job, the accept script, and withdrawing the job when the accept refuses. Every check that can refuse
 runs before anything is written, so bad input changes nothing.
 """
 
@@ -18,20 +18,67 @@ from starlette.requests import Request
 
 from broker.core.bodies import MessageAccepted, PostMessage
 from broker.core.catalogue import Catalogue, UnknownModel
+from broker.core.errors import (
+    BODY_TOO_LARGE,
+    CONTENT_TOO_LARGE,
+    CONVERSATION_NOT_FOUND,
+    FORBIDDEN,
+    IDEMPOTENCY_KEY_REUSED,
+    INVALID_FIELD,
+    INVALID_IDEMPOTENCY_KEY,
+    MALFORMED_JSON,
+    RUN_ACTIVE,
+    TOO_MANY_CONVERSATIONS,
+    TOO_MANY_RUNS,
+    TRY_AGAIN,
+    UNKNOWN_MODEL,
+    UNSUPPORTED_MEDIA_TYPE,
+    ApiError,
+)
 from broker.core.events import UserMessage, encode
 from broker.core.ids import new_id, parse_stream_id
-from broker.core.jobs import Job, job_encoder
-from broker.engine.connections import UNAVAILABLE
-from broker.engine.conversations import NOBODY, Accepted, Owner
-from broker.front.actions.managing import title_of
-from broker.front.http.errors import ApiError
+from broker.core.jobs import Job
+from broker.engine import UNAVAILABLE
+from broker.engine.conversations import NOBODY, Accepted, Owner, Refused, Replay, RunActive
+from broker.front.http.docs import Param
 from broker.front.security.access import admission_of, conversation_not_found
 from broker.front.security.principal import principal_of
 from broker.front.services import Services
 
-log = logging.getLogger("broker.front.actions.posting")
+log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+TITLE_CHARS = 80
+IDEMPOTENCY_KEY = Param(
+    "Idempotency-Key",
+    "header",
+    {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+    "a retry with the same key and body returns the first answer",
+)
+# What posting a message may answer, through any protocol's route (one code path); the body's
+# own errors come from the route that reads it.
+ERRORS = (
+    MALFORMED_JSON,
+    INVALID_IDEMPOTENCY_KEY,
+    FORBIDDEN,
+    CONVERSATION_NOT_FOUND,
+    RUN_ACTIVE,
+    BODY_TOO_LARGE,
+    UNSUPPORTED_MEDIA_TYPE,
+    CONTENT_TOO_LARGE,
+    INVALID_FIELD,
+    UNKNOWN_MODEL,
+    IDEMPOTENCY_KEY_REUSED,
+    TOO_MANY_RUNS,
+    TOO_MANY_CONVERSATIONS,
+    TRY_AGAIN,
+)
+
+
+def title_of(content: str) -> str:
+    """A conversation's title: its first prompt on one line, cut to ``TITLE_CHARS``."""
+    text = " ".join(content.split())
+    return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1] + "…"
 
 
 def idempotency_key_of(request: Request) -> str | None:
@@ -39,9 +86,7 @@ def idempotency_key_of(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
         raise ApiError(
-            400,
-            "invalid_idempotency_key",
-            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            INVALID_IDEMPOTENCY_KEY, "Idempotency-Key must be 1 to 255 visible ASCII characters"
         )
     return key
 
@@ -49,15 +94,15 @@ def idempotency_key_of(request: Request) -> str | None:
 def check_message(message: PostMessage, max_chars: int, catalogue: Catalogue) -> None:
     """Refuse a message no run could answer: empty, too long, an unknown model, bad params."""
     if not message.content.strip():
-        raise ApiError(422, "invalid_field", "content must not be empty")
+        raise ApiError(INVALID_FIELD, "content must not be empty")
     if max_chars and len(message.content) > max_chars:
-        raise ApiError(413, "content_too_large", f"content exceeds {max_chars} characters")
+        raise ApiError(CONTENT_TOO_LARGE, f"content exceeds {max_chars} characters")
     try:
         catalogue.check_params(message.model, message.params)
     except UnknownModel:
-        raise ApiError(422, "unknown_model", f"unknown model {message.model!r}") from None
+        raise ApiError(UNKNOWN_MODEL, f"unknown model {message.model!r}") from None
     except msgspec.ValidationError as exc:
-        raise ApiError(422, "invalid_field", f"params: {exc}") from None
+        raise ApiError(INVALID_FIELD, f"params: {exc}") from None
 
 
 async def post_message(
@@ -70,28 +115,25 @@ async def post_message(
     conversation, 429 when a new conversation is over the daily limit, ...).
     """
     services: Services = request.state.services
-    store = services.store
+    conversations = services.engine.conversations
     check_message(message, services.settings.max_content_chars, services.catalogue)
     principal = principal_of(request)
     owner = Owner(principal.subject, principal.admin) if services.gate.enforced else NOBODY
     limits = services.gate.limits
     # The guard read the conversation if its owner is checked or its creation counted.
-    creating = admission_of(request).exists is False and limits.counts_creation(principal)
+    counter = limits.creation_counter(principal) if admission_of(request).exists is False else None
 
     run_id, message_id, answer_id = new_id("r"), new_id("m"), new_id("m")
     _, data = encode(UserMessage(message_id=message_id, content=message.content, run_id=run_id))
     fingerprint = hashlib.sha256(_encoder.encode(message)).hexdigest()
     # A new conversation is counted in the same round trip as the checks before queueing.
-    refused, counted = await store.precheck(
-        cid,
-        idempotency_key,
-        owner,
-        also=(lambda pipe: limits.count_creation(pipe, principal)) if creating else None,
+    refused, created = await conversations.precheck(
+        cid, idempotency_key, owner, created_counter=counter
     )
     if refused is not None:
         return _refusal(cid, refused, fingerprint)
-    if creating:
-        limits.check_creation(counted)
+    if created is not None:
+        limits.check_creation(created)
 
     # The job goes first: once the run is accepted, its job already exists, so a front that
     # dies in between leaves at most a job for a run that never was, which a worker drops.
@@ -104,9 +146,8 @@ async def post_message(
         params=message.params,
         content=message.content,
     )
-    jobs = store.keys.job_stream(run_id)
-    job_id = await store.redis.xadd(jobs, {b"j": job_encoder.encode(job)})
-    accepted = await store.accept(
+    job_entry = await services.engine.queue.enqueue(job)
+    accepted = await conversations.accept(
         cid,
         run_id=run_id,
         message_id=message_id,
@@ -117,16 +158,16 @@ async def post_message(
         idempotency_record=f"{fingerprint}\n{run_id}\n{message_id}",
         owner=owner,
         title=title_of(message.content),
-        job_entry=job_id.decode(),
+        job_entry=job_entry,
     )
-    if accepted.outcome != "ok":
+    if not isinstance(accepted, Accepted):
         # A worker that already read the job finds it gone and leaves the run's keys untouched.
-        await store.redis.xdel(jobs, job_id)
+        await services.engine.queue.withdraw(run_id, job_entry)
         return _refusal(cid, accepted, fingerprint)
     position = parse_stream_id(accepted.event_id)
     assert position is not None
     try:
-        await store.index(accepted.owner, cid, position[0])
+        await services.engine.index.record(accepted.owner, cid, position[0])
     except UNAVAILABLE:
         # The run is accepted and goes on; only the owner's list misses it until its next
         # message.
@@ -134,23 +175,20 @@ async def post_message(
     return MessageAccepted(cid, message_id, run_id, accepted.event_id)
 
 
-def _refusal(cid: str, refused: Accepted, fingerprint: str) -> MessageAccepted:
+def _refusal(cid: str, refused: RunActive | Replay | Refused, fingerprint: str) -> MessageAccepted:
     """A POST that starts nothing: the first answer to a retry, or the error."""
-    if refused.outcome == "replay":
-        first_fingerprint, first_run, first_message, first_event = refused.idempotency_record.split(
-            "\n"
-        )
-        if first_fingerprint != fingerprint:
-            raise ApiError(
-                422, "idempotency_key_reused", "this Idempotency-Key was used with another body"
-            )
-        return MessageAccepted(cid, first_message, first_run, first_event)
-    if refused.outcome == "not_owner":
-        # Somebody else's: the same answer as everywhere a conversation may not be seen. (The
-        # id is taken, so a POST cannot answer like a conversation that does not exist.)
-        raise conversation_not_found(cid)
-    if refused.outcome == "run_active":
-        raise ApiError(
-            409, "run_active", f"run {refused.active_run} of this conversation has not finished"
-        )
-    raise ApiError(503, "try_again", "the run could not be queued in time", {"Retry-After": "1"})
+    match refused:
+        case Replay(record):
+            first_fingerprint, first_run, first_message, first_event = record.split("\n")
+            if first_fingerprint != fingerprint:
+                raise ApiError(
+                    IDEMPOTENCY_KEY_REUSED, "this Idempotency-Key was used with another body"
+                )
+            return MessageAccepted(cid, first_message, first_run, first_event)
+        case Refused.NOT_OWNER:
+            # Somebody else's: the same answer as everywhere a conversation may not be seen.
+            # (The id is taken, so a POST cannot answer like a conversation that does not exist.)
+            raise conversation_not_found(cid)
+        case RunActive(active):
+            raise ApiError(RUN_ACTIVE, f"run {active} of this conversation has not finished")
+    raise ApiError(TRY_AGAIN, "the run could not be queued in time", {"Retry-After": "1"})

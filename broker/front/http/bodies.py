@@ -14,7 +14,13 @@ from typing import Any, TypeVar
 import msgspec
 from starlette.requests import Request
 
-from broker.front.http.errors import ApiError
+from broker.core.errors import (
+    BODY_TOO_LARGE,
+    INVALID_FIELD,
+    MALFORMED_JSON,
+    UNSUPPORTED_MEDIA_TYPE,
+    ApiError,
+)
 
 T = TypeVar("T")
 
@@ -27,8 +33,7 @@ def require_json(request: Request) -> None:
         media_type.startswith("application/") and media_type.endswith("+json")
     ):
         raise ApiError(
-            415,
-            "unsupported_media_type",
+            UNSUPPORTED_MEDIA_TYPE,
             "send the body as JSON, with Content-Type: application/json",
         )
 
@@ -37,13 +42,13 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "body_too_large", f"the body exceeds {limit} bytes")
+        raise ApiError(BODY_TOO_LARGE, f"the body exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, "body_too_large", f"the body exceeds {limit} bytes")
+            raise ApiError(BODY_TOO_LARGE, f"the body exceeds {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -57,17 +62,17 @@ def decode_json_object(body: bytes, into: type[T]) -> T:
     try:
         raw: Any = msgspec.json.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError):
-        raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
+        raise ApiError(MALFORMED_JSON, "the body is not valid JSON") from None
     except RecursionError:
-        raise ApiError(400, "malformed_json", "the body is nested too deeply") from None
+        raise ApiError(MALFORMED_JSON, "the body is nested too deeply") from None
     if not isinstance(raw, dict):
-        raise ApiError(400, "malformed_json", "the body must be a JSON object")
+        raise ApiError(MALFORMED_JSON, "the body must be a JSON object")
     try:
         return msgspec.convert(raw, into)
     except msgspec.ValidationError as exc:
-        raise ApiError(422, "invalid_field", str(exc)) from None
+        raise ApiError(INVALID_FIELD, str(exc)) from None
     except RecursionError:
-        raise ApiError(400, "malformed_json", "the body is nested too deeply") from None
+        raise ApiError(MALFORMED_JSON, "the body is nested too deeply") from None
 
 
 async def json_body(request: Request, into: type[T], limit: int) -> T:

@@ -1,46 +1,64 @@
-"""Every error leaves as ``{"error": {"code", "message"}}`` with a status that fits."""
+"""Every error leaves as ``{"error": {"code", "message"}}`` with its code's status.
+
+Code raises ``ApiError`` with a code of the registry (``broker.core.errors``); the handlers here
+turn it, and everything else that can go wrong in a request, into that answer.
+"""
 
 from __future__ import annotations
 
 import logging
 
 import msgspec
-import redis.exceptions
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
 
 from broker.core.bodies import ErrorBody
+from broker.core.errors import (
+    CLIENT_DISCONNECTED,
+    HTTP_ERROR,
+    INTERNAL_ERROR,
+    INVALID_ID,
+    METHOD_NOT_ALLOWED,
+    NOT_FOUND,
+    REDIS_UNAVAILABLE,
+    ApiError,
+    ErrorCode,
+)
 from broker.core.events import ErrorInfo
+from broker.engine import UNAVAILABLE
 
-log = logging.getLogger("broker.front.routes.conversations")
+log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
 
 
-class ApiError(Exception):
-    def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers
+def error_body(code: ErrorCode, message: str) -> bytes:
+    return _encoder.encode(ErrorBody(ErrorInfo(code.name, message)))
 
 
 def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    code: ErrorCode,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    status: int | None = None,
 ) -> Response:
-    body = _encoder.encode(ErrorBody(ErrorInfo(code, message)))
+    """The answer for ``code`` (with its own status unless ``status`` says otherwise: an HTTP
+    error of another kind keeps its status)."""
     # Also here, not only in the middleware: a 500 leaves from outside every middleware.
     headers = {**(headers or {}), "X-Content-Type-Options": "nosniff"}
-    return Response(body, status, headers=headers, media_type="application/json")
+    return Response(
+        error_body(code, message),
+        status or code.status,
+        headers=headers,
+        media_type="application/json",
+    )
 
 
 async def on_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, exc.headers)
+    return error_response(exc.error, exc.message, exc.headers)
 
 
 async def on_http_exception(request: Request, exc: Exception) -> Response:
@@ -52,12 +70,12 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
         if path.startswith("/v1/conversations/") and (
             b"%" in raw_path or "//" in path or path.endswith("/")
         ):
-            return error_response(400, "invalid_id", "identifiers match [A-Za-z0-9_-]{1,128}")
-        return error_response(404, "not_found", "no such endpoint")
+            return error_response(INVALID_ID, "identifiers match [A-Za-z0-9_-]{1,128}")
+        return error_response(NOT_FOUND, "no such endpoint")
     if exc.status_code == 405:
         headers = {**(exc.headers or {}), **_allow(request)}
-        return error_response(405, "method_not_allowed", "method not allowed here", headers)
-    return error_response(exc.status_code, "http_error", str(exc.detail), exc.headers)
+        return error_response(METHOD_NOT_ALLOWED, "method not allowed here", headers)
+    return error_response(HTTP_ERROR, str(exc.detail), exc.headers, status=exc.status_code)
 
 
 def _allow(request: Request) -> dict[str, str]:
@@ -79,7 +97,7 @@ async def on_redis_unavailable(request: Request, exc: Exception) -> Response:
     if services is not None:
         services.metrics.redis_errors.inc()
     return error_response(
-        503, "redis_unavailable", "the store is unreachable; retry shortly", {"Retry-After": "1"}
+        REDIS_UNAVAILABLE, "the store is unreachable; retry shortly", {"Retry-After": "1"}
     )
 
 
@@ -89,20 +107,18 @@ async def on_client_disconnect(request: Request, exc: Exception) -> Response:
     log.debug(
         "%s %s: the client disconnected before its body arrived", request.method, request.url.path
     )
-    return error_response(400, "client_disconnected", "the client disconnected")
+    return error_response(CLIENT_DISCONNECTED, "the client disconnected")
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error", exc_info=exc)
-    return error_response(500, "internal_error", "unexpected server error")
+    return error_response(INTERNAL_ERROR, "unexpected server error")
 
 
 HANDLERS = {
     ApiError: on_api_error,
     HTTPException: on_http_exception,
-    redis.exceptions.ConnectionError: on_redis_unavailable,
-    redis.exceptions.TimeoutError: on_redis_unavailable,
-    redis.exceptions.ClusterError: on_redis_unavailable,
+    **dict.fromkeys(UNAVAILABLE, on_redis_unavailable),
     ClientDisconnect: on_client_disconnect,
     Exception: on_unexpected,
 }

@@ -14,6 +14,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
+from broker.core.errors import UNAUTHORIZED
 from broker.front.http.errors import error_response
 
 # Latency of a request's answer head, from a fast 404 to a slow first Redis read under load.
@@ -118,8 +119,7 @@ async def metrics_endpoint(request: Request) -> Response:
             token.strip().encode(), expected.encode()
         ):
             return error_response(
-                401,
-                "unauthorized",
+                UNAUTHORIZED,
                 "send the BROKER_METRICS_TOKEN as 'Authorization: Bearer <token>'",
                 {"WWW-Authenticate": 'Bearer realm="metrics"'},
             )

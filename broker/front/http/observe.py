@@ -18,6 +18,7 @@ import re
 import time
 import uuid
 from collections.abc import Sequence
+from typing import Protocol
 
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,7 +26,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from broker.core import logs
 from broker.core.ids import is_valid_path_id
 from broker.front.http.metrics import FrontMetrics
-from broker.front.streaming.feed import Feed
 
 log = logging.getLogger("broker.access")
 
@@ -40,16 +40,24 @@ def _is_id(value: object) -> bool:
     return isinstance(value, str) and is_valid_path_id(value)
 
 
-class Access:
+class StreamReport(Protocol):
+    """What an open stream tells the access line when it closes (a feed says it)."""
+
+    sent: int  # events sent
+    ended: str  # why it ended
+    fell_behind: int  # times it fell too far behind the live path
+
+
+class RequestRecord:
     """What the layers below tell this one about a request: the stream it opened, if any."""
 
     __slots__ = ("feed",)
 
     def __init__(self) -> None:
-        self.feed: Feed | None = None
+        self.feed: StreamReport | None = None
 
 
-def access_of(scope: Scope) -> Access | None:
+def access_of(scope: Scope) -> RequestRecord | None:
     return scope.get(ACCESS_KEY)
 
 
@@ -100,7 +108,7 @@ class Observe:
         method = scope["method"]
         if method not in _METHODS:
             method = "other"  # a label value per invented method would grow without bound
-        access = scope[ACCESS_KEY] = Access()
+        access = scope[ACCESS_KEY] = RequestRecord()
         request_token = logs.request_id.set(request_id)
         cid_token = logs.conversation_id.set(cid)
         status = 0
@@ -135,7 +143,7 @@ class Observe:
 
     def _finish(
         self,
-        access: Access,
+        access: RequestRecord,
         route: str,
         method: str,
         status: int,

@@ -27,14 +27,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import httptools
-import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from broker.core.bodies import ErrorBody
-from broker.core.events import ErrorInfo
+from broker.core.errors import HEADERS_TOO_LARGE, MALFORMED_REQUEST, REQUEST_TIMEOUT, ErrorCode
 from broker.core.settings import Settings
+from broker.front.http.errors import error_body
 
-_encoder = msgspec.json.Encoder()
 # How long a refused connection's further bytes are read and dropped before it is closed.
 _LINGER_SECONDS = 1.0
 
@@ -56,9 +54,10 @@ class HttpLimits:
         )
 
 
-def _refusal(status: int, code: str, message: str) -> bytes:
+def _refusal(code: ErrorCode, message: str) -> bytes:
     """A whole response that closes the connection, in the API's error shape."""
-    body = _encoder.encode(ErrorBody(ErrorInfo(code, message)))
+    body = error_body(code, message)
+    status = code.status
     return b"".join(
         [
             b"HTTP/1.1 %d %s\r\n" % (status, http.HTTPStatus(status).phrase.encode()),
@@ -70,9 +69,9 @@ def _refusal(status: int, code: str, message: str) -> bytes:
     )
 
 
-_TOO_LARGE = _refusal(431, "headers_too_large", "the request headers are too large or too many")
-_TOO_SLOW = _refusal(408, "request_timeout", "the request headers took too long to arrive")
-_MALFORMED = _refusal(400, "malformed_request", "the request is not valid HTTP/1.1")
+_TOO_LARGE = _refusal(HEADERS_TOO_LARGE, "the request headers are too large or too many")
+_TOO_SLOW = _refusal(REQUEST_TIMEOUT, "the request headers took too long to arrive")
+_MALFORMED = _refusal(MALFORMED_REQUEST, "the request is not valid HTTP/1.1")
 
 
 class _Refused(Exception):

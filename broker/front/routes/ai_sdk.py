@@ -17,110 +17,69 @@ cancelling are the front's own functions, only the wire is the SDK's.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
-from contextlib import aclosing
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
-import redis.exceptions
 from starlette.requests import Request
 from starlette.responses import Response
 
 from broker.core.bodies import PostMessage
-from broker.core.catalogue import DEFAULT_MODEL
-from broker.core.entries import entry_from_redis
-from broker.core.events import decode
-from broker.core.ids import ORIGIN, is_valid_path_id
-from broker.front.actions.posting import idempotency_key_of, post_message
+from broker.core.entries import entry_event
+from broker.core.errors import INVALID_ID, TOO_MANY_STREAMS
+from broker.core.ids import check_id
+from broker.front.actions import cancelling, posting
 from broker.front.http.bodies import decode_json_object, read_body, require_json
-from broker.front.http.errors import ApiError
-from broker.front.routes import conversations as api
-from broker.front.security.access import Access, GuardedRoute, admission_of
+from broker.front.http.docs import Doc, Events, Frame, Json, Reply
+from broker.front.routes.declare import ApiRoute
+from broker.front.routes.v1 import CANCEL_REPLIES, WAIT, wait_seconds
+from broker.front.security.access import Access, admission_of
 from broker.front.security.browsers import NO_STORE
 from broker.front.security.limits import Cost
 from broker.front.services import Services
-from broker.front.streaming.feed import Feed
+from broker.front.streaming.feed import frames_of
 from broker.front.streaming.opening import open_run_feed
 from broker.front.streaming.sse import EventStreamResponse
 from broker.protocols.ai_sdk import (
+    CHUNK_TYPES,
     HEADERS,
+    ChatRequest,
     ConversationMessages,
+    UiMessage,
     UiMessageStream,
     error_frame,
 )
 
-log = logging.getLogger("broker.protocols.ai_sdk")
-_encoder = msgspec.json.Encoder()
 PREFIX = "/v1/ai-sdk/chat"
-
-
-class _Part(msgspec.Struct):
-    type: str
-    text: Any = None
-
-
-class _Message(msgspec.Struct):
-    role: str
-    parts: list[_Part] = []
-
-
-class ChatRequest(msgspec.Struct, rename="camel"):
-    """What ``DefaultChatTransport`` posts, plus ``model`` and ``params`` an app may add through
-    the transport's ``body``; other fields are ignored."""
-
-    id: str
-    messages: list[_Message]
-    trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
-    message_id: str | None = None
-    model: str = DEFAULT_MODEL
-    params: dict[str, Any] = {}
-
-    def prompt(self) -> str:
-        """The text parts of the last user message; everything else is the broker's to know."""
-        for message in reversed(self.messages):
-            if message.role == "user":
-                return "\n".join(
-                    p.text for p in message.parts if p.type == "text" and isinstance(p.text, str)
-                )
-        raise ApiError(422, "invalid_field", "messages: no user message to answer")
+_encoder = msgspec.json.Encoder()
+_UNAVAILABLE = error_frame("redis_unavailable", "the store is unreachable; resume shortly")
 
 
 async def chat_of(request: Request) -> str:
     """The guard's way to the conversation of a chat POST: the body's ``id``. The decoded body
     stays on the request for the handler."""
-    idempotency_key_of(request)
+    posting.idempotency_key_of(request)
     services: Services = request.state.services
     require_json(request)
     body = await read_body(request, services.settings.max_body_bytes)
     chat = decode_json_object(body, ChatRequest)
-    if not is_valid_path_id(chat.id):
-        raise ApiError(400, "invalid_id", "id must match [A-Za-z0-9_-]{1,128}")
+    check_id(chat.id, "id")
     request.state.chat = chat
     return chat.id
 
 
-async def _ui_body(feed: Feed) -> AsyncIterator[bytes]:
-    try:
-        async with aclosing(feed.frames()) as frames:
-            async for chunk in frames:
-                if chunk:
-                    yield chunk
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-        log.warning("ending a UI message stream: Redis unreachable")
-        feed.ended = "redis_unavailable"
-        yield error_frame("redis_unavailable", "the store is unreachable; resume shortly")
-
-
 async def _run_stream(request: Request, cid: str, run_id: str) -> EventStreamResponse:
+    services: Services = request.state.services
     run = await open_run_feed(request, cid, run_id, writer=UiMessageStream(run_id))
-    return EventStreamResponse(_ui_body(run.feed), run.release, HEADERS)
+    body = frames_of(run.feed, services.metrics, unavailable=_UNAVAILABLE)
+    return EventStreamResponse(body, run.release, HEADERS)
 
 
 async def chat(request: Request) -> Response:
     chat: ChatRequest = request.state.chat
     message = PostMessage(content=chat.prompt(), model=chat.model, params=chat.params)
-    accepted = await post_message(request, chat.id, message, idempotency_key_of(request))
+    accepted = await posting.post_message(
+        request, chat.id, message, posting.idempotency_key_of(request)
+    )
     return await _run_stream(request, chat.id, accepted.run_id)
 
 
@@ -129,10 +88,19 @@ async def resume(request: Request) -> Response:
     cid = request.path_params["cid"]
     if admission_of(request).exists is False:
         return Response(status_code=204)
-    active = await services.store.active_run(cid)
+    active = await services.engine.conversations.active_run(cid)
     if active is None:
         return Response(status_code=204)
     return await _run_stream(request, cid, active)
+
+
+async def stop(request: Request) -> Response:
+    """The v1 cancel of the chat's active run."""
+    services: Services = request.state.services
+    cid = check_id(request.path_params["cid"], "cid")
+    wait = wait_seconds(request, services.settings.cancel_wait_seconds)
+    status, state = await cancelling.cancel(services.engine, cid, cancelling.ACTIVE, wait)
+    return Response(_encoder.encode(state), status, media_type="application/json")
 
 
 async def messages(request: Request) -> Response:
@@ -140,26 +108,89 @@ async def messages(request: Request) -> Response:
     cid = request.path_params["cid"]
     folded = ConversationMessages()
     if admission_of(request).exists is not False:
-        position = ORIGIN
-        batch = services.settings.replay_batch
-        while True:
-            raw = await services.store.read_after(cid, position, batch)
-            for entry_id, fields in raw:
-                position = entry_from_redis(entry_id, fields).pos
-                folded.add(decode(fields[b"t"].decode(), fields[b"d"]))
-            if len(raw) < batch:
-                break
+        async for page in services.engine.conversations.pages(cid):
+            for entry in page:
+                folded.add(entry_event(entry))
     body = _encoder.encode(folded.messages)
     return Response(body, headers=NO_STORE, media_type="application/json")
 
 
+def _tag(chunk: Any) -> str:
+    return chunk.__struct_config__.tag or "data-<name>"
+
+
+_UI_STREAM = Events(
+    "UiMessageChunk",
+    tuple(Frame(None, chunk, f"a `{_tag(chunk)}` chunk") for chunk in CHUNK_TYPES),
+    "The AI SDK's UI message stream (header `x-vercel-ai-ui-message-stream: v1`): one "
+    "`data: <chunk JSON>` line per chunk, ending with `data: [DONE]`.",
+)
+_CHAT_ID = {"cid": "the chat id, which is the conversation id"}
+
 routes = [
-    GuardedRoute(
-        PREFIX, chat, methods=["POST"], access=Access.POST, cost=Cost.POST, conversation=chat_of
+    ApiRoute(
+        PREFIX,
+        chat,
+        methods=["POST"],
+        access=Access.POST,
+        cost=Cost.POST,
+        conversation=chat_of,
+        doc=Doc(
+            "aiSdkChat",
+            "Send the chat's last user message; answers with its run's UI stream",
+            "ai-sdk",
+            "Closing this response only stops reading: the run goes on.",
+            body=Json(ChatRequest),
+            replies=(Reply(200, "the run's answer as the UI message stream", _UI_STREAM),),
+            errors=(INVALID_ID, *posting.ERRORS),
+        ),
     ),
-    GuardedRoute(
-        PREFIX + "/{cid}/stream", resume, methods=["GET"], access=Access.PEEK, cost=Cost.STREAM
+    ApiRoute(
+        PREFIX + "/{cid}/stream",
+        resume,
+        methods=["GET"],
+        access=Access.PEEK,
+        cost=Cost.STREAM,
+        doc=Doc(
+            "aiSdkResume",
+            "The active run's answer from its start, then live (`resume: true`)",
+            "ai-sdk",
+            replies=(
+                Reply(200, "the active run's answer as the UI message stream", _UI_STREAM),
+                Reply(204, "nothing is being generated in this chat"),
+            ),
+            errors=(TOO_MANY_STREAMS,),
+            path_params=_CHAT_ID,
+        ),
     ),
-    GuardedRoute(PREFIX + "/{cid}/stop", api.cancel, methods=["POST"], access=Access.WRITE),
-    GuardedRoute(PREFIX + "/{cid}/messages", messages, methods=["GET"], access=Access.PEEK),
+    ApiRoute(
+        PREFIX + "/{cid}/stop",
+        stop,
+        methods=["POST"],
+        access=Access.WRITE,
+        doc=Doc(
+            "aiSdkStop",
+            "Stop the chat's active run (the v1 cancel)",
+            "ai-sdk",
+            params=(WAIT,),
+            replies=CANCEL_REPLIES,
+            errors=cancelling.ERRORS,
+            path_params=_CHAT_ID,
+        ),
+    ),
+    ApiRoute(
+        PREFIX + "/{cid}/messages",
+        messages,
+        methods=["GET"],
+        access=Access.PEEK,
+        doc=Doc(
+            "aiSdkMessages",
+            "The conversation as the AI SDK's `UIMessage[]`",
+            "ai-sdk",
+            replies=(
+                Reply(200, "the messages", Json(list[UiMessage]), ("Cache-Control: no-store",)),
+            ),
+            path_params=_CHAT_ID,
+        ),
+    ),
 ]

@@ -14,32 +14,77 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response
 
-from broker.core.ids import StreamPos
-from broker.engine.streams import Config, DurableStore
+from broker.core.errors import (
+    BODY_TOO_LARGE,
+    CONTENT_TOO_LARGE,
+    CONTENT_TYPE_MISMATCH,
+    CONVERSATION_NOT_FOUND,
+    EMPTY_ARRAY,
+    EMPTY_BODY,
+    FORBIDDEN,
+    INVALID_EXPIRES_AT,
+    INVALID_EXPIRY,
+    INVALID_FORK,
+    INVALID_LIVE,
+    INVALID_OFFSET,
+    INVALID_PRODUCER,
+    INVALID_SEQ,
+    INVALID_STREAM_NAME,
+    INVALID_SUB_OFFSET,
+    INVALID_TTL,
+    MALFORMED_JSON,
+    METHOD_NOT_ALLOWED,
+    MISSING_CONTENT_TYPE,
+    MISSING_OFFSET,
+    NOT_FOUND,
+    OFFSET_GONE,
+    PRODUCER_SEQUENCE_GAP,
+    SEQUENCE_CONFLICT,
+    SOURCE_DELETED,
+    STALE_PRODUCER_EPOCH,
+    STREAM_CLOSED,
+    STREAM_EXISTS,
+    STREAM_GONE,
+    STREAM_NOT_FOUND,
+    TOO_MANY_STREAMS,
+    ApiError,
+    ErrorCode,
+)
+from broker.core.ids import format_stream_id
+from broker.core.streams import StreamConfig
+from broker.engine import Engine
+from broker.engine.streams import AppendOutcome, Created, Inherited, StreamMeta
 from broker.front.http.bodies import read_body
-from broker.front.http.errors import ApiError
-from broker.front.security.access import Access, Endpoint, GuardedRoute, check_owner
+from broker.front.http.docs import Doc, Events, Frame, Param, Raw, Reply
+from broker.front.routes.declare import ApiRoute
+from broker.front.security.access import Access, Endpoint, check_owner
 from broker.front.security.limits import Cost
 from broker.front.security.principal import principal_of
 from broker.front.services import Services
 from broker.front.streaming.durable import (
-    BASE64,
-    SSE_HEADERS,
     Read,
+    Source,
+    conversation_source,
+    long_poll,
+    read_batch,
+    sse_events,
+    stream_source,
+)
+from broker.front.streaming.sse import KEEPALIVE, EventStreamResponse
+from broker.protocols.durable_streams import offsets
+from broker.protocols.durable_streams.framing import (
+    BASE64,
+    JSON,
+    SSE_HEADERS,
+    ControlEvent,
     body_of,
     cursor,
     etag,
     is_text,
-    long_poll,
     parse_offset,
-    read_batch,
     read_headers,
-    sse_events,
 )
-from broker.front.streaming.sources import JSON, ConversationSource, Source, StreamSource
-from broker.front.streaming.sse import KEEPALIVE, EventStreamResponse
-from broker.protocols.durable_streams import offsets
-from broker.protocols.durable_streams.headers import (
+from broker.protocols.durable_streams.requests import (
     MAX_TOKEN_LENGTH,
     create_config,
     flag,
@@ -47,7 +92,6 @@ from broker.protocols.durable_streams.headers import (
     messages,
     producer,
 )
-from broker.protocols.durable_streams.wire import StreamMeta
 
 PREFIX = "/v1/stream/"
 CONVERSATIONS = "conversations/"
@@ -60,22 +104,22 @@ def _services(request: Request) -> Services:
     return request.state.services
 
 
-def _store(request: Request) -> DurableStore:
-    return request.state.durable
+def _engine(request: Request) -> Engine:
+    return _services(request).engine
 
 
 def _not_found(name: str) -> ApiError:
-    return ApiError(404, "stream_not_found", f"no stream {name}")
+    return ApiError(STREAM_NOT_FOUND, f"no stream {name}")
 
 
 def _name(request: Request) -> str:
     name: str = request.path_params["name"]
     if not name or len(name) > 1024 or any(p in ("", ".", "..") for p in name.split("/")):
         raise ApiError(
-            400, "invalid_stream_name", "a stream name is 1 to 1024 characters of path segments"
+            INVALID_STREAM_NAME, "a stream name is 1 to 1024 characters of path segments"
         )
     if name.startswith("__ds/") or name == "__ds":
-        raise ApiError(404, "not_found", "the __ds prefix is reserved")
+        raise ApiError(NOT_FOUND, "the __ds prefix is reserved")
     return name
 
 
@@ -90,12 +134,12 @@ def _check_owner(request: Request, name: str, owner: str) -> None:
 
 
 async def _meta(request: Request, name: str) -> StreamMeta:
-    meta = await _store(request).meta(name)
+    meta = await _engine(request).streams.meta(name)
     if meta is None:
         raise _not_found(name)
     _check_owner(request, name, meta.owner)
     if meta.is_deleted:
-        raise ApiError(410, "stream_gone", "the stream was deleted; forks of it still read")
+        raise ApiError(STREAM_GONE, "the stream was deleted; forks of it still read")
     return meta
 
 
@@ -107,7 +151,7 @@ def _cache_control(request: Request) -> str:
 async def stream(request: Request) -> Response:
     name = _name(request)
     if name.startswith(CONVERSATIONS) or name == CONVERSATIONS.rstrip("/"):
-        raise ApiError(404, "stream_not_found", f"no stream {name}")
+        raise ApiError(STREAM_NOT_FOUND, f"no stream {name}")
     method = request.method
     if method == "PUT":
         return await _create(request, name)
@@ -116,11 +160,11 @@ async def stream(request: Request) -> Response:
     if method == "DELETE":
         return await _delete(request, name)
     meta = await _meta(request, name)
-    source = StreamSource(_store(request), name, meta)
+    source = stream_source(_engine(request), name, meta)
     if method == "HEAD":
         return _head(meta)
     if source.ttl is not None:
-        await _store(request).touch(name, source.ttl)
+        await _engine(request).streams.touch(name, source.ttl)
     return await _read(request, source)
 
 
@@ -128,17 +172,13 @@ async def conversation(request: Request) -> Response:
     """A conversation as a read-only JSON stream (the guard has checked read access)."""
     if request.method in _WRITES:
         raise ApiError(
-            405,
-            "method_not_allowed",
-            "a conversation's stream is read-only",
-            {"Allow": "GET, HEAD"},
+            METHOD_NOT_ALLOWED, "a conversation's stream is read-only", {"Allow": "GET, HEAD"}
         )
     cid = request.path_params["cid"]
-    store = _store(request)
-    source = ConversationSource(store, _services(request).store.keys, cid)
-    state = await source.state()
+    source = conversation_source(_engine(request), cid)
+    state = await source.view.state()
     if state is None:
-        raise ApiError(404, "conversation_not_found", f"no conversation {cid}")
+        raise ApiError(CONVERSATION_NOT_FOUND, f"no conversation {cid}")
     if request.method == "HEAD":
         return Response(
             headers={
@@ -153,7 +193,7 @@ async def conversation(request: Request) -> Response:
 def _head(meta: StreamMeta) -> Response:
     headers = {
         "Content-Type": meta.ct,
-        "Stream-Next-Offset": offsets.encode(offsets.from_entry_id(meta.tail)),
+        "Stream-Next-Offset": offsets.encode(meta.tail_position),
         "Cache-Control": _NO_STORE,
     }
     if meta.ttl:
@@ -168,44 +208,45 @@ def _head(meta: StreamMeta) -> Response:
 async def _delete(request: Request, name: str) -> Response:
     """A stream with live forks is only marked deleted (410 from then on, its name taken);
     the last fork's deletion removes it, and so on up a chain of such sources."""
-    store = _store(request)
+    streams = _engine(request).streams
     meta = await _meta(request, name)
-    soft = await store.live_forks(name) > 0
-    if not await store.delete(name, soft=soft):
+    soft = await streams.live_forks(name) > 0
+    if not await streams.delete(name, soft=soft):
         raise _not_found(name)
     source = meta.src
     while source:
-        above = await store.meta(source)
-        if above is None or not above.is_deleted or await store.live_forks(source):
+        above = await streams.meta(source)
+        if above is None or not above.is_deleted or await streams.live_forks(source):
             break
-        await store.delete(source)
+        await streams.delete(source)
         source = above.src
     return Response(status_code=204)
 
 
 async def _create(request: Request, name: str) -> Response:
-    store = _store(request)
-    config = create_config(request)
-    inherited: list[tuple[bytes, bytes, bytes]] = []
+    streams = _engine(request).streams
+    config = create_config(request.headers)
+    inherited: Inherited = []
     if config.source:
         config, inherited = await _fork(request, config)
     body = await read_body(request, _services(request).settings.max_body_bytes)
     initial = messages(body, config.media_type, append=False)
     owner = _owner_of(request)
-    created = await store.create(name, config, owner, initial, inherited)
-    if created.created and config.source:
-        await store.add_fork(config.source, name)
-    if not created.created:
+    created = await streams.create(name, config, owner, initial, inherited)
+    if isinstance(created, Created):
+        if config.source:
+            await streams.add_fork(config.source, name)
+    else:
         _check_owner(request, name, created.owner)
         if not created.same:
-            raise ApiError(409, "stream_exists", "the stream exists with another configuration")
+            raise ApiError(STREAM_EXISTS, "the stream exists with another configuration")
     headers = {
         "Content-Type": config.content_type,
         "Stream-Next-Offset": offsets.encode(created.tail),
     }
     if config.closed:
         headers["Stream-Closed"] = "true"
-    if created.created:
+    if isinstance(created, Created):
         # Percent-encoded: a header is Latin-1, a stream name may be any Unicode.
         location = request.url.replace(path=quote(request.url.path, safe="/"), query="")
         headers["Location"] = str(location)
@@ -213,53 +254,51 @@ async def _create(request: Request, name: str) -> Response:
     return Response(status_code=200, headers=headers)
 
 
-async def _fork(
-    request: Request, config: Config
-) -> tuple[Config, list[tuple[bytes, bytes, bytes]]]:
+async def _fork(request: Request, config: StreamConfig) -> tuple[StreamConfig, Inherited]:
     """A fork copies what it inherits, entry ids included: its offsets are its source's up to
     the fork offset, and from then on it is a stream like any other."""
-    store = _store(request)
-    source = await store.meta(config.source)
+    streams = _engine(request).streams
+    source = await streams.meta(config.source)
     if source is None:
         raise _not_found(config.source)
     _check_owner(request, config.source, source.owner)
     if source.is_deleted:
-        raise ApiError(409, "source_deleted", "the source stream was deleted")
+        raise ApiError(SOURCE_DELETED, "the source stream was deleted")
     if "content-type" in request.headers and config.media_type != source.ctn:
-        raise ApiError(409, "content_type_mismatch", f"the source's content type is {source.ct}")
-    tail = offsets.from_entry_id(source.tail)
+        raise ApiError(CONTENT_TYPE_MISMATCH, f"the source's content type is {source.ct}")
+    tail = source.tail_position
     raw = request.headers.get("stream-fork-offset")
     at = tail if raw is None else offsets.decode(raw.strip())
     if at is None:
-        raise ApiError(400, "invalid_offset", "Stream-Fork-Offset is not an offset of this server")
+        raise ApiError(INVALID_OFFSET, "Stream-Fork-Offset is not an offset of this server")
     if at > tail:
-        raise ApiError(400, "invalid_offset", "Stream-Fork-Offset is past the source's tail")
-    data_key = store.keys(config.source).data
-    inherited = await store.entries_through(data_key, at)
+        raise ApiError(INVALID_OFFSET, "Stream-Fork-Offset is past the source's tail")
+    inherited = await streams.entries_through(config.source, at)
     sub = int(config.fork_sub_offset or 0)
     if sub:
-        inherited += await _sub_offset(store, data_key, at, sub, json=source.ctn == JSON)
+        following = await streams.entries_after(config.source, at, _MAX_BATCH)
+        inherited += _sub_offset(following, sub, json=source.ctn == JSON)
     expiry = {}
     if not config.ttl and not config.expires_at:
         expiry = {"ttl": source.ttl, "expires_at": source.exp, "expires_at_ms": source.expms}
     forked = config._replace(
-        content_type=source.ct, media_type=source.ctn, fork_offset=offsets.entry_id(at), **expiry
+        content_type=source.ct,
+        media_type=source.ctn,
+        fork_offset=format_stream_id(at),
+        **expiry,
     )
     return forked, inherited
 
 
-async def _sub_offset(
-    store: DurableStore, data_key: str, at: StreamPos, sub: int, *, json: bool
-) -> list[tuple[bytes, bytes, bytes]]:
+def _sub_offset(following: Inherited, sub: int, *, json: bool) -> Inherited:
     """Past the fork offset, ``sub`` messages of the next JSON append, or ``sub`` bytes of the
     next append (kept as an entry of its own, under the id of the append it is cut from)."""
-    following = await store.entries_after(data_key, at, _MAX_BATCH)
     if not following:
-        raise ApiError(400, "invalid_sub_offset", "no data follows Stream-Fork-Offset")
+        raise ApiError(INVALID_SUB_OFFSET, "no data follows Stream-Fork-Offset")
     if not json:
         entry_id, _, data = following[0]
         if sub > len(data):
-            raise ApiError(400, "invalid_sub_offset", "Stream-Fork-Sub-Offset is past that append")
+            raise ApiError(INVALID_SUB_OFFSET, "Stream-Fork-Sub-Offset is past that append")
         return [(entry_id, b"e", data[:sub])]
     batch = []
     for entry in following:
@@ -267,7 +306,7 @@ async def _sub_offset(
         if entry[1] == b"e":
             break
     if sub > len(batch):
-        raise ApiError(400, "invalid_sub_offset", "Stream-Fork-Sub-Offset is past that append")
+        raise ApiError(INVALID_SUB_OFFSET, "Stream-Fork-Sub-Offset is past that append")
     kept = batch[:sub]
     entry_id, _, data = kept[-1]
     kept[-1] = (entry_id, b"e", data)
@@ -275,86 +314,83 @@ async def _sub_offset(
 
 
 async def _append(request: Request, name: str) -> Response:
-    store = _store(request)
+    streams = _engine(request).streams
     meta = await _meta(request, name)
-    close = flag(request, "stream-closed")
-    writer = producer(request)
+    close = flag(request.headers, "stream-closed")
+    writer = producer(request.headers)
     body = await read_body(request, _services(request).settings.max_body_bytes)
     if not body and not close:
-        raise ApiError(400, "empty_body", "an append needs a body (or Stream-Closed: true)")
+        raise ApiError(EMPTY_BODY, "an append needs a body (or Stream-Closed: true)")
     content_type = request.headers.get("content-type")
     kind = ""
     batch: list[bytes] = []
     if body:
         if content_type is None:
-            raise ApiError(400, "missing_content_type", "an append with a body needs Content-Type")
+            raise ApiError(MISSING_CONTENT_TYPE, "an append with a body needs Content-Type")
         kind = media_type(content_type)
         # A body of another type is refused by the script, after the closed check it outranks.
         batch = messages(body, meta.ctn, append=True) if kind == meta.ctn else [body]
     seq = request.headers.get("stream-seq", "")
     if len(seq) > MAX_TOKEN_LENGTH:
-        raise ApiError(400, "invalid_seq", f"Stream-Seq is at most {MAX_TOKEN_LENGTH} characters")
-    result = await store.append(name, kind, batch, close=close, seq=seq, producer=writer)
+        raise ApiError(INVALID_SEQ, f"Stream-Seq is at most {MAX_TOKEN_LENGTH} characters")
+    result = await streams.append(name, kind, batch, close=close, seq=seq, producer=writer)
     tail = {"Stream-Next-Offset": offsets.encode(result.tail)}
     closed = {**tail, "Stream-Closed": "true"}
-    outcome = result.outcome
-    if outcome == "missing":
-        raise _not_found(name)
-    if outcome == "gone":
-        raise ApiError(410, "stream_gone", "the stream was deleted; forks of it still read")
-    if outcome == "closed":
-        raise ApiError(409, "stream_closed", "the stream is closed", closed)
-    if outcome == "content_type":
-        raise ApiError(409, "content_type_mismatch", f"the stream's content type is {meta.ct}")
-    if outcome == "seq":
-        raise ApiError(409, "sequence_conflict", "Stream-Seq must increase")
-    if outcome == "stale_epoch":
-        raise ApiError(
-            403,
-            "stale_producer_epoch",
-            "a newer producer epoch exists",
-            {"Producer-Epoch": result.extra[0]},
-        )
-    if outcome == "epoch_seq":
-        raise ApiError(400, "invalid_producer", "a new producer epoch starts at Producer-Seq 0")
-    if outcome == "gap":
-        raise ApiError(
-            409,
-            "producer_sequence_gap",
-            "a Producer-Seq is missing",
-            {
-                "Producer-Expected-Seq": result.extra[0],
-                "Producer-Received-Seq": result.extra[1],
-            },
-        )
-    if outcome == "already_closed":
-        return Response(status_code=204, headers=closed)
-    headers = closed if close or outcome == "duplicate_closed" else tail
+    match result.outcome:
+        case AppendOutcome.MISSING:
+            raise _not_found(name)
+        case AppendOutcome.GONE:
+            raise ApiError(STREAM_GONE, "the stream was deleted; forks of it still read")
+        case AppendOutcome.CLOSED:
+            raise ApiError(STREAM_CLOSED, "the stream is closed", closed)
+        case AppendOutcome.CONTENT_TYPE:
+            raise ApiError(CONTENT_TYPE_MISMATCH, f"the stream's content type is {meta.ct}")
+        case AppendOutcome.SEQ:
+            raise ApiError(SEQUENCE_CONFLICT, "Stream-Seq must increase")
+        case AppendOutcome.STALE_EPOCH:
+            raise ApiError(
+                STALE_PRODUCER_EPOCH,
+                "a newer producer epoch exists",
+                {"Producer-Epoch": result.epoch},
+            )
+        case AppendOutcome.EPOCH_SEQ:
+            raise ApiError(INVALID_PRODUCER, "a new producer epoch starts at Producer-Seq 0")
+        case AppendOutcome.GAP:
+            raise ApiError(
+                PRODUCER_SEQUENCE_GAP,
+                "a Producer-Seq is missing",
+                {
+                    "Producer-Expected-Seq": result.expected_seq,
+                    "Producer-Received-Seq": result.received_seq,
+                },
+            )
+        case AppendOutcome.ALREADY_CLOSED:
+            return Response(status_code=204, headers=closed)
+    headers = closed if close or result.outcome is AppendOutcome.DUPLICATE_CLOSED else tail
     if writer is not None:
-        headers = {**headers, "Producer-Epoch": result.extra[0], "Producer-Seq": result.extra[1]}
-        status = 200 if outcome == "ok" and batch else 204
+        headers = {**headers, "Producer-Epoch": result.epoch, "Producer-Seq": result.seq}
+        status = 200 if result.outcome is AppendOutcome.OK and batch else 204
         return Response(status_code=status, headers=headers)
     return Response(status_code=204, headers=headers)
 
 
 async def _read(request: Request, source: Source) -> Response:
     services = _services(request)
-    store = _store(request)
     settings = services.settings
     query = request.query_params
     live = query.get("live")
     if live not in (None, "long-poll", "sse"):
-        raise ApiError(400, "invalid_live", "live must be long-poll or sse")
+        raise ApiError(INVALID_LIVE, "live must be long-poll or sse")
     if live is not None and "offset" not in query:
-        raise ApiError(400, "missing_offset", "a live read needs an offset")
-    state = await source.state()
+        raise ApiError(MISSING_OFFSET, "a live read needs an offset")
+    state = await source.view.state()
     if state is None:
         raise _not_found(request.url.path)
     start, now, from_start = parse_offset(query.get("offset"), state.tail)
     read = Read(start, now=now, from_start=from_start, client_cursor=query.get("cursor"))
     if live == "sse":
         # Checked before the stream starts: a read from a trimmed offset is an error, not data.
-        await read_batch(store, source, state, start, 1, from_start=from_start)
+        await read_batch(source, state, start, 1, from_start=from_start)
         headers = list(SSE_HEADERS)
         if not is_text(source.media_type):
             headers.append(BASE64)
@@ -362,7 +398,6 @@ async def _read(request: Request, source: Source) -> Response:
         # (BROKER_MAX_STREAMS_PER_CONVERSATION) and the open-streams gauge.
         release = services.admit_stream(source.stream_key)
         events = sse_events(
-            store,
             services.hub,
             source,
             read,
@@ -373,28 +408,26 @@ async def _read(request: Request, source: Source) -> Response:
         return EventStreamResponse(events, release, headers=headers)
     if now and live is None:
         headers = read_headers(
-            source, state.tail, up_to_date=True, closed=state.closed, cursor_value=None
+            source.content_type, state.tail, up_to_date=True, closed=state.closed, cursor_value=None
         )
         headers["Cache-Control"] = _NO_STORE
-        return Response(body_of(source, []), headers=headers)
+        return Response(body_of(source.media_type, []), headers=headers)
     batch = None
     if not now:
-        batch = await read_batch(
-            store, source, state, start, settings.replay_batch, from_start=from_start
-        )
+        batch = await read_batch(source, state, start, settings.replay_batch, from_start=from_start)
     if live == "long-poll" and (batch is None or not batch.messages):
         if state.closed and start >= state.tail:
             headers = read_headers(
-                source, state.tail, up_to_date=True, closed=True, cursor_value=None
+                source.content_type, state.tail, up_to_date=True, closed=True, cursor_value=None
             )
             return Response(status_code=204, headers=headers)
         batch, state = await long_poll(
-            store, services.hub, source, read, settings.replay_batch, settings.ds_long_poll_seconds
+            services.hub, source, read, settings.replay_batch, settings.ds_long_poll_seconds
         )
         if batch is None:
             closed = state.closed and start >= state.tail
             headers = read_headers(
-                source,
+                source.content_type,
                 start,
                 up_to_date=True,
                 closed=closed,
@@ -405,17 +438,17 @@ async def _read(request: Request, source: Source) -> Response:
     up_to_date = batch.next_pos >= state.tail
     closed = state.closed and up_to_date
     headers = read_headers(
-        source,
+        source.content_type,
         batch.next_pos,
         up_to_date=up_to_date,
         closed=closed,
         cursor_value=cursor(read.client_cursor),
     )
-    headers["ETag"] = etag(source, start, batch.next_pos, closed)
+    headers["ETag"] = etag(source.etag_id, start, batch.next_pos, closed)
     headers["Cache-Control"] = _cache_control(request)
     if request.headers.get("if-none-match") == headers["ETag"]:
         return Response(status_code=304, headers={"ETag": headers["ETag"]})
-    return Response(body_of(source, batch.messages), headers=headers)
+    return Response(body_of(source.media_type, batch.messages), headers=headers)
 
 
 def _cross_origin(endpoint: Endpoint) -> Endpoint:
@@ -431,32 +464,193 @@ def _cross_origin(endpoint: Endpoint) -> Endpoint:
     return answer
 
 
+_NAME = {"name": "the stream's name: one or more path segments"}
+_READ_PARAMS = (
+    Param(
+        "offset",
+        "query",
+        {"type": "string"},
+        "`-1` (the start, the default), `now` (the tail), or a Stream-Next-Offset",
+    ),
+    Param(
+        "live",
+        "query",
+        {"enum": ["long-poll", "sse"]},
+        "wait for data (long-poll) or stream it (Server-Sent Events)",
+    ),
+    Param("cursor", "query", {"type": "string"}, "the last Stream-Cursor, echoed"),
+)
+# Any bytes: JSON in a JSON-mode stream (or a conversation read as one), anything otherwise.
+_ANY = Raw(("*/*",), {})
+_EVENTS = Events(
+    "DurableStreamEvent",
+    (
+        Frame(
+            "data",
+            {"type": "string"},
+            "the messages from the offset (a JSON array in a JSON stream; base64 for binary "
+            "content, see Stream-SSE-Data-Encoding)",
+        ),
+        Frame("control", ControlEvent, "where the stream stands after the data before it"),
+    ),
+    "Data and control events, until the stream closes or the read's time is up.",
+)
+_READ_REPLIES = (
+    Reply(200, "data from the offset, or an SSE stream of data and control events", _ANY),
+    Reply(200, "an SSE read (`live=sse`)", _EVENTS),
+    Reply(204, "long-poll: nothing arrived in time, or the stream is closed"),
+    Reply(304, "unchanged since the ETag sent in If-None-Match"),
+)
+_READ_ERRORS = (INVALID_OFFSET, INVALID_LIVE, MISSING_OFFSET, OFFSET_GONE, TOO_MANY_STREAMS)
+_READ_DESCRIPTION = (
+    "Catch-up (200, data from the offset; Stream-Next-Offset, Stream-Up-To-Date, "
+    "Stream-Closed, ETag), long-poll (200, or 204 when the wait ends with nothing) or SSE "
+    "(`data` and `control` events). HEAD answers the metadata alone: Content-Type, "
+    "Stream-Next-Offset, Stream-TTL or Stream-Expires-At, Stream-Closed, with Cache-Control: "
+    "no-store."
+)
+
+
+def _read_doc(operation: str, summary: str, *errors: ErrorCode, **path: str) -> Doc:
+    return Doc(
+        operation,
+        summary,
+        "durable-streams",
+        _READ_DESCRIPTION,
+        params=_READ_PARAMS,
+        replies=_READ_REPLIES,
+        errors=(*_READ_ERRORS, *errors),
+        path_params=path,
+    )
+
+
+def _read_only(operation: str) -> Doc:
+    return Doc(
+        operation,
+        "Refused: a conversation's stream is written by posting messages",
+        "durable-streams",
+        errors=(METHOD_NOT_ALLOWED, CONVERSATION_NOT_FOUND),
+    )
+
+
 # A read holds one of its subject's open streams (BROKER_LIMIT_STREAMS_PER_SUBJECT) while it is
 # served: a long-poll while it waits, an SSE read until it ends. Writes cost one request.
 _READS = ["GET", "HEAD"]
+_CONVERSATION_READ = _read_doc(
+    "readConversationStream",
+    "A conversation as a read-only JSON stream",
+    FORBIDDEN,
+    CONVERSATION_NOT_FOUND,
+    STREAM_NOT_FOUND,
+)
+_STREAM_READ = _read_doc(
+    "readStream", "Read a stream", INVALID_STREAM_NAME, STREAM_NOT_FOUND, STREAM_GONE, **_NAME
+)
 
 routes = [
-    GuardedRoute(
+    ApiRoute(
         PREFIX + CONVERSATIONS + "{cid}",
         _cross_origin(conversation),
         methods=_READS,
         access=Access.READ,
         cost=Cost.STREAM,
+        doc=_CONVERSATION_READ,
     ),
-    GuardedRoute(
+    ApiRoute(
         PREFIX + CONVERSATIONS + "{cid}",
         _cross_origin(conversation),
         methods=list(_WRITES),
         access=Access.READ,
+        doc={
+            "PUT": _read_only("createConversationStream"),
+            "POST": _read_only("appendConversationStream"),
+            "DELETE": _read_only("deleteConversationStream"),
+        },
     ),
-    GuardedRoute(
+    ApiRoute(
         PREFIX + "{name:path}",
         _cross_origin(stream),
         methods=_READS,
         access=Access.SUBJECT,
         cost=Cost.STREAM,
+        doc=_STREAM_READ,
     ),
-    GuardedRoute(
-        PREFIX + "{name:path}", _cross_origin(stream), methods=list(_WRITES), access=Access.SUBJECT
+    ApiRoute(
+        PREFIX + "{name:path}",
+        _cross_origin(stream),
+        methods=list(_WRITES),
+        access=Access.SUBJECT,
+        doc={
+            "PUT": Doc(
+                "createStream",
+                "Create a stream (Content-Type, Stream-TTL or Stream-Expires-At, "
+                "Stream-Closed, an optional first body), or fork one (Stream-Forked-From, "
+                "Stream-Fork-Offset, Stream-Fork-Sub-Offset)",
+                "durable-streams",
+                body=_ANY,
+                body_required=False,
+                replies=(
+                    Reply(201, "created; Location, Stream-Next-Offset"),
+                    Reply(200, "it existed with the same configuration"),
+                ),
+                errors=(
+                    INVALID_STREAM_NAME,
+                    INVALID_TTL,
+                    INVALID_EXPIRES_AT,
+                    INVALID_EXPIRY,
+                    MALFORMED_JSON,
+                    BODY_TOO_LARGE,
+                    CONTENT_TOO_LARGE,
+                    STREAM_NOT_FOUND,
+                    STREAM_EXISTS,
+                    NOT_FOUND,
+                    INVALID_FORK,
+                    INVALID_SUB_OFFSET,
+                    INVALID_OFFSET,
+                    SOURCE_DELETED,
+                    CONTENT_TYPE_MISMATCH,
+                ),
+                path_params=_NAME,
+            ),
+            "POST": Doc(
+                "appendStream",
+                "Append (Stream-Seq, Producer-Id/-Epoch/-Seq) and/or close (Stream-Closed: true)",
+                "durable-streams",
+                body=_ANY,
+                body_required=False,
+                replies=(
+                    Reply(200, "appended by an idempotent producer"),
+                    Reply(204, "appended, closed, or a producer's duplicate"),
+                ),
+                errors=(
+                    INVALID_STREAM_NAME,
+                    INVALID_PRODUCER,
+                    EMPTY_BODY,
+                    EMPTY_ARRAY,
+                    MISSING_CONTENT_TYPE,
+                    MALFORMED_JSON,
+                    BODY_TOO_LARGE,
+                    CONTENT_TOO_LARGE,
+                    INVALID_SEQ,
+                    STALE_PRODUCER_EPOCH,
+                    STREAM_NOT_FOUND,
+                    STREAM_CLOSED,
+                    CONTENT_TYPE_MISMATCH,
+                    SEQUENCE_CONFLICT,
+                    PRODUCER_SEQUENCE_GAP,
+                    NOT_FOUND,
+                    STREAM_GONE,
+                ),
+                path_params=_NAME,
+            ),
+            "DELETE": Doc(
+                "deleteStream",
+                "Delete a stream and its data",
+                "durable-streams",
+                replies=(Reply(204, "deleted"),),
+                errors=(INVALID_STREAM_NAME, STREAM_NOT_FOUND, NOT_FOUND, STREAM_GONE),
+                path_params=_NAME,
+            ),
+        },
     ),
 ]

@@ -14,9 +14,11 @@ from typing import NamedTuple
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-from broker.front.http.errors import error_response
+from broker.core.errors import NOT_FOUND, ApiError
+from broker.front.http.docs import Doc, Raw, Reply
+from broker.front.routes.declare import ApiRoute
+from broker.front.security.access import Access
 
 _MEDIA_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -61,7 +63,19 @@ def _serve(asset: Asset, request: Request) -> Response:
     return Response(asset.body, media_type=asset.media_type, headers=headers)
 
 
-def web_routes() -> list[Route]:
+def _page(operation: str, summary: str, media_type: str, description: str) -> Doc:
+    return Doc(
+        operation,
+        summary,
+        "pages",
+        replies=(
+            Reply(200, description, Raw((media_type,))),
+            Reply(304, "unchanged since the ETag sent in If-None-Match"),
+        ),
+    )
+
+
+def web_routes() -> list[ApiRoute]:
     """The routes of the static faces, over the files read now."""
     assets = load_assets()
 
@@ -76,12 +90,52 @@ def web_routes() -> list[Route]:
     async def asset_file(request: Request) -> Response:
         asset = assets.get(request.path_params["name"])
         if asset is None:
-            return error_response(404, "not_found", "no such file")
+            raise ApiError(NOT_FOUND, "no such file")
         return _serve(asset, request)
 
+    public = Access.PUBLIC
     return [
-        Route("/", fixed("index.html"), methods=["GET"]),
-        Route("/docs", fixed("docs.html"), methods=["GET"]),
-        Route("/broker.js", fixed("broker.js"), methods=["GET"]),
-        Route("/static/{name}", asset_file, methods=["GET"]),
+        ApiRoute(
+            "/",
+            fixed("index.html"),
+            methods=["GET"],
+            access=public,
+            doc=_page("chatPage", "The chat page", "text/html", "the chat page"),
+        ),
+        ApiRoute(
+            "/docs",
+            fixed("docs.html"),
+            methods=["GET"],
+            access=public,
+            doc=_page("docsPage", "This reference", "text/html", "this document, for people"),
+        ),
+        ApiRoute(
+            "/broker.js",
+            fixed("broker.js"),
+            methods=["GET"],
+            access=public,
+            doc=_page(
+                "browserModule",
+                "The browser module",
+                "text/javascript",
+                "an ES module: openConversation, send, cancel, snapshot",
+            ),
+        ),
+        ApiRoute(
+            "/static/{name}",
+            asset_file,
+            methods=["GET"],
+            access=public,
+            doc=Doc(
+                "asset",
+                "A file the pages load (scripts, styles)",
+                "pages",
+                replies=(
+                    Reply(200, "the file", Raw(("*/*",))),
+                    Reply(304, "unchanged since the ETag sent in If-None-Match"),
+                ),
+                errors=(NOT_FOUND,),
+                path_params={"name": "the file's name"},
+            ),
+        ),
     ]

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urlencode
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from broker.core.errors import AUTH_UNAVAILABLE, UNAUTHORIZED
 from broker.front.http.errors import error_response
 from broker.front.security.principal import Principal, Via, attach
 from broker.front.security.tokens import KeysUnavailable, TokenVerifier, Unauthorized
@@ -102,15 +103,12 @@ class Authentication:
             challenge = 'Bearer realm="broker"'
             if exc.token_seen:
                 challenge += ', error="invalid_token"'
-            response = error_response(
-                401, "unauthorized", exc.message, {"WWW-Authenticate": challenge}
-            )
+            response = error_response(UNAUTHORIZED, exc.message, {"WWW-Authenticate": challenge})
             await response(scope, receive, send)
             return
         except KeysUnavailable:
             response = error_response(
-                503,
-                "auth_unavailable",
+                AUTH_UNAVAILABLE,
                 "the signing keys cannot be fetched; retry shortly",
                 {"Retry-After": "5"},
             )

@@ -9,6 +9,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from broker.core.errors import CORS_REFUSED
 from broker.core.settings import Settings
 from broker.front.http.errors import error_response
 from broker.front.security.tokens import SecurityConfigError
@@ -110,8 +111,7 @@ class Cors(CORSMiddleware):
         # Starlette keeps the allow-headers on a refusal; a refused preflight grants nothing.
         refused = bytes(response.body).decode().removeprefix("Disallowed CORS ")
         return error_response(
-            400,
-            "cors_refused",
+            CORS_REFUSED,
             f"this cross-origin request is not allowed ({refused})",
             {"Vary": response.headers["vary"]},
         )

@@ -31,13 +31,6 @@ def _plain_http_on_loopback(request: Request) -> bool:
         return False
 
 
-async def session(request: Request) -> Response:
-    """``POST`` starts the session, ``DELETE`` ends it (one route, so 405s list both)."""
-    if request.method == "POST":
-        return await start_session(request)
-    return await end_session(request)
-
-
 async def start_session(request: Request) -> Response:
     """204, setting the cookie to the Bearer token this request was authenticated with."""
     principal = principal_of(request)

@@ -14,29 +14,33 @@ rather than a silent gap.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import NamedTuple, Protocol
 
 import anyio
 import msgspec
 from prometheus_client import Counter
 
-from broker.core.entries import TERMINAL_NAMES, Entry, entry_from_redis
-from broker.core.events import Reset, StreamError
-from broker.core.ids import ORIGIN, StreamPos, format_stream_id, parse_stream_id
-from broker.engine.conversations import Store
+from broker.core.entries import Entry
+from broker.core.events import TERMINAL_NAMES, Reset, StreamEnd
+from broker.core.ids import ORIGIN, StreamPos, format_stream_id
+from broker.engine import UNAVAILABLE
+from broker.engine.conversations import Conversations
 from broker.front.http.metrics import FrontMetrics
-from broker.front.streaming.hub import CLOSED, DELETED, Batch, Hub
+from broker.front.streaming.hub import CLOSED, DELETED, Hub, LiveBatch
 from broker.front.streaming.sse import KEEPALIVE, retry_frame, unstored_frame
 
+log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
 DRAIN_RETRY_MS = 50
 _FIRST_BATCH = 50
 TOKEN_EXPIRED = unstored_frame(
     "error",
     _encoder.encode(
-        StreamError(
+        StreamEnd(
             "token_expired",
             "the token that opened this stream has expired; reconnect with a fresh one and "
             "your last event id",
@@ -46,7 +50,7 @@ TOKEN_EXPIRED = unstored_frame(
 
 CONVERSATION_DELETED = unstored_frame(
     "error",
-    _encoder.encode(StreamError("conversation_deleted", "this conversation was deleted")),
+    _encoder.encode(StreamEnd("conversation_deleted", "this conversation was deleted")),
 )
 
 
@@ -110,50 +114,62 @@ def _nothing() -> None:
     pass
 
 
-class Start(NamedTuple):
+class StartPoint(NamedTuple):
     position: StreamPos
     reset: bytes | None  # a `reset` frame to send before the replay, when one is due
 
 
-async def resolve_start(store: Store, cid: str, last_event_id: StreamPos | None) -> Start | None:
+async def resolve_start(
+    conversations: Conversations, cid: str, last_event_id: StreamPos | None
+) -> StartPoint | None:
     """Where a client holding ``last_event_id`` resumes; None when the conversation is unknown.
 
     A position before the retained history (trimmed away), before the conversation's first
     entry (an older conversation under the same id), or past its last entry (not from this
     stream) cannot be resumed exactly: the client is told to reset and gets all that is retained.
     """
-    keys = store.conversation(cid)
     resuming = last_event_id is not None and last_event_id != ORIGIN
-    async with store.redis.pipeline(transaction=False) as pipe:
-        pipe.hget(keys.meta, "first_id")
-        pipe.xrange(keys.events, count=1)
-        pipe.xrevrange(keys.events, count=1)
-        if resuming:
-            assert last_event_id is not None
-            held = format_stream_id(last_event_id)
-            pipe.xrange(keys.events, min=held, max=held, count=1)
-        first_id, earliest, latest, *found = await pipe.execute()
-    if not earliest:
+    found = await conversations.positions(cid, last_event_id if resuming else None)
+    if found is None:
         return None
     if last_event_id is None or not resuming:
-        return Start(ORIGIN, None)
-    earliest_pos = parse_stream_id(earliest[0][0])
-    latest_pos = parse_stream_id(latest[0][0])
-    origin = parse_stream_id(first_id) if first_id else earliest_pos
-    assert earliest_pos is not None and latest_pos is not None and origin is not None
+        return StartPoint(ORIGIN, None)
+    origin = found.first_id or found.earliest
     reason = None
-    if last_event_id > latest_pos or last_event_id < origin:
+    if last_event_id > found.latest or last_event_id < origin:
         reason = "unknown_position"
-    elif last_event_id < earliest_pos and earliest_pos > origin:
+    elif last_event_id < found.earliest and found.earliest > origin:
         reason = "trimmed"
-    elif not found[0]:
+    elif not found.held_is_stored:
         # Within the stream's span but not one of its entries: no client was ever sent it, or
         # it was lost (acknowledged writes a failover did not keep).
         reason = "unknown_position"
     if reason is None:
-        return Start(last_event_id, None)
-    data = _encoder.encode(Reset(reason=reason, earliest_event_id=earliest[0][0].decode()))
-    return Start(ORIGIN, unstored_frame("reset", data))
+        return StartPoint(last_event_id, None)
+    earliest = format_stream_id(found.earliest)
+    data = _encoder.encode(Reset(reason=reason, earliest_event_id=earliest))
+    return StartPoint(ORIGIN, unstored_frame("reset", data))
+
+
+async def frames_of(
+    feed: Feed, metrics: FrontMetrics, *, prefix: bytes = b"", unavailable: bytes = b""
+) -> AsyncIterator[bytes]:
+    """A response body: ``prefix``, then the feed's frames. When Redis becomes unreachable the
+    stream ends cleanly (after ``unavailable``, a protocol's way of saying so): the client
+    reconnects from its last position and loses nothing."""
+    if prefix:
+        yield prefix
+    try:
+        async with aclosing(feed.frames()) as frames:
+            async for chunk in frames:
+                if chunk:
+                    yield chunk
+    except UNAVAILABLE:
+        log.warning("ending a stream: Redis unreachable")
+        feed.ended = "redis_unavailable"
+        metrics.redis_errors.inc()
+        if unavailable:
+            yield unavailable
 
 
 class Feed:
@@ -161,7 +177,7 @@ class Feed:
 
     def __init__(
         self,
-        store: Store,
+        conversations: Conversations,
         hub: Hub,
         cid: str,
         position: StreamPos,
@@ -182,7 +198,7 @@ class Feed:
         ``exact``: ``position`` is an entry of the stream (a checked Last-Event-ID);
         ``opened`` is called once the first read is done (see ``Openings``); ``metrics`` counts
         what it sends."""
-        self._store = store
+        self._conversations = conversations
         self._hub = hub
         self._cid = cid
         self.position = position
@@ -234,7 +250,7 @@ class Feed:
                     self.finished = True
                     return
 
-    async def _read(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    async def _read(self) -> list[Entry]:
         """One batch from Redis. A client's first read and its later ones have limiters of
         their own, so a storm of long replays cannot delay every new client's first event
         behind all of them."""
@@ -243,13 +259,15 @@ class Feed:
             self._first_read = False
             try:
                 async with self._first_reads:
-                    return await self._store.read_after(self._cid, self.position, _FIRST_BATCH)
+                    return await self._conversations.read_after(
+                        self._cid, self.position, _FIRST_BATCH
+                    )
             finally:
                 self._opened()
         if self._openings is not None:
             await self._openings.none_waiting()
         async with self._catch_up_limiter:
-            return await self._store.read_after(self._cid, self.position, self._batch)
+            return await self._conversations.read_after(self._cid, self.position, self._batch)
 
     async def _catch_up(self, verify: bool = False) -> AsyncIterator[bytes]:
         """Read from Redis, a batch at a time, until the end of what is stored.
@@ -258,14 +276,14 @@ class Feed:
         client gets ``reset`` and everything retained."""
         if verify and self._exact:
             async with self._catch_up_limiter:
-                stored = await self._store.is_stored(self._cid, self.position)
+                stored = await self._conversations.is_stored(self._cid, self.position)
             if not stored:
                 yield await self._reset()
         while not self.finished:
             first = self._first_read
             raw = await self._read()
             out: list[bytes] = []
-            self._take([entry_from_redis(i, f) for i, f in raw], out, self._replayed)
+            self._take(raw, out, self._replayed)
             if out:
                 yield b"".join(out)
             if len(raw) < (_FIRST_BATCH if first else self._batch):
@@ -273,7 +291,7 @@ class Feed:
 
     async def _reset(self) -> bytes:
         """Start over from the beginning of what is retained; the frame that says so."""
-        earliest = await self._store.earliest(self._cid)
+        earliest = await self._conversations.earliest(self._cid)
         reason = (
             "trimmed" if earliest is not None and earliest > self.position else "unknown_position"
         )
@@ -284,7 +302,7 @@ class Feed:
             self._metrics.resets.inc()
         return unstored_frame("reset", _encoder.encode(Reset(reason, earliest_id)))
 
-    def _behind(self, batch: Batch) -> bool:
+    def _behind(self, batch: LiveBatch) -> bool:
         """Whether the batch leaves something to read first: it follows a later position than
         ours, or it spans our position without containing it (our last entry is gone)."""
         if batch.after == self.position:
@@ -340,7 +358,7 @@ class Feed:
                             ending = CONVERSATION_DELETED if writer is None else writer.deleted()
                             yield b"".join(out) + ending
                             return
-                        if not isinstance(item, Batch) or self._behind(item):
+                        if not isinstance(item, LiveBatch) or self._behind(item):
                             # Something may be missing (GAP), or the batch starts past our
                             # position: read the range from Redis before taking the batch.
                             if out:
@@ -348,7 +366,7 @@ class Feed:
                                 out = []
                             async for chunk in self._catch_up(verify=True):
                                 yield chunk
-                        if isinstance(item, Batch):
+                        if isinstance(item, LiveBatch):
                             self._take(item.entries, out, self._live)
                         if self.finished:
                             break

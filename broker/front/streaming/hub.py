@@ -23,16 +23,15 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple
 
 import anyio
 import msgspec
 
 from broker.core.entries import Entry
 from broker.core.ids import StreamPos
-from broker.engine.keys import Keys
+from broker.engine import Engine
 from broker.engine.live import DELETED_NOTICE, decode_notice
-from broker.engine.pubsub import Subscriber
 
 log = logging.getLogger("broker.front.streaming.hub")
 
@@ -41,7 +40,7 @@ def _nothing() -> None:
     pass
 
 
-class Batch(NamedTuple):
+class LiveBatch(NamedTuple):
     after: StreamPos  # the stream's newest entry before these: the batch holds everything past it
     entries: list[Entry]
 
@@ -82,12 +81,12 @@ class Subscription:
         self._limit = limit
         self._on_fell_behind = on_fell_behind
         self.fell_behind = 0
-        self._queue: list[Batch | _Marker] = []
+        self._queue: list[LiveBatch | _Marker] = []
         self._queued = 0
         self._waiter: asyncio.Future[None] | None = None
         self._quiet_since = time.monotonic()
 
-    def deliver(self, batch: Batch) -> None:
+    def deliver(self, batch: LiveBatch) -> None:
         self._queued += len(batch.entries)
         if self._queued > self._limit:
             log.debug("a client fell %d frames behind; it continues from Redis", self._queued)
@@ -121,7 +120,7 @@ class Subscription:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def receive(self) -> list[Batch | _Marker]:
+    async def receive(self) -> list[LiveBatch | _Marker]:
         """Everything queued so far; waits for something, or returns [] when nudged."""
         if not self._queue:
             waiter = self._waiter = asyncio.get_running_loop().create_future()
@@ -139,27 +138,23 @@ class Subscription:
 class Hub:
     def __init__(
         self,
-        client: Any,
-        keys: Keys,
+        engine: Engine,
         *,
-        cluster: bool,
         queue_frames: int,
         keepalive_seconds: float,
         ping_seconds: float = 5.0,
         on_fell_behind: Callable[[], None] = _nothing,
         on_reconnect: Callable[[], None] = _nothing,
     ) -> None:
-        """``client`` is the process's Redis client; the hub opens its own subscription
-        connections from its settings. ``on_fell_behind`` and ``on_reconnect`` count a client
-        switched to catch-up reads and a subscription connection opened again."""
+        """The hub opens its own subscription connections (the engine's subscriber).
+        ``on_fell_behind`` and ``on_reconnect`` count a client switched to catch-up reads and a
+        subscription connection opened again."""
         self._on_fell_behind = on_fell_behind
-        self._keys = keys
+        self._engine = engine
         self._keepalive = keepalive_seconds
         self._queue_frames = queue_frames
         self._streams: dict[bytes, set[Subscription]] = {}
-        self._subscriber = Subscriber(
-            client,
-            cluster=cluster,
+        self._subscriber = engine.subscriber(
             on_message=self._on_notice,
             on_resync=self._on_resync,
             ping_seconds=ping_seconds,
@@ -192,7 +187,7 @@ class Hub:
     async def subscribe(self, cid: str) -> AsyncIterator[Subscription]:
         """Receive the live entries of ``cid``: returns once the subscription is in place, so
         anything appended after that arrives here; read the stream only after this."""
-        async with self.subscribe_channel(self._keys.conversation(cid).live.encode()) as sub:
+        async with self.subscribe_channel(self._engine.conversations.channel(cid)) as sub:
             yield sub
 
     @asynccontextmanager
@@ -228,7 +223,7 @@ class Hub:
             log.error("an unreadable live notice on %r; its clients re-read the stream", channel)
             self._on_resync(channel)
             return
-        batch = Batch(after, entries)
+        batch = LiveBatch(after, entries)
         for subscription in subscriptions:
             subscription.deliver(batch)
 

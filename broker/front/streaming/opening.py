@@ -13,9 +13,8 @@ from typing import NamedTuple
 
 from starlette.requests import Request
 
-from broker.core.events import TERMINAL_STATUSES
+from broker.core.errors import RUN_NOT_FOUND, ApiError
 from broker.core.ids import StreamPos, parse_stream_id, predecessor
-from broker.front.http.errors import ApiError
 from broker.front.http.observe import access_of
 from broker.front.security.access import conversation_not_found
 from broker.front.security.principal import principal_of
@@ -31,7 +30,6 @@ class OpenFeed(NamedTuple):
 class RunFeed(NamedTuple):
     feed: Feed
     release: Callable[[], None]
-    info: dict[str, str]  # the run's record: assistant_message_id, status, ...
     reset: bytes  # a `reset` frame to send first, when the client's position is not in the stream
 
 
@@ -80,20 +78,20 @@ async def open_run_feed(
     ``conversation_not_found`` when the conversation itself is unknown).
     """
     services: Services = request.state.services
-    store = services.store
-    info = await store.run_info(cid, run_id)
-    if info is None:
-        if not await store.exists(cid):
+    conversations = services.engine.conversations
+    record = await conversations.run(cid, run_id)
+    if record is None:
+        if not await conversations.exists(cid):
             raise conversation_not_found(cid)
-        raise ApiError(404, "run_not_found", f"no run {run_id} in conversation {cid}")
-    message_pos = parse_stream_id(info["message_event_id"])
+        raise ApiError(RUN_NOT_FOUND, f"no run {run_id} in conversation {cid}")
+    message_pos = parse_stream_id(record.message_event_id)
     assert message_pos is not None
     position = predecessor(message_pos)
     reset = b""
     if last_event_id is not None:
         # Checked exactly as on the conversation stream: a position that is not one of this
         # stream's (from the future, or another conversation) gets `reset` and the whole run.
-        start = await resolve_start(store, cid, last_event_id)
+        start = await resolve_start(conversations, cid, last_event_id)
         if start is None:
             raise conversation_not_found(cid)
         position = max(position, start.position)
@@ -101,7 +99,7 @@ async def open_run_feed(
         if reset:
             services.metrics.resets.inc()
     feed, release = open_feed(request, cid, position, run_id=run_id, writer=writer)
-    terminal = parse_stream_id(info.get("terminal_event_id", ""))
-    if info["status"] in TERMINAL_STATUSES and terminal is not None and position >= terminal:
+    terminal = parse_stream_id(record.terminal_event_id)
+    if record.ended and terminal is not None and position >= terminal:
         feed.finished = True
-    return RunFeed(feed, release, info, reset)
+    return RunFeed(feed, release, reset)

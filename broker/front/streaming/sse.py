@@ -10,6 +10,9 @@ from contextlib import aclosing
 import anyio
 from starlette.types import Receive, Scope, Send
 
+from broker.core.events import EVENT_TYPES, Reset, StreamEnd
+from broker.front.http.docs import Events, Frame
+
 KEEPALIVE = b": keepalive\n\n"
 
 HEADERS = [
@@ -17,6 +20,27 @@ HEADERS = [
     (b"cache-control", b"no-cache, no-transform"),
     (b"x-accel-buffering", b"no"),
 ]
+
+
+def _stored(name: str, struct: type) -> Frame:
+    return Frame(name, struct, (struct.__doc__ or "").strip(), stored=True)
+
+
+_RESET = Frame("reset", Reset, (Reset.__doc__ or "").strip())
+_ERROR = Frame("error", StreamEnd, (StreamEnd.__doc__ or "").strip())
+# What the conversation and run streams send, for the OpenAPI document: every stored event
+# (a new event type is in it as soon as it exists), and the unstored ones (no ``id:``).
+CONVERSATION_EVENTS = Events(
+    "ConversationEvent",
+    (*(_stored(name, struct) for name, struct in EVENT_TYPES.items()), _RESET, _ERROR),
+    "An event of a conversation's stream, keyed by its name.",
+)
+RUN_EVENTS = Events(
+    "RunEvent",
+    (*(_stored(name, struct) for name, struct in EVENT_TYPES.items()), _RESET, _ERROR),
+    "An event of one run's stream: its user message through its terminal event (after a "
+    "reset, when the position asked for is not one of the conversation's).",
+)
 
 
 def unstored_frame(name: str, data: bytes) -> bytes:

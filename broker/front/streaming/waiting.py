@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-from broker.engine.conversations import Store
+from broker.engine.conversations import Conversations
 from broker.front.streaming.feed import DRAIN_RETRY_MS, TOKEN_EXPIRED
 from broker.front.streaming.hub import CLOSED, Hub
 from broker.front.streaming.sse import KEEPALIVE, retry_frame
@@ -23,8 +23,10 @@ class Waiting:
     """Keep-alives until ``cid`` exists; ``created`` then says whether it does (False: the
     stream ended first, its last frame sent)."""
 
-    def __init__(self, store: Store, hub: Hub, cid: str, expires_at: float | None) -> None:
-        self._store = store
+    def __init__(
+        self, conversations: Conversations, hub: Hub, cid: str, expires_at: float | None
+    ) -> None:
+        self._conversations = conversations
         self._hub = hub
         self._cid = cid
         self._expires_at = expires_at
@@ -32,7 +34,7 @@ class Waiting:
 
     async def frames(self) -> AsyncIterator[bytes]:
         async with self._hub.subscribe(self._cid) as subscription:
-            if await self._store.exists(self._cid):
+            if await self._conversations.exists(self._cid):
                 self.created = True
                 return
             while True:
@@ -46,6 +48,6 @@ class Waiting:
                 if any(item is CLOSED for item in items):
                     yield retry_frame(DRAIN_RETRY_MS)
                     return
-                if await self._store.exists(self._cid):
+                if await self._conversations.exists(self._cid):
                     self.created = True
                     return

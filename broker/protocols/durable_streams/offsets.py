@@ -3,34 +3,23 @@
 An entry id ``ms-seq`` compares numerically part by part; zero-padding both parts to a fixed
 width makes the plain string comparison a client may do (the protocol allows it) agree with
 that order. The offset of a position is the id of the last entry before it, so "read from
-offset X" is ``XRANGE (X +`` and the empty stream's offset is all zeros.
+offset X" is "entries after X", and the empty stream's offset is all zeros.
 """
 
 from __future__ import annotations
 
 import re
 
-from broker.core.ids import StreamPos
+from broker.core.ids import ORIGIN, StreamPos
 
 # 16 digits: milliseconds until the year 318857, and more entries per millisecond than Redis
 # can write; the protocol's own examples (and its conformance suite) use this width.
 WIDTH = 16
-ZERO_POS: StreamPos = (0, 0)
 _OFFSET = re.compile(rf"\d{{{WIDTH}}}_\d{{{WIDTH}}}")
 
 
 def encode(pos: StreamPos) -> str:
     return f"{pos[0]:0{WIDTH}d}_{pos[1]:0{WIDTH}d}"
-
-
-def from_entry_id(entry_id: bytes | str) -> StreamPos:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq)
-
-
-def entry_id(pos: StreamPos) -> str:
-    return f"{pos[0]}-{pos[1]}"
 
 
 def decode(offset: str) -> StreamPos | None:
@@ -41,4 +30,4 @@ def decode(offset: str) -> StreamPos | None:
     return int(ms), int(seq)
 
 
-ZERO = encode(ZERO_POS)
+ZERO = encode(ORIGIN)

@@ -1,0 +1,174 @@
+"""Every error code the API answers with: its HTTP status and what it means, said once.
+
+An error leaves as ``{"error": {"code", "message"}}`` with the code's status. Code raises
+``ApiError(CODE, message)`` naming the code, never the status again; each route declares the
+codes it can answer, and the OpenAPI document is generated from those declarations and this
+registry (``broker.front.openapi``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class ErrorCode(NamedTuple):
+    name: str
+    status: int
+    meaning: str
+
+
+REGISTRY: dict[str, ErrorCode] = {}
+
+
+def _code(name: str, status: int, meaning: str) -> ErrorCode:
+    code = REGISTRY[name] = ErrorCode(name, status, meaning)
+    return code
+
+
+# Any request, before it reaches a route
+MALFORMED_REQUEST = _code(
+    "malformed_request", 400, "the request is not valid HTTP/1.1; the connection is closed"
+)
+REQUEST_TIMEOUT = _code("request_timeout", 408, "the request headers took too long to arrive")
+HEADERS_TOO_LARGE = _code("headers_too_large", 431, "the request headers are too large or too many")
+NOT_FOUND = _code("not_found", 404, "no such endpoint or file")
+METHOD_NOT_ALLOWED = _code("method_not_allowed", 405, "the endpoint does not take this method")
+CORS_REFUSED = _code(
+    "cors_refused", 400, "a CORS preflight from an origin not in BROKER_CORS_ORIGINS"
+)
+CLIENT_DISCONNECTED = _code(
+    "client_disconnected", 400, "the client left before its body arrived; nobody reads this"
+)
+HTTP_ERROR = _code("http_error", 500, "any other HTTP error, with its own status")
+INTERNAL_ERROR = _code(
+    "internal_error", 500, "an unexpected server error (a defect: please report it)"
+)
+REDIS_UNAVAILABLE = _code("redis_unavailable", 503, "the store is unreachable; see Retry-After")
+
+# Authentication and limits
+UNAUTHORIZED = _code(
+    "unauthorized", 401, "no acceptable token; the message says which check failed"
+)
+AUTH_UNAVAILABLE = _code(
+    "auth_unavailable", 503, "the token signing keys (JWKS) could not be fetched"
+)
+FORBIDDEN = _code("forbidden", 403, "the token may read this conversation, not write to it")
+RATE_LIMITED = _code("rate_limited", 429, "too many requests or posts of this subject per minute")
+TOO_MANY_STREAMS = _code(
+    "too_many_streams", 429, "too many open streams (this conversation, or this subject)"
+)
+TOO_MANY_RUNS = _code("too_many_runs", 429, "too many runs of this subject at once")
+TOO_MANY_CONVERSATIONS = _code(
+    "too_many_conversations", 429, "too many conversations created by this subject today"
+)
+
+# Requests and bodies
+INVALID_ID = _code(
+    "invalid_id", 400, "an identifier in the path does not match [A-Za-z0-9_-]{1,128}"
+)
+INVALID_LAST_EVENT_ID = _code(
+    "invalid_last_event_id", 400, "Last-Event-ID (or ?last_event_id=) is not an event id"
+)
+MALFORMED_JSON = _code("malformed_json", 400, "the body is not JSON, or not a JSON object")
+INVALID_IDEMPOTENCY_KEY = _code(
+    "invalid_idempotency_key", 400, "Idempotency-Key is not 1 to 255 visible ASCII characters"
+)
+INVALID_QUERY = _code("invalid_query", 400, "a query parameter has a value it cannot take")
+INVALID_CURSOR = _code("invalid_cursor", 400, "cursor is not a next_cursor this API returned")
+BODY_TOO_LARGE = _code("body_too_large", 413, "the body exceeds BROKER_MAX_BODY_BYTES")
+CONTENT_TOO_LARGE = _code(
+    "content_too_large", 413, "content exceeds BROKER_MAX_CONTENT_CHARS characters"
+)
+UNSUPPORTED_MEDIA_TYPE = _code(
+    "unsupported_media_type", 415, "the body is not sent as Content-Type: application/json"
+)
+INVALID_FIELD = _code(
+    "invalid_field", 422, "a field of the body has a wrong type or value, or is unknown"
+)
+UNKNOWN_MODEL = _code("unknown_model", 422, "the model is not in the catalogue")
+IDEMPOTENCY_KEY_REUSED = _code(
+    "idempotency_key_reused", 422, "this Idempotency-Key was used with another body"
+)
+
+# Conversations and runs
+CONVERSATION_NOT_FOUND = _code(
+    "conversation_not_found", 404, "no such conversation, or none the token may see"
+)
+RUN_NOT_FOUND = _code("run_not_found", 404, "no such run in this conversation")
+RUN_ACTIVE = _code("run_active", 409, "a run of this conversation has not finished")
+NO_ACTIVE_RUN = _code("no_active_run", 409, "nothing runs in this conversation")
+TRY_AGAIN = _code("try_again", 503, "the run could not be queued in time; see Retry-After")
+
+# Durable Streams (/v1/stream/...)
+INVALID_STREAM_NAME = _code(
+    "invalid_stream_name", 400, "a stream name is 1 to 1024 characters of non-empty segments"
+)
+INVALID_TTL = _code("invalid_ttl", 400, "Stream-TTL is not a whole number of seconds")
+INVALID_EXPIRES_AT = _code(
+    "invalid_expires_at", 400, "Stream-Expires-At is not an RFC 3339 time with a zone"
+)
+INVALID_EXPIRY = _code("invalid_expiry", 400, "both Stream-TTL and Stream-Expires-At were given")
+INVALID_OFFSET = _code(
+    "invalid_offset", 400, "offset is not -1, now, or an offset this server sent"
+)
+INVALID_LIVE = _code("invalid_live", 400, "live is not long-poll or sse")
+MISSING_OFFSET = _code("missing_offset", 400, "a live read without an offset")
+INVALID_PRODUCER = _code(
+    "invalid_producer",
+    400,
+    "Producer-Id/-Epoch/-Seq incomplete, malformed, or a new epoch not starting at 0",
+)
+EMPTY_BODY = _code("empty_body", 400, "an append without a body and without Stream-Closed: true")
+EMPTY_ARRAY = _code("empty_array", 400, "an append of an empty JSON array to a JSON stream")
+MISSING_CONTENT_TYPE = _code(
+    "missing_content_type", 400, "an append with a body and no Content-Type"
+)
+INVALID_SEQ = _code("invalid_seq", 400, "Stream-Seq is longer than 255 characters")
+INVALID_FORK = _code(
+    "invalid_fork", 400, "Stream-Fork-(Sub-)Offset without Stream-Forked-From, or no source"
+)
+INVALID_SUB_OFFSET = _code(
+    "invalid_sub_offset",
+    400,
+    "Stream-Fork-Sub-Offset malformed, without an offset, or past the next append",
+)
+STALE_PRODUCER_EPOCH = _code(
+    "stale_producer_epoch", 403, "a newer Producer-Epoch exists (see the Producer-Epoch header)"
+)
+STREAM_NOT_FOUND = _code("stream_not_found", 404, "no such stream, or none the token may see")
+STREAM_EXISTS = _code("stream_exists", 409, "the stream exists with another configuration")
+STREAM_CLOSED = _code(
+    "stream_closed", 409, "the stream is closed (Stream-Closed: true, Stream-Next-Offset)"
+)
+CONTENT_TYPE_MISMATCH = _code(
+    "content_type_mismatch", 409, "the body's Content-Type is not the stream's"
+)
+SEQUENCE_CONFLICT = _code("sequence_conflict", 409, "Stream-Seq is not above the last one")
+PRODUCER_SEQUENCE_GAP = _code(
+    "producer_sequence_gap", 409, "a Producer-Seq is missing (Producer-Expected-Seq)"
+)
+SOURCE_DELETED = _code(
+    "source_deleted", 409, "the fork's source was deleted (forks of it still live)"
+)
+OFFSET_GONE = _code("offset_gone", 410, "retention dropped the data past this offset")
+STREAM_GONE = _code("stream_gone", 410, "the stream was deleted while forks of it live")
+
+
+class ApiError(Exception):
+    """A refusal: the code (its status comes with it), a message for people, extra headers."""
+
+    def __init__(
+        self, error: ErrorCode, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.error = error
+        self.message = message
+        self.headers = headers
+
+    @property
+    def code(self) -> str:
+        return self.error.name
+
+    @property
+    def status(self) -> int:
+        return self.error.status

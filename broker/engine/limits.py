@@ -1,0 +1,188 @@
+"""Limits per subject, counted in Redis so that every front enforces one limit, not one each.
+
+All of a subject's counters share the hash tag of ``SubjectKeys`` and are touched by one script
+(``lua/admit.lua``) or by single-key commands, so they stay legal on Redis Cluster. A request
+pays one script call, sent in the same round trip as the read of its conversation's owner; an
+SSE event pays nothing.
+
+- Requests and posts per minute: a sliding window estimated from two fixed one-minute counters.
+- Open streams: a sorted set of stream ids scored by lease expiry. Each front renews the leases
+  of all its open streams in one round trip per interval and drops a stream's lease when it
+  ends; the streams of a front that died stop counting when their leases run out.
+- Active runs: a sorted set of the subject's conversations with a run, scored by the run's
+  deadline. Nobody has to remember to remove one: a subject at its limit has its members checked
+  against the conversations themselves (one more round trip, only then), and a member whose end
+  is never seen expires with its deadline.
+- Conversations created per UTC day: a counter (``creation_counter``), incremented in the round
+  trip that checks the conversation before its first message is queued.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from broker.core.settings import Settings
+from broker.engine.connections import Client
+from broker.engine.conversations import Conversations
+from broker.engine.keys import Keys
+from broker.engine.scripts import Scripts
+
+_MINUTE_MS = 60_000
+_DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """What one request may take: 0 checks nothing of that kind."""
+
+    requests_per_minute: int = 0
+    posts_per_minute: int = 0  # a post, and a run of ``conversation``
+    streams: int = 0  # an open stream, leased until it ends
+    active_runs: int = 0
+    conversation: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """Counted; ``lease`` names the open-stream lease now held (None: none taken)."""
+
+    lease: StreamLease | None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLease:
+    """An open stream's place in its subject's count, renewed by its front until it ends."""
+
+    key: str
+    stream_id: str
+
+
+class Over(Enum):
+    REQUESTS = "requests"
+    POSTS = "posts"
+    STREAMS = "streams"
+    RUNS = "runs"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Over a limit; for a rate, ``retry_after_ms`` is when the sliding count falls below it
+    if nothing more comes."""
+
+    over: Over
+    retry_after_ms: int = 0
+
+
+Verdict = Admitted | Refusal
+
+
+class Limits:
+    def __init__(
+        self,
+        client: Client,
+        keys: Keys,
+        scripts: Scripts,
+        conversations: Conversations,
+        settings: Settings,
+    ) -> None:
+        self._redis = client
+        self._keys = keys
+        self._admit = scripts.admit
+        self._conversations = conversations
+        self._lease_ms = int(settings.stream_lease_seconds * 1000)
+        self._run_deadline_ms = int(settings.max_run_seconds * 2 * 1000)
+
+    def creation_counter(self, subject: str) -> str:
+        """The counter of conversations ``subject`` created today (UTC), for ``precheck``."""
+        return self._keys.subject(subject).created(int(time.time() * 1000) // _DAY_MS)
+
+    async def admit(
+        self, subject: str | None, quota: Quota, *, owner_of: str | None = None
+    ) -> tuple[Verdict, tuple[str | None, bool] | None]:
+        """Count one request of ``subject`` against ``quota`` (no subject: nothing counted)
+        and, in the same round trip, read who owns conversation ``owner_of`` and whether it
+        exists (see ``Conversations.owner``)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            read_owner: Callable[[Any], tuple[str | None, bool]] | None = None
+            if owner_of is not None:
+                read_owner = self._conversations.queue_owner(pipe, owner_of)
+            pending = None
+            if subject is not None:
+                pending = self._queue(pipe, subject, quota)
+                await self._admit(keys=pending[0], args=pending[1], client=pipe)
+            replies: list[Any] = await pipe.execute()
+        owner = read_owner(replies[0]) if read_owner is not None else None
+        if pending is None:
+            return Admitted(None), owner
+        keys, args, stream_id = pending
+        return await self._verdict(keys, args, stream_id, replies[-1]), owner
+
+    def _queue(self, pipe: Any, subject: str, quota: Quota) -> tuple[list[str], list[Any], str]:
+        keys_of = self._keys.subject(subject)
+        now = int(time.time() * 1000)
+        minute = now // _MINUTE_MS
+        stream_id = uuid.uuid4().hex if quota.streams else ""
+        posting = quota.conversation is not None
+        keys = [
+            keys_of.requests(minute),
+            keys_of.requests(minute - 1),
+            keys_of.posts(minute),
+            keys_of.posts(minute - 1),
+            keys_of.streams,
+            keys_of.runs,
+        ]
+        args: list[Any] = [
+            now,
+            quota.requests_per_minute,
+            quota.posts_per_minute if posting else 0,
+            quota.streams,
+            stream_id,
+            now + self._lease_ms,
+            quota.active_runs if posting else 0,
+            quota.conversation or "",
+            now + self._run_deadline_ms,
+        ]
+        return keys, args, stream_id
+
+    async def _verdict(
+        self, keys: list[str], args: list[Any], stream_id: str, reply: list[bytes]
+    ) -> Verdict:
+        over = reply[0].decode()
+        if over == "runs":
+            # At the limit: see which of the counted conversations still have a run.
+            counted = [member.decode() for member in reply[1:]]
+            active = await self._conversations.active_runs(counted)
+            ended = [cid for cid, run in zip(counted, active, strict=True) if run is None]
+            if ended:
+                reply = await self._admit(keys=keys, args=args + ended)
+                over = reply[0].decode()
+        if over == "ok":
+            return Admitted(StreamLease(keys[4], stream_id) if stream_id else None)
+        if over in ("requests", "posts"):
+            return Refusal(Over(over), int(reply[1]))
+        return Refusal(Over(over))
+
+    async def update_leases(self, ended: list[StreamLease], held: list[StreamLease] | None) -> None:
+        """Drop the leases of streams that ended and, when ``held`` is given, renew those for
+        another lease period; one round trip."""
+        gone: dict[str, list[str]] = defaultdict(list)
+        for lease in ended:
+            gone[lease.key].append(lease.stream_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, ids in gone.items():
+                pipe.zrem(key, *ids)
+            if held:
+                expiry = int(time.time() * 1000) + self._lease_ms
+                renewed: dict[str, list[str]] = defaultdict(list)
+                for lease in held:
+                    renewed[lease.key].append(lease.stream_id)
+                for key, ids in renewed.items():
+                    pipe.zadd(key, dict.fromkeys(ids, expiry), xx=True)
+                    pipe.pexpire(key, self._lease_ms)
+            await pipe.execute()

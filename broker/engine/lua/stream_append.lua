@@ -1,0 +1,54 @@
+-- Append to a stream and/or close it; an idempotent producer's check, the append it admits and
+-- its new state are one step, so a retry can never be written twice.
+-- ARGV: 1 media type of the body, 2 close ('1' or ''), 3 Stream-Seq, 4 producer id, 5 epoch,
+--       6 seq (all '' without a producer), 7 maxlen, then the messages.
+-- Answers {outcome, tail, ...}: 'ok' (epoch, seq), 'duplicate' (epoch, highest seq),
+-- 'duplicate_closed' (epoch, seq), 'already_closed', 'closed', 'content_type', 'stale_epoch'
+-- (current epoch), 'epoch_seq', 'gap' (expected, received), 'seq'; or {'missing'}, {'gone'}
+-- (soft-deleted).
+local ctn, close, seq, pid, epoch, pseq, maxlen =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local m = redis.call('HMGET', KEYS[2], 'ctn', 'closed', 'seq', 'ttl', 'expms', 'tail', 'closer')
+if not m[1] then return {'missing'} end
+if redis.call('HGET', KEYS[2], 'deleted') == '1' then return {'gone'} end
+local tail = m[6]
+local count = #ARGV - 7
+local tuple = ''
+if pid ~= '' then tuple = pid .. '\n' .. epoch .. '\n' .. pseq end
+if m[2] == '1' then
+  if tuple ~= '' and m[7] == tuple then return {'duplicate_closed', tail, epoch, pseq} end
+  if count == 0 and close == '1' then return {'already_closed', tail} end
+  return {'closed', tail}
+end
+if count > 0 and ctn ~= m[1] then return {'content_type', tail} end
+if pid ~= '' then
+  local e, s = tonumber(epoch), tonumber(pseq)
+  local state = redis.call('HGET', KEYS[3], pid)
+  if state then
+    local se_text, ss_text = string.match(state, '^(%d+):(%d+)$')
+    local se, ss = tonumber(se_text), tonumber(ss_text)
+    if e < se then return {'stale_epoch', tail, se_text} end
+    if e == se then
+      if s <= ss then return {'duplicate', tail, epoch, ss_text} end
+      if s > ss + 1 then return {'gap', tail, string.format('%d', ss + 1), pseq} end
+    elseif s ~= 0 then
+      return {'epoch_seq', tail}
+    end
+  elseif s ~= 0 then
+    return {'gap', tail, '0', pseq}
+  end
+end
+if seq ~= '' and m[3] and m[3] ~= '' and seq <= m[3] then return {'seq', tail} end
+local after = tail
+if count > 0 then tail = append_all(maxlen, 8, close == '1') end
+local fields = {'tail', tail}
+if seq ~= '' then fields[#fields + 1] = 'seq'; fields[#fields + 1] = seq end
+if close == '1' then
+  fields[#fields + 1] = 'closed'; fields[#fields + 1] = '1'
+  fields[#fields + 1] = 'closer'; fields[#fields + 1] = tuple
+end
+redis.call('HSET', KEYS[2], unpack(fields))
+if pid ~= '' then redis.call('HSET', KEYS[3], pid, epoch .. ':' .. pseq) end
+expire(m[4], m[5])
+notify(KEYS[5], after)
+return {'ok', tail, epoch, pseq}
