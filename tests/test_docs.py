@@ -33,8 +33,9 @@ NOT_SETTINGS = {
     # The OpenAI-compatible models' API key: only the workers read it
     # (broker.core.models.OPENAI_API_KEY_ENV), so a front never holds a provider key.
     "BROKER_OPENAI_API_KEY",
-    # The redis-server binary that `broker dev` and the tests start when they need an
-    # embedded Redis (broker.embedded_redis.find_redis_server); no broker process reads it.
+    # The path of the redis-server binary that `broker dev` and the tests start when they need
+    # an embedded Redis (broker.embedded_redis.find_redis_server): a property of the machine,
+    # read before any Settings exist, not of a deployment.
     "BROKER_REDIS_SERVER",
 }
 
