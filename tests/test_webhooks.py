@@ -2,7 +2,7 @@
 
 A real receiver on loopback (``tests.receiver``) plays the application: up, down for a while,
 answering errors, or hanging. Deliveries survive a worker's death, a receiver that hangs
-never holds back a run, and the signature verifies with the README's own snippet.
+never holds back a run, and the signature verifies with the documentation's own snippet.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 SECRET = "whsec-test-5c1e0a9b7d"
 FAST_RETRY = {"webhook_backoff_seconds": 0.2, "webhook_backoff_max_seconds": 1.0}
 LEASE = {"lease_seconds": 1.5, "reap_interval_seconds": 0.3}
+# The page whose verification snippet must run as printed.
+WEBHOOKS_PAGE = REPO_ROOT / "docs" / "pages" / "webhooks.md"
 
 
 @pytest.fixture
@@ -51,26 +53,26 @@ async def _wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: 
         await asyncio.sleep(0.05)
 
 
-def _readme_snippet() -> str:
-    readme = (REPO_ROOT / "README.md").read_text()
-    match = re.search(r"```python\n(# Verify a broker webhook.*?)```", readme, re.S)
-    assert match, "the README's verification snippet is missing"
+def _documented_snippet() -> str:
+    page = WEBHOOKS_PAGE.read_text()
+    match = re.search(r"```python\n(# Verify a broker webhook.*?)```", page, re.S)
+    assert match, f"the verification snippet is missing from {WEBHOOKS_PAGE}"
     return match.group(1)
 
 
-def _readme_verify() -> Callable[..., bool]:
-    """The verification snippet exactly as the README prints it."""
+def _documented_verify() -> Callable[..., bool]:
+    """The verification snippet exactly as the webhooks page prints it."""
     scope: dict[str, Any] = {}
-    exec(compile(_readme_snippet(), "README.md", "exec"), scope)
+    exec(compile(_documented_snippet(), str(WEBHOOKS_PAGE), "exec"), scope)
     return scope["verify_broker_signature"]
 
 
-def test_the_readme_s_verification_snippet_runs_as_written(tmp_path: Path) -> None:
+def test_the_documented_verification_snippet_runs_as_written(tmp_path: Path) -> None:
     import subprocess
     import sys
 
     script = tmp_path / "verify.py"
-    script.write_text(_readme_snippet())
+    script.write_text(_documented_snippet())
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30)
     assert (done.returncode, done.stdout) == (0, "signature checks out\n"), done.stderr
 
@@ -99,7 +101,7 @@ async def test_a_finished_run_is_posted_signed_with_its_merged_messages(
     assert headers["broker-delivery-id"] == run_id
     assert headers["broker-delivery-attempt"] == "1"
     assert verify_signature(SECRET, headers["broker-signature"], request.body)
-    assert _readme_verify()(SECRET, headers["broker-signature"], request.body)
+    assert _documented_verify()(SECRET, headers["broker-signature"], request.body)
     assert not verify_signature("another-secret", headers["broker-signature"], request.body)
     assert not verify_signature(SECRET, headers["broker-signature"], request.body + b" ")
     assert re.fullmatch(r"t=\d+,v1=[0-9a-f]{64}", headers["broker-signature"])
@@ -348,7 +350,7 @@ async def test_a_worker_refuses_a_webhook_it_could_not_sign_or_reach(
 async def test_the_example_receiver_keeps_each_run_once_in_sqlite(
     stack: Stack, tmp_path: Path
 ) -> None:
-    """The README's example, as written: the receiver verifies, then upserts by run id."""
+    """The documented example, as written: the receiver verifies, then upserts by run id."""
     import json
     import subprocess
     import sys
