@@ -12,7 +12,7 @@ import msgspec
 
 from broker.client import wire
 from broker.client.backoff import Backoff
-from broker.client.errors import BrokerError, BrokerUnavailable, RunFailed
+from broker.client.errors import BrokerError, BrokerUnavailable, RunFailedError
 from broker.client.sse import SSEParser
 from broker.client.tracking import StreamItem, StreamTracker
 from broker.core.bodies import (
@@ -127,7 +127,7 @@ class AsyncBrokerClient:
 
     async def delete_conversation(self, cid: str) -> None:
         """Delete the conversation and everything stored of it; its active run is cancelled
-        first and its open streams end with ``StreamError`` ``conversation_deleted``."""
+        first and its open streams end with ``StreamEndedError`` ``conversation_deleted``."""
         await self._request("DELETE", wire.conversation_path(cid))
 
     async def models(self) -> ModelList:
@@ -290,4 +290,4 @@ class AsyncAnswer:
                     continue
                 self.outcome = event
                 if isinstance(event, RunFailedEvent):
-                    raise RunFailed(event.run_id, event.error.code, event.error.message)
+                    raise RunFailedError(event.run_id, event.error.code, event.error.message)

@@ -11,7 +11,7 @@ import msgspec
 
 from broker.client import wire
 from broker.client.backoff import Backoff
-from broker.client.errors import BrokerError, BrokerUnavailable, RunFailed
+from broker.client.errors import BrokerError, BrokerUnavailable, RunFailedError
 from broker.client.sse import SSEParser
 from broker.client.tracking import StreamItem, StreamTracker
 from broker.core.bodies import (
@@ -133,7 +133,7 @@ class BrokerClient:
 
     def delete_conversation(self, cid: str) -> None:
         """Delete the conversation and everything stored of it; its active run is cancelled
-        first and its open streams end with ``StreamError`` ``conversation_deleted``."""
+        first and its open streams end with ``StreamEndedError`` ``conversation_deleted``."""
         self._request("DELETE", wire.conversation_path(cid))
 
     def models(self) -> ModelList:
@@ -261,7 +261,7 @@ class EventStream:
 
 class Answer:
     """The text pieces of one run's answer, as they arrive. After the iteration: ``text``,
-    ``reasoning`` and ``outcome`` (the terminal event). A failed run raises ``RunFailed``."""
+    ``reasoning`` and ``outcome`` (the terminal event). A failed run raises ``RunFailedError``."""
 
     def __init__(self, accepted: MessageAccepted, events: EventStream) -> None:
         self.accepted = accepted
@@ -295,4 +295,4 @@ class Answer:
                     continue
                 self.outcome = event
                 if isinstance(event, RunFailedEvent):
-                    raise RunFailed(event.run_id, event.error.code, event.error.message)
+                    raise RunFailedError(event.run_id, event.error.code, event.error.message)
