@@ -76,7 +76,7 @@ class Run(Generic[T]):
     """Steps being performed: ``next`` gives the next step, after which the face reports what
     it got (``reply``) or what it raised (``fail``); ``result`` once ``next`` gave None."""
 
-    def __init__(self, steps: Generator[Effect | Emit, Any, T]) -> None:
+    def __init__(self, steps: StreamSteps[T]) -> None:
         self._steps = steps
         self._reply: Any = None
         self._failure: Exception | None = None
