@@ -2,8 +2,9 @@
 
 The tests check the bytes a browser would see, so this client does not hide anything an HTTP
 library would: it speaks HTTP/1.1 itself, decodes chunked transfer coding, and parses the SSE
-fields (``id``, ``event``, ``data``, ``retry`` and comment lines) incrementally. It costs one
-socket and a few small buffers per connection, so one test process can hold hundreds at once.
+fields (``id``, ``event``, ``data``, ``retry`` and comment lines) incrementally, with the
+parser the product itself uses (``broker.core.sse``). It costs one socket and a few small
+buffers per connection, so one test process can hold hundreds at once.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
+
+from broker.core.sse import EventStreamParser
 
 TERMINAL_EVENTS = frozenset({"run.completed", "run.cancelled", "run.failed"})
 
@@ -95,67 +98,23 @@ class _Dechunker:
         return bytes(out)
 
 
-class SSEParser:
-    """Turns body bytes into events, following the WHATWG event-stream parsing rules."""
+class SSEParser(EventStreamParser[Event]):
+    """The shared parser (``broker.core.sse``), keeping what the tests look at: each event's own
+    ``id:`` field (None when it carried none), and every comment line with when it arrived."""
 
     def __init__(self) -> None:
-        self._pending = b""
-        self._id: str | None = None
-        self._event = ""
-        self._data: list[str] = []
-        self._saw_field = False
-        self.last_event_id: str | None = None
-        self.retry: int | None = None
+        super().__init__()
         self.comments: list[tuple[float, str]] = []
 
-    def feed(self, data: bytes) -> list[Event]:
-        events: list[Event] = []
-        buffer = self._pending + data
-        # Lines end in LF, CRLF or CR; a CR at the very end may be the first half of a CRLF.
-        buffer = buffer.replace(b"\r\n", b"\n")
-        if buffer.endswith(b"\r"):
-            buffer, self._pending = buffer[:-1], b"\r"
-        else:
-            self._pending = b""
-        lines = buffer.replace(b"\r", b"\n").split(b"\n")
-        self._pending = lines.pop() + self._pending
-        for raw in lines:
-            line = raw.decode("utf-8")
-            if line == "":
-                event = self._dispatch()
-                if event is not None:
-                    events.append(event)
-                continue
-            if line.startswith(":"):
-                self.comments.append((time.monotonic(), line[1:].lstrip(" ")))
-                continue
-            name, _, value = line.partition(":")
-            if value.startswith(" "):
-                value = value[1:]
-            self._field(name, value)
-        return events
+    @property
+    def retry(self) -> int | None:
+        return self.retry_ms
 
-    def _field(self, name: str, value: str) -> None:
-        if name == "data":
-            self._data.append(value)
-            self._saw_field = True
-        elif name == "event":
-            self._event = value
-            self._saw_field = True
-        elif name == "id":
-            if "\0" not in value:
-                self._id = value
-                self.last_event_id = value
-        elif name == "retry":
-            if value.isdigit():
-                self.retry = int(value)
+    def _make_event(self, event: str, data: str, own_id: str | None) -> Event:
+        return Event(own_id, event, data)
 
-    def _dispatch(self) -> Event | None:
-        event_id, name, data = self._id, self._event, self._data
-        self._id, self._event, self._data, self._saw_field = None, "", [], False
-        if not data:
-            return None
-        return Event(event_id, name or "message", "\n".join(data))
+    def _on_comment(self, text: str) -> None:
+        self.comments.append((time.monotonic(), text.lstrip(" ")))
 
 
 @dataclass

@@ -9,7 +9,9 @@
 Streams yield the typed event structs of ``broker.core.events`` (re-exported here), a
 ``Reset`` when the position was trimmed away, and ``UnknownEvent`` for event types newer
 than this client. They resume by themselves after a disconnect. Errors are exceptions that
-carry the broker's JSON error code (``BrokerError`` and its subclasses).
+carry the broker's JSON error code (``BrokerError`` and its subclasses). ``RunFailed`` and
+``StreamError`` are the former names of ``RunFailedError`` and ``StreamEndedError``, kept as
+aliases; ``RunFailedEvent`` is the event struct ``broker.core.events.RunFailed``.
 """
 
 from broker.client.aio import AsyncAnswer, AsyncBrokerClient, AsyncEventStream
@@ -23,7 +25,9 @@ from broker.client.errors import (
     RateLimited,
     ReconnectFailed,
     RunFailed,
+    RunFailedError,
     ServerError,
+    StreamEndedError,
     StreamError,
     TokenExpired,
     Unauthorized,
@@ -70,6 +74,7 @@ __all__ = [
     "RunCancelled",
     "RunCompleted",
     "RunFailed",
+    "RunFailedError",
     "RunFailedEvent",
     "RunStarted",
     "SSEParser",
@@ -77,6 +82,7 @@ __all__ = [
     "ServerSentEvent",
     "Snapshot",
     "SnapshotMessage",
+    "StreamEndedError",
     "StreamError",
     "StreamItem",
     "TokenExpired",

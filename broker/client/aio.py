@@ -1,59 +1,27 @@
-"""``AsyncBrokerClient``: the asyncio (anyio) client, on ``httpx.AsyncClient``. The same
-calls as ``BrokerClient``, awaited; streams are async iterators."""
+"""``AsyncBrokerClient``: the asyncio (anyio) client, on ``httpx.AsyncClient``. The same calls
+as ``BrokerClient``, awaited; streams are async iterators.
+
+What each call does is written once, as steps, in ``broker.client.core``; this module only
+performs those steps, awaiting, and speaks the async iterator and context manager protocols.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, TypeVar
 
 import anyio
 import httpx
-import msgspec
 
-from broker.client import wire
-from broker.client.backoff import Backoff
-from broker.client.errors import BrokerError, BrokerUnavailable, RunFailed
-from broker.client.sse import SSEParser
+from broker.client import core, effects
 from broker.client.tracking import StreamItem, StreamTracker
-from broker.core.bodies import (
-    CancelState,
-    ConversationPage,
-    MessageAccepted,
-    ModelList,
-    Snapshot,
-)
-from broker.core.events import Delta, RunCancelled, RunCompleted
-from broker.core.events import RunFailed as RunFailedEvent
+from broker.core.bodies import CancelState, ConversationPage, MessageAccepted, ModelList, Snapshot
 
-_accepted = msgspec.json.Decoder(MessageAccepted)
-_cancel_state = msgspec.json.Decoder(CancelState)
-_snapshot = msgspec.json.Decoder(Snapshot)
-_models = msgspec.json.Decoder(ModelList)
-_page = msgspec.json.Decoder(ConversationPage)
+T = TypeVar("T")
 
 
-class AsyncBrokerClient:
+class AsyncBrokerClient(core.ClientCore[httpx.AsyncClient, "AsyncEventStream"]):
     """An asynchronous client of one broker; see ``BrokerClient`` for the behaviour."""
-
-    def __init__(
-        self,
-        base_url: str = "http://127.0.0.1:8000",
-        token: str | None = None,
-        *,
-        timeout: float = 30.0,
-        read_timeout: float = 60.0,
-        max_attempts: int = 8,
-        max_backoff: float = 30.0,
-        http: httpx.AsyncClient | None = None,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.token = wire.checked_token(token)
-        self.max_attempts = max_attempts
-        self.max_backoff = max_backoff
-        self._stream_timeout = httpx.Timeout(timeout, read=read_timeout)
-        self._http = http or httpx.AsyncClient(
-            base_url=self.base_url, timeout=timeout, trust_env=False
-        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -64,129 +32,63 @@ class AsyncBrokerClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        content: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        try:
-            response = await self._http.request(
-                method,
-                path,
-                content=content,
-                headers={**wire.auth_headers(self.token), **(headers or {})},
-            )
-        except httpx.TransportError as exc:
-            raise BrokerUnavailable(self.base_url, type(exc).__name__) from exc
-        if response.is_success:
-            return response
-        raise wire.error_of(response)
-
-    async def send(
-        self,
-        cid: str,
-        content: str,
-        *,
-        model: str | None = None,
-        params: dict[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> MessageAccepted:
-        body = wire.message_body(content, model, params)
-        headers = wire.send_headers(self.token, idempotency_key)
-        for attempt in range(1, wire.SEND_ATTEMPTS + 1):
-            try:
-                response = await self._request(
-                    "POST", f"{wire.conversation_path(cid)}/messages", content=body, headers=headers
-                )
-                return _accepted.decode(response.content)
-            except BrokerError as exc:
-                if attempt == wire.SEND_ATTEMPTS or not (exc.status == 0 or exc.status >= 500):
-                    raise
-                await anyio.sleep(exc.retry_after or 0.5 * attempt)
-        raise AssertionError("unreachable")
+    @core.takes_message
+    async def send(self, message: core.Message) -> MessageAccepted:
+        """Post a message; see ``BrokerClient.send``."""
+        return await self._perform(self._send_steps(message))
 
     async def cancel(
         self, cid: str, run_id: str | None = None, *, wait: bool = False
     ) -> CancelState:
-        response = await self._request("POST", wire.cancel_path(cid, run_id, wait))
-        return _cancel_state.decode(response.content)
+        return await self._perform(self._cancel_steps(cid, run_id, wait))
 
     async def snapshot(self, cid: str) -> Snapshot:
-        return _snapshot.decode((await self._request("GET", wire.conversation_path(cid))).content)
+        return await self._perform(self._snapshot_steps(cid))
 
     async def list_conversations(
         self, *, limit: int | None = None, cursor: str | None = None
     ) -> ConversationPage:
         """One page of the caller's conversations, newest activity first; pass its
         ``next_cursor`` as ``cursor`` for the next page (None: that was the last)."""
-        response = await self._request("GET", wire.list_path(limit, cursor))
-        return _page.decode(response.content)
+        return await self._perform(self._list_steps(limit, cursor))
 
     async def delete_conversation(self, cid: str) -> None:
         """Delete the conversation and everything stored of it; its active run is cancelled
-        first and its open streams end with ``StreamError`` ``conversation_deleted``."""
-        await self._request("DELETE", wire.conversation_path(cid))
+        first and its open streams end with ``StreamEndedError`` ``conversation_deleted``."""
+        await self._perform(self._delete_steps(cid))
 
     async def models(self) -> ModelList:
-        return _models.decode((await self._request("GET", "/v1/models")).content)
+        return await self._perform(self._models_steps())
 
-    def stream(self, cid: str, after: str | None = None) -> AsyncEventStream:
-        return AsyncEventStream(self, f"{wire.conversation_path(cid)}/stream", StreamTracker(after))
-
-    def stream_run(
-        self, cid: str, run_id: str = "active", after: str | None = None
-    ) -> AsyncEventStream:
-        return AsyncEventStream(self, "", StreamTracker(after, run_id=run_id), cid=cid)
-
-    async def ask(
-        self,
-        cid: str,
-        content: str,
-        *,
-        model: str | None = None,
-        params: dict[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> AsyncAnswer:
+    @core.takes_message
+    async def ask(self, message: core.Message) -> AsyncAnswer:
         """Send, and return the answer's text pieces as an async iterator."""
-        accepted = await self.send(
-            cid, content, model=model, params=params, idempotency_key=idempotency_key
-        )
-        return AsyncAnswer(accepted, self.stream_run(cid, accepted.run_id))
+        accepted = await self._perform(self._send_steps(message))
+        return AsyncAnswer(accepted, self.stream_run(message.cid, accepted.run_id))
+
+    def _new_http(self, timeout: float) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, timeout=timeout, trust_env=False)
+
+    def _new_stream(self, path: str, tracker: StreamTracker, cid: str | None) -> AsyncEventStream:
+        return AsyncEventStream(self, path, tracker, cid=cid)
+
+    async def _perform(self, steps: effects.Steps[T]) -> T:
+        """The result of a call's steps, performed one after the other."""
+        run = effects.Run(steps)
+        async with _Performer(self._http) as performer:
+            while (effect := run.next()) is not None:
+                await performer.perform(effect, run)
+        return run.result
 
 
-class AsyncEventStream:
+class AsyncEventStream(core.EventStreamCore[AsyncBrokerClient, AsyncGenerator[StreamItem, None]]):
     """An async iterator of typed events that reconnects by itself; see ``EventStream``."""
-
-    def __init__(
-        self,
-        client: AsyncBrokerClient,
-        path: str,
-        tracker: StreamTracker,
-        *,
-        cid: str | None = None,
-    ) -> None:
-        self._client = client
-        self._path = path
-        self._cid = cid
-        self._tracker = tracker
-        self._events = self._run()
-
-    @property
-    def last_event_id(self) -> str | None:
-        return self._tracker.last_event_id
-
-    @property
-    def run_id(self) -> str | None:
-        return self._tracker.run_id
 
     def __aiter__(self) -> AsyncEventStream:
         return self
 
     async def __anext__(self) -> StreamItem:
-        return await self._events.__anext__()
+        return await anext(self._events)
 
     async def aclose(self) -> None:
         await self._events.aclose()
@@ -197,97 +99,72 @@ class AsyncEventStream:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def _url(self) -> str:
-        if self._cid is not None:
-            assert self._tracker.run_id is not None
-            return f"{wire.run_path(self._cid, self._tracker.run_id)}/stream"
-        return self._path
-
-    async def _run_is_over(self) -> bool:
-        """A run's stream closed at once with nothing new: is that run over already?"""
-        if self._cid is None or self._tracker.run_id in (None, "active"):
-            return False
-        snapshot = await self._client.snapshot(self._cid)
-        return snapshot.active_run_id != self._tracker.run_id
-
-    async def _run(self) -> AsyncIterator[StreamItem]:
-        client, tracker = self._client, self._tracker
-        backoff = Backoff(max_attempts=client.max_attempts, max_delay=client.max_backoff)
-        while not tracker.finished:
-            headers = wire.stream_headers(client.token, tracker.last_event_id)
-            try:
-                async with client._http.stream(
-                    "GET", self._url(), headers=headers, timeout=client._stream_timeout
-                ) as response:
-                    if response.status_code == 204:
-                        return
-                    if not response.is_success:
-                        await response.aread()
-                        error = wire.error_of(response)
-                        if not wire.retriable(error):
-                            raise error
-                        delay = backoff.after_failure(
-                            str(error), tracker.last_event_id, error.retry_after
-                        )
-                    else:
-                        backoff.connected()
-                        parser = SSEParser()
-                        delivered = 0
-                        async for chunk in response.aiter_bytes():
-                            for sse in parser.feed(chunk):
-                                item = tracker.accept(sse)
-                                if item is not None:
-                                    delivered += 1
-                                    yield item
-                                if tracker.finished:
-                                    return
-                            if parser.retry_ms is not None:
-                                backoff.retry = parser.retry_ms / 1000
-                        if not delivered and await self._run_is_over():
-                            return  # resumed after its terminal event: nothing more will come
-                        delay = backoff.after_end()
-            except httpx.TransportError as exc:
-                reason = f"{type(exc).__name__} at {client.base_url}"
-                try:
-                    delay = backoff.after_failure(reason, tracker.last_event_id)
-                except BrokerError as gave_up:
-                    raise gave_up from exc
-            await anyio.sleep(delay)
+    async def _items(self) -> AsyncGenerator[StreamItem, None]:
+        run = effects.Run(self._steps())
+        async with _Performer(self._client._http) as performer:
+            while (effect := run.next()) is not None:
+                if isinstance(effect, effects.Emit):
+                    yield effect.item
+                else:
+                    await performer.perform(effect, run)
 
 
-class AsyncAnswer:
+class AsyncAnswer(core.AnswerCore[AsyncEventStream, AsyncGenerator[str, None]]):
     """The text pieces of one run's answer; see ``Answer``."""
-
-    def __init__(self, accepted: MessageAccepted, events: AsyncEventStream) -> None:
-        self.accepted = accepted
-        self.run_id = accepted.run_id
-        self._events = events
-        self._pieces = self._run()
-        self.text = ""
-        self.reasoning = ""
-        self.outcome: RunCompleted | RunCancelled | RunFailedEvent | None = None
 
     def __aiter__(self) -> AsyncAnswer:
         return self
 
     async def __anext__(self) -> str:
-        return await self._pieces.__anext__()
+        return await anext(self._pieces)
 
     async def aclose(self) -> None:
         await self._pieces.aclose()
         await self._events.aclose()
 
-    async def _run(self) -> AsyncIterator[str]:
+    async def _pieces_of_events(self) -> AsyncGenerator[str, None]:
         async for event in self._events:
-            if isinstance(event, Delta) and event.run_id == self.run_id:
-                if event.channel == "reasoning":
-                    self.reasoning += event.text
-                else:
-                    self.text += event.text
-                    yield event.text
-            elif isinstance(event, RunCompleted | RunCancelled | RunFailedEvent):
-                if event.run_id != self.run_id:
-                    continue
-                self.outcome = event
-                if isinstance(event, RunFailedEvent):
-                    raise RunFailed(event.run_id, event.error.code, event.error.message)
+            if (piece := self._fold(event)) is not None:
+                yield piece
+
+
+class _Performer(effects.PerformerCore[httpx.AsyncClient, AsyncIterator[bytes]]):
+    """Does the I/O that steps ask for, on one ``httpx.AsyncClient``."""
+
+    async def __aenter__(self) -> _Performer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._close()
+
+    async def perform(self, effect: effects.Effect | effects.Emit, run: effects.Run[Any]) -> None:
+        """Do what ``effect`` asks; ``run`` gets the result, or the exception it raised."""
+        try:
+            run.reply(await self._do(effect))
+        except Exception as exc:
+            await self._close()
+            run.fail(exc)
+
+    async def _do(self, effect: effects.Effect | effects.Emit) -> Any:
+        match effect:
+            case effects.Request(method, path, headers, content):
+                return await self._http.request(method, path, headers=headers, content=content)
+            case effects.OpenStream(path, headers, timeout):
+                request = self._http.build_request("GET", path, headers=headers, timeout=timeout)
+                self._response = await self._http.send(request, stream=True)
+                self._chunks = self._response.aiter_bytes()
+                return self._response
+            case effects.ReadBody() if self._response is not None:
+                return await self._response.aread()
+            case effects.ReadChunk() if self._chunks is not None:
+                return await anext(self._chunks, None)
+            case effects.CloseStream():
+                return await self._close()
+            case effects.Sleep(seconds):
+                return await anyio.sleep(seconds)
+        raise AssertionError(f"no I/O to do for {effect!r}")
+
+    async def _close(self) -> None:
+        if self._response is not None:
+            await self._response.aclose()
+            self._response = self._chunks = None

@@ -2,6 +2,10 @@
 
 Catch ``BrokerError`` for all of them; the subclasses follow the HTTP status, so a caller can
 tell "fix the request" from "try later" from "sign in again" without reading codes.
+
+``RunFailedError`` and ``StreamEndedError`` were once called ``RunFailed`` and ``StreamError``,
+the names of two event structs of ``broker.core.events``; the old names stay as aliases, so
+code written against them keeps working.
 """
 
 from __future__ import annotations
@@ -75,16 +79,21 @@ class ReconnectFailed(BrokerError):
         self.last_event_id = last_event_id
 
 
-class StreamError(BrokerError):
+class StreamEndedError(BrokerError):
     """The broker ended a stream with an ``error`` event other than ``token_expired``."""
 
 
-class RunFailed(BrokerError):
+class RunFailedError(BrokerError):
     """The run this call followed ended with ``run.failed``; ``code`` is the run's error code."""
 
     def __init__(self, run_id: str, code: str, message: str) -> None:
         super().__init__(0, code, message)
         self.run_id = run_id
+
+
+# The former names, kept for compatibility (see the module's docstring).
+StreamError = StreamEndedError
+RunFailed = RunFailedError
 
 
 _BY_STATUS: dict[int, type[BrokerError]] = {

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import msgspec
 
-from broker.client.errors import StreamError, TokenExpired
+from broker.client.errors import StreamEndedError, TokenExpired
 from broker.client.sse import ServerSentEvent
 from broker.core.events import EVENT_TYPES, TERMINAL_EVENTS, ErrorInfo, Event, Reset, decode
 
@@ -41,7 +41,7 @@ class StreamTracker:
                 code, message = "stream_error", sse.data
             if code == "token_expired":
                 raise TokenExpired(message, self.last_event_id)
-            raise StreamError(0, code, message)
+            raise StreamEndedError(0, code, message)
         if sse.event == "reset":
             try:
                 return _reset.decode(sse.data)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from broker.core.sse import EventStreamParser
+
 
 @dataclass(frozen=True, slots=True)
 class SseEvent:
@@ -15,78 +17,23 @@ class SseEvent:
     data: str
 
 
-class SseDecoder:
-    """The WHATWG event-stream parser: CR, LF or CRLF line ends, ``data`` lines joined by LF.
+class SseDecoder(EventStreamParser[SseEvent]):
+    """The shared event-stream parser (``broker.core.sse``), as a provider reads it.
 
-    Comments (``: keepalive``), ``id`` and ``retry`` carry nothing a provider needs and are
-    dropped; an event without any ``data`` line is not dispatched, as a browser would not.
-    Lines that are no SSE field at all are kept apart (up to 64 KiB) in ``stray``: Gemini sends
-    an error that occurs mid-stream as a bare JSON object, not as an event.
+    Comments (``: keepalive``), ``id`` and ``retry`` carry nothing a provider needs; an event
+    without any ``data`` line is not dispatched, as a browser would not. Lines that are no SSE
+    field at all are kept apart (up to 64 KiB) in ``stray``: Gemini sends an error that occurs
+    mid-stream as a bare JSON object, not as an event. ``pending`` at the end of the body tells
+    a cut answer from a finished one.
     """
 
     STRAY_LIMIT = 64 * 1024
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._event = ""
-        self._data: list[str] = []
-        self._started = False
-        self.stray: list[str] = []
-        self._stray_size = 0
+        super().__init__(stray_limit=self.STRAY_LIMIT)
 
-    def feed(self, chunk: bytes) -> list[SseEvent]:
-        self._buffer += chunk
-        events: list[SseEvent] = []
-        start = 0
-        buffer = self._buffer
-        while True:
-            lf = buffer.find(b"\n", start)
-            cr = buffer.find(b"\r", start)
-            if cr != -1 and (lf == -1 or cr < lf):
-                if cr + 1 == len(buffer):
-                    break  # a CR at the end may be the first half of a CRLF
-                end, after = cr, cr + 2 if buffer[cr + 1] == 0x0A else cr + 1
-            elif lf != -1:
-                end, after = lf, lf + 1
-            else:
-                break
-            event = self._line(bytes(buffer[start:end]))
-            if event is not None:
-                events.append(event)
-            start = after
-        del buffer[:start]
-        return events
-
-    @property
-    def pending(self) -> bool:
-        """Whether an event was begun and not dispatched: at the end of the body, a cut."""
-        return bool(self._data) or bool(self._buffer.strip())
-
-    def _line(self, raw: bytes) -> SseEvent | None:
-        if not self._started:
-            self._started = True
-            raw = raw.removeprefix(b"\xef\xbb\xbf")
-        line = raw.decode("utf-8", errors="replace")
-        if not line:
-            if not self._data:
-                self._event = ""
-                return None
-            event = SseEvent(self._event or "message", "\n".join(self._data))
-            self._event, self._data = "", []
-            return event
-        if line.startswith(":"):
-            return None
-        name, colon, value = line.partition(":")
-        if colon and value.startswith(" "):
-            value = value[1:]
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
-        elif name not in ("id", "retry") and self._stray_size < self.STRAY_LIMIT:
-            self.stray.append(line)
-            self._stray_size += len(line)
-        return None
+    def _make_event(self, event: str, data: str, own_id: str | None) -> SseEvent:
+        return SseEvent(event, data)
 
 
 class NdjsonDecoder:
