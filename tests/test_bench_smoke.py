@@ -59,7 +59,8 @@ def test_bench_runs_every_scenario(redis_url: str, prefix: str, tmp_path: Path) 
     completed = subprocess.run(
         [
             sys.executable,
-            str(REPO_ROOT / "scripts" / "bench.py"),
+            "-m",
+            "scripts.bench",
             *TINY,
             "--key-prefix",
             prefix,

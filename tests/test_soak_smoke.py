@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SOAK = REPO_ROOT / "scripts" / "soak.py"
 
 
 @pytest.mark.timeout(150)
@@ -27,7 +26,8 @@ def test_short_soak_finds_no_violation(redis_url: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [
             sys.executable,
-            str(SOAK),
+            "-m",
+            "scripts.soak",
             "--seconds",
             "8",
             "--conversations",

@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = Path(__file__).resolve().parent
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The benchmark's own calls to Redis, left out of every command count.

@@ -24,7 +24,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from typing import TYPE_CHECKING
 
-from bench_load import raise_nofile
+from .load import raise_nofile
 
 if TYPE_CHECKING:
     from broker.engine.conversations import Fence

@@ -21,7 +21,7 @@ from typing import IO
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0  # SIGTERM to exit: a front's graceful timeout (5 s) or a worker's grace
 

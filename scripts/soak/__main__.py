@@ -40,16 +40,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+import redis
+import redis.asyncio as aioredis
 
-import redis  # noqa: E402
-import redis.asyncio as aioredis  # noqa: E402
-from soak_check import Verdict, check_all, check_memory  # noqa: E402
-from soak_load import Load, Plan  # noqa: E402
-from soak_procs import Fleet  # noqa: E402
+from broker.embedded_redis import EmbeddedRedis
 
-from broker.embedded_redis import EmbeddedRedis  # noqa: E402
+from .check import Verdict, check_all, check_memory
+from .fleet import Fleet
+from .load import Load, Plan
 
 LEASE_SECONDS = 2.0
 REAP_INTERVAL_SECONDS = 0.5

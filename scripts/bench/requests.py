@@ -30,7 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench_infra import Processes, cpu_seconds
+from .infra import Processes, cpu_seconds
 
 _BODY = b'{"content": "hello there", "params": {"tokens": 5}}'
 

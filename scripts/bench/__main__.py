@@ -48,10 +48,8 @@ from typing import Any
 import msgspec
 import redis
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench_append import AppendPlan, AppendResult, append_main  # noqa: E402
-from bench_infra import (  # noqa: E402
+from .append import AppendPlan, AppendResult, append_main
+from .infra import (
     Child,
     Processes,
     RedisSample,
@@ -63,8 +61,8 @@ from bench_infra import (  # noqa: E402
     redis_sample,
     rss_bytes,
 )
-from bench_load import Go, LoadPlan, LoadResult, load_main, raise_nofile  # noqa: E402
-from bench_report import Report, Result, markdown, percentiles, ratios  # noqa: E402
+from .load import Go, LoadPlan, LoadResult, load_main, raise_nofile
+from .report import Report, Result, markdown, percentiles, ratios
 
 ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6")
 SOURCE_ADDRESSES = [f"127.0.0.{i}" for i in range(2, 10)]
