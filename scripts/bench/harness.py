@@ -20,8 +20,10 @@ from typing import Any
 
 import redis
 
+from broker.cli.processes import Front
+
 from .append import calibrate
-from .infra import Child, Processes, RedisSample, cpu_seconds, machine_cpu, redis_sample
+from .infra import Processes, RedisSample, cpu_seconds, machine_cpu, redis_sample
 from .load import LoadPlan, LoadResult, load_main
 from .options import parse_setting
 from .report import Result, percentiles
@@ -46,7 +48,7 @@ class Bench:
     # -- measurement helpers -------------------------------------------------------------
 
     @contextmanager
-    def front(self, system: str) -> Iterator[Child]:
+    def front(self, system: str) -> Iterator[Front]:
         child = self.processes.front(system, self.redis_url, self.prefix, self.front_settings)
         try:
             yield child

@@ -30,7 +30,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--compare-naive",
         action="store_true",
-        help="also run scripts/naive_front.py on the same workload",
+        help="also run the naive baseline (scripts/bench/naive_front.py) on the same workload",
     )
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument(
