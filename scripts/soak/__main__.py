@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Soak: mixed load with random kills for a while, then check every conversation against Redis.
 
     .venv/bin/python scripts/soak.py --minutes 10
@@ -110,13 +109,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def broker_settings() -> dict[str, str]:
+def broker_settings() -> dict[str, Any]:
     """Short leases so that a killed worker's run ends within seconds; retention left default."""
     return {
-        "BROKER_LEASE_SECONDS": str(LEASE_SECONDS),
-        "BROKER_REAP_INTERVAL_SECONDS": str(REAP_INTERVAL_SECONDS),
-        "BROKER_SHUTDOWN_GRACE_SECONDS": str(SHUTDOWN_GRACE_SECONDS),
-        "BROKER_CANCEL_WAIT_SECONDS": "5",
+        "lease_seconds": LEASE_SECONDS,
+        "reap_interval_seconds": REAP_INTERVAL_SECONDS,
+        "shutdown_grace_seconds": SHUTDOWN_GRACE_SECONDS,
+        "cancel_wait_seconds": 5,
     }
 
 
