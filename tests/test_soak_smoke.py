@@ -1,8 +1,8 @@
 """The soak script, run briefly: traffic, kills and the checker end to end, with no violation.
 
-The long soak (``scripts/soak.py --minutes 10``) is run by hand; this keeps the script itself
-working and catches a regression its checker would see within seconds. It counts what happened,
-never how fast.
+The long soak (``python -m scripts.soak --minutes 10``) is run by hand; this keeps the script
+itself working and catches a regression its checker would see within seconds. It counts what
+happened, never how fast.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Benchmark of the stream broker's front tier and workers, optionally against a naive baseline.
 
-    .venv/bin/python scripts/bench.py [--compare-naive] [--scenarios S1,S3] [--json out.json]
+    .venv/bin/python -m scripts.bench [--compare-naive] [--scenarios S1,S3] [--json out.json]
 
 It starts what it needs: a Redis on a free port (unless ``REDIS_URL`` is set), one front process
 per scenario (fresh, so its CPU, RSS and connections belong to that scenario alone), the load

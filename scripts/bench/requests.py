@@ -1,7 +1,7 @@
 """Small requests: what each costs a front's CPU, and how fast they return.
 
-The SSE scenarios of ``scripts/bench.py`` measure streaming; this measures the other hot path,
-plain request/response over keep-alive connections, two ways:
+The SSE scenarios of ``python -m scripts.bench`` measure streaming; this measures the other hot
+path, plain request/response over keep-alive connections, two ways:
 
 - ``network``: one front, its own embedded Redis (or ``REDIS_URL``), a lean asyncio client in
   this process on loopback, a fixed duration: ``GET /healthz`` (the HTTP layer alone) and
@@ -14,7 +14,7 @@ plain request/response over keep-alive connections, two ways:
   the best of several rounds. On a shared machine this tells the protocols' own cost apart
   from everything else running.
 
-    .venv/bin/python scripts/bench_requests.py --duration 10 --connections 32
+    .venv/bin/python -m scripts.bench.requests --duration 10 --connections 32
 """
 
 from __future__ import annotations
@@ -199,7 +199,9 @@ def compare_protocols(count: int, rounds: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.bench.requests", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per kind")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=32)

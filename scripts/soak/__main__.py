@@ -1,7 +1,7 @@
 """Soak: mixed load with random kills for a while, then check every conversation against Redis.
 
-    .venv/bin/python scripts/soak.py --minutes 10
-    .venv/bin/python scripts/soak.py --seconds 30 --fronts 3 --workers 3 --json soak.json
+    .venv/bin/python -m scripts.soak --minutes 10
+    .venv/bin/python -m scripts.soak --seconds 30 --fronts 3 --workers 3 --json soak.json
 
 It starts what it needs: a ``redis-server`` with AOF in a temporary directory (unless
 ``REDIS_URL`` is set: then it works under a key prefix of its own and deletes those keys when
@@ -58,7 +58,9 @@ QUIET_MARGIN_SECONDS = 20.0
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m scripts.soak",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--minutes", type=float, help="how long the load runs (default 1)")
