@@ -101,7 +101,10 @@ def idle_conversations(bench: Bench, idle: int) -> Result:
             for name in sorted(set(after.redis.calls) | set(before.redis.calls))
             if after.redis.calls.get(name, 0) != before.redis.calls.get(name, 0)
         }
-    result.note = f"{args.s6_tokens} tokens every {args.s6_interval_ms:g} ms; worker CPU {after.cpu['worker'] - before.cpu['worker']:.2f} s"
+    worker_cpu = after.cpu["worker"] - before.cpu["worker"]
+    result.note = (
+        f"{args.s6_tokens} tokens every {args.s6_interval_ms:g} ms; worker CPU {worker_cpu:.2f} s"
+    )
     return result
 
 

@@ -79,7 +79,8 @@ def streaming(bench: Bench, workload: Workload, system: str) -> Result:
     note = ""
     cap = _client_cap(system)
     if total_clients > cap:
-        note = f"capped at {cap:,} clients by the fd limit ({'two fds' if system == 'naive' else 'one fd'} per client)"
+        fds = "two fds" if system == "naive" else "one fd"
+        note = f"capped at {cap:,} clients by the fd limit ({fds} per client)"
         total_clients = cap
     with bench.front(system) as front:
         context_appends, context_events = _counters()

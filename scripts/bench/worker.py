@@ -60,7 +60,8 @@ def worker(bench: Bench) -> Result:
         if worker_cpu > 0:
             result.tokens_per_worker_cpu_s = round(result.tokens / worker_cpu, 0)
     result.note = (
-        f"{runs} runs at {args.s5_tokens_per_s:g} tokens/s (offered {runs * args.s5_tokens_per_s:,.0f} "
-        f"tokens/s); worker CPU {result.worker_cpu_s} s in the window"
+        f"{runs} runs at {args.s5_tokens_per_s:g} tokens/s "
+        f"(offered {runs * args.s5_tokens_per_s:,.0f} tokens/s); "
+        f"worker CPU {result.worker_cpu_s} s in the window"
     )
     return result
