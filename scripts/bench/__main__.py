@@ -37,7 +37,7 @@ import redis
 
 from .harness import Bench
 from .idle import idle_conversations
-from .infra import Processes, machine_info
+from .infra import Processes, machine_info, redis_and_processes
 from .load import raise_nofile
 from .options import ALL_SCENARIOS, build_parser
 from .report import Report, Result, markdown, ratios
@@ -108,31 +108,19 @@ def main(argv: list[str] | None = None) -> int:
     raise_nofile()
     _stop_on_sigterm()
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    processes = Processes(workdir)
-    embedded = None
     try:
-        redis_url = os.environ.get("REDIS_URL")
-        if not redis_url:
-            from broker.embedded_redis import EmbeddedRedis
-
-            embedded = EmbeddedRedis(workdir / "redis", appendonly=False).start()
-            redis_url = embedded.url
-        report = run(args, redis_url, processes)
+        with redis_and_processes(workdir) as (redis_url, processes):
+            report = run(args, redis_url, processes)
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
     except Exception:
         print(f"bench: failed; the processes' output is in {workdir}", file=sys.stderr)
         raise
+    if args.keep_logs:
+        print(f"bench: the processes' output is in {workdir}", file=sys.stderr)
     else:
-        if args.keep_logs:
-            print(f"bench: the processes' output is in {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    finally:
-        processes.close()
-        if embedded is not None:
-            embedded.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     print(markdown(report))
     if args.json:
         Path(args.json).write_bytes(msgspec.json.format(msgspec.json.encode(report)))

@@ -13,6 +13,8 @@ import multiprocessing.connection
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,6 +203,26 @@ class Processes:
         self.reap_helpers()
         stop_all(self.children[::-1], STOP_TIMEOUT)
         self.children.clear()
+
+
+@contextmanager
+def redis_and_processes(workdir: Path) -> Iterator[tuple[str, Processes]]:
+    """``REDIS_URL`` (else a redis-server of the benchmark's own, in ``workdir``) and the
+    ``Processes`` that use it; on the way out every process stops, then that Redis."""
+    processes = Processes(workdir)
+    embedded = None
+    try:
+        redis_url = os.environ.get("REDIS_URL")
+        if not redis_url:
+            from broker.embedded_redis import EmbeddedRedis
+
+            embedded = EmbeddedRedis(workdir / "redis", appendonly=False).start()
+            redis_url = embedded.url
+        yield redis_url, processes
+    finally:
+        processes.close()
+        if embedded is not None:
+            embedded.stop()
 
 
 def receive(

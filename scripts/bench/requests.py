@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import statistics
 import sys
@@ -30,7 +29,7 @@ import time
 import uuid
 from pathlib import Path
 
-from .infra import Processes, cpu_seconds
+from .infra import cpu_seconds, redis_and_processes
 
 _BODY = b'{"content": "hello there", "params": {"tokens": 5}}'
 
@@ -215,32 +214,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "protocol":
         return 0
     workdir = Path(tempfile.mkdtemp(prefix="bench-requests-"))
-    processes = Processes(workdir)
-    embedded = None
     try:
-        redis_url = os.environ.get("REDIS_URL")
-        if not redis_url:
-            from broker.embedded_redis import EmbeddedRedis
-
-            embedded = EmbeddedRedis(workdir / "redis", appendonly=False).start()
-            redis_url = embedded.url
-        front = processes.front("broker", redis_url, "bench" + uuid.uuid4().hex[:8], {})
-        print("| kind | requests/s | front CPU µs per request | p50 ms | p99 ms |")
-        print("|---|---:|---:|---:|---:|")
-        for kind in args.kinds.split(","):
-            result = measure(
-                front.port, front.pid, kind, args.connections, args.duration, args.warmup
-            )
-            print(
-                f"| {kind} | {result['requests_per_s']:,.0f} | "
-                f"{result['front_cpu_us_per_request']:.0f} | {result['p50_ms']:.2f} | "
-                f"{result['p99_ms']:.2f} |",
-                flush=True,
-            )
+        with redis_and_processes(workdir) as (redis_url, processes):
+            front = processes.front("broker", redis_url, "bench" + uuid.uuid4().hex[:8], {})
+            print("| kind | requests/s | front CPU µs per request | p50 ms | p99 ms |")
+            print("|---|---:|---:|---:|---:|")
+            for kind in args.kinds.split(","):
+                result = measure(
+                    front.port, front.pid, kind, args.connections, args.duration, args.warmup
+                )
+                print(
+                    f"| {kind} | {result['requests_per_s']:,.0f} | "
+                    f"{result['front_cpu_us_per_request']:.0f} | {result['p50_ms']:.2f} | "
+                    f"{result['p99_ms']:.2f} |",
+                    flush=True,
+                )
     finally:
-        processes.close()
-        if embedded is not None:
-            embedded.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
