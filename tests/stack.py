@@ -11,24 +11,39 @@ so with ``Stack.expect_traceback``.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import httpx
-
+import broker.cli.processes as launcher
+from broker.cli.processes import (
+    OPEN_AND_UNLIMITED,
+    READY_TIMEOUT,
+    STOP_TIMEOUT,
+    Process,
+    child_environment,
+    clean_environment,
+    free_port,
+    settings_env,
+)
 from tests.api import Api
 
+__all__ = [
+    "DEFAULT_SETTINGS",
+    "READY_TIMEOUT",
+    "REPO_ROOT",
+    "STOP_TIMEOUT",
+    "Front",
+    "Process",
+    "Stack",
+    "base_environment",
+    "free_port",
+    "settings_env",
+    "tracebacks",
+]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-READY_TIMEOUT = 30.0
-STOP_TIMEOUT = 15.0
 _TRACEBACK = "Traceback (most recent call last):"
 _TRACEBACK_LINES = 40
 
@@ -43,89 +58,19 @@ def tracebacks(output: str) -> list[str]:
     ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def base_environment() -> dict[str, str]:
     """The test runner's environment without any ``BROKER_*`` setting it may carry."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    return clean_environment()
 
 
 # Every stack starts open and unlimited, as the broker was before authentication: tests about
 # authentication and limits set their own values on top.
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "auth": "none",
-    "limit_requests_per_minute": 0,
-    "limit_posts_per_minute": 0,
-    "limit_streams_per_subject": 0,
-    "limit_conversations_per_day": 0,
-    "limit_active_runs_per_subject": 0,
-}
-
-
-def settings_env(settings: dict[str, Any]) -> dict[str, str]:
-    """``{"coalesce_ms": 0}`` -> ``{"BROKER_COALESCE_MS": "0"}``."""
-    return {f"BROKER_{name.upper()}": str(value) for name, value in settings.items()}
+DEFAULT_SETTINGS: dict[str, Any] = OPEN_AND_UNLIMITED
 
 
 @dataclass
-class Process:
-    """One broker process and the file its output goes to."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    _log: IO[bytes]
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def output(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def signal(self, signum: int) -> None:
-        if self.alive():
-            self.popen.send_signal(signum)
-
-    def kill(self) -> None:
-        """SIGKILL: the process gets no chance to clean up, as with a crash or an OOM kill."""
-        if self.alive():
-            self.popen.kill()
-        self.popen.wait(timeout=STOP_TIMEOUT)
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
-        """SIGTERM, then SIGKILL if it has not exited within ``timeout``; returns the exit code."""
-        if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=STOP_TIMEOUT)
-        return self.popen.returncode
-
-    def close_log(self) -> None:
-        self._log.close()
-
-
-@dataclass
-class Front(Process):
-    port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+class Front(launcher.Front):
+    """A front of a test's stack, on loopback, with the test client's view of it."""
 
     @property
     def api(self) -> Api:
@@ -156,26 +101,10 @@ class Stack:
         self.expected_tracebacks.append(re.compile(pattern))
 
     def env(self, extra: dict[str, Any] | None = None) -> dict[str, str]:
-        env = base_environment()
-        env["BROKER_REDIS_URL"] = self.redis_url
-        env["BROKER_KEY_PREFIX"] = self.prefix
-        env.update(settings_env({**DEFAULT_SETTINGS, **self.settings, **(extra or {})}))
-        return env
-
-    def _spawn(
-        self, name: str, args: list[str], extra: dict[str, Any] | None
-    ) -> tuple[subprocess.Popen[bytes], Path, IO[bytes]]:
-        log_path = self.workdir / f"{name}.log"
-        log = open(log_path, "wb")
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "broker", *args],
-            env=self.env(extra),
-            cwd=self.workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        settings = {"redis_url": self.redis_url, "key_prefix": self.prefix}
+        return child_environment(
+            base_environment(), {**settings, **DEFAULT_SETTINGS, **self.settings, **(extra or {})}
         )
-        return popen, log_path, log
 
     def start(self, fronts: int = 1, workers: int = 1, **settings: Any) -> Stack:
         """Set the stack's settings, then start processes and wait until the fronts are ready."""
@@ -189,12 +118,14 @@ class Stack:
 
     def front(self, *, wait: bool = True, port: int | None = None, **extra: Any) -> Front:
         """A new front process; ``port`` reuses one (a restart behind the same address)."""
-        port = port or free_port()
         name = f"front{len(self.fronts)}"
-        popen, log_path, log = self._spawn(
-            name, ["serve", "--host", "127.0.0.1", "--port", str(port)], extra
+        front = Front.serve(
+            name,
+            self.env(extra),
+            port=port,
+            log_path=self.workdir / f"{name}.log",
+            cwd=self.workdir,
         )
-        front = Front(name, popen, log_path, log, port=port)
         self.processes.append(front)
         self.fronts.append(front)
         if wait:
@@ -203,30 +134,19 @@ class Stack:
 
     def worker(self, concurrency: int = 64, **extra: Any) -> Process:
         name = f"worker{len(self.workers)}"
-        popen, log_path, log = self._spawn(
-            name, ["worker", "--concurrency", str(concurrency)], extra
+        worker = Process.start(
+            name,
+            ["worker", "--concurrency", str(concurrency)],
+            self.env(extra),
+            log_path=self.workdir / f"{name}.log",
+            cwd=self.workdir,
         )
-        worker = Process(name, popen, log_path, log)
         self.processes.append(worker)
         self.workers.append(worker)
         return worker
 
     def wait_ready(self, front: Front, timeout: float = READY_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        with httpx.Client(trust_env=False, timeout=1.0) as client:
-            while True:
-                if not front.alive():
-                    raise RuntimeError(f"{front.name} exited during start-up:\n{front.output()}")
-                try:
-                    if client.get(front.url + "/readyz").status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{front.name} not ready after {timeout}s:\n{front.output()}"
-                    )
-                time.sleep(0.05)
+        launcher.wait_ready(front, timeout=timeout)
 
     def unexpected_tracebacks(self) -> list[str]:
         """Tracebacks in the processes' output that no ``expect_traceback`` pattern matches."""
@@ -242,9 +162,7 @@ class Stack:
 
         Returns the unexpected tracebacks, for the caller to fail the test with.
         """
-        for process in self.processes:
-            process.signal(signal.SIGTERM)
-        codes = [process.stop() for process in self.processes]
+        codes = launcher.stop_all(self.processes, STOP_TIMEOUT)
         unexpected = self.unexpected_tracebacks()
         for process, code in zip(self.processes, codes, strict=True):
             if report or unexpected:

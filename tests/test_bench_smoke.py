@@ -1,7 +1,7 @@
 """The benchmark script still runs: every scenario, with the naive baseline, at tiny sizes.
 
-No performance is asserted here (timings belong to ``scripts/bench.py`` runs, not to tests);
-this only keeps the script from rotting as the broker changes under it.
+No performance is asserted here (timings belong to ``python -m scripts.bench`` runs, not to
+tests); this only keeps the script from rotting as the broker changes under it.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def test_bench_runs_every_scenario(redis_url: str, prefix: str, tmp_path: Path) 
     completed = subprocess.run(
         [
             sys.executable,
-            str(REPO_ROOT / "scripts" / "bench.py"),
+            "-m",
+            "scripts.bench",
             *TINY,
             "--key-prefix",
             prefix,

@@ -1,8 +1,8 @@
 """The soak script, run briefly: traffic, kills and the checker end to end, with no violation.
 
-The long soak (``scripts/soak.py --minutes 10``) is run by hand; this keeps the script itself
-working and catches a regression its checker would see within seconds. It counts what happened,
-never how fast.
+The long soak (``python -m scripts.soak --minutes 10``) is run by hand; this keeps the script
+itself working and catches a regression its checker would see within seconds. It counts what
+happened, never how fast.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SOAK = REPO_ROOT / "scripts" / "soak.py"
 
 
 @pytest.mark.timeout(150)
@@ -27,7 +26,8 @@ def test_short_soak_finds_no_violation(redis_url: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [
             sys.executable,
-            str(SOAK),
+            "-m",
+            "scripts.soak",
             "--seconds",
             "8",
             "--conversations",

@@ -8,34 +8,13 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from broker.cli.processes import Front, NotReady, Process, stop_all, wait_ready
 from broker.core.settings import Settings, redacted_url
-
-
-def _wait_ready(
-    url: str, processes: list[subprocess.Popen[bytes]], stopping: Callable[[], bool]
-) -> bool:
-    """True once the front answers ``/readyz``; False when asked to stop first."""
-    deadline = time.monotonic() + 30.0
-    while time.monotonic() < deadline:
-        if stopping():
-            return False
-        if any(p.poll() is not None for p in processes):
-            raise SystemExit("broker dev: a process exited during start-up")
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=1) as response:
-                if response.status == 200:
-                    return True
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("broker dev: the front did not become ready")
 
 
 def project_root(start: Path) -> Path:
@@ -144,21 +123,20 @@ def dev(host: str, port: int, cluster: bool = False) -> None:
             file=sys.stderr,
             flush=True,
         )
-    command = [sys.executable, "-m", "broker"]
-    children: list[subprocess.Popen[bytes]] = []
+    children: list[Process] = []
     code = 0
     try:
-        children.append(
-            subprocess.Popen(
-                [*command, "serve", "--host", host, "--port", str(port)],
-                env=env,
-                start_new_session=True,
-            )
-        )
-        children.append(subprocess.Popen([*command, "worker"], env=env, start_new_session=True))
-        url = f"http://{host}:{port}"
-        if _wait_ready(url, children, lambda: stop):
-            if children[0].poll() is not None:
+        front = Front.serve("front", env, host=host, port=port, new_session=True)
+        children.append(front)
+        children.append(Process.start("worker", ["worker"], env, new_session=True))
+        try:
+            ready = wait_ready(front, also=children[1:], stop_requested=lambda: stop)
+        except NotReady as exc:
+            if exc.exited:
+                raise SystemExit("broker dev: a process exited during start-up") from None
+            raise SystemExit("broker dev: the front did not become ready") from None
+        if ready:
+            if not front.alive():
                 raise SystemExit(f"broker dev: the front could not listen on {host}:{port}")
             if isinstance(embedded, EmbeddedCluster):
                 where = f"a local cluster of {len(embedded.ports)} nodes from {embedded.url}"
@@ -166,9 +144,9 @@ def dev(host: str, port: int, cluster: bool = False) -> None:
                 where = f"embedded redis-server at {embedded.url}"
             else:
                 where = redacted_url(env["BROKER_REDIS_URL"])
-            print(f"broker dev: serving {url} (Redis: {where}); Ctrl-C stops", flush=True)
+            print(f"broker dev: serving {front.url} (Redis: {where}); Ctrl-C stops", flush=True)
         while not stop:
-            if any(p.poll() is not None for p in children):
+            if any(not child.alive() for child in children):
                 print("broker dev: a process exited; stopping", file=sys.stderr, flush=True)
                 code = 1
                 break
@@ -176,22 +154,14 @@ def dev(host: str, port: int, cluster: bool = False) -> None:
     finally:
         # A second Ctrl-C while stopping must not cut the orderly stop short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if stop and any(child.poll() is None for child in children):
+        if stop and any(child.alive() for child in children):
             print(
                 "broker dev: stopping; answers in flight get "
                 f"{settings.shutdown_grace_seconds:g} s to finish",
                 file=sys.stderr,
                 flush=True,
             )
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=settings.shutdown_grace_seconds + 10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        stop_all(children, timeout=settings.shutdown_grace_seconds + 10)
         if embedded is not None:
             embedded.stop()
         if lock is not None:

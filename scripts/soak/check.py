@@ -16,8 +16,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import redis
-from soak_load import Connection, crc
-from soak_procs import Proc
+
+from .fleet import Proc
+from .load import Connection, crc
 
 TERMINALS = {"run.completed": "completed", "run.cancelled": "cancelled", "run.failed": "failed"}
 # Failures chaos is allowed to cause: a worker killed mid-run, a worker stopped past its grace.

@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 """Soak: mixed load with random kills for a while, then check every conversation against Redis.
 
-    .venv/bin/python scripts/soak.py --minutes 10
-    .venv/bin/python scripts/soak.py --seconds 30 --fronts 3 --workers 3 --json soak.json
+    .venv/bin/python -m scripts.soak --minutes 10
+    .venv/bin/python -m scripts.soak --seconds 30 --fronts 3 --workers 3 --json soak.json
 
 It starts what it needs: a ``redis-server`` with AOF in a temporary directory (unless
 ``REDIS_URL`` is set: then it works under a key prefix of its own and deletes those keys when
@@ -40,16 +39,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+import redis
+import redis.asyncio as aioredis
 
-import redis  # noqa: E402
-import redis.asyncio as aioredis  # noqa: E402
-from soak_check import Verdict, check_all, check_memory  # noqa: E402
-from soak_load import Load, Plan  # noqa: E402
-from soak_procs import Fleet  # noqa: E402
+from broker.embedded_redis import EmbeddedRedis
 
-from broker.embedded_redis import EmbeddedRedis  # noqa: E402
+from .check import Verdict, check_all, check_memory
+from .fleet import Fleet
+from .load import Load, Plan
 
 LEASE_SECONDS = 2.0
 REAP_INTERVAL_SECONDS = 0.5
@@ -61,7 +58,9 @@ QUIET_MARGIN_SECONDS = 20.0
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m scripts.soak",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--minutes", type=float, help="how long the load runs (default 1)")
@@ -112,13 +111,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def broker_settings() -> dict[str, str]:
+def broker_settings() -> dict[str, Any]:
     """Short leases so that a killed worker's run ends within seconds; retention left default."""
     return {
-        "BROKER_LEASE_SECONDS": str(LEASE_SECONDS),
-        "BROKER_REAP_INTERVAL_SECONDS": str(REAP_INTERVAL_SECONDS),
-        "BROKER_SHUTDOWN_GRACE_SECONDS": str(SHUTDOWN_GRACE_SECONDS),
-        "BROKER_CANCEL_WAIT_SECONDS": "5",
+        "lease_seconds": LEASE_SECONDS,
+        "reap_interval_seconds": REAP_INTERVAL_SECONDS,
+        "shutdown_grace_seconds": SHUTDOWN_GRACE_SECONDS,
+        "cancel_wait_seconds": 5,
     }
 
 

@@ -11,6 +11,10 @@ interval), as independent generations would be, rather than all conversations at
 appends due at one tick go out in one pipeline: the same ``APPEND`` script with the arguments
 ``Store.append`` passes (checked against it at start-up), at a fraction of the client CPU that
 one awaited call per append costs, so the appender stays out of the way of what it measures.
+
+``calibrate`` measures what one such append costs in Redis commands, so that the appender's
+writes can be taken out of the front's command counts. Every call the benchmark makes into the
+engine's ``Store`` is in this module.
 """
 
 from __future__ import annotations
@@ -18,13 +22,13 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from typing import TYPE_CHECKING
 
-from bench_load import raise_nofile
+from .load import raise_nofile
 
 if TYPE_CHECKING:
     from broker.engine.conversations import Fence
@@ -220,6 +224,69 @@ class Appender:
             await self.store.finish(cid, run_id, self.fences[run_id], "completed", name, data)
 
         await _bounded(one(cid, run) for cid, run in zip(self.plan.cids, self.runs, strict=True))
+
+
+@dataclass(frozen=True)
+class ScriptCost:
+    """Redis commands one ``Store.append`` costs: ``per_append`` + ``per_event`` per event.
+
+    Measured, not assumed, so the appender's writes can be taken out of the front's command
+    count whatever the append script does.
+    """
+
+    per_append: int
+    per_event: int
+
+
+def calibrate(redis_url: str, prefix: str, commands: Callable[[], int]) -> ScriptCost:
+    """Count what one append of 1 and of 2 events costs in Redis commands, while idle.
+
+    ``commands`` reads the total count of commands Redis has run so far.
+    """
+    from broker.core.events import Delta, RunStarted, UserMessage, encode
+    from broker.core.settings import Settings
+    from broker.engine.connections import redis_client
+    from broker.engine.conversations import Store
+
+    settings = Settings.from_env({"BROKER_REDIS_URL": redis_url, "BROKER_KEY_PREFIX": prefix})
+
+    async def measure() -> tuple[int, int]:
+        client = redis_client(settings, "bench-calibrate", max_connections=2)
+        store = Store(client, settings)
+        try:
+            cid, run = "calibrate", "r_calibrate"
+            _, data = encode(UserMessage(message_id="m_c", content="c", run_id=run))
+            await store.accept(
+                cid,
+                run_id=run,
+                message_id="m_c",
+                assistant_message_id="m_a",
+                model="simulated",
+                data=data,
+                idempotency_key=None,
+                idempotency_record="",
+            )
+            start = await store.start_run(
+                cid, run, "bench", "bench", encode(RunStarted(run, "m_a", "simulated"))[1]
+            )
+            assert start.fence is not None, start
+            costs = []
+            sequence = 0
+            for count in (1, 2, 1, 2, 1, 2):
+                before = commands()
+                sequence += 1
+                events = [encode(Delta(run, "0"))] * count
+                # As the appender's pipelined appends: no TTL renewal.
+                await store.append(cid, run, start.fence, sequence, events, refresh_ttl=False)
+                costs.append((count, commands() - before))
+            one = min(c for n, c in costs if n == 1)
+            two = min(c for n, c in costs if n == 2)
+            return one, two
+        finally:
+            await client.aclose()
+
+    one, two = asyncio.run(measure())
+    return ScriptCost(per_append=one - (two - one), per_event=two - one)
 
 
 async def _bounded(coroutines: Iterable[Awaitable[None]], limit: int = _SETUP_PARALLEL) -> None:

@@ -11,20 +11,31 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import os
-import signal
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = Path(__file__).resolve().parent
+from broker.cli.processes import (
+    OPEN_AND_UNLIMITED,
+    Front,
+    Process,
+    child_environment,
+    clean_environment,
+    free_port,
+    stop_all,
+    wait_ready,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# The baseline front, run as a module from REPO_ROOT as the broker's front is.
+NAIVE_FRONT = "scripts.bench.naive_front"
+STOP_TIMEOUT = 10.0
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The benchmark's own calls to Redis, left out of every command count.
 _OWN_COMMANDS = ("info", "client", "config", "slowlog", "latency")
@@ -110,69 +121,15 @@ def connections_named(client: redis.Redis, name: str) -> int:
     return sum(1 for c in client.client_list() if c.get("name") == name)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def child_env(
     redis_url: str, prefix: str, settings: dict[str, Any] | None = None
 ) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    env["BROKER_REDIS_URL"] = redis_url
-    env["BROKER_KEY_PREFIX"] = prefix
-    env["BROKER_LOG_LEVEL"] = "WARNING"
-    # Load from one loopback address: no authentication, and no per-subject limit.
-    env["BROKER_AUTH"] = "none"
-    for limit in (
-        "REQUESTS_PER_MINUTE",
-        "POSTS_PER_MINUTE",
-        "STREAMS_PER_SUBJECT",
-        "CONVERSATIONS_PER_DAY",
-        "ACTIVE_RUNS_PER_SUBJECT",
-    ):
-        env[f"BROKER_LIMIT_{limit}"] = "0"
-    for name, value in (settings or {}).items():
-        env[f"BROKER_{name.upper()}"] = str(value)
-    return env
-
-
-@dataclass
-class Child:
-    """A process started with Popen; its output goes to a file read back when it fails."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    port: int = 0
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def output(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=timeout)
+    """A started process's environment: the benchmark's Redis and prefix, quiet logs, and the
+    open, unlimited settings that load from one loopback address needs."""
+    broker_settings = {"redis_url": redis_url, "key_prefix": prefix, "log_level": "WARNING"}
+    return child_environment(
+        clean_environment(), {**broker_settings, **OPEN_AND_UNLIMITED, **(settings or {})}
+    )
 
 
 @dataclass
@@ -180,58 +137,39 @@ class Processes:
     """Every process the benchmark started; ``close`` ends them all (only them)."""
 
     workdir: Path
-    children: list[Child] = field(default_factory=list)
+    children: list[Process] = field(default_factory=list)
     helpers: list[multiprocessing.Process] = field(default_factory=list)
     started: int = 0
 
-    def spawn(self, name: str, args: list[str], env: dict[str, str], port: int = 0) -> Child:
+    def _options(self, name: str) -> dict[str, Any]:
+        """Where a started process writes (numbered files, in start order) and runs."""
         self.started += 1
-        log_path = self.workdir / f"{self.started:02d}-{name}.log"
-        with open(log_path, "wb") as log:
-            popen = subprocess.Popen(
-                args,
-                env=env,
-                cwd=REPO_ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        child = Child(name, popen, log_path, port)
-        self.children.append(child)
-        return child
+        return {"log_path": self.workdir / f"{self.started:02d}-{name}.log", "cwd": REPO_ROOT}
 
-    def front(self, system: str, redis_url: str, prefix: str, settings: dict[str, Any]) -> Child:
+    def front(self, system: str, redis_url: str, prefix: str, settings: dict[str, Any]) -> Front:
         """One front process (the broker's, or the naive baseline), ready to serve."""
-        port = free_port()
+        name = f"front-{system}"
+        env = child_env(redis_url, prefix, settings)
         if system == "broker":
-            args = [
-                sys.executable,
-                "-m",
-                "broker",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ]
+            child = Front.serve(name, env, **self._options(name))
         else:
-            args = [
-                sys.executable,
-                str(SCRIPTS / "naive_front.py"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ]
-        child = self.spawn(f"front-{system}", args, child_env(redis_url, prefix, settings), port)
+            port = free_port()
+            args = ["--host", "127.0.0.1", "--port", str(port)]
+            child = Front.start(
+                name, args, env, module=NAIVE_FRONT, port=port, **self._options(name)
+            )
+        self.children.append(child)
         wait_ready(child)
         return child
 
     def worker(
         self, redis_url: str, prefix: str, concurrency: int, settings: dict[str, Any]
-    ) -> Child:
-        args = [sys.executable, "-m", "broker", "worker", "--concurrency", str(concurrency)]
-        return self.spawn("worker", args, child_env(redis_url, prefix, settings))
+    ) -> Process:
+        args = ["worker", "--concurrency", str(concurrency)]
+        env = child_env(redis_url, prefix, settings)
+        child = Process.start("worker", args, env, **self._options("worker"))
+        self.children.append(child)
+        return child
 
     def helper(
         self, target: Any, *args: Any
@@ -245,8 +183,8 @@ class Processes:
         self.helpers.append(process)
         return process, parent_end
 
-    def release(self, child: Child) -> None:
-        child.stop()
+    def release(self, child: Process) -> None:
+        child.stop(STOP_TIMEOUT)
         if child in self.children:
             self.children.remove(child)
 
@@ -263,25 +201,28 @@ class Processes:
             if process.is_alive():
                 process.kill()
         self.reap_helpers()
-        for child in reversed(self.children):
-            child.stop()
+        stop_all(self.children[::-1], STOP_TIMEOUT)
         self.children.clear()
 
 
-def wait_ready(child: Child, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if child.popen.poll() is not None:
-            raise RuntimeError(f"{child.name} exited during start-up:\n{child.output()}")
-        try:
-            with urllib.request.urlopen(child.url + "/readyz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (OSError, urllib.error.URLError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{child.name} not ready after {timeout}s:\n{child.output()}")
-        time.sleep(0.05)
+@contextmanager
+def redis_and_processes(workdir: Path) -> Iterator[tuple[str, Processes]]:
+    """``REDIS_URL`` (else a redis-server of the benchmark's own, in ``workdir``) and the
+    ``Processes`` that use it; on the way out every process stops, then that Redis."""
+    processes = Processes(workdir)
+    embedded = None
+    try:
+        redis_url = os.environ.get("REDIS_URL")
+        if not redis_url:
+            from broker.embedded_redis import EmbeddedRedis
+
+            embedded = EmbeddedRedis(workdir / "redis", appendonly=False).start()
+            redis_url = embedded.url
+        yield redis_url, processes
+    finally:
+        processes.close()
+        if embedded is not None:
+            embedded.stop()
 
 
 def receive(

@@ -1,7 +1,7 @@
 """Small requests: what each costs a front's CPU, and how fast they return.
 
-The SSE scenarios of ``scripts/bench.py`` measure streaming; this measures the other hot path,
-plain request/response over keep-alive connections, two ways:
+The SSE scenarios of ``python -m scripts.bench`` measure streaming; this measures the other hot
+path, plain request/response over keep-alive connections, two ways:
 
 - ``network``: one front, its own embedded Redis (or ``REDIS_URL``), a lean asyncio client in
   this process on loopback, a fixed duration: ``GET /healthz`` (the HTTP layer alone) and
@@ -14,14 +14,13 @@ plain request/response over keep-alive connections, two ways:
   the best of several rounds. On a shared machine this tells the protocols' own cost apart
   from everything else running.
 
-    .venv/bin/python scripts/bench_requests.py --duration 10 --connections 32
+    .venv/bin/python -m scripts.bench.requests --duration 10 --connections 32
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import statistics
 import sys
@@ -30,7 +29,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench_infra import Processes, cpu_seconds
+from .infra import cpu_seconds, redis_and_processes
 
 _BODY = b'{"content": "hello there", "params": {"tokens": 5}}'
 
@@ -199,7 +198,9 @@ def compare_protocols(count: int, rounds: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.bench.requests", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per kind")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=32)
@@ -213,32 +214,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "protocol":
         return 0
     workdir = Path(tempfile.mkdtemp(prefix="bench-requests-"))
-    processes = Processes(workdir)
-    embedded = None
     try:
-        redis_url = os.environ.get("REDIS_URL")
-        if not redis_url:
-            from broker.embedded_redis import EmbeddedRedis
-
-            embedded = EmbeddedRedis(workdir / "redis", appendonly=False).start()
-            redis_url = embedded.url
-        front = processes.front("broker", redis_url, "bench" + uuid.uuid4().hex[:8], {})
-        print("| kind | requests/s | front CPU µs per request | p50 ms | p99 ms |")
-        print("|---|---:|---:|---:|---:|")
-        for kind in args.kinds.split(","):
-            result = measure(
-                front.port, front.pid, kind, args.connections, args.duration, args.warmup
-            )
-            print(
-                f"| {kind} | {result['requests_per_s']:,.0f} | "
-                f"{result['front_cpu_us_per_request']:.0f} | {result['p50_ms']:.2f} | "
-                f"{result['p99_ms']:.2f} |",
-                flush=True,
-            )
+        with redis_and_processes(workdir) as (redis_url, processes):
+            front = processes.front("broker", redis_url, "bench" + uuid.uuid4().hex[:8], {})
+            print("| kind | requests/s | front CPU µs per request | p50 ms | p99 ms |")
+            print("|---|---:|---:|---:|---:|")
+            for kind in args.kinds.split(","):
+                result = measure(
+                    front.port, front.pid, kind, args.connections, args.duration, args.warmup
+                )
+                print(
+                    f"| {kind} | {result['requests_per_s']:,.0f} | "
+                    f"{result['front_cpu_us_per_request']:.0f} | {result['p50_ms']:.2f} | "
+                    f"{result['p99_ms']:.2f} |",
+                    flush=True,
+                )
     finally:
-        processes.close()
-        if embedded is not None:
-            embedded.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

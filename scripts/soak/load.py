@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from soak_procs import STOP_TIMEOUT, Fleet, Proc
 
 from tests.sse import ProtocolError, SSEStream, open_sse
+
+from .fleet import STOP_TIMEOUT, Fleet, Proc
 
 STREAM_ERRORS = (OSError, TimeoutError, ProtocolError, asyncio.IncompleteReadError, ValueError)
 POST_ATTEMPTS = 40

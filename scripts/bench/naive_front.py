@@ -4,10 +4,11 @@ A Starlette ``StreamingResponse`` per client whose generator replays with ``XRAN
 client's ``Last-Event-ID`` and then loops on ``XREAD BLOCK`` on a connection of its own (the
 client's pool hands every blocked call its own connection), decoding and re-encoding each
 event's JSON for each client. It reads the broker's keys and speaks the same SSE format, and
-runs under the same uvicorn settings (uvloop, httptools), so ``scripts/bench.py
---compare-naive`` measures the pattern, not the plumbing.
+runs under the same uvicorn settings (uvloop, httptools), so ``python -m scripts.bench
+--compare-naive`` measures the pattern, not the plumbing. The benchmark starts it as it starts
+the broker's front, as a module, from the repository root.
 
-Run: ``BROKER_REDIS_URL=... BROKER_KEY_PREFIX=... python scripts/naive_front.py --port 8100``.
+Run: ``BROKER_REDIS_URL=... BROKER_KEY_PREFIX=... python -m scripts.bench.naive_front --port 8100``.
 """
 
 from __future__ import annotations
