@@ -23,7 +23,8 @@ from mkdocs.structure.files import File, Files
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's packages
 
 from broker.core.settings import SettingDoc, documented_fields  # noqa: E402
-from broker.front.openapi import build as build_openapi  # noqa: E402
+from broker.front.app import all_routes  # noqa: E402
+from broker.front.openapi import build  # noqa: E402
 
 SETTINGS_MARKER = "<!-- generated: settings -->"
 OPENAPI_MARKER = "<!-- generated: openapi -->"
@@ -222,3 +223,8 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str
     if page.file.src_uri == "reference.md":
         return _replace(markdown, OPENAPI_MARKER, render_openapi(build_openapi()), page)
     return markdown
+
+
+def build_openapi() -> dict[str, Any]:
+    """The document the fronts serve: generated from their routes."""
+    return build(all_routes())

@@ -148,6 +148,16 @@ class RunRecord:
         return self.state in TERMINAL_STATES
 
 
+class RunWrite(NamedTuple):
+    """One append of a run's output (see ``Conversations.append``)."""
+
+    cid: str
+    run_id: str
+    fence: Fence
+    sequence: int
+    events: list[tuple[str, bytes]]
+
+
 class Positions(NamedTuple):
     """What deciding where a reader resumes needs, read in one round trip."""
 
@@ -174,6 +184,16 @@ def _text(values: list[Any]) -> list[str]:
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
     """An entry as stored: its event's name in ``t``, its JSON in ``d``, its run in ``r``."""
     return entry_from_fields(entry_id, fields[b"t"], fields[b"d"], fields.get(b"r", b""))
+
+
+def _appended(answer: str) -> Appended:
+    if answer == "running":
+        return Appended.WRITTEN
+    if answer == "cancelling":
+        return Appended.CANCEL_REQUESTED
+    if answer == "fenced":
+        return Appended.FENCED
+    return Appended.ENDED
 
 
 def _ended(answer: list[str]) -> Ended | None:
@@ -360,6 +380,19 @@ class Conversations:
             return TakenOver(RunState(answer[1]), Fence(worker, answer[2]))
         return None
 
+    def _append_args(self, write: RunWrite, refresh_ttl: bool) -> list[Any]:
+        args: list[Any] = [
+            write.run_id,
+            self._maxlen,
+            self._ttl_ms,
+            write.sequence,
+            *write.fence,
+            int(refresh_ttl),
+        ]
+        for name, data in write.events:
+            args += (name, data)
+        return args
+
     async def append(
         self,
         cid: str,
@@ -372,17 +405,24 @@ class Conversations:
     ) -> Appended:
         """Append a run's output as its ``sequence``-th write (from 1); ``refresh_ttl`` also
         renews the conversation's idle TTL."""
-        args: list[Any] = [run_id, self._maxlen, self._ttl_ms, sequence, *fence, int(refresh_ttl)]
-        for name, data in events:
-            args += (name, data)
-        answer = (await self._run_script(self._scripts.append, cid, run_id, args))[0]
-        if answer == "running":
-            return Appended.WRITTEN
-        if answer == "cancelling":
-            return Appended.CANCEL_REQUESTED
-        if answer == "fenced":
-            return Appended.FENCED
-        return Appended.ENDED
+        args = self._append_args(RunWrite(cid, run_id, fence, sequence, events), refresh_ttl)
+        answer = await self._run_script(self._scripts.append, cid, run_id, args)
+        return _appended(answer[0])
+
+    async def append_each(
+        self, writes: list[RunWrite], *, refresh_ttl: bool = False
+    ) -> list[Appended]:
+        """The appends of several runs in one round trip (each its own script call, in its
+        own conversation's slot), answered in order."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for write in writes:
+                await self._scripts.append(
+                    keys=self._run_keys(write.cid, write.run_id),
+                    args=self._append_args(write, refresh_ttl),
+                    client=pipe,
+                )
+            replies = await pipe.execute()
+        return [_appended(_text(reply)[0]) for reply in replies]
 
     async def finish(
         self, cid: str, run_id: str, fence: Fence | None, state: RunState, name: str, data: bytes

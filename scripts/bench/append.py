@@ -1,20 +1,20 @@
 """The benchmark's appender: writes conversation events through the broker's own core.
 
-It opens one run per conversation and appends deltas with ``broker.engine.conversations.Store`` (the accept,
-start, append and finish scripts the workers use), so the front sees exactly what a worker
+It opens one run per conversation and appends deltas through the broker's engine (the accept,
+start, append and finish transitions the workers use), so the front sees exactly what a worker
 would write. Each delta's text is ``time.time_ns()`` taken just before its append: readers
 subtract it from their receipt time, which gives end-to-end latency at sub-millisecond
 precision (an entry id only carries milliseconds).
 
 Appends are spread evenly in time across conversations (round robin at a fixed global
 interval), as independent generations would be, rather than all conversations at once. The
-appends due at one tick go out in one pipeline: the same ``APPEND`` script with the arguments
-``Store.append`` passes (checked against it at start-up), at a fraction of the client CPU that
-one awaited call per append costs, so the appender stays out of the way of what it measures.
+appends due at one tick go out in one round trip (``Conversations.append_each``), at a fraction
+of the client CPU that one awaited call per append costs, so the appender stays out of the way
+of what it measures.
 
 ``calibrate`` measures what one such append costs in Redis commands, so that the appender's
 writes can be taken out of the front's command counts. Every call the benchmark makes into the
-engine's ``Store`` is in this module.
+engine is in this module.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from .load import raise_nofile
 
 if TYPE_CHECKING:
-    from broker.engine.conversations import Fence
+    from broker.engine.conversations import Fence, RunWrite
 
 _SETUP_PARALLEL = 64
 _PREFILL_BATCH = 100
@@ -56,21 +56,18 @@ class AppendResult:
 
 
 class Appender:
-    """One open run per conversation, appended to through Store as a worker does."""
+    """One open run per conversation, appended to through the engine as a worker does."""
 
     def __init__(self, plan: AppendPlan, appends: Synchronized, events: Synchronized) -> None:
         from broker.core.settings import Settings
-        from broker.engine.connections import redis_client
-        from broker.engine.conversations import Store
+        from broker.engine import Engine
 
         settings = Settings.from_env(
             {"BROKER_REDIS_URL": plan.redis_url, "BROKER_KEY_PREFIX": plan.prefix}
         )
         self.plan = plan
-        self.redis = redis_client(settings, "bench-appender", max_connections=_SETUP_PARALLEL)
-        self.store = Store(self.redis, settings)
-        self._fixed_args = (settings.stream_maxlen, settings.idle_ttl_seconds * 1000)
-        self._sha = ""
+        self.engine = Engine(settings, "bench-appender", max_connections=_SETUP_PARALLEL)
+        self.store = self.engine.conversations
         self.runs: list[str] = []
         self.fences: dict[str, Fence] = {}  # each run's, as a worker holds it
         self.sequence: list[int] = []
@@ -82,6 +79,7 @@ class Appender:
         """A user message and a started run in every conversation, as accept + a worker's start."""
         from broker.core.events import RunStarted, UserMessage, encode
         from broker.core.ids import new_id
+        from broker.engine.conversations import Accepted, Started
 
         async def one(cid: str, run_id: str) -> None:
             message_id = new_id("m")
@@ -96,11 +94,11 @@ class Appender:
                 idempotency_key=None,
                 idempotency_record="",
             )
-            if accepted.outcome != "ok":
+            if not isinstance(accepted, Accepted):
                 raise RuntimeError(f"bench: could not open a run in {cid}: {accepted}")
             _, started = encode(RunStarted(run_id, new_id("m"), "simulated"))
             start = await self.store.start_run(cid, run_id, "bench-appender", "bench", started)
-            if start.fence is None:
+            if not isinstance(start, Started):
                 raise RuntimeError(f"bench: could not start the run in {cid}: {start}")
             self.fences[run_id] = start.fence
 
@@ -126,58 +124,34 @@ class Appender:
         run_id = self.runs[index]
         self.sequence[index] += 1
         events = [encode(Delta(run_id, str(time.time_ns()))) for _ in range(count)]
-        status = await self.store.append(
+        appended = await self.store.append(
             self.plan.cids[index], run_id, self.fences[run_id], self.sequence[index], events
         )
-        if status != "running":
-            raise RuntimeError(f"bench: append refused, run is {status}")
+        if appended.value != "written":
+            raise RuntimeError(f"bench: append refused: {appended}")
 
-    async def check_pipelined_append(self) -> None:
-        """Make sure a pipelined append writes what ``Store.append`` writes, or stop loudly."""
-        from broker.engine.conversations import APPEND, script_text
-
-        self._sha = await self.redis.script_load(script_text(APPEND, cluster=False))
-        if not self.runs:
-            return
-        await self._append_batch([0], text="0")
-        await self._append(0)  # and Store.append still takes the next sequence number
-        key = self.store.conversation(self.plan.cids[0]).events
-        last_two = await self.redis.xrevrange(key, count=2)
-        texts = [fields[b"d"] for _, fields in reversed(last_two)]
-        if len(texts) != 2 or b'"text":"0"' not in texts[0]:
-            raise RuntimeError("bench: the pipelined append no longer matches Store.append")
-
-    async def _append_batch(self, indexes: list[int], text: str | None = None) -> None:
-        """One delta in each of these conversations, in one pipeline of APPEND script calls."""
+    async def _append_batch(self, indexes: list[int]) -> None:
+        """One delta in each of these conversations, in one round trip."""
         from broker.core.events import Delta, encode
+        from broker.engine.conversations import RunWrite
 
-        maxlen, ttl_ms = self._fixed_args
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for index in indexes:
-                run_id = self.runs[index]
-                keys = self.store.conversation(self.plan.cids[index])
-                self.sequence[index] += 1
-                _, data = encode(Delta(run_id, text if text is not None else str(time.time_ns())))
-                pipe.evalsha(
-                    self._sha,
-                    4,
-                    keys.events,
-                    keys.meta,
-                    keys.run(run_id),
-                    keys.live,
+        writes: list[RunWrite] = []
+        for index in indexes:
+            run_id = self.runs[index]
+            self.sequence[index] += 1
+            events = [encode(Delta(run_id, str(time.time_ns())))]
+            writes.append(
+                RunWrite(
+                    self.plan.cids[index],
                     run_id,
-                    maxlen,
-                    ttl_ms,
+                    self.fences[run_id],
                     self.sequence[index],
-                    *self.fences[run_id],
-                    0,
-                    "delta",
-                    data,
+                    events,
                 )
-            replies = await pipe.execute()
-        for reply in replies:
-            if reply[0] != b"running":
-                raise RuntimeError(f"bench: append refused, run is {reply[0]!r}")
+            )
+        for appended in await self.store.append_each(writes):
+            if appended.value != "written":
+                raise RuntimeError(f"bench: append refused: {appended}")
 
     async def tick(self, t_start: int, t_end: int) -> None:
         """Append one delta at a time, conversations in turn, at ``rate`` per conversation."""
@@ -217,18 +191,20 @@ class Appender:
             await _sleep_until(max(int(t_start + done * interval), time.time_ns() + _MIN_TICK_NS))
 
     async def finish_runs(self) -> None:
-        from broker.core.events import RunCompleted, encode
+        from broker.core.events import RunCompleted, RunState, encode
 
         async def one(cid: str, run_id: str) -> None:
             name, data = encode(RunCompleted(run_id, "stop"))
-            await self.store.finish(cid, run_id, self.fences[run_id], "completed", name, data)
+            await self.store.finish(
+                cid, run_id, self.fences[run_id], RunState.COMPLETED, name, data
+            )
 
         await _bounded(one(cid, run) for cid, run in zip(self.plan.cids, self.runs, strict=True))
 
 
 @dataclass(frozen=True)
 class ScriptCost:
-    """Redis commands one ``Store.append`` costs: ``per_append`` + ``per_event`` per event.
+    """Redis commands one append costs: ``per_append`` + ``per_event`` per event.
 
     Measured, not assumed, so the appender's writes can be taken out of the front's command
     count whatever the append script does.
@@ -245,14 +221,14 @@ def calibrate(redis_url: str, prefix: str, commands: Callable[[], int]) -> Scrip
     """
     from broker.core.events import Delta, RunStarted, UserMessage, encode
     from broker.core.settings import Settings
-    from broker.engine.connections import redis_client
-    from broker.engine.conversations import Store
+    from broker.engine import Engine
+    from broker.engine.conversations import RunWrite, Started
 
     settings = Settings.from_env({"BROKER_REDIS_URL": redis_url, "BROKER_KEY_PREFIX": prefix})
 
     async def measure() -> tuple[int, int]:
-        client = redis_client(settings, "bench-calibrate", max_connections=2)
-        store = Store(client, settings)
+        engine = Engine(settings, "bench-calibrate", max_connections=2)
+        store = engine.conversations
         try:
             cid, run = "calibrate", "r_calibrate"
             _, data = encode(UserMessage(message_id="m_c", content="c", run_id=run))
@@ -269,21 +245,21 @@ def calibrate(redis_url: str, prefix: str, commands: Callable[[], int]) -> Scrip
             start = await store.start_run(
                 cid, run, "bench", "bench", encode(RunStarted(run, "m_a", "simulated"))[1]
             )
-            assert start.fence is not None, start
+            assert isinstance(start, Started), start
             costs = []
             sequence = 0
             for count in (1, 2, 1, 2, 1, 2):
                 before = commands()
                 sequence += 1
                 events = [encode(Delta(run, "0"))] * count
-                # As the appender's pipelined appends: no TTL renewal.
-                await store.append(cid, run, start.fence, sequence, events, refresh_ttl=False)
+                # As the appender's appends, in a round trip of their own.
+                await store.append_each([RunWrite(cid, run, start.fence, sequence, events)])
                 costs.append((count, commands() - before))
             one = min(c for n, c in costs if n == 1)
             two = min(c for n, c in costs if n == 2)
             return one, two
         finally:
-            await client.aclose()
+            await engine.aclose()
 
     one, two = asyncio.run(measure())
     return ScriptCost(per_append=one - (two - one), per_event=two - one)
@@ -312,7 +288,6 @@ async def _run(
     appender = Appender(plan, appends, events)
     try:
         await appender.open_runs()
-        await appender.check_pipelined_append()
         if plan.prefill:
             await appender.prefill()
         conn.send(("ready", appender.runs))
@@ -320,7 +295,7 @@ async def _run(
         await appender.tick(t_start, t_end)
         await appender.finish_runs()
     finally:
-        await appender.redis.aclose()
+        await appender.engine.aclose()
     times = os.times()
     appender.result.cpu_seconds = times.user + times.system
     conn.send(("result", appender.result))
