@@ -8,7 +8,7 @@ performs those steps, awaiting, and speaks the async iterator and context manage
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import anyio
 import httpx
@@ -32,10 +32,11 @@ class AsyncBrokerClient(core.ClientCore[httpx.AsyncClient, "AsyncEventStream"]):
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    @core.takes_message
-    async def send(self, message: core.Message) -> MessageAccepted:
+    async def send(
+        self, cid: str, content: str, **options: Unpack[core.SendOptions]
+    ) -> MessageAccepted:
         """Post a message; see ``BrokerClient.send``."""
-        return await self._perform(self._send_steps(message))
+        return await self._perform(self._send_steps(cid, content, options))
 
     async def cancel(
         self, cid: str, run_id: str | None = None, *, wait: bool = False
@@ -60,11 +61,10 @@ class AsyncBrokerClient(core.ClientCore[httpx.AsyncClient, "AsyncEventStream"]):
     async def models(self) -> ModelList:
         return await self._perform(self._models_steps())
 
-    @core.takes_message
-    async def ask(self, message: core.Message) -> AsyncAnswer:
+    async def ask(self, cid: str, content: str, **options: Unpack[core.SendOptions]) -> AsyncAnswer:
         """Send, and return the answer's text pieces as an async iterator."""
-        accepted = await self._perform(self._send_steps(message))
-        return AsyncAnswer(accepted, self.stream_run(message.cid, accepted.run_id))
+        accepted = await self._perform(self._send_steps(cid, content, options))
+        return AsyncAnswer(accepted, self.stream_run(cid, accepted.run_id))
 
     def _new_http(self, timeout: float) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.base_url, timeout=timeout, trust_env=False)

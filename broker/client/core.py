@@ -15,11 +15,7 @@ kind (``close`` or ``aclose``, ``__next__`` or ``__anext__``) and the loop that 
 
 from __future__ import annotations
 
-import functools
-import inspect
-from collections.abc import Callable
-from dataclasses import KW_ONLY, dataclass
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar
 
 import httpx
 import msgspec
@@ -44,10 +40,6 @@ from broker.core.events import Delta, RunCancelled, RunCompleted
 from broker.core.events import RunFailed as RunFailedEvent
 from broker.core.sse import SSEParser
 
-A = TypeVar("A")
-C = TypeVar("C")
-R = TypeVar("R")
-P = ParamSpec("P")
 H = TypeVar("H", httpx.Client, httpx.AsyncClient)
 S = TypeVar("S")  # a face's event stream
 It = TypeVar("It")  # a face's iterator (of stream items, of text pieces)
@@ -63,48 +55,14 @@ _page = msgspec.json.Decoder(ConversationPage)
 # ----- the clients -----
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A message to post and what goes with it: what ``send`` and ``ask`` of both clients take.
+class SendOptions(TypedDict, total=False):
+    """What ``send`` and ``ask`` of both clients take besides the conversation and the content:
+    the model (the broker's default when absent), its params, and the ``Idempotency-Key`` (a
+    new one when absent; a retry of the call reuses it)."""
 
-    The five arguments are declared here once, and reach those methods as one ``Message``
-    (``takes_message``); ``model``, ``params`` and ``idempotency_key`` go by keyword.
-    """
-
-    cid: str
-    content: str
-    _: KW_ONLY
-    model: str | None = None
-    params: dict[str, Any] | None = None
-    idempotency_key: str | None = None
-
-
-def _taking(
-    build: Callable[P, A],
-) -> Callable[[Callable[[C, A], R]], Callable[Concatenate[C, P], R]]:
-    """A decorator of methods that take the arguments of ``build`` and receive what it builds of
-    them. The method keeps its name and docstring; its signature, as ``help`` and type checkers
-    see it, is ``build``'s. A coroutine function stays one."""
-    arguments = list(inspect.signature(build).parameters.values())
-
-    def decorate(method: Callable[[C, A], R]) -> Callable[Concatenate[C, P], R]:
-        def direct(self: C, /, *args: P.args, **kwargs: P.kwargs) -> R:
-            return method(self, build(*args, **kwargs))
-
-        async def awaited(self: C, /, *args: P.args, **kwargs: P.kwargs) -> Any:
-            return await method(self, build(*args, **kwargs))  # type: ignore[misc]
-
-        call: Any = awaited if inspect.iscoroutinefunction(method) else direct
-        functools.update_wrapper(call, method)
-        signature = inspect.signature(method)
-        own_self = next(iter(signature.parameters.values()))
-        call.__signature__ = signature.replace(parameters=[own_self, *arguments])
-        return call
-
-    return decorate
-
-
-takes_message = _taking(Message)
+    model: str | None
+    params: dict[str, Any] | None
+    idempotency_key: str | None
 
 
 class ClientCore(Generic[H, S]):
@@ -170,12 +128,15 @@ class ClientCore(Generic[H, S]):
             return response
         raise wire.error_of(response)
 
-    def _send_steps(self, message: Message) -> Steps[MessageAccepted]:
+    def _send_steps(self, cid: str, content: str, options: SendOptions) -> Steps[MessageAccepted]:
         """Retried (with the same idempotency key, so never twice) when the broker does not
         answer or is briefly unavailable."""
-        body = wire.message_body(message.content, message.model, message.params)
-        headers = wire.send_headers(self.token, message.idempotency_key)
-        path = f"{wire.conversation_path(message.cid)}/messages"
+        unknown = sorted(set(options) - set(SendOptions.__annotations__))
+        if unknown:
+            raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
+        body = wire.message_body(content, options.get("model"), options.get("params"))
+        headers = wire.send_headers(self.token, options.get("idempotency_key"))
+        path = f"{wire.conversation_path(cid)}/messages"
         for attempt in range(1, wire.SEND_ATTEMPTS + 1):
             try:
                 response = yield from self._request("POST", path, content=body, headers=headers)

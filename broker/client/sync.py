@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import httpx
 
@@ -36,11 +36,10 @@ class BrokerClient(core.ClientCore[httpx.Client, "EventStream"]):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @core.takes_message
-    def send(self, message: core.Message) -> MessageAccepted:
+    def send(self, cid: str, content: str, **options: Unpack[core.SendOptions]) -> MessageAccepted:
         """Post a message; its run starts in a worker. Retried (with the same idempotency key,
         so never twice) when the broker does not answer or is briefly unavailable."""
-        return self._perform(self._send_steps(message))
+        return self._perform(self._send_steps(cid, content, options))
 
     def cancel(self, cid: str, run_id: str | None = None, *, wait: bool = False) -> CancelState:
         """Stop a run (the active one by default); with ``wait``, return once it has ended."""
@@ -65,11 +64,10 @@ class BrokerClient(core.ClientCore[httpx.Client, "EventStream"]):
     def models(self) -> ModelList:
         return self._perform(self._models_steps())
 
-    @core.takes_message
-    def ask(self, message: core.Message) -> Answer:
+    def ask(self, cid: str, content: str, **options: Unpack[core.SendOptions]) -> Answer:
         """Send, then iterate the answer's text pieces until the run ends."""
-        accepted = self._perform(self._send_steps(message))
-        return Answer(accepted, self.stream_run(message.cid, accepted.run_id))
+        accepted = self._perform(self._send_steps(cid, content, options))
+        return Answer(accepted, self.stream_run(cid, accepted.run_id))
 
     def _new_http(self, timeout: float) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=timeout, trust_env=False)
