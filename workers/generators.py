@@ -20,7 +20,7 @@ from workers.providers.base import Failure, Finish, GenerationRequest, Provider
 from workers.relay import CancelRequested, Generation, Outcome, RunGone
 from workers.run import GeneratorFailure, Run
 
-log = logging.getLogger("workers.generators")
+log = logging.getLogger(__name__)
 
 GeneratorFunction = Callable[[Run], Awaitable[None]]
 GENERATOR_ERROR = "generator_error"

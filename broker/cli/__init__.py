@@ -1,8 +1,10 @@
 """The ``broker`` command.
 
 Servers: ``dev`` (everything at once), ``serve`` (a front), ``worker``, ``tap`` (every event,
-for a copy elsewhere), ``token`` (a signed token for local testing). Clients: ``send``,
-``tail``, ``cancel``, ``show``, which talk HTTP to a running broker.
+for a copy elsewhere), ``doctor`` (checks of a deployment), ``token`` (a signed token for local
+testing). Clients: ``send``, ``tail``, ``cancel``, ``show``, ``list``, ``delete``, which talk
+HTTP to a running broker. ``processes`` is the one launcher of broker processes (``dev``, the
+tests, the benchmark and the soak).
 
 The one composition root that knows both tiers. Each subcommand lives in a module of this
 package that offers ``register(commands)``: it adds its parser and sets ``run(args, settings)``
@@ -24,10 +26,11 @@ DESCRIPTION = """\
 A durable, resumable stream broker for LLM token streams, backed by Redis.
 
 Run the servers with dev (everything on one machine) or serve and worker (any
-number of each); tap copies every event elsewhere; token prints a token for
-local testing. Talk to a running broker with send, tail, cancel and show; they
-read BROKER_URL and BROKER_TOKEN. Every server setting is a BROKER_* environment
-variable (see the README)."""
+number of each); tap copies every event elsewhere; doctor checks a deployment;
+token prints a token for local testing. Talk to a running broker with send,
+tail, cancel, show, list and delete; they read BROKER_URL and BROKER_TOKEN.
+Every server setting is a BROKER_* environment variable (docs/pages/
+configuration.md lists them all)."""
 
 EPILOG = """\
 examples:

@@ -30,7 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from broker.core.settings import Settings, redacted_url
 
-log = logging.getLogger("broker.engine.connections")
+log = logging.getLogger(__name__)
 
 # Redis, or the shard a command needs, cannot answer right now (down, failing over, slots
 # moving): worth retrying later, never a reason to stop a process.

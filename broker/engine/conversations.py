@@ -32,7 +32,7 @@ from broker.engine.keys import ConversationKeys, Keys
 from broker.engine.live import DELETED_NOTICE
 from broker.engine.scripts import Scripts
 
-log = logging.getLogger("broker.engine.conversations")
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 

@@ -32,7 +32,7 @@ from redis.crc import key_slot
 
 from broker.engine.connections import connect
 
-log = logging.getLogger("broker.engine.pubsub")
+log = logging.getLogger(__name__)
 
 _ERRORS = (redis.exceptions.RedisError, OSError, TimeoutError)
 _MESSAGE = frozenset({b"message", b"smessage"})

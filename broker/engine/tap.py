@@ -34,7 +34,7 @@ from broker.core.settings import Settings
 from broker.engine import UNAVAILABLE, Engine
 from broker.engine.queue import Handed
 
-log = logging.getLogger("broker.engine.tap")
+log = logging.getLogger(__name__)
 
 
 class TapEvent(msgspec.Struct, frozen=True):

@@ -25,7 +25,8 @@ from broker.front.routes.dispatch import StreamRoutes
 from broker.front.routes.web import web_routes
 from broker.front.security.access import Gate
 from broker.front.security.authentication import Authentication
-from broker.front.security.browsers import Cors, SecurityHeaders, cors_options
+from broker.front.security.cors import Cors, cors_options
+from broker.front.security.headers import SecurityHeaders
 from broker.front.security.limits import Limits
 from broker.front.security.tokens import SecurityConfigError, TokenVerifier
 from broker.front.services import Services

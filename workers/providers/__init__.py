@@ -28,7 +28,7 @@ from workers.providers.remote import RemoteProvider
 from workers.providers.simulated import SimulatedProvider
 from workers.providers.upstream import CallPolicy, Upstream
 
-log = logging.getLogger("workers.providers")
+log = logging.getLogger(__name__)
 
 
 def _remote_class(kind: str) -> type[RemoteProvider]:

@@ -33,7 +33,7 @@ from broker.front.http.docs import Doc, Events, Frame, Json, Reply
 from broker.front.routes.declare import ApiRoute
 from broker.front.routes.v1 import CANCEL_REPLIES, WAIT, wait_seconds
 from broker.front.security.access import Access, admission_of
-from broker.front.security.browsers import NO_STORE
+from broker.front.security.headers import NO_STORE
 from broker.front.security.limits import Cost
 from broker.front.services import Services
 from broker.front.streaming.feed import frames_of

@@ -50,7 +50,7 @@ from broker.front.http.docs import Doc, Json, Param, Reply
 from broker.front.http.observe import access_of
 from broker.front.routes.declare import ApiRoute
 from broker.front.security.access import Access, authorize, conversation_not_found
-from broker.front.security.browsers import NO_STORE
+from broker.front.security.headers import NO_STORE
 from broker.front.security.limits import Cost
 from broker.front.security.principal import principal_of
 from broker.front.security.session import end_session, start_session

@@ -27,7 +27,7 @@ from broker.engine import UNAVAILABLE, Engine
 from broker.engine.limits import Admitted, Over, Quota, Refusal, StreamLease
 from broker.front.security.principal import Principal
 
-log = logging.getLogger("broker.front.security.limits")
+log = logging.getLogger(__name__)
 
 _DAY_MS = 86_400_000
 _RETRY_STREAMS_SECONDS = 5

@@ -14,7 +14,7 @@ import time
 from starlette.requests import Request
 from starlette.responses import Response
 
-from broker.front.security.browsers import NO_STORE
+from broker.front.security.headers import NO_STORE
 from broker.front.security.principal import principal_of
 
 COOKIE_PATH = "/v1/"

@@ -33,7 +33,7 @@ from broker.core.ids import StreamPos
 from broker.engine import Engine
 from broker.engine.live import DELETED_NOTICE, decode_notice
 
-log = logging.getLogger("broker.front.streaming.hub")
+log = logging.getLogger(__name__)
 
 
 def _nothing() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.stack import REPO_ROOT
 
 
 @pytest.mark.timeout(150)

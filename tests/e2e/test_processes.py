@@ -1,4 +1,5 @@
-"""Invariants 2 and 4 when processes stop: a worker's graceful shutdown, a front's crash.
+"""One terminal event per run, and Redis as the only shared state, when processes stop: a
+worker's graceful shutdown, a front's crash.
 
 Redis is the only shared state, so a front or a worker may go away at any moment: clients
 resume elsewhere without loss, and every run still ends in exactly one terminal event. (A

@@ -1,4 +1,4 @@
-"""Invariant 5: bad input gets the documented 4xx and code, and changes nothing in Redis.
+"""Bad input gets the documented 4xx and code, and changes nothing in Redis.
 
 One conversation exists (its run cancelled while queued, so nothing moves); every bad request
 of the table is then sent to a front, and the test prefix's keys and values must be exactly as
@@ -226,7 +226,7 @@ TABLE: list[Bad] = [
         404,
         "conversation_not_found",
     ),
-    # (The stream of an unknown conversation waits for it: tests/test_conversations.py.)
+    # (The stream of an unknown conversation waits for it: tests/e2e/test_conversations.py.)
     _stream(
         "unknown conversation active run",
         "/v1/conversations/nobody_here/runs/active/stream",

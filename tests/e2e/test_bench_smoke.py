@@ -12,7 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.stack import REPO_ROOT
+
 TINY = [
     "--compare-naive",
     "--duration",

@@ -45,11 +45,6 @@ LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.M | re.S)
 
 
-@pytest.fixture(autouse=True)
-def _clean_prefix() -> None:
-    """Overrides the suite's Redis clean-up: nothing here touches Redis."""
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The site, built once for the module the way the documentation says."""

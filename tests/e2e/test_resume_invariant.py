@@ -1,4 +1,4 @@
-"""Invariant 1 under load: no gap, no duplicate, whatever position and front a client resumes at.
+"""No gap, no duplicate, under load: whatever position and front a client resumes at.
 
 One long run appends continuously while 200 clients connect at random moments, each from a
 position taken from the stream so far (or none; in the header or, for some, the query), to a

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack import Stack
+from tests.stack import REPO_ROOT, Stack
 
-SUITE_DIR = Path(__file__).parent / "durable_streams"
+SUITE_DIR = REPO_ROOT / "tests" / "durable_streams"
 RUNNER = SUITE_DIR / "node_modules" / "@durable-streams" / "server-conformance-tests"
 VITEST = SUITE_DIR / "node_modules" / ".bin" / "vitest"
 SUITE_TIMEOUT = 600

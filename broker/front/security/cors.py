@@ -1,4 +1,4 @@
-"""Rules for browsers: CORS for pages on other origins, and the headers every answer carries."""
+"""CORS: which pages on other origins may call the API, and what they may send and read."""
 
 from __future__ import annotations
 
@@ -7,16 +7,12 @@ from collections.abc import Awaitable
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from broker.core.errors import CORS_REFUSED
 from broker.core.settings import Settings
 from broker.front.http.errors import error_response
 from broker.front.security.tokens import SecurityConfigError
-
-NOSNIFF = (b"x-content-type-options", b"nosniff")
-VARY_ORIGIN = (b"vary", b"Origin")
-NO_STORE = {"Cache-Control": "no-store"}
 
 # What a page may send: the token, a resume position, a retry key, and the Durable Streams
 # request headers; and what it may read back, the Durable Streams response headers included.
@@ -56,40 +52,6 @@ EXPOSED_HEADERS = (
     "Producer-Received-Seq",
 )
 ALLOWED_METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE")
-
-
-class SecurityHeaders:
-    """``X-Content-Type-Options: nosniff`` on every answer, streams and errors included, so no
-    browser ever guesses a type and runs a JSON body or an event stream as a page; and
-    ``Vary: Origin`` where CORS did not set it, so no cache hands one origin's answer to another.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        """Returns the next layer's awaitable itself, so an open stream holds no frame of this
-        layer, only the small ``send`` wrapper (memory per idle connection)."""
-        if scope["type"] != "http":
-            return self.app(scope, receive, send)
-        return self.app(scope, receive, _SendWithHeaders(send))
-
-
-class _SendWithHeaders:
-    __slots__ = ("_send",)
-
-    def __init__(self, send: Send) -> None:
-        self._send = send
-
-    async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            headers = list(message.get("headers", ()))
-            if NOSNIFF not in headers:
-                headers.append(NOSNIFF)
-            if not any(name.lower() == b"vary" for name, _ in headers):
-                headers.append(VARY_ORIGIN)
-            message = {**message, "headers": headers}
-        await self._send(message)
 
 
 class Cors(CORSMiddleware):

@@ -1,0 +1,1 @@
+"""End-to-end tests: real broker processes, Redis and Redis Cluster, Chromium, the Node suites."""

@@ -1,0 +1,1 @@
+"""Integration tests: the engine against a real Redis, no broker process."""

@@ -1,0 +1,1 @@
+"""Unit tests: no Redis, no broker process; each runs in milliseconds."""
