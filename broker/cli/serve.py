@@ -58,7 +58,11 @@ def serve(settings: Settings, host: str, port: int) -> None:
         port=port,
         loop="uvloop",
         # uvicorn's httptools protocol, with bounded request heads and idle connections.
-        http=functools.partial(BoundedHttpToolsProtocol, limits=HttpLimits.from_settings(settings)),
+        http=functools.partial(
+            BoundedHttpToolsProtocol,
+            limits=HttpLimits.from_settings(settings),
+            on_refused=app.state.metrics.refused,
+        ),
         timeout_keep_alive=settings.idle_connection_seconds,  # type: ignore[arg-type]
         lifespan="on",
         access_log=False,  # the broker logs its own (broker.access)

@@ -31,6 +31,11 @@ MALFORMED_REQUEST = _code(
 )
 REQUEST_TIMEOUT = _code("request_timeout", 408, "the request headers took too long to arrive")
 HEADERS_TOO_LARGE = _code("headers_too_large", 431, "the request headers are too large or too many")
+UNSUPPORTED_TRANSFER_CODING = _code(
+    "unsupported_transfer_coding",
+    501,
+    "a request body sent with a transfer coding other than chunked; the connection is closed",
+)
 NOT_FOUND = _code("not_found", 404, "no such endpoint or file")
 METHOD_NOT_ALLOWED = _code("method_not_allowed", 405, "the endpoint does not take this method")
 CORS_REFUSED = _code(

@@ -127,5 +127,6 @@ def create_app(settings: Settings) -> Starlette:
     # /v1/conversations/), never redirected to another URL.
     app.router.redirect_slashes = False
     app.state.drain = lambda: None
+    app.state.metrics = metrics  # the server protocol counts its own refusals there too
     app.state.openapi = msgspec.json.encode(build_openapi(routes))
     return app

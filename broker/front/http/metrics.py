@@ -103,6 +103,10 @@ class FrontMetrics:
             latency = self._latency_children[key[:2]] = self._latency.labels(route, method)
         latency.observe(seconds)
 
+    def refused(self, status: int) -> None:
+        """Count an answer the server protocol gave below the app (431, 408, 400, 501)."""
+        self.request("unmatched", "other", status, 0.0)
+
     def stream_ended(self, reason: str) -> None:
         self.streams_ended.get(reason, self.streams_ended["error"]).inc()
 
