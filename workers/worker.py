@@ -24,10 +24,9 @@ import uuid
 
 import anyio
 import anyio.abc
-import httpx
 import msgspec
 
-from broker.core import logs
+from broker.core import logs, webhook
 from broker.core.catalogue import Catalogue, CatalogueError
 from broker.core.events import (
     TERMINAL_EVENTS,
@@ -515,16 +514,9 @@ class Worker:
 
 
 def _check_webhook(settings: Settings) -> None:
-    if not settings.webhook_url:
-        return
-    try:
-        url = httpx.URL(settings.webhook_url)
-    except httpx.InvalidURL:
-        url = None
-    if url is None or url.scheme not in ("http", "https") or not url.host:
-        raise SystemExit("BROKER_WEBHOOK_URL must be an http:// or https:// URL")
-    if not settings.webhook_secret:
-        raise SystemExit("BROKER_WEBHOOK_SECRET must be set when BROKER_WEBHOOK_URL is")
+    errors = webhook.setting_errors(settings.webhook_url, settings.webhook_secret)
+    if errors:
+        raise SystemExit(errors[0])
 
 
 def _terminal_event(run_id: str, outcome: Finish | Failure | None, stopped_by: str | None) -> Event:

@@ -72,7 +72,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
         timeout_graceful_shutdown=5,
         backlog=4096,
     )
-    checks.warn_at_start(settings, "broker serve", provider_keys=False)
+    checks.warn_at_start(settings, "broker serve", worker=False)
     DrainingServer(config).run()
 
 

@@ -22,7 +22,11 @@ def worker(settings: Settings, concurrency: int | None) -> None:
     if concurrency is not None:
         settings = Settings.from_env({**os.environ, "BROKER_WORKER_CONCURRENCY": str(concurrency)})
     from broker.engine.checks import warn_at_start
+    from broker.engine.connections import wait_until_reachable
 
+    # A Redis that never answered stops the worker at once, naming it; an outage after start
+    # is ridden out (the worker retries its reads and writes).
+    wait_until_reachable(settings, "broker worker")
     warn_at_start(settings, "broker worker")
     anyio.run(Worker(settings).run, backend_options={"use_uvloop": True})
 

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import time
 from typing import Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -30,6 +31,9 @@ from broker.core.events import (
 )
 from broker.core.finished import FinishedRun
 from broker.core.snapshot import AnswerFold, assistant_message, user_message
+
+# As for an HS256 signing key (RFC 7518 §3.2): a secret at least as long as the hash.
+MIN_SECRET_BYTES = 32
 
 SIGNATURE_HEADER = "Broker-Signature"
 DELIVERY_ID_HEADER = "Broker-Delivery-Id"
@@ -57,6 +61,41 @@ class RunWebhook(msgspec.Struct, frozen=True):
 
 
 webhook_encoder = msgspec.json.Encoder()
+
+
+def setting_errors(url: str, secret: str) -> list[str]:
+    """What keeps the webhook settings from working (a worker refuses to start on them); none
+    when no webhook is configured."""
+    if not url:
+        return []
+    errors = []
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok:
+        errors.append("BROKER_WEBHOOK_URL must be an http:// or https:// URL")
+    if not secret:
+        errors.append("BROKER_WEBHOOK_SECRET must be set when BROKER_WEBHOOK_URL is")
+    return errors
+
+
+def setting_warnings(url: str, secret: str) -> list[str]:
+    """What works but should not go live: a short secret, a signed body sent in clear text."""
+    if not url or setting_errors(url, secret):
+        return []
+    warnings = []
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        warnings.append(
+            f"BROKER_WEBHOOK_SECRET is {len(secret.encode())} bytes; use at least "
+            f"{MIN_SECRET_BYTES} random bytes, or a receiver's signatures can be guessed"
+        )
+    if urlsplit(url).scheme == "http" and urlsplit(url).hostname not in ("localhost", "127.0.0.1"):
+        warnings.append(
+            "BROKER_WEBHOOK_URL is plain http: finished answers cross the network unencrypted"
+        )
+    return warnings
 
 
 def webhook_body(run: FinishedRun) -> RunWebhook:

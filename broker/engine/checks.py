@@ -21,8 +21,9 @@ import msgspec
 import redis
 import redis.exceptions
 
+from broker.core import webhook
 from broker.core.catalogue import Catalogue, CatalogueError
-from broker.core.settings import Settings
+from broker.core.settings import Settings, redacted_url
 
 Status = Literal["ok", "warn", "fail"]
 # XAUTOCLAIM (job leases) needs 6.2; sharded pub/sub (the live path on a cluster) needs 7.0.
@@ -199,18 +200,35 @@ def check_catalogue(settings: Settings, environ: dict[str, str] | None = None) -
     return checks
 
 
-def run_checks(settings: Settings, *, provider_keys: bool = True) -> list[Check]:
+def check_webhook(settings: Settings) -> list[Check]:
+    """The run-end webhook's settings, when one is configured: a URL it can POST to and a
+    signing secret long enough not to be guessed (never printed)."""
+    url, secret = settings.webhook_url, settings.webhook_secret
+    if not url:
+        return []
+    errors = webhook.setting_errors(url, secret)
+    if errors:
+        return [Check("webhook", "fail", error) for error in errors]
+    warnings = webhook.setting_warnings(url, secret)
+    if warnings:
+        return [Check("webhook", "warn", warning) for warning in warnings]
+    return [Check("webhook", "ok", f"{redacted_url(url)}, a signing secret of {len(secret)} bytes")]
+
+
+def run_checks(settings: Settings, *, worker: bool = True) -> list[Check]:
+    """Every check; without ``worker``, not those of what only workers use (the provider keys,
+    the webhook)."""
     catalogue = check_catalogue(settings)
-    if not provider_keys:
+    if not worker:
         catalogue = [check for check in catalogue if check.name != "provider_key"]
-    return [*check_redis(settings), *catalogue]
+    return [*check_redis(settings), *catalogue, *(check_webhook(settings) if worker else [])]
 
 
-def warn_at_start(settings: Settings, process: str, *, provider_keys: bool = True) -> None:
+def warn_at_start(settings: Settings, process: str, *, worker: bool = True) -> None:
     """Run the checks and log what is not ok; the process starts anyway (it may be fixed).
-    Fronts skip the provider keys: only workers read them. A catalogue that cannot be read
-    stops the process with its own message, so it is not repeated here."""
+    Fronts skip what only workers use. A catalogue that cannot be read stops the process with
+    its own message, so it is not repeated here."""
     log = logging.getLogger("broker.checks")
-    for check in run_checks(settings, provider_keys=provider_keys):
+    for check in run_checks(settings, worker=worker):
         if check.status != "ok" and check.name != "catalogue":
             log.warning("%s: %s %s: %s", process, check.status, check.name, check.detail)

@@ -301,6 +301,24 @@ def test_serve_says_where_it_serves_and_refuses_an_unreachable_redis(redis_url: 
     assert "hunter2" not in result.stderr + result.stdout
 
 
+def test_a_worker_whose_redis_never_answers_stops_naming_it() -> None:
+    """As ``broker serve`` does: no worker waits for ever on a Redis that is not there."""
+    dead = f"redis://someone:hunter2@127.0.0.1:{free_port()}/0"
+    result = subprocess.run(
+        [sys.executable, "-m", "broker", "worker"],
+        env={**base_environment(), "BROKER_REDIS_URL": dead, "BROKER_REDIS_WAIT_SECONDS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    _no_traceback(result)
+    assert result.returncode == 1
+    where = dead.replace("hunter2", "***")
+    assert f"broker worker: cannot reach Redis at {where} (BROKER_REDIS_URL)" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+
+
 def test_a_bad_setting_names_its_variable() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "broker", "serve"],

@@ -114,3 +114,27 @@ def test_a_missing_provider_key_fails_without_printing_keys(server: EmbeddedRedi
     assert present.returncode == 0, present.stdout
     assert "BROKER_OPENAI_API_KEY present" in present.stdout
     assert env_key not in present.stdout + present.stderr
+
+
+def test_the_webhook_settings_are_checked_without_printing_the_secret(
+    server: EmbeddedRedis,
+) -> None:
+    long_secret = "k" * 40
+    fine = by_name(
+        doctor(
+            server.url, "--json", webhook_url="https://example.org/hook", webhook_secret=long_secret
+        )
+    )
+    assert fine["webhook"]["status"] == "ok"
+
+    short = doctor(
+        server.url, "--json", webhook_url="https://example.org/hook", webhook_secret="s3"
+    )
+    assert short.returncode == 0 and by_name(short)["webhook"]["status"] == "warn"
+    assert "at least 32" in by_name(short)["webhook"]["detail"] and "s3" not in short.stdout
+
+    missing = doctor(server.url, webhook_url="https://example.org/hook")
+    assert missing.returncode == 1 and "BROKER_WEBHOOK_SECRET must be set" in missing.stdout
+    shape = doctor(server.url, webhook_url="ftp://example.org/", webhook_secret=long_secret)
+    assert shape.returncode == 1 and "BROKER_WEBHOOK_URL must be an http" in shape.stdout
+    assert long_secret not in shape.stdout + shape.stderr
