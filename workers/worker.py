@@ -198,8 +198,9 @@ class Worker:
             except msgspec.DecodeError:
                 job = None
             if job is None:
+                # Its run, if any, is found by the jobs index's sweep (``_sweep``) and ended.
                 log.error("dropping malformed or deleted job %s", entry_id)
-                await self._release(stream, entry_id)
+                await self._release(stream, entry_id, handled=False)
                 continue
             self._in_flight += 1
             self._jobs[stream, entry_id] = job.run_id
@@ -259,6 +260,38 @@ class Worker:
                     self.metrics.leases_reclaimed.inc(len(lapsed))
                     log.warning("claimed %d job(s) of a lost worker", len(lapsed))
                     await self._start_jobs(runs, stream, lapsed, recovered=True)
+            if not self._stopping.is_set():
+                try:
+                    await self._sweep(lease_ms)
+                except self._unavailable:
+                    self.metrics.redis_errors.inc()
+
+    async def _sweep(self, lease_ms: int) -> None:
+        """End the runs whose jobs were lost (trimmed, or gone with a failover), found in the
+        jobs index: a queued one fails ``job_lost``, a started one ends as a lost worker's
+        would. Each waited twice a lease first, past any accept of it (its deadline is one)."""
+        queue, conversations = self.engine.queue, self.engine.conversations
+        for lost in await queue.lost_jobs(2 * lease_ms, lease_ms, count=100):
+            record = await conversations.run(lost.cid, lost.run_id) if lost.cid else None
+            job = Job(
+                conversation_id=lost.cid,
+                run_id=lost.run_id,
+                message_id="",
+                assistant_message_id="",
+                model=record.model if record is not None else "",
+                content="",
+            )
+            ended: RunState | None = None
+            if record is not None and record.state is RunState.QUEUED:
+                log.warning("run %s: its job was lost; it ends job_lost", lost.run_id)
+                error = ErrorInfo("job_lost", "the run's job was lost before a worker took it")
+                ended = await self._end(job, None, RunFailed(lost.run_id, error))
+            elif record is not None and record.state in (RunState.RUNNING, RunState.CANCELLING):
+                entry = lost.entry_id.encode()
+                ended = await self._settle(entry, job, record.state, recovered=True)
+            if ended is not None and not await self._announce(job, ended):
+                continue  # left in the index: the next sweep announces it
+            await queue.forget(lost.stream, [lost.entry_id])
 
     async def _drain(self) -> None:
         """Let running generations finish within the grace period, then end the rest."""
@@ -303,8 +336,10 @@ class Worker:
         ended: RunState | None = None  # the run's final state, when this worker announces it
         fence: Fence | None = None
         release = True
+        run_state = RunState.RUNNING  # what the start found: MISSING when there was no run
         try:
             start = await self._start(stream, entry_id, job)
+            run_state = start if isinstance(start, RunState) else RunState.RUNNING
             if isinstance(start, Started):
                 fence = start.fence
                 ended = await self._generate(job, fence)
@@ -334,7 +369,9 @@ class Worker:
                 # The run's notice goes out before its job is acknowledged: a worker dying in
                 # between leaves the job to be reclaimed, and the notice to be written then.
                 if release and (ended is None or await self._announce(job, ended)):
-                    await self._release(stream, entry_id)
+                    # A job dropped because no run was there for it stays in the jobs index:
+                    # a run accepted late is then ended by the sweep.
+                    await self._release(stream, entry_id, handled=run_state is not RunState.MISSING)
             self._in_flight -= 1
             self._slot_freed.set()
 
@@ -503,11 +540,12 @@ class Worker:
             return False
         return True
 
-    async def _release(self, stream: str, entry_id: bytes) -> None:
-        """Done with a job. If Redis is unreachable the job stays pending, and whoever claims
-        it after its lease finds its run ended and releases it then."""
+    async def _release(self, stream: str, entry_id: bytes, *, handled: bool = True) -> None:
+        """Done with a job (``handled``: its run was started or ended here, or another job's).
+        If Redis is unreachable the job stays pending, and whoever claims it after its lease
+        finds its run ended and releases it then."""
         try:
-            await self.leases[stream].release(entry_id)
+            await self.leases[stream].release(entry_id, handled=handled)
         except self._unavailable:
             self.metrics.redis_errors.inc()
             log.warning("could not acknowledge job %s: Redis unreachable", entry_id.decode())

@@ -62,6 +62,7 @@ class Refused(Enum):
 
     NOT_OWNER = "not_owner"  # the conversation is somebody else's
     ORPHANED = "orphaned"  # a worker gave up waiting for this run: it can never start
+    TOO_LATE = "too_late"  # past its accept deadline: its job may be gone
     FENCED = "fenced"  # the run is another worker's now
     MISSING = "missing"  # no such run
 
@@ -129,6 +130,15 @@ class Cancelling:
     """The run is marked for cancel; ``worker`` runs it (its control channel is told)."""
 
     worker: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """A deleted conversation: who owned it ('' nobody), and its runs no worker had started,
+    with their job entries, (run id, entry id): jobs to withdraw."""
+
+    owner: str
+    unstarted: list[tuple[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,9 +293,11 @@ class Conversations:
         owner: Owner = NOBODY,
         title: str = "",
         job_entry: str = "",
+        deadline_ms: int = 2**62,
     ) -> AcceptOutcome:
-        """Append the user's message and open a run, unless another run is active or the
-        conversation is somebody else's."""
+        """Append the user's message and open a run, unless another run is active, the
+        conversation is somebody else's, or it is past ``deadline_ms`` (Unix ms, Redis's clock:
+        see ``accept.lua``)."""
         keys = self._conversation(cid)
         idem_key = keys.idempotency(idempotency_key or "-")
         answer = await self._answer(
@@ -305,6 +317,7 @@ class Conversations:
                 "1" if owner.admin else "0",
                 title,
                 job_entry,
+                deadline_ms,
             ],
         )
         match answer[0]:
@@ -452,9 +465,8 @@ class Conversations:
             return Cancelling(answer[1])
         return _ended(answer) or Refused(answer[0])
 
-    async def delete(self, cid: str) -> str | None:
-        """Delete every key of ``cid`` and end its streams; returns the subject that owned it
-        ('' for nobody), or None when it does not exist."""
+    async def delete(self, cid: str) -> Deleted | None:
+        """Delete every key of ``cid`` and end its streams; None when it does not exist."""
         keys = self._conversation(cid)
         while True:
             fields = await self._redis.hkeys(keys.meta)
@@ -467,7 +479,8 @@ class Conversations:
             if answer[0] == "missing":
                 return None
             if answer[0] == "deleted":
-                return answer[1]
+                unstarted = answer[2:]
+                return Deleted(answer[1], list(zip(unstarted[::2], unstarted[1::2], strict=True)))
 
     async def _scan_keys(self, keys: ConversationKeys) -> list[str]:
         """The run and idempotency keys of a conversation, found by scanning the keyspace."""

@@ -130,6 +130,11 @@ class Keys:
             return f"{self.prefix}:{{s:anonymous}}:conversations"
         return self.subject(subject).conversations
 
+    def job_index(self, stream: str) -> tuple[str, str]:
+        """A jobs shard's index of its queued jobs (sorted set: entry id by enqueue time) and
+        of the runs they are for (hash: entry id -> "cid run_id"), in the shard's slot."""
+        return f"{stream}:queued", f"{stream}:runs"
+
     def job_stream(self, run_id: str) -> str:
         """The jobs shard of a run: any fixed choice works, the run id spreads them evenly."""
         return self.job_streams[key_slot(run_id.encode()) % len(self.job_streams)]

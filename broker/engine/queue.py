@@ -10,11 +10,18 @@ holder. Renewing tells it which jobs it lost, so it can abandon their runs at on
 their model is silent. Webhook deliveries are leased the same way (the outbox's ``webhook``
 group, see ``outbox``).
 
+Every queued job is also indexed, in its shard's slot and in the same step (``enqueue.lua``):
+its entry id by enqueue time, and the run it is for. The index entry outlives the job's entry
+until the run has been started or ended, so a job that vanishes while its run waits (trimmed,
+or lost with a failover) is found by ``lost_jobs``, and the workers end its run (``job_lost``)
+or take it over.
+
 Each worker hears cancels on a control channel of its own (sharded pub/sub on a cluster).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, NamedTuple
 
 import redis.exceptions
@@ -55,9 +62,12 @@ class Leases:
         group: str = GROUP,
         start: str = "0",
         delete: bool = True,
+        index: tuple[str, str] | None = None,
     ) -> None:
+        """``index``: the keys of the jobs index (``enqueue.lua``) a job's release may forget."""
         self._redis = client
         self.key = key
+        self._release_keys = [key, *index] if index is not None else [key]
         self._consumer = consumer
         self._field = field
         self._group = group
@@ -125,15 +135,28 @@ class Leases:
         """Renew one lease unconditionally (a consumer that is plainly alive)."""
         await self._redis.xclaim(self.key, self._group, self._consumer, 0, [entry_id], justid=True)
 
-    async def release(self, entry_id: bytes) -> None:
-        """Done with an entry: acknowledge it, unless another consumer holds it now."""
+    async def release(self, entry_id: bytes, *, handled: bool = True) -> None:
+        """Done with an entry: acknowledge it, unless another consumer holds it now. A job
+        dropped with its run not ``handled`` (never started nor ended here) stays in the jobs
+        index, whose sweep deals with its run."""
         await self._release(
-            keys=[self.key], args=[self._group, self._consumer, entry_id, self._delete]
+            keys=self._release_keys,
+            args=[self._group, self._consumer, entry_id, self._delete, "1" if handled else "0"],
         )
 
     async def acknowledge(self, entry_id: bytes) -> None:
         """Done with an entry, whoever holds it."""
         await self._redis.xack(self.key, self._group, entry_id)
+
+
+class LostJob(NamedTuple):
+    """A job indexed long enough ago whose entry is gone, or whose consumer let its lease lapse
+    without the group handing it on: its run needs ending."""
+
+    stream: str
+    entry_id: str
+    cid: str
+    run_id: str
 
 
 class QueueDepth(NamedTuple):
@@ -152,17 +175,63 @@ class JobQueue:
     def streams(self) -> list[str]:
         return self._keys.job_streams
 
+    def _shard_keys(self, stream: str) -> list[str]:
+        return [stream, *self._keys.job_index(stream)]
+
     async def enqueue(self, job: Job) -> str:
-        """Queue a run's job on its shard; returns its entry id."""
-        entry_id = await self._redis.xadd(
-            self._keys.job_stream(job.run_id), {b"j": job_encoder.encode(job)}
+        """Queue a run's job on its shard, indexed; returns its entry id."""
+        stream = self._keys.job_stream(job.run_id)
+        entry_id = await self._scripts.enqueue(
+            keys=self._shard_keys(stream),
+            args=[
+                job_encoder.encode(job),
+                int(time.time() * 1000),
+                f"{job.conversation_id} {job.run_id}",
+            ],
         )
         return entry_id.decode()
 
     async def withdraw(self, run_id: str, entry_id: str) -> None:
         """Take back the job of a run that will never start (refused, or deleted unstarted); a
         worker that already read it finds it gone and leaves the run alone."""
-        await self._redis.xdel(self._keys.job_stream(run_id), entry_id)
+        stream = self._keys.job_stream(run_id)
+        await self._scripts.withdraw(keys=self._shard_keys(stream), args=[entry_id])
+
+    async def forget(self, stream: str, entry_ids: list[str]) -> None:
+        """Stop watching jobs whose runs have been dealt with."""
+        if entry_ids:
+            await self._scripts.forget(keys=self._shard_keys(stream), args=entry_ids)
+
+    async def lost_jobs(self, older_than_ms: int, lease_ms: int, count: int) -> list[LostJob]:
+        """Indexed jobs queued more than ``older_than_ms`` ago whose entry is gone, or pending
+        with a consumer that has not renewed it for a lease while the entry is gone (the group
+        drops a vanished entry when it is claimed, so no worker would take it over): their runs
+        are stuck unless someone ends them."""
+        lost: list[LostJob] = []
+        before = int(time.time() * 1000) - older_than_ms
+        for stream in self.streams:
+            queued, runs = self._keys.job_index(stream)
+            entries = await self._redis.zrangebyscore(queued, "-inf", before, start=0, num=count)
+            if not entries:
+                continue
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for entry in entries:
+                    pipe.xrange(stream, entry, entry)
+                    pipe.xpending_range(stream, GROUP, entry, entry, 1)
+                found = await pipe.execute()
+            gone = []
+            for index, entry in enumerate(entries):
+                stored, pending = found[2 * index], found[2 * index + 1]
+                if stored:
+                    continue  # still queued, or being run: the leases deal with it
+                if pending and pending[0]["time_since_delivered"] < lease_ms:
+                    continue  # a live worker still holds it
+                gone.append(entry)
+            if gone:
+                for entry, run in zip(gone, await self._redis.hmget(runs, gone), strict=True):
+                    cid, _, run_id = (run or b"").decode().partition(" ")
+                    lost.append(LostJob(stream, entry.decode(), cid, run_id))
+        return lost
 
     async def holds(self, stream: str, entry_id: bytes) -> bool:
         """Whether the job entry is still queued (not withdrawn)."""
@@ -171,7 +240,14 @@ class JobQueue:
     def leases(self, consumer: str) -> dict[str, Leases]:
         """One consumer per shard of the jobs queue: a command names one stream (one slot)."""
         return {
-            stream: Leases(self._redis, self._scripts, stream, consumer, field=b"j")
+            stream: Leases(
+                self._redis,
+                self._scripts,
+                stream,
+                consumer,
+                field=b"j",
+                index=self._keys.job_index(stream),
+            )
             for stream in self.streams
         }
 

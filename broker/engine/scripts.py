@@ -23,6 +23,9 @@ HELPERS: dict[str, tuple[str, ...]] = {
     "cancel": ("notice", "run"),
     "delete": (),
     "admit": (),
+    "enqueue": (),
+    "withdraw": (),
+    "forget": (),
     "renew": (),
     "release": (),
     "stream_create": ("notice", "stream"),
@@ -54,6 +57,9 @@ class Scripts:
         self.cancel = loaded["cancel"]
         self.delete = loaded["delete"]
         self.admit = loaded["admit"]
+        self.enqueue = loaded["enqueue"]
+        self.withdraw = loaded["withdraw"]
+        self.forget = loaded["forget"]
         self.renew = loaded["renew"]
         self.release = loaded["release"]
         self.stream_create = loaded["stream_create"]

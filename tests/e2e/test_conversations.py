@@ -218,8 +218,9 @@ async def test_a_worker_mid_run_does_not_bring_a_deleted_conversation_back(
     run = await alice.start_run(cid, "long", tokens=400, interval_ms=10)
     async with await alice.stream(cid) as seen:
         await seen.read_until(nth_delta(2))
-    for key in _keys_of(redis_client, prefix, cid):
-        redis_client.delete(key)
+    # At once, as a deletion does: deleted one by one, an append between two deletions would
+    # still find the run's hash and write.
+    redis_client.delete(*_keys_of(redis_client, prefix, cid))
     await asyncio.sleep(0.5)  # some 50 appends' worth
     assert _keys_of(redis_client, prefix, cid) == []
     assert run["run_id"]

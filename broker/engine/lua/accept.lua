@@ -5,9 +5,12 @@
 --       8 idem_ttl_ms, 9 idempotency record ('' when the request carries no key), 10 subject
 --       ('' when nobody owns conversations: BROKER_AUTH=none), 11 '1' when the subject may
 --       write every conversation, 12 title (kept if this message creates the conversation),
---       13 the run's job entry
--- Answers {'ok', id, owner}, {'run_active', run}, {'replay', record}, {'orphaned'} or
--- {'not_owner'}.
+--       13 the run's job entry, 14 the latest time (ms, Redis's clock) it may be accepted
+-- Answers {'ok', id, owner}, {'run_active', run}, {'replay', record}, {'orphaned'},
+-- {'too_late'} or {'not_owner'}.
+-- The deadline bounds the time between queueing the job and accepting its run: a worker that
+-- finds no run for its job drops it, and the jobs index ends a run accepted after that, so a
+-- front stalled between the two writes must not accept the run once its job may be gone.
 -- The first message creates the conversation and records its subject as the owner, in this one
 -- step: of many subjects racing to create one id, exactly one owns it and the others are refused
 -- here, before anything is written. A conversation created with no owner has no owner to match.
@@ -26,6 +29,10 @@ end
 -- This very accept already ran (repeated after a lost reply): answer as it did.
 local accepted = redis.call('HGET', KEYS[3], 'message_event_id')
 if accepted then return {'ok', accepted, redis.call('HGET', KEYS[2], 'owner') or ''} end
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[14]) then
+  return {'too_late'}
+end
 local active = redis.call('HGET', KEYS[2], 'active_run')
 if active and active ~= '' then return {'run_active', active} end
 -- A worker gave up waiting for this run and dropped its job: the run must not start now.

@@ -6,7 +6,9 @@
 -- the first call did; another job entry of the same run (a duplicate) or another worker is
 -- refused with the run's status. The front queues a job just before it accepts the run, so a
 -- worker may see the job first: 'missing' then means "not yet". With orphan = '1' the worker
--- gives up on it, and the run can never be accepted. The run remembers its newest entry
+-- gives up on it, and the run can never be accepted: unless the conversation does not exist
+-- (deleted, or never created), where no key is written (an accept that comes this late is
+-- refused by its own deadline, see accept.lua). The run remembers its newest entry
 -- (`last_id`): while it runs, only its owner appends.
 local status = redis.call('HGET', KEYS[3], 'status')
 if (status == 'running' or status == 'cancelling')
@@ -15,6 +17,7 @@ if (status == 'running' or status == 'cancelling')
   return {'ok', redis.call('HGET', KEYS[3], 'started_event_id'), redis.call('HGET', KEYS[3], 'epoch')}
 end
 if not status and ARGV[6] == '1' then
+  if redis.call('EXISTS', KEYS[2]) == 0 then return {'missing'} end
   redis.call('HSET', KEYS[3], 'status', 'orphaned')
   redis.call('PEXPIRE', KEYS[3], ARGV[5])
   return {'orphaned'}

@@ -69,25 +69,21 @@ async def list_conversations(
 
 async def delete_conversation(engine: Engine, cid: str, cancel_wait: float) -> bool:
     """Cancel the active run, waiting for its end so that its worker writes nothing after, then
-    delete every key. Returns False when the conversation does not exist."""
-    conversations = engine.conversations
-    active = await conversations.active_run(cid)
-    unstarted_job = None
+    delete every key and withdraw the jobs of runs no worker started (one accepted between the
+    cancel and the deletion included). Returns False when the conversation does not exist."""
+    active = await engine.conversations.active_run(cid)
     if active is not None:
         try:
             await cancel_run(engine, cid, active, cancel_wait)
         except ApiError:
             pass  # the run ended and went in between: nothing to cancel
-        record = await conversations.run(cid, active)
-        if record is not None and not record.worker and record.job_entry:
-            # Ended before any worker started it (none can now): its job is still queued, and
-            # a worker reading it after the deletion would mark the run orphaned, a key of the
-            # conversation again. Withdrawn, as posting withdraws the job of a refused run.
-            unstarted_job = record.job_entry
     with anyio.CancelScope(shield=True):  # half a deletion helps nobody: finish it
-        owner = await conversations.delete(cid)
-        if owner is not None:
-            await engine.index.forget(owner, cid)
-        if active is not None and unstarted_job is not None:
-            await engine.queue.withdraw(active, unstarted_job)
-    return owner is not None
+        deleted = await engine.conversations.delete(cid)
+        if deleted is None:
+            return False
+        await engine.index.forget(deleted.owner, cid)
+        # A worker reading one of these jobs after the deletion finds it gone and writes
+        # nothing; one that read it before finds neither run nor conversation, and drops it.
+        for run_id, entry_id in deleted.unstarted:
+            await engine.queue.withdraw(run_id, entry_id)
+    return True

@@ -38,6 +38,7 @@ from broker.core.errors import (
 from broker.core.events import UserMessage, encode
 from broker.core.ids import new_id, parse_stream_id
 from broker.core.jobs import Job
+from broker.core.settings import Settings
 from broker.engine import UNAVAILABLE
 from broker.engine.conversations import NOBODY, Accepted, Owner, Refused, Replay, RunActive
 from broker.front.http.docs import Param
@@ -73,6 +74,12 @@ ERRORS = (
     TOO_MANY_CONVERSATIONS,
     TRY_AGAIN,
 )
+
+
+def accept_window_ms(settings: Settings) -> int:
+    """How long after its job is queued a run may still be accepted: well within the time the
+    jobs index waits before it ends a run whose job is gone (``workers.worker``)."""
+    return int(settings.lease_seconds * 1000)
 
 
 def title_of(content: str) -> str:
@@ -159,6 +166,9 @@ async def post_message(
         owner=owner,
         title=title_of(message.content),
         job_entry=job_entry,
+        # The job's id is the time Redis queued it: a run is not accepted once a worker may
+        # have given its job up (see accept.lua).
+        deadline_ms=int(job_entry.partition("-")[0]) + accept_window_ms(services.settings),
     )
     if not isinstance(accepted, Accepted):
         # A worker that already read the job finds it gone and leaves the run's keys untouched.
