@@ -6,6 +6,8 @@
 - ``failing``: the framework's exceptions turned into ``GeneratorFailure`` with a stable code and
   a message built from fixed text (never the exception's own text, which may hold a key or a
   customer's data); cancellation and the relay's stops pass through untouched.
+- ``own_task``: the framework's run in an asyncio task of its own, cancelled the way asyncio
+  code expects when the run stops, and given a moment to close what it has open.
 - ``history``: the conversation's earlier turns in the framework's own message type.
 - ``turns_to_request`` and ``tool_specs``: what a framework's model adapter needs to ask a
   catalogue model (the broker's ``run.model``) instead of its own client.
@@ -13,10 +15,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import ModuleType
@@ -164,6 +167,32 @@ class ToolCalls:
     async def raised(self, exception: BaseException) -> None:
         for call_id in self.running():
             await self.result(call_id, _TOOL_RAISED.format(type(exception).__name__), True)
+
+
+# -- cancellation --------------------------------------------------------------------------
+
+# How long a stopped run waits for the framework to close its model stream and its tools.
+CLOSE_SECONDS = 5.0
+
+
+async def own_task(work: Awaitable[T]) -> T:
+    """Run ``work`` in an asyncio task of its own; when the run stops, cancel it once and wait.
+
+    The worker stops a run by cancelling its anyio scope, and anyio cancels again at every
+    ``await`` until the scope is left. The frameworks are asyncio code: on a cancel they close
+    their model stream and cancel their node and tool tasks, awaiting as they go, and a second
+    cancel in the middle of that cleanup leaves a tool running. Here the framework's task is
+    cancelled once, as asyncio does, and awaited (bounded) before the stop goes on.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except BaseException:
+        if not task.done():
+            task.cancel()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_SECONDS):
+                await asyncio.wait([task])
+        raise
 
 
 # -- failures --------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """LangGraph graphs, run durably: ``await stream_langgraph(run, graph)``.
 
-The graph is streamed from the generator's own task (``astream`` with the ``messages``,
-``updates``, ``tasks`` and ``custom`` modes), so a cancel of the run cancels the graph where it
-stands: closing its stream cancels its running nodes (an open model stream, a tool), and no
-later node starts. Its stream becomes the broker's events:
+The graph is streamed (``astream`` with the ``messages``, ``updates``, ``tasks`` and ``custom``
+modes) in a task the integration owns: a cancel of the run cancels that task once, as asyncio
+code expects, which cancels the graph's running nodes (an open model stream, a tool) and starts
+no later one, and waits for it to close them. Its stream becomes the broker's events:
 
 - the chat models' message chunks: ``delta`` for their text (content) and reasoning blocks
   (reasoning); ``tool_call_chunks``: ``tool.call`` pieces under the model's call id; the whole
@@ -34,6 +34,7 @@ from workers.integrations._common import (
     history,
     http_failure,
     jsonable,
+    own_task,
     require,
     tool_call_text,
     tool_result_text,
@@ -89,11 +90,15 @@ async def stream_langgraph(
         input = {"messages": [*langchain_history(run.history), HumanMessage(run.prompt)]}
     tools = ToolCalls(run)
     mapper = _Mapper(run, tools)
-    async with failing(_classify, tools, "LangGraph"):
+
+    async def consume() -> None:
         stream = graph.astream(input, stream_mode=_MODES, **stream_options)
         async with aclosing(stream):
             async for mode, chunk in stream:
                 await mapper.event(mode, chunk)
+
+    async with failing(_classify, tools, "LangGraph"):
+        await own_task(consume())
     run.usage = usage(mapper.input_tokens, mapper.output_tokens, mapper.reasoning_tokens)
     run.finish_reason = mapper.finish_reason
 

@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 
 from workers.integrations._common import (
+    CLOSE_SECONDS,
     GUARDRAIL,
     LIMIT_EXCEEDED,
     MODEL_BEHAVIOR,
@@ -56,8 +57,6 @@ from agents.tool import default_tool_error_function  # noqa: E402
 
 __all__ = ["openai_agents_history", "stream_openai_agent"]
 
-# How long a stopped run waits for the SDK's task to close its model stream and tools.
-_CLOSE_SECONDS = 5.0
 _TEXT = ("response.output_text.delta", "response.refusal.delta")
 _REASONING = ("response.reasoning_summary_text.delta", "response.reasoning_text.delta")
 _FUNCTION_CALL = "function_call"
@@ -113,7 +112,7 @@ async def _stop(result: RunResultStreaming) -> None:
     task = getattr(result, "run_loop_task", None)
     if task is None:
         return
-    with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_SECONDS):
+    with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_SECONDS):
         await asyncio.wait([task])
 
 

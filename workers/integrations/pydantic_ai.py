@@ -1,8 +1,8 @@
 """Pydantic AI agents, run durably: ``await stream_pydantic_ai(run, agent, deps=...)``.
 
-The agent runs in the generator's own task (``Agent.run`` with an event stream handler, no task
-of its own), so a cancel of the run cancels the agent where it stands: its open model stream is
-closed and no later tool call starts. Its stream becomes the broker's events:
+The agent runs (``Agent.run`` with an event stream handler) in a task the integration owns: a
+cancel of the run cancels that task once, as asyncio code expects, which closes the agent's open
+model stream and its running tools and starts no later tool call, and waits for it to close them. Its stream becomes the broker's events:
 
 - text parts and their deltas: ``delta`` (content); thinking parts: ``delta`` (reasoning);
 - function and native tool calls: ``tool.call`` pieces as the arguments stream, then the whole
@@ -32,6 +32,7 @@ from workers.integrations._common import (
     history,
     http_failure,
     jsonable,
+    own_task,
     require,
     tool_call_text,
     tool_result_text,
@@ -98,11 +99,13 @@ async def stream_pydantic_ai(
             await mapper.event(event)
 
     async with failing(_classify, tools, "Pydantic AI"):
-        result = await agent.run(
-            run.prompt if prompt is None else prompt,
-            message_history=list(message_history),
-            event_stream_handler=handler,
-            **run_options,
+        result = await own_task(
+            agent.run(
+                run.prompt if prompt is None else prompt,
+                message_history=list(message_history),
+                event_stream_handler=handler,
+                **run_options,
+            )
         )
     if not isinstance(result.output, str):
         await run.data("output", jsonable(result.output))
