@@ -88,8 +88,6 @@ def _encode_other(value: Any) -> Any:
     dump = getattr(value, "model_dump", None)  # pydantic models, which the frameworks return
     if callable(dump):
         return dump(mode="json")
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
     raise TypeError(type(value).__name__)
 
 
