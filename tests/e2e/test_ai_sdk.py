@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.app_agents import CALL_ID, REASONING
 from tests.helpers import new_cid
 from tests.stack import REPO_ROOT, Front, Stack
 from tests.tokens import AUTH, hs256
@@ -31,6 +32,8 @@ GENERATORS = ",".join(
     [
         "refuses=tests.app_generators:refuses",
         "tools=tests.app_generators:tools_and_data",
+        "pydantic_ai=tests.app_agents:pydantic_ai_weather",
+        "langgraph=tests.app_agents:langgraph_weather",
     ]
 )
 # Long enough to abort and resume in the middle, short enough for a test.
@@ -326,6 +329,36 @@ def test_tool_calls_and_data_become_the_sdks_parts(harness: Path, front: Front, 
         {"type": "text", "text": "It is 21 degrees in Paris.", "state": "done"},
     ]
     assert "tool-input-delta" in result["chunks"]
+    loaded = httpx.get(f"{front.url}/v1/ai-sdk/chat/{result['chat']}/messages", trust_env=False)
+    assert parts(assistant(loaded.json())) == parts(message)
+
+
+@pytest.mark.parametrize("framework", ["pydantic_ai", "langgraph"])
+def test_an_agent_s_tool_call_becomes_a_tool_part_through_use_chat(
+    harness: Path, front: Front, framework: str
+) -> None:
+    """A framework's run (tests/app_agents.py) as useChat builds it: the call under the
+    framework's own id, with its input and output; a graph's node changes as data parts."""
+    result = scenario(harness, front, "send", model=framework, params={"words": 2})
+    assert (result["status"], result["error"]) == ("ready", None)
+    message = assistant(result["messages"])
+    kept = [p for p in parts(message) if not p["type"].startswith("data-")]
+    assert kept == [
+        {"type": "step-start"},
+        {"type": "reasoning", "text": REASONING, "state": "done"},
+        {
+            "type": "tool-get_weather",
+            "toolCallId": CALL_ID,
+            "state": "output-available",
+            "input": {"city": "Paris"},
+            "output": {"city": "Paris", "sky": "sunny", "celsius": 21},
+        },
+        {"type": "text", "text": "In Paris it is sunny. word0 word1 ", "state": "done"},
+    ]
+    nodes = [p["data"] for p in parts(message) if p["type"] == "data-node"]
+    assert nodes == (
+        [] if framework == "pydantic_ai" else [{"name": n} for n in ("agent", "tools", "agent")]
+    )
     loaded = httpx.get(f"{front.url}/v1/ai-sdk/chat/{result['chat']}/messages", trust_env=False)
     assert parts(assistant(loaded.json())) == parts(message)
 

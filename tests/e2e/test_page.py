@@ -270,6 +270,30 @@ def test_tool_calls_results_and_data_are_shown_live_and_after_a_reload(
     assert page.locator(f"{ANSWERS} .content").inner_html() == live, "the snapshot renders the same"
 
 
+def test_a_framework_agent_s_tool_call_and_result_are_shown_live_and_after_a_reload(
+    stack: Stack,
+    browser: Browser,
+) -> None:
+    """A Pydantic AI agent (tests/app_agents.py): the page shows its call and result as parts."""
+    stack.start(fronts=1, workers=1, generators="agent=tests.app_agents:pydantic_ai_weather")
+    front, cid = stack.fronts[0], new_cid()
+    page = browser.page(f"{front.url}/#/c/{cid}")
+    wait_status(page, "waiting")
+    send(page, "Weather in Paris?", {"tool_seconds": 0.5, "words": 3}, model="agent")
+    page.wait_for_selector(f"{ANSWERS} .part.tool-call", timeout=TIMEOUT_MS)
+    wait_answer(page, "completed")
+    live = page.locator(f"{ANSWERS} .content").inner_html()
+    browser.shot(page, "framework-agent-live")
+    assert 'tool call: get_weather({"city":"Paris"})' in live
+    assert 'tool result: {"city":"Paris","sky":"sunny","celsius":21}' in live
+    assert "In Paris it is sunny. word0 word1 word2" in (
+        page.locator(f"{ANSWERS} .content").text_content() or ""
+    )
+    page.reload()
+    wait_answer(page, "completed")
+    assert page.locator(f"{ANSWERS} .content").inner_html() == live, "the snapshot renders the same"
+
+
 def test_a_page_on_a_new_id_shows_the_first_answer_and_a_deletion_empties_it(
     stack: Stack, browser: Browser
 ) -> None:

@@ -1,0 +1,81 @@
+"""LangGraph graphs as generators, end to end: a real ``StateGraph`` with a ``ToolNode``, its
+chat model LangChain's own ``GenericFakeChatModel`` streaming reasoning, tool call chunks and
+words.
+
+The scenarios are the same for every framework (``tests/agent_scenarios.py``); this module says
+what this framework's stream looks like.
+"""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from tests import agent_scenarios as scenarios
+from tests.agent_scenarios import TOOL_CALL, WEATHER, Framework
+from tests.app_agents import CALL_ID, REASONING
+from tests.stack import Stack
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+# The worker logs the agent's exception whole when a run fails: the operator's record.
+RUN_FAILED = r"integrations/_common\.py.*in failing"
+
+FRAMEWORK = Framework(
+    name="langgraph",
+    generator="tests.app_agents:langgraph_weather",
+    order=[
+        "data:node",
+        "delta:reasoning",
+        "tool.call",
+        "data:node",
+        "tool.result",
+        "data:node",
+        "delta:content",
+    ],
+    parts=[
+        {"type": "data", "name": "node", "value": {"name": "agent"}},
+        {"type": "reasoning", "text": REASONING},
+        {**TOOL_CALL, "arguments": {"city": "Paris"}},
+        {"type": "data", "name": "node", "value": {"name": "tools"}},
+        {"type": "tool_result", "call_id": CALL_ID, "result": WEATHER, "is_error": False},
+        {"type": "data", "name": "node", "value": {"name": "agent"}},
+    ],
+    # The tool node lets a tool's exception end the run: its call gets an error result first.
+    raised_result="the tool raised RuntimeError",
+    raised_end=("run.failed", "tool_error"),
+    expected_tracebacks=[RUN_FAILED],
+)
+LIMIT_MESSAGE = "the graph reached its recursion limit"
+
+
+async def test_the_stream_carries_the_run_in_order_and_the_snapshot_shows_it(
+    stack: Stack, redis_client: redis.Redis, prefix: str
+) -> None:
+    await scenarios.events_and_parts(FRAMEWORK, stack, redis_client, prefix)
+
+
+async def test_a_client_resumes_mid_answer_from_another_front(
+    stack: Stack, redis_client: redis.Redis, prefix: str
+) -> None:
+    await scenarios.resume_from_another_front(FRAMEWORK, stack, redis_client, prefix)
+
+
+async def test_cancel_during_the_tool_stops_it_and_starts_nothing_later(
+    stack: Stack, redis_client: redis.Redis, prefix: str
+) -> None:
+    await scenarios.cancel_during_the_tool(FRAMEWORK, stack, redis_client, prefix)
+
+
+async def test_cancel_during_the_text_closes_the_model_stream(
+    stack: Stack, redis_client: redis.Redis, prefix: str
+) -> None:
+    await scenarios.cancel_during_the_text(FRAMEWORK, stack, redis_client, prefix)
+
+
+async def test_a_tool_that_raises(stack: Stack, redis_client: redis.Redis, prefix: str) -> None:
+    await scenarios.a_tool_that_raises(FRAMEWORK, stack, redis_client, prefix)
+
+
+async def test_the_framework_s_own_error_fails_the_run_with_a_stable_code(stack: Stack) -> None:
+    await scenarios.a_framework_error(FRAMEWORK, stack, LIMIT_MESSAGE)
