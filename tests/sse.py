@@ -143,6 +143,7 @@ class SSEStream:
     _ready: deque[Event] = field(default_factory=deque)
     eof: bool = False
     ending: str = ""  # how the body ended: "terminating chunk", "connection closed", "length"
+    opening: bytes = b""  # the body's first bytes, as sent (the contract puts retry: there)
 
     @property
     def status(self) -> int:
@@ -169,6 +170,8 @@ class SSEStream:
             self._remaining -= len(data)
             if self._remaining <= 0:
                 self.eof, self.ending = True, "length"
+        if len(self.opening) < 64:
+            self.opening += data[: 64 - len(self.opening)]
         self._ready.extend(self.parser.feed(data))
         return not self.eof or bool(self._ready)
 

@@ -95,8 +95,16 @@ def create_app(settings: Settings) -> Starlette:
             on_reconnect=metrics.redis_reconnects.inc,
         )
         loop = asyncio.get_running_loop()
+        draining = anyio.Event()
+
+        def drain() -> None:
+            """End every stream, and every wait a request is in (a cancel's ``?wait``, a
+            long-poll), so the server's graceful shutdown finds nothing left to cut short."""
+            hub.close()
+            draining.set()
+
         # Called from the server's signal handler, before it waits for open connections.
-        app.state.drain = lambda: loop.call_soon_threadsafe(hub.close)
+        app.state.drain = lambda: loop.call_soon_threadsafe(drain)
         limits = Limits(engine, settings)
         gate = Gate(engine, limits, enforced=verifier is not None)
         try:
@@ -110,7 +118,15 @@ def create_app(settings: Settings) -> Starlette:
                 first_reads, catch_up = anyio.CapacityLimiter(half), anyio.CapacityLimiter(half)
                 yield {
                     "services": Services(
-                        settings, engine, hub, catalogue, first_reads, catch_up, gate, metrics
+                        settings,
+                        engine,
+                        hub,
+                        catalogue,
+                        first_reads,
+                        catch_up,
+                        gate,
+                        metrics,
+                        draining,
                     )
                 }
                 tasks.cancel_scope.cancel()

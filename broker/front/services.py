@@ -34,6 +34,8 @@ class Services:
     # Authorization and limits, run by every guarded route before its handler.
     gate: Gate
     metrics: FrontMetrics
+    # Set when the process drains: every wait a request is in ends at once (see app.drain).
+    draining: anyio.Event
     openings: Openings = field(default_factory=Openings)
     # SSE streams this process serves, per conversation: the per-conversation limit.
     open_streams: Counter[str] = field(default_factory=Counter)

@@ -7,6 +7,7 @@ event names and the data bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 import pytest
@@ -483,3 +484,25 @@ async def test_dropping_the_connection_does_not_stop_generation(
     assert stored[-1].event == "run.completed"
     assert len(answer_text(stored, run_id).split()) == 100
     assert (await front.api.snapshot(cid)).json()["messages"][-1]["status"] == "completed"
+
+
+async def test_every_stream_begins_with_its_retry_field(stack: Stack) -> None:
+    """The SSE contract: ``retry:`` in the first frame of every stream, whatever follows it
+    (a replay, a reset, a run's stream, a stream still waiting for its conversation)."""
+    stack.start(fronts=1, workers=1)
+    api = stack.fronts[0].api
+    cid = new_cid("retry")
+    run = await api.start_run(cid, "hi", tokens=3, interval_ms=1)
+    await api.wait_run_finished(cid, run["run_id"])
+    opened = [
+        await api.stream(cid),
+        await api.stream(cid, last_event_id="1-0"),  # a reset follows
+        await api.run_stream(cid, run["run_id"]),
+        await api.stream(new_cid("not-yet")),
+    ]
+    for stream in opened:
+        async with stream:
+            assert stream.status == 200
+            with contextlib.suppress(TimeoutError):
+                await stream.next(timeout=1)
+            assert stream.opening.startswith(b"retry: 1000\n\n"), stream.opening

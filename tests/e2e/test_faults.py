@@ -370,3 +370,45 @@ async def test_a_paused_front_holds_back_no_other_front_and_its_clients_lose_not
     stored = stored_events(redis_client, prefix, cid)
     for stream in streams:
         assert stream.events == stored
+
+
+async def test_every_wait_ends_on_drain_with_its_documented_answer(
+    stack: Stack, redis_client: redis.Redis, prefix: str
+) -> None:
+    """A cancel waiting for a run that will not end soon, a Durable Streams long-poll and a
+    stream waiting for a conversation nobody has posted to are all in flight when the front is
+    told to stop: each ends within the server's graceful bound with its documented answer
+    (202 cancelling, 204, the drain frame after ``retry:``), and nothing is logged at ERROR."""
+    stack.start(fronts=1, workers=1, cancel_wait_seconds=60, ds_long_poll_seconds=60)
+    (front,) = stack.fronts
+    cid = new_cid("drain-wait")
+    run_id = (await front.api.start_run(cid, "long", tokens=400, interval_ms=50))["run_id"]
+    deadline = time.monotonic() + 20
+    while redis_client.hget(f"{prefix}:{{{cid}}}:run:{run_id}", "status") != b"running":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    stack.workers[0].signal(signal.SIGSTOP)  # the run is marked cancelling; nobody ends it
+    try:
+        async with httpx.AsyncClient(base_url=front.url, trust_env=False, timeout=30) as client:
+            assert (await client.put("/v1/stream/drain-poll", content=b"")).status_code == 201
+            cancel = asyncio.ensure_future(client.post(f"/v1/conversations/{cid}/cancel?wait=true"))
+            poll = asyncio.ensure_future(
+                client.get("/v1/stream/drain-poll", params={"offset": "-1", "live": "long-poll"})
+            )
+            waiting = await front.api.stream(new_cid("nobody-yet"))
+            await asyncio.sleep(1)
+            started = time.monotonic()
+            front.signal(signal.SIGTERM)
+            cancelled, polled = await asyncio.gather(cancel, poll)
+            async with waiting:
+                await waiting.read_to_end(timeout=10)
+            assert time.monotonic() - started < 5, "a wait outlived the graceful bound"
+    finally:
+        stack.workers[0].signal(signal.SIGCONT)
+    assert cancelled.status_code == 202
+    assert cancelled.json() == {"run_id": run_id, "status": "cancelling"}
+    assert polled.status_code == 204
+    assert waiting.status == 200 and waiting.opening.startswith(b"retry: ")
+    assert waiting.parser.retry is not None and waiting.parser.retry < 1000
+    assert front.popen.wait(timeout=15) in (0, -signal.SIGTERM)
+    assert " ERROR " not in front.output(), front.output()

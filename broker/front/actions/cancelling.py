@@ -30,7 +30,7 @@ ERRORS = (INVALID_QUERY, FORBIDDEN, CONVERSATION_NOT_FOUND, RUN_NOT_FOUND, NO_AC
 
 
 async def cancel(
-    engine: Engine, cid: str, run_id: str, wait: float | None
+    engine: Engine, cid: str, run_id: str, wait: float | None, draining: anyio.Event
 ) -> tuple[int, CancelState]:
     """Cancel run ``run_id`` of ``cid``, or its active run (``ACTIVE``): 409 ``no_active_run``
     when none is, 404 for a conversation that does not exist."""
@@ -41,13 +41,15 @@ async def cancel(
                 raise ApiError(CONVERSATION_NOT_FOUND, f"no conversation {cid}")
             raise ApiError(NO_ACTIVE_RUN, "nothing is running in this conversation")
         run_id = active
-    return await cancel_run(engine, cid, run_id, wait)
+    return await cancel_run(engine, cid, run_id, wait, draining)
 
 
 async def cancel_run(
-    engine: Engine, cid: str, run_id: str, wait: float | None
+    engine: Engine, cid: str, run_id: str, wait: float | None, draining: anyio.Event
 ) -> tuple[int, CancelState]:
-    """Returns the HTTP status and body: 200 once the run has ended, else 202 'cancelling'."""
+    """Returns the HTTP status and body: 200 once the run has ended, else 202 'cancelling' (at
+    the end of ``wait``, or at once when the process drains: the documented answer, in time for
+    the server's graceful shutdown)."""
     conversations = engine.conversations
     _, data = encode(RunCancelled(run_id, reason=CANCEL_REASON))
     outcome = await conversations.cancel(cid, run_id, data)
@@ -60,11 +62,12 @@ async def cancel_run(
         await engine.queue.tell_worker(outcome.worker, message)
     if wait:
         with anyio.move_on_after(wait):
-            while True:
+            while not draining.is_set():
                 record = await conversations.run(cid, run_id)
                 if record is not None and record.ended:
                     return 200, CancelState(
                         run_id, record.state.value, record.terminal_event_id or None
                     )
-                await anyio.sleep(_POLL_SECONDS)
+                with anyio.move_on_after(_POLL_SECONDS):
+                    await draining.wait()
     return 202, CancelState(run_id, "cancelling")

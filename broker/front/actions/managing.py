@@ -67,14 +67,16 @@ async def list_conversations(
     return ConversationPage(page, next_cursor)
 
 
-async def delete_conversation(engine: Engine, cid: str, cancel_wait: float) -> bool:
+async def delete_conversation(
+    engine: Engine, cid: str, cancel_wait: float, draining: anyio.Event
+) -> bool:
     """Cancel the active run, waiting for its end so that its worker writes nothing after, then
     delete every key and withdraw the jobs of runs no worker started (one accepted between the
     cancel and the deletion included). Returns False when the conversation does not exist."""
     active = await engine.conversations.active_run(cid)
     if active is not None:
         try:
-            await cancel_run(engine, cid, active, cancel_wait)
+            await cancel_run(engine, cid, active, cancel_wait, draining)
         except ApiError:
             pass  # the run ended and went in between: nothing to cancel
     with anyio.CancelScope(shield=True):  # half a deletion helps nobody: finish it

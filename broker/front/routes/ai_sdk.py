@@ -99,7 +99,9 @@ async def stop(request: Request) -> Response:
     services: Services = request.state.services
     cid = check_id(request.path_params["cid"], "cid")
     wait = wait_seconds(request, services.settings.cancel_wait_seconds)
-    status, state = await cancelling.cancel(services.engine, cid, cancelling.ACTIVE, wait)
+    status, state = await cancelling.cancel(
+        services.engine, cid, cancelling.ACTIVE, wait, services.draining
+    )
     return Response(_encoder.encode(state), status, media_type="application/json")
 
 

@@ -133,7 +133,7 @@ async def cancel(request: Request) -> Response:
     cid = _cid(request)
     run_id = _run_id_or_active(request)
     wait = wait_seconds(request, services.settings.cancel_wait_seconds)
-    status, body = await cancelling.cancel(services.engine, cid, run_id, wait)
+    status, body = await cancelling.cancel(services.engine, cid, run_id, wait, services.draining)
     return _json(body, status)
 
 
@@ -265,7 +265,7 @@ async def delete(request: Request) -> Response:
     services = _services(request)
     cid = _cid(request)
     wait = services.settings.cancel_wait_seconds
-    if not await delete_conversation(services.engine, cid, wait):
+    if not await delete_conversation(services.engine, cid, wait, services.draining):
         raise conversation_not_found(cid)
     return Response(status_code=204)
 
