@@ -35,7 +35,7 @@ from broker.core.webhook import (
     webhook_encoder,
 )
 from broker.engine import UNAVAILABLE, Engine
-from broker.engine.queue import Handed
+from broker.engine.queue import Handed, Leases
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,10 @@ class WebhookDispatcher:
     def __init__(self, engine: Engine, settings: Settings, consumer: str) -> None:
         self._engine = engine
         self._settings = settings
-        self._leases = engine.outbox.webhook_leases(consumer)
-        # Notices being delivered here, each in its own scope: their leases are renewed, and a
-        # delivery whose lease was taken over is cancelled.
-        self._held: dict[bytes, anyio.CancelScope] = {}
+        self._leases = engine.outbox.webhook_leases(consumer)  # one per outbox shard
+        # Notices being delivered here, by (shard, entry id), each in its own scope: their
+        # leases are renewed, and a delivery whose lease was taken over is cancelled.
+        self._held: dict[tuple[str, bytes], anyio.CancelScope] = {}
         self._slot_freed = anyio.Event()
 
     async def run(self) -> None:
@@ -61,13 +61,15 @@ class WebhookDispatcher:
             self._http = http
             deliveries.start_soon(self._renew)
             deliveries.start_soon(self._reclaim, deliveries)
-            await self._read(deliveries)
+            for shard in self._leases:
+                deliveries.start_soon(self._read, deliveries, shard)
 
     @property
     def _free(self) -> int:
         return self._settings.webhook_concurrency - len(self._held)
 
-    async def _read(self, deliveries: anyio.abc.TaskGroup) -> None:
+    async def _read(self, deliveries: anyio.abc.TaskGroup, shard: str) -> None:
+        leases = self._leases[shard]
         backoff = 0.1
         group_ready = False
         while True:
@@ -78,73 +80,75 @@ class WebhookDispatcher:
                 continue
             try:
                 if not group_ready:
-                    await self._leases.ensure_group()
+                    await leases.ensure_group()
                     group_ready = True
-                entries = await self._leases.read_new(self._free, self._settings.job_block_ms)
+                entries = await leases.read_new(self._free, self._settings.job_block_ms)
             except UNAVAILABLE:
                 log.warning("outbox unreachable; retrying in %.1fs", backoff)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
-            self._start(deliveries, entries)
+            self._start(deliveries, shard, entries)
 
     def _start(
-        self,
-        deliveries: anyio.abc.TaskGroup,
-        entries: Sequence[Handed],
+        self, deliveries: anyio.abc.TaskGroup, shard: str, entries: Sequence[Handed]
     ) -> None:
         for entry_id, payload in entries:
-            if entry_id not in self._held:  # claiming one of its own only renewed its lease
-                self._held[entry_id] = anyio.CancelScope()
-                deliveries.start_soon(self._deliver, entry_id, payload)
+            if (shard, entry_id) not in self._held:  # claiming its own only renewed its lease
+                self._held[shard, entry_id] = anyio.CancelScope()
+                deliveries.start_soon(self._deliver, shard, entry_id, payload)
 
     async def _renew(self) -> None:
         """Keep this dispatcher's deliveries looking alive: their idle time is their lease."""
         while True:
             await anyio.sleep(self._settings.lease_seconds / 3)
-            if not self._held:
-                continue
-            try:
-                lost = await self._leases.renew(list(self._held))
-            except UNAVAILABLE:
-                log.warning("could not renew webhook delivery leases")
-                continue
-            for entry_id in lost:
-                scope = self._held.get(entry_id)
-                if scope is not None:
-                    log.warning("webhook delivery %s was taken over; abandoning it", entry_id)
-                    scope.cancel()
+            for shard, leases in self._leases.items():
+                held = [entry for of, entry in self._held if of == shard]
+                if not held:
+                    continue
+                try:
+                    lost = await leases.renew(held)
+                except UNAVAILABLE:
+                    log.warning("could not renew webhook delivery leases")
+                    continue
+                for entry_id in lost:
+                    scope = self._held.get((shard, entry_id))
+                    if scope is not None:
+                        log.warning("webhook delivery %s was taken over; abandoning it", entry_id)
+                        scope.cancel()
 
     async def _reclaim(self, deliveries: anyio.abc.TaskGroup) -> None:
         """Take over the deliveries of dispatchers that died."""
         lease_ms = int(self._settings.lease_seconds * 1000)
         while True:
             await anyio.sleep(self._settings.reap_interval_seconds)
-            if self._free <= 0:
-                continue
-            try:
-                claimed = await self._leases.claim_lapsed(lease_ms, self._free)
-            except UNAVAILABLE:
-                continue
-            taken = [entry for entry in claimed if entry[0] not in self._held]
-            if taken:
-                log.warning("took over %d webhook delivery(ies) of a lost worker", len(taken))
-                self._start(deliveries, taken)
+            for shard, leases in self._leases.items():
+                if self._free <= 0:
+                    break
+                try:
+                    claimed = await leases.claim_lapsed(lease_ms, self._free)
+                except UNAVAILABLE:
+                    continue
+                taken = [entry for entry in claimed if (shard, entry[0]) not in self._held]
+                if taken:
+                    log.warning("took over %d webhook delivery(ies) of a lost worker", len(taken))
+                    self._start(deliveries, shard, taken)
 
-    async def _deliver(self, entry_id: bytes, payload: bytes | None) -> None:
+    async def _deliver(self, shard: str, entry_id: bytes, payload: bytes | None) -> None:
+        leases = self._leases[shard]
         try:
-            with self._held[entry_id]:
-                if await self._try_delivering(entry_id, payload):
-                    await self._leases.release(entry_id)
+            with self._held[shard, entry_id]:
+                if await self._try_delivering(leases, entry_id, payload):
+                    await leases.release(entry_id)
         except UNAVAILABLE:
             # Left pending: once its lease lapses, a dispatcher (maybe this one) takes it again.
             log.warning("Redis unreachable; webhook delivery %s left for later", entry_id)
         finally:
-            del self._held[entry_id]
+            del self._held[shard, entry_id]
             self._slot_freed.set()
 
-    async def _try_delivering(self, entry_id: bytes, payload: bytes | None) -> bool:
+    async def _try_delivering(self, leases: Leases, entry_id: bytes, payload: bytes | None) -> bool:
         """Deliver one notice's run until done or given up; True when it may be acknowledged."""
         try:
             notice = notice_decoder.decode(payload) if payload else None
@@ -185,7 +189,7 @@ class WebhookDispatcher:
             )
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, self._settings.webhook_backoff_max_seconds)
-            if await self._leases.renew([entry_id]):
+            if await leases.renew([entry_id]):
                 # Paused past its lease: another dispatcher has it now and sends it itself.
                 log.warning("webhook delivery %s was taken over; abandoning it", entry_id)
                 return False

@@ -128,8 +128,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         msgspec.Meta(
             ge=0,
             le=1024,
-            description="Streams of the jobs queue; `0` picks 1 on a single Redis and 8 on a "
-            "cluster.",
+            description="Streams of the jobs queue, and of the outbox of finished runs; `0` "
+            "picks 1 on a single Redis and 8 on a cluster.",
         ),
     ] = 0
     live_ping_seconds: Annotated[
@@ -479,8 +479,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     outbox_maxlen: Annotated[
         int,
         msgspec.Meta(
-            description="Notices of finished runs kept for the webhook and `broker tap` "
-            "(approximate; older ones are trimmed)."
+            description="Notices of finished runs kept for the webhook and `broker tap`, in "
+            "all, shared out among the outbox's shards (approximate; older ones are trimmed)."
         ),
     ] = 100_000
     # Upstream model calls

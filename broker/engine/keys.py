@@ -107,10 +107,12 @@ class Keys:
     def __init__(self, prefix: str, job_shards: int = 1) -> None:
         self.prefix = prefix
         # The jobs queue: one stream per shard, read by the consumer group `workers`.
-        self.job_streams = [f"{prefix}:jobs:{{{tag}}}" for tag in _spread_tags(max(1, job_shards))]
-        # A stream of notices, one per finished run, read by the webhook dispatcher and by
-        # taps through consumer groups (``broker.engine.outbox``).
-        self.outbox = f"{prefix}:outbox"
+        tags = _spread_tags(max(1, job_shards))
+        self.job_streams = [f"{prefix}:jobs:{{{tag}}}" for tag in tags]
+        # The outbox: notices, one per finished run, read by the webhook dispatcher and by
+        # taps through consumer groups (``broker.engine.outbox``); sharded like the jobs, so
+        # on a cluster the runs' ends do not all write to one slot.
+        self.outbox_streams = [f"{prefix}:outbox:{{{tag}}}" for tag in tags]
 
     def conversation(self, cid: str) -> ConversationKeys:
         return ConversationKeys(self.prefix, cid)
@@ -134,6 +136,11 @@ class Keys:
         """A jobs shard's index of its queued jobs (sorted set: entry id by enqueue time) and
         of the runs they are for (hash: entry id -> "cid run_id"), in the shard's slot."""
         return f"{stream}:queued", f"{stream}:runs"
+
+    def outbox_stream(self, cid: str) -> str:
+        """The outbox shard of a conversation's runs: one shard, so its notices keep their
+        order, as on a single stream."""
+        return self.outbox_streams[key_slot(cid.encode()) % len(self.outbox_streams)]
 
     def job_stream(self, run_id: str) -> str:
         """The jobs shard of a run: any fixed choice works, the run id spreads them evenly."""

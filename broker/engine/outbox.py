@@ -1,5 +1,9 @@
-"""The outbox stream: one notice per finished run (``broker.core.finished``), read by consumer
-groups, and the finished runs its notices name, read back from their conversations."""
+"""The outbox: one notice per finished run (``broker.core.finished``), read by consumer groups,
+and the finished runs its notices name, read back from their conversations.
+
+It is one stream per shard (as many as the jobs queue has): a conversation's notices go to one
+of them, in order, and a consumer reads every shard, each with leases of its own.
+"""
 
 from __future__ import annotations
 
@@ -23,41 +27,47 @@ class Outbox:
         settings: Settings,
     ) -> None:
         self._redis = client
-        self._key = keys.outbox
+        self._keys = keys
         self._scripts = scripts
         self._conversations = conversations
-        self._maxlen = settings.outbox_maxlen
+        # The cap is for the whole outbox: each shard keeps its share.
+        self._maxlen = max(1, -(-settings.outbox_maxlen // len(keys.outbox_streams)))
 
     async def add(self, notice: RunEnded) -> None:
         """Add a finished run's notice, retried through a Redis outage like the run
         transitions; the cap trims the oldest notices."""
         data = notice_encoder.encode(notice)
+        stream = self._keys.outbox_stream(notice.conversation_id)
 
         async def add() -> None:
-            await self._redis.xadd(self._key, {b"n": data}, maxlen=self._maxlen, approximate=True)
+            await self._redis.xadd(stream, {b"n": data}, maxlen=self._maxlen, approximate=True)
 
         await self._conversations.retried(add, "a run's notice")
 
-    def webhook_leases(self, consumer: str) -> Leases:
-        """The webhook dispatcher's share of the deliveries. The group starts at its creation:
-        runs that ended before a webhook was configured are not sent."""
-        return Leases(
-            self._redis,
-            self._scripts,
-            self._key,
-            consumer,
-            field=b"n",
-            group=WEBHOOK_GROUP,
-            start="$",
-            delete=False,
-        )
+    def _leases(self, group: str, consumer: str, start: str) -> dict[str, Leases]:
+        return {
+            stream: Leases(
+                self._redis,
+                self._scripts,
+                stream,
+                consumer,
+                field=b"n",
+                group=group,
+                start=start,
+                delete=False,
+            )
+            for stream in self._keys.outbox_streams
+        }
 
-    def tap_leases(self, group: str, consumer: str) -> Leases:
-        """A tap's group: from the oldest notice still kept, so a new group copies the
-        retained history too."""
-        return Leases(
-            self._redis, self._scripts, self._key, consumer, field=b"n", group=group, delete=False
-        )
+    def webhook_leases(self, consumer: str) -> dict[str, Leases]:
+        """The webhook dispatcher's share of the deliveries, per shard. The group starts at its
+        creation: runs that ended before a webhook was configured are not sent."""
+        return self._leases(WEBHOOK_GROUP, consumer, "$")
+
+    def tap_leases(self, group: str, consumer: str) -> dict[str, Leases]:
+        """A tap's group, per shard: from the oldest notice still kept, so a new group copies
+        the retained history too."""
+        return self._leases(group, consumer, "0")
 
     async def finished_run(self, cid: str, run_id: str) -> FinishedRun | None:
         """The run's entries from its user message through its terminal event; None when the

@@ -1,7 +1,8 @@
 """The tap: every event of every conversation, for a consumer that copies them elsewhere.
 
-It reads what the workers already wrote. The outbox has one notice per finished run; the tap
-takes notices through a Redis consumer group (``tap:<group>``), reads each run's events from
+It reads what the workers already wrote. The outbox has one notice per finished run (in one
+stream per shard; a conversation's notices in one of them, in order); the tap takes notices
+through a Redis consumer group (``tap:<group>``) on every shard, reads each run's events from
 its conversation stream (its user message through its terminal event) and hands them out one
 by one. A notice is acknowledged once the consumer asks for the event after the run's last one,
 so a consumer that crashes gets the run again, whole: delivery is at least once, and
@@ -32,7 +33,7 @@ from broker.core.events import Event, decode
 from broker.core.finished import notice_decoder, tap_group
 from broker.core.settings import Settings
 from broker.engine import UNAVAILABLE, Engine
-from broker.engine.queue import Handed
+from broker.engine.queue import Handed, Leases
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,8 @@ class Tap:
     ) -> None:
         self._engine = engine = Engine(settings, "tap", client=redis)
         name = consumer or f"{socket.gethostname()}:{os.getpid()}"
-        self._leases = engine.outbox.tap_leases(tap_group(group), name)
+        # One consumer per outbox shard; a notice is acknowledged on the shard it came from.
+        self._shards = list(engine.outbox.tap_leases(tap_group(group), name).values())
         self._claim_after_ms = int(claim_after_seconds * 1000)
         self._block_ms = block_ms
 
@@ -93,25 +95,42 @@ class Tap:
                 backoff = min(backoff * 2, 5.0)
 
     async def _follow(self) -> AsyncIterator[TapEvent]:
-        await self._leases.ensure_group()
+        for leases in self._shards:
+            await leases.ensure_group()
         # First, what this consumer was given before and never finished.
-        after = b"0"
-        while pending := await self._leases.read_pending(after, count=100):
-            async for event in self._runs(pending):
-                yield event
-            after = pending[-1].entry_id
+        for leases in self._shards:
+            after = b"0"
+            while pending := await leases.read_pending(after, count=100):
+                async for event in self._runs(leases, pending):
+                    yield event
+                after = pending[-1].entry_id
         next_claim = 0.0
+        # A round reads each shard without waiting; a round that found nothing waits on one
+        # shard, a different one each time, for a share of ``block_ms``.
+        wait_ms = max(1, self._block_ms // len(self._shards))
+        turn = 0
         while True:
             if time.monotonic() >= next_claim:
                 next_claim = time.monotonic() + self._claim_after_ms / 4000
-                claimed = await self._leases.claim_lapsed(self._claim_after_ms, 1)
-                async for event in self._runs(claimed):
+                for leases in self._shards:
+                    claimed = await leases.claim_lapsed(self._claim_after_ms, 1)
+                    async for event in self._runs(leases, claimed):
+                        yield event
+            found = False
+            for leases in self._shards:
+                # One run at a time: a notice read is a notice held, out of the other
+                # consumers' reach.
+                notices = await leases.read_new(1, None)
+                found = found or bool(notices)
+                async for event in self._runs(leases, notices):
                     yield event
-            # One run at a time: a notice read is a notice held, out of the other consumers' reach.
-            async for event in self._runs(await self._leases.read_new(1, self._block_ms)):
-                yield event
+            if not found:
+                turn = (turn + 1) % len(self._shards)
+                leases = self._shards[turn]
+                async for event in self._runs(leases, await leases.read_new(1, wait_ms)):
+                    yield event
 
-    async def _runs(self, notices: list[Handed]) -> AsyncIterator[TapEvent]:
+    async def _runs(self, leases: Leases, notices: list[Handed]) -> AsyncIterator[TapEvent]:
         for notice_id, payload in notices:
             renewed = time.monotonic()
             try:
@@ -133,8 +152,8 @@ class Tap:
                 # Back here only when the consumer wants the next event: it is alive.
                 if time.monotonic() - renewed > self._claim_after_ms / 3000:
                     renewed = time.monotonic()
-                    await self._leases.keep(notice_id)
-            await self._leases.acknowledge(notice_id)
+                    await leases.keep(notice_id)
+            await leases.acknowledge(notice_id)
 
 
 def tap_events(

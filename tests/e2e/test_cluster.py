@@ -17,6 +17,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
+from broker.core.finished import notice_decoder
 from broker.embedded_redis import EmbeddedCluster
 from broker.engine.keys import Keys
 from tests.conftest import RedisTarget
@@ -121,6 +122,39 @@ def test_the_jobs_queue_spreads_over_every_master(redis_cluster: EmbeddedCluster
     owners = {redis_cluster.master_of(stream)[0] for stream in keys.job_streams}
     assert len(owners) == redis_cluster.masters, "some master carries none of the queue"
     assert len(set(keys.job_streams)) == 8
+
+
+@pytest.mark.parametrize("redis_target", ["cluster"], indirect=True)
+async def test_the_outbox_spreads_over_every_master_and_keeps_each_conversations_order(
+    stack: Stack,
+    redis_client: redis.Redis,
+    prefix: str,
+    redis_cluster: EmbeddedCluster,
+) -> None:
+    """Every run's end writes a notice; on one key, one master would take them all."""
+    stack.start(fronts=1, workers=1)
+    (front,) = stack.fronts
+    cids = [new_cid("out") for _ in range(12)]
+    runs: dict[str, list[str]] = {cid: [] for cid in cids}
+    for _ in range(2):
+        for cid in cids:
+            run_id = (await front.api.start_run(cid, "hi", tokens=3, interval_ms=0))["run_id"]
+            runs[cid].append(run_id)
+            async with await front.api.run_stream(cid, run_id) as stream:
+                await stream.read_to_end(timeout=30)
+    keys = Keys(prefix, job_shards=8)
+    notices: dict[str, list[tuple[str, str]]] = {}  # shard -> (cid, run_id), in stream order
+    for shard in keys.outbox_streams:
+        for _, fields in redis_client.xrange(shard):
+            notice = notice_decoder.decode(fields[b"n"])
+            notices.setdefault(shard, []).append((notice.conversation_id, notice.run_id))
+    assert sum(map(len, notices.values())) == 2 * len(cids), "one notice per run"
+    owners = {redis_cluster.master_of(shard)[0] for shard in notices}
+    assert len(owners) == redis_cluster.masters, "some master took none of the runs' ends"
+    for cid in cids:
+        shards = [shard for shard, held in notices.items() if any(c == cid for c, _ in held)]
+        assert len(shards) == 1, f"{cid}'s notices are split over {shards}"
+        assert [r for c, r in notices[shards[0]] if c == cid] == runs[cid], "out of order"
 
 
 @pytest.mark.parametrize("redis_target", ["single", "cluster"], indirect=True)

@@ -25,7 +25,7 @@ import redis.asyncio
 from broker.core.events import ToolCall
 from broker.core.settings import Settings
 from broker.engine.tap import Tap, tap_events
-from tests.helpers import new_cid
+from tests.helpers import new_cid, outbox_length, outbox_pending
 from tests.stack import Stack, base_environment
 from tests.stored import stored_events
 
@@ -36,9 +36,7 @@ class TapProcess:
     """``python -m broker tap`` with its stdout read line by line on a thread (or not read)."""
 
     def __init__(self, stack: Stack, *args: str, read: bool = True) -> None:
-        env = base_environment()
-        env["BROKER_REDIS_URL"] = stack.redis_url
-        env["BROKER_KEY_PREFIX"] = stack.prefix
+        env = stack.env()
         self.stderr_path = stack.workdir / f"tap{id(self)}.log"
         self._stderr: IO[bytes] = open(self.stderr_path, "wb")
         self.popen = subprocess.Popen(
@@ -101,9 +99,11 @@ async def _finished_runs(stack: Stack, cids: list[str], **params: Any) -> None:
         await front.api.wait_run_finished(cid, run_id)
 
 
+@pytest.mark.parametrize("redis_target", ["single", "cluster"], indirect=True)
 async def test_broker_tap_prints_every_event_of_every_conversation(
     stack: Stack, taps: list[TapProcess], redis_client: redis.Redis, prefix: str
 ) -> None:
+    """On a cluster, the conversations' notices are spread over the outbox's shards."""
     stack.start(generators="weather=examples.agent:weather_agent")
     front = stack.fronts[0]
     cids = [new_cid("tap") for _ in range(3)]
@@ -140,7 +140,7 @@ async def test_broker_tap_prints_every_event_of_every_conversation(
         assert ids == [e.id for e in stored_events(redis_client, prefix, cid)]
     assert {"tool.call", "tool.result", "data"} <= {line["event"] for line in tap.lines}
     # One notice per run was all the tap cost the path that generates.
-    assert redis_client.xlen(f"{prefix}:outbox") == 5
+    assert outbox_length(redis_client, prefix) == 5
 
 
 async def test_a_tap_killed_mid_run_resumes_with_that_run_whole(
@@ -159,7 +159,7 @@ async def test_a_tap_killed_mid_run_resumes_with_that_run_whole(
     await asyncio.sleep(1.0)  # it fills the pipe and blocks inside the first run
     stuck.kill()
     interrupted = first[0]["conversation_id"]
-    assert redis_client.xpending(f"{prefix}:outbox", "tap:copy")["pending"] >= 1
+    assert outbox_pending(redis_client, prefix, "tap:copy") >= 1
 
     again = TapProcess(stack, "--group", "copy", "--consumer", "c1")
     taps.append(again)
@@ -169,7 +169,7 @@ async def test_a_tap_killed_mid_run_resumes_with_that_run_whole(
     assert sorted(runs) == sorted(cids) and runs.count(interrupted) == 1
     assert len(again.lines) == len(stored)
     await _wait_for(
-        lambda: redis_client.xpending(f"{prefix}:outbox", "tap:copy")["pending"] == 0,
+        lambda: outbox_pending(redis_client, prefix, "tap:copy") == 0,
         what="every notice acknowledged",
     )
 

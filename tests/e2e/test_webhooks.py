@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from broker.core.webhook import verify_signature
-from tests.helpers import new_cid, nth_delta, terminal_of
+from tests.helpers import new_cid, nth_delta, outbox_length, outbox_pending, terminal_of
 from tests.receiver import Received, Receiver
 from tests.stack import REPO_ROOT, Stack
 from tests.stored import stored_events, terminals
@@ -183,9 +183,9 @@ async def test_receiver_down_then_up_every_run_is_delivered_once(
         assert int(request.headers["broker-delivery-attempt"]) > 1, "it was retried"
         assert request.json()["status"] == expected[run_id]
         assert verify_signature(SECRET, request.headers["broker-signature"], request.body)
-    assert redis_client.xpending(f"{prefix}:outbox", "webhook")["pending"] == 0
+    assert outbox_pending(redis_client, prefix, "webhook") == 0
     # One notice per run: the whole cost of the webhook on the path that generates.
-    assert redis_client.xlen(f"{prefix}:outbox") == len(expected)
+    assert outbox_length(redis_client, prefix) == len(expected)
 
 
 async def test_a_hanging_receiver_never_holds_back_a_run(stack: Stack, receiver: Receiver) -> None:
@@ -276,7 +276,7 @@ async def test_a_delivery_in_flight_survives_its_worker_s_death(
     assert len(attempts) == 2 and attempts[0].answered is None
     assert attempts[0].body == attempts[1].body
     await _wait_for(
-        lambda: redis_client.xpending(f"{prefix}:outbox", "webhook")["pending"] == 0,
+        lambda: outbox_pending(redis_client, prefix, "webhook") == 0,
         what="the notice acknowledged",
     )
 
@@ -306,7 +306,7 @@ async def test_a_dispatcher_paused_past_its_lease_does_not_deliver_again(
     await asyncio.sleep(FAST_RETRY["webhook_backoff_max_seconds"] * 3 + LEASE["lease_seconds"])
     assert len(_by_delivery(receiver.delivered())[run_id]) == 1
     assert "was taken over; abandoning it" in paused.output()
-    assert redis_client.xpending(f"{prefix}:outbox", "webhook")["pending"] == 0
+    assert outbox_pending(redis_client, prefix, "webhook") == 0
 
 
 async def test_a_delivery_is_given_up_after_the_retry_time(
@@ -326,7 +326,7 @@ async def test_a_delivery_is_given_up_after_the_retry_time(
     # Doubling backoff: the gaps between attempts grow.
     times = [r.at for r in receiver.requests]
     assert times[2] - times[1] > times[1] - times[0]
-    assert redis_client.xpending(f"{prefix}:outbox", "webhook")["pending"] == 0
+    assert outbox_pending(redis_client, prefix, "webhook") == 0
     assert SECRET not in worker.output()
     assert f"127.0.0.1:{receiver.port}" not in worker.output()
 
