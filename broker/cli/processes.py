@@ -39,6 +39,8 @@ OPEN_AND_UNLIMITED: dict[str, Any] = {
     "limit_streams_per_subject": 0,
     "limit_conversations_per_day": 0,
     "limit_active_runs_per_subject": 0,
+    "limit_failed_authentications_per_minute": 0,
+    "max_streams_per_address": 0,
 }
 
 

@@ -18,10 +18,12 @@ def serve(settings: Settings, host: str, port: int) -> None:
     from broker.engine.connections import wait_until_reachable
     from broker.front.app import create_app
     from broker.front.http.server import BoundedHttpToolsProtocol, HttpLimits
+    from broker.front.security.addresses import proxy_options
     from broker.front.security.tokens import SecurityConfigError
 
     try:
         app = create_app(settings)
+        proxies = proxy_options(settings)
     except CatalogueError as exc:
         raise SystemExit(f"model catalogue: {exc}") from None
     except SecurityConfigError as exc:
@@ -71,6 +73,8 @@ def serve(settings: Settings, host: str, port: int) -> None:
         # Streams end at once on drain; this bounds any other request still running.
         timeout_graceful_shutdown=5,
         backlog=4096,
+        # X-Forwarded-For and -Proto, believed from BROKER_TRUSTED_PROXIES only.
+        **proxies,
     )
     checks.warn_at_start(settings, "broker serve", worker=False)
     DrainingServer(config).run()

@@ -48,6 +48,9 @@ HTTP_ERROR = _code("http_error", 500, "any other HTTP error, with its own status
 INTERNAL_ERROR = _code(
     "internal_error", 500, "an unexpected server error (a defect: please report it)"
 )
+FRONT_FULL = _code(
+    "front_full", 503, "this front holds BROKER_MAX_STREAMS open streams; see Retry-After"
+)
 REDIS_UNAVAILABLE = _code("redis_unavailable", 503, "the store is unreachable; see Retry-After")
 
 # Authentication and limits
@@ -60,7 +63,14 @@ AUTH_UNAVAILABLE = _code(
 FORBIDDEN = _code("forbidden", 403, "the token may read this conversation, not write to it")
 RATE_LIMITED = _code("rate_limited", 429, "too many requests or posts of this subject per minute")
 TOO_MANY_STREAMS = _code(
-    "too_many_streams", 429, "too many open streams (this conversation, or this subject)"
+    "too_many_streams",
+    429,
+    "too many open streams (this conversation, this subject, or this client address)",
+)
+TOO_MANY_FAILED_AUTHENTICATIONS = _code(
+    "too_many_failed_authentications",
+    429,
+    "too many failed token checks from this client address this minute; see Retry-After",
 )
 TOO_MANY_RUNS = _code("too_many_runs", 429, "too many runs of this subject at once")
 TOO_MANY_CONVERSATIONS = _code(

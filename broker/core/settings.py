@@ -114,6 +114,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "`429 too_many_streams`."
         ),
     ] = 1000
+    max_streams_per_address: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            description="Open SSE streams from one client address on one front process, "
+            "whatever tokens they carry; more get `429 too_many_streams` (`0`: no bound). "
+            "Behind a proxy, the address is the one it forwards (`BROKER_TRUSTED_PROXIES`).",
+        ),
+    ] = 256
+    max_streams: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            description="Open SSE streams on one front process in all; more get "
+            "`503 front_full`, for a load balancer to send elsewhere (`0`: no bound).",
+        ),
+    ] = 20_000
     # Live path and Redis Cluster
     redis_cluster: Annotated[
         bool,
@@ -247,6 +264,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "anything else sees it)."
         ),
     ] = False
+    trusted_proxies: Annotated[
+        str,
+        msgspec.Meta(
+            description="Comma-separated addresses or networks (CIDR) of the proxies in front "
+            "of the fronts, or `*` for any; only from those are `X-Forwarded-For` and "
+            "`X-Forwarded-Proto` believed, and the client's address (what per-address bounds "
+            "count) is the nearest one no trusted proxy added. Empty: the headers are ignored."
+        ),
+    ] = ""
     cors_origins: Annotated[
         str,
         msgspec.Meta(
@@ -290,6 +316,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "more get `429 too_many_runs` (`0`: no limit)."
         ),
     ] = 16
+    limit_failed_authentications_per_minute: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            description="Failed token checks per client address per minute, on all fronts; "
+            "past them, that address's tokens are refused unchecked with "
+            "`429 too_many_failed_authentications` until the minute ends (`0`: no limit).",
+        ),
+    ] = 30
     stream_lease_seconds: Annotated[
         float,
         msgspec.Meta(

@@ -137,6 +137,12 @@ class Keys:
         of the runs they are for (hash: entry id -> "cid run_id"), in the shard's slot."""
         return f"{stream}:queued", f"{stream}:runs"
 
+    def failed_authentications(self, address: str, minute: int) -> str:
+        """The counter of failed token checks from a client address in one minute (its own
+        slot: the address is digested like a subject)."""
+        digest = hashlib.blake2b(address.encode(), digest_size=12).hexdigest()
+        return f"{self.prefix}:{{a:{digest}}}:failed:{minute}"
+
     def outbox_stream(self, cid: str) -> str:
         """The outbox shard of a conversation's runs: one shard, so its notices keep their
         order, as on a single stream."""

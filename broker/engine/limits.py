@@ -15,6 +15,7 @@ SSE event pays nothing.
   is never seen expires with its deadline.
 - Conversations created per UTC day: a counter (``creation_counter``), incremented in the round
   trip that checks the conversation before its first message is queued.
+- Failed token checks per client address and minute: a counter (``failed_authentication``).
 """
 
 from __future__ import annotations
@@ -101,6 +102,18 @@ class Limits:
     def creation_counter(self, subject: str) -> str:
         """The counter of conversations ``subject`` created today (UTC), for ``precheck``."""
         return self._keys.subject(subject).created(int(time.time() * 1000) // _DAY_MS)
+
+    async def failed_authentication(self, address: str) -> tuple[int, float]:
+        """Count a failed token check from ``address``: its failures in this minute, and when
+        the minute ends (Unix seconds)."""
+        now = int(time.time() * 1000)
+        minute = now // _MINUTE_MS
+        key = self._keys.failed_authentications(address, minute)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.incr(key)
+            pipe.pexpire(key, 2 * _MINUTE_MS)
+            count, _ = await pipe.execute()
+        return int(count), (minute + 1) * _MINUTE_MS / 1000
 
     async def admit(
         self, subject: str | None, quota: Quota, *, owner_of: str | None = None

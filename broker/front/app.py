@@ -28,8 +28,10 @@ from broker.front.security.authentication import Authentication
 from broker.front.security.cors import Cors, cors_options
 from broker.front.security.headers import SecurityHeaders
 from broker.front.security.limits import Limits
+from broker.front.security.lockout import Lockout
 from broker.front.security.tokens import SecurityConfigError, TokenVerifier
 from broker.front.services import Services
+from broker.front.streaming.admission import OpenStreams
 from broker.front.streaming.hub import Hub
 
 
@@ -127,6 +129,8 @@ def create_app(settings: Settings) -> Starlette:
                         gate,
                         metrics,
                         draining,
+                        OpenStreams(settings, metrics.streams_open.inc),
+                        Lockout(engine, settings.limit_failed_authentications_per_minute),
                     )
                 }
                 tasks.cancel_scope.cancel()

@@ -48,7 +48,12 @@ BEFORE_ANY_ROUTE = (
 )
 _ALWAYS = (codes.REDIS_UNAVAILABLE, codes.INTERNAL_ERROR)
 # Any request behind authentication and the per-subject limits may meet these.
-_GUARDED = (codes.UNAUTHORIZED, codes.RATE_LIMITED, codes.AUTH_UNAVAILABLE)
+_GUARDED = (
+    codes.UNAUTHORIZED,
+    codes.TOO_MANY_FAILED_AUTHENTICATIONS,
+    codes.RATE_LIMITED,
+    codes.AUTH_UNAVAILABLE,
+)
 
 _DESCRIPTION = """\
 A durable, resumable stream broker for LLM token streams. A client posts a message, which

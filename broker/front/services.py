@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
 
 from broker.core.catalogue import Catalogue
-from broker.core.errors import TOO_MANY_STREAMS, ApiError
 from broker.core.ids import StreamPos
 from broker.core.settings import Settings
 from broker.engine import Engine
 from broker.front.http.metrics import FrontMetrics
 from broker.front.security.access import Gate
+from broker.front.security.lockout import Lockout
+from broker.front.streaming.admission import OpenStreams
 from broker.front.streaming.feed import Feed, FrameWriter, Openings
 from broker.front.streaming.hub import Hub
 
@@ -36,30 +36,16 @@ class Services:
     metrics: FrontMetrics
     # Set when the process drains: every wait a request is in ends at once (see app.drain).
     draining: anyio.Event
+    # This process's open SSE streams, per conversation, per client address and in all.
+    open_streams: OpenStreams
+    # Failed token checks per client address (read by the authentication middleware).
+    lockout: Lockout
     openings: Openings = field(default_factory=Openings)
-    # SSE streams this process serves, per conversation: the per-conversation limit.
-    open_streams: Counter[str] = field(default_factory=Counter)
 
-    def admit_stream(self, cid: str) -> Callable[[], None]:
-        """Count a new stream of ``cid``, or refuse it; returns the call that releases it."""
-        open_here = self.open_streams[cid]
-        if open_here >= self.settings.max_streams_per_conversation:
-            raise ApiError(
-                TOO_MANY_STREAMS,
-                f"this conversation already has {open_here} open "
-                f"stream{'' if open_here == 1 else 's'} here",
-                {"Retry-After": "5"},
-            )
-        self.open_streams[cid] += 1
-        self.metrics.streams_open.inc()
-
-        def release() -> None:
-            self.metrics.streams_open.dec()
-            self.open_streams[cid] -= 1
-            if not self.open_streams[cid]:
-                del self.open_streams[cid]
-
-        return release
+    def admit_stream(self, cid: str, address: str) -> Callable[[], None]:
+        """Count a new stream of ``cid`` from client ``address``, or refuse it (429, or 503
+        when this front is full); returns the call that releases it."""
+        return self.open_streams.admit(cid, address)
 
     def feed(
         self,

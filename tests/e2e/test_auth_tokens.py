@@ -93,6 +93,7 @@ def _run_broker(
         ({**AUTH, "jwt_jwks_url": "http://127.0.0.1:9/jwks"}, "BROKER_JWT_JWKS_URL"),
         ({"auth": "jwt", "jwt_public_key_file": "/nonexistent.pem"}, "BROKER_JWT_PUBLIC_KEY_FILE"),
         ({"auth": "none", "cors_origins": "*"}, "BROKER_CORS_ORIGINS"),
+        ({"auth": "none", "trusted_proxies": "10.0.0.0/8, proxy.local"}, "BROKER_TRUSTED_PROXIES"),
     ],
     ids=[
         "unset",
@@ -104,6 +105,7 @@ def _run_broker(
         "two-keys",
         "missing-pem",
         "cors-wildcard",
+        "proxy-by-name",
     ],
 )
 def test_serve_refuses_to_start_without_working_authentication(
@@ -153,6 +155,9 @@ async def test_every_bad_token_is_refused_and_says_why(stack: Stack) -> None:
         (signed({k: v for k, v in good().items() if k != "aud"}), "'aud'"),
         (signed(good(iss="https://elsewhere.test")), "issuer"),
         (signed(without), "'exp'"),
+        # RFC 7519: a NumericDate is a number; PyJWT alone would take the string.
+        (signed(good(exp=str(good()["exp"]))), "'exp' claim must be a number"),
+        (signed(good(nbf=str(good()["iat"]))), "'nbf' claim must be a number"),
         (signed({k: v for k, v in good().items() if k != "sub"}), "'sub'"),
         (signed(good(sub="")), "'sub'"),
         (signed(good(admin="yes")), "'admin'"),

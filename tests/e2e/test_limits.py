@@ -50,6 +50,45 @@ async def test_streams_per_conversation_are_capped_and_released_on_disconnect(st
         await stream.close()
 
 
+async def test_streams_per_client_address_and_per_front_are_bounded(stack: Stack) -> None:
+    """Whatever subjects it holds tokens of, one address cannot hold every stream of a front;
+    and a full front says so with a 503 a load balancer can act on."""
+    stack.start(fronts=0, workers=0, **AUTH, max_streams_per_address=2)
+    front = stack.front()
+    full = stack.front(max_streams_per_address=0, max_streams=3)
+
+    async def stream(target: Front, subject: str) -> SSEStream:
+        cid = new_cid(subject)
+        headers = {"Authorization": "Bearer " + hs256(subject)}
+        assert (await target.api.post_message(cid, headers=headers)).status_code == 202
+        return await target.api.stream(cid, headers=headers)
+
+    held = [await stream(front, "alice"), await stream(front, "bob")]
+    assert [s.status for s in held] == [200, 200]
+    refused = await stream(front, "carol")  # a third subject, the same address
+    assert refused.status == 429
+    assert refused.response.json()["error"]["code"] == "too_many_streams"
+    assert "client address" in refused.response.json()["error"]["message"]
+    await held.pop().close()
+    for _ in range(50):  # the front notices the disconnect asynchronously
+        again = await stream(front, "carol")
+        if again.status == 200:
+            break
+        await again.close()
+        await asyncio.sleep(0.1)
+    assert again.status == 200
+    held.append(again)
+
+    held += [await stream(full, f"s{n}") for n in range(3)]
+    assert [s.status for s in held[-3:]] == [200, 200, 200]
+    over = await stream(full, "dave")
+    assert over.status == 503
+    assert over.response.json()["error"]["code"] == "front_full"
+    assert over.headers["retry-after"]
+    for opened in held:
+        await opened.close()
+
+
 # Limits per subject, shared by all fronts: each one exceeded on one front, then across two.
 
 

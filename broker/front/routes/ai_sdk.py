@@ -25,7 +25,7 @@ from starlette.responses import Response
 
 from broker.core.bodies import PostMessage
 from broker.core.entries import entry_event
-from broker.core.errors import INVALID_ID, TOO_MANY_STREAMS
+from broker.core.errors import FRONT_FULL, INVALID_ID, TOO_MANY_STREAMS
 from broker.core.ids import check_id
 from broker.front.actions import cancelling, posting
 from broker.front.http.bodies import decode_json_object, read_body, require_json
@@ -161,7 +161,10 @@ routes = [
                 Reply(200, "the active run's answer as the UI message stream", _UI_STREAM),
                 Reply(204, "nothing is being generated in this chat"),
             ),
-            errors=(TOO_MANY_STREAMS,),
+            errors=(
+                TOO_MANY_STREAMS,
+                FRONT_FULL,
+            ),
             path_params=_CHAT_ID,
         ),
     ),

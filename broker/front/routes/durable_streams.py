@@ -22,6 +22,7 @@ from broker.core.errors import (
     EMPTY_ARRAY,
     EMPTY_BODY,
     FORBIDDEN,
+    FRONT_FULL,
     INVALID_EXPIRES_AT,
     INVALID_EXPIRY,
     INVALID_FORK,
@@ -58,6 +59,7 @@ from broker.front.http.bodies import read_body
 from broker.front.http.docs import Doc, Events, Frame, Param, Raw, Reply
 from broker.front.routes.declare import ApiRoute
 from broker.front.security.access import Access, Endpoint, check_owner
+from broker.front.security.addresses import client_address
 from broker.front.security.limits import Cost
 from broker.front.security.principal import principal_of
 from broker.front.services import Services
@@ -396,7 +398,7 @@ async def _read(request: Request, source: Source) -> Response:
             headers.append(BASE64)
         # Counted like a conversation's SSE streams: the per-stream bound on this process
         # (BROKER_MAX_STREAMS_PER_CONVERSATION) and the open-streams gauge.
-        release = services.admit_stream(source.stream_key)
+        release = services.admit_stream(source.stream_key, client_address(request.scope))
         events = sse_events(
             services.hub,
             source,
@@ -501,7 +503,14 @@ _READ_REPLIES = (
     Reply(204, "long-poll: nothing arrived in time, or the stream is closed"),
     Reply(304, "unchanged since the ETag sent in If-None-Match"),
 )
-_READ_ERRORS = (INVALID_OFFSET, INVALID_LIVE, MISSING_OFFSET, OFFSET_GONE, TOO_MANY_STREAMS)
+_READ_ERRORS = (
+    INVALID_OFFSET,
+    INVALID_LIVE,
+    MISSING_OFFSET,
+    OFFSET_GONE,
+    TOO_MANY_STREAMS,
+    FRONT_FULL,
+)
 _READ_DESCRIPTION = (
     "Catch-up (200, data from the offset; Stream-Next-Offset, Stream-Up-To-Date, "
     "Stream-Closed, ETag), long-poll (200, or 204 when the wait ends with nothing) or SSE "

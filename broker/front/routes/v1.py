@@ -28,6 +28,7 @@ from broker.core.catalogue import DEFAULT_MODEL
 from broker.core.errors import (
     CONVERSATION_NOT_FOUND,
     FORBIDDEN,
+    FRONT_FULL,
     INVALID_CURSOR,
     INVALID_LAST_EVENT_ID,
     INVALID_QUERY,
@@ -50,6 +51,7 @@ from broker.front.http.docs import Doc, Json, Param, Reply
 from broker.front.http.observe import access_of
 from broker.front.routes.declare import ApiRoute
 from broker.front.security.access import Access, authorize, conversation_not_found
+from broker.front.security.addresses import client_address
 from broker.front.security.headers import NO_STORE
 from broker.front.security.limits import Cost
 from broker.front.security.principal import principal_of
@@ -174,7 +176,7 @@ def _waiting_stream(
     """The stream of a conversation nobody has posted to yet (see ``waiting``): admitted like
     any stream, then keep-alives until the first message."""
     services = _services(request)
-    release = services.admit_stream(cid)
+    release = services.admit_stream(cid, client_address(request.scope))
     expires_at = principal_of(request).expires_at
     waiting = Waiting(services.engine.conversations, services.hub, cid, expires_at)
     return EventStreamResponse(_waiting_body(request, cid, last_event_id, waiting), release)
@@ -442,7 +444,7 @@ routes = [
             "somebody else owns answers 404.",
             params=LAST_EVENT_ID,
             replies=(Reply(200, "An SSE stream of the whole conversation.", CONVERSATION_EVENTS),),
-            errors=(INVALID_LAST_EVENT_ID, CONVERSATION_NOT_FOUND, TOO_MANY_STREAMS),
+            errors=(INVALID_LAST_EVENT_ID, CONVERSATION_NOT_FOUND, TOO_MANY_STREAMS, FRONT_FULL),
         ),
     ),
     ApiRoute(
@@ -480,6 +482,7 @@ routes = [
                 CONVERSATION_NOT_FOUND,
                 RUN_NOT_FOUND,
                 TOO_MANY_STREAMS,
+                FRONT_FULL,
             ),
         ),
     ),

@@ -11,6 +11,9 @@ Where a token may come from: the ``Authorization: Bearer`` header on any request
 cross-site request forgery: another site's page can make the browser send the cookie, not the
 header. The query token is cut out of the query string before anything downstream sees the URL,
 so no log line can carry it.
+
+A client address whose token checks keep failing is refused unchecked for the rest of the minute
+(``broker.front.security.lockout``).
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from urllib.parse import parse_qsl, urlencode
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from broker.core.errors import AUTH_UNAVAILABLE, UNAUTHORIZED
+from broker.core.errors import AUTH_UNAVAILABLE, TOO_MANY_FAILED_AUTHENTICATIONS, UNAUTHORIZED
 from broker.front.http.errors import error_response
+from broker.front.security.addresses import client_address
+from broker.front.security.lockout import Lockout
 from broker.front.security.principal import Principal, Via, attach
 from broker.front.security.tokens import KeysUnavailable, TokenVerifier, Unauthorized
 
@@ -83,8 +88,7 @@ class Authentication:
         if is_public(scope["path"]):
             return self.app(scope, receive, send)
         if self._verifier is None:
-            client = scope.get("client")
-            attach(scope, Principal(subject=client[0] if client else "unknown", via="address"))
+            attach(scope, Principal(subject=client_address(scope), via="address"))
             return self.app(scope, receive, send)
         return self._authenticated(self._verifier, scope, receive, send, query_token)
 
@@ -96,6 +100,17 @@ class Authentication:
         send: Send,
         query_token: str | None,
     ) -> None:
+        address = client_address(scope)
+        lockout: Lockout = scope["state"]["services"].lockout
+        if (retry_after := lockout.retry_after(address)) is not None:
+            response = error_response(
+                TOO_MANY_FAILED_AUTHENTICATIONS,
+                "too many failed token checks from this address; its tokens are not checked "
+                "until the minute ends",
+                {"Retry-After": str(retry_after)},
+            )
+            await response(scope, receive, send)
+            return
         try:
             token, via = self._token(scope, query_token)
             principal = await verifier.verify(token, via)
@@ -103,6 +118,8 @@ class Authentication:
             challenge = 'Bearer realm="broker"'
             if exc.token_seen:
                 challenge += ', error="invalid_token"'
+                if not exc.authentic:  # a guess, or a forgery
+                    await lockout.failed(address)
             response = error_response(UNAUTHORIZED, exc.message, {"WWW-Authenticate": challenge})
             await response(scope, receive, send)
             return

@@ -37,13 +37,21 @@ class SecurityConfigError(Exception):
     """A security setting that cannot work; the message names the variable to fix."""
 
 
-class Unauthorized(Exception):
-    """The request carries no acceptable token; the message says why, never what the token was."""
+_TIME_CLAIMS = ("exp", "nbf", "iat")
 
-    def __init__(self, message: str, *, token_seen: bool = True) -> None:
+
+class Unauthorized(Exception):
+    """The request carries no acceptable token; the message says why, never what the token was.
+
+    ``authentic``: its signature verified (it is expired, say, or for another audience): not a
+    guess, so not counted against the client's address (``broker.front.security.lockout``).
+    """
+
+    def __init__(self, message: str, *, token_seen: bool = True, authentic: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.token_seen = token_seen
+        self.authentic = authentic
 
 
 class KeysUnavailable(Exception):
@@ -201,6 +209,8 @@ class TokenVerifier:
             return key
 
     def _decode(self, token: str, key: Any) -> dict[str, Any]:
+        # PyJWT checks the algorithm and the signature before any claim: the claims' errors
+        # are those of authentic tokens.
         try:
             return jwt.decode(
                 token,
@@ -212,14 +222,20 @@ class TokenVerifier:
                 options=self._options,
             )
         except jwt.ExpiredSignatureError:
-            raise Unauthorized("the token has expired") from None
+            raise Unauthorized("the token has expired", authentic=True) from None
         except jwt.ImmatureSignatureError:
-            raise Unauthorized("the token is not valid yet (nbf or iat in the future)") from None
+            raise Unauthorized(
+                "the token is not valid yet (nbf or iat in the future)", authentic=True
+            ) from None
         except jwt.InvalidAudienceError:
             expected = self._audience or "none"
-            raise Unauthorized(f"the token's audience is wrong (expected: {expected})") from None
+            raise Unauthorized(
+                f"the token's audience is wrong (expected: {expected})", authentic=True
+            ) from None
         except jwt.InvalidIssuerError:
-            raise Unauthorized(f"the token's issuer is wrong (expected: {self._issuer})") from None
+            raise Unauthorized(
+                f"the token's issuer is wrong (expected: {self._issuer})", authentic=True
+            ) from None
         except jwt.InvalidAlgorithmError:
             accepted = ", ".join(self.algorithms)
             raise Unauthorized(
@@ -228,7 +244,7 @@ class TokenVerifier:
         except jwt.InvalidSignatureError:
             raise Unauthorized("the token's signature does not verify") from None
         except jwt.MissingRequiredClaimError as exc:
-            raise Unauthorized(f"the token lacks the {exc.claim!r} claim") from None
+            raise Unauthorized(f"the token lacks the {exc.claim!r} claim", authentic=True) from None
         except jwt.DecodeError:
             raise Unauthorized("the token is malformed") from None
         except (jwt.InvalidTokenError, jwt.InvalidKeyError):
@@ -240,12 +256,17 @@ class TokenVerifier:
 
 
 def principal_from_claims(claims: Mapping[str, Any], via: Via, leeway: float) -> Principal:
+    for claim in _TIME_CLAIMS:
+        # PyJWT reads these with int(), which takes "1700000000" too; RFC 7519 wants numbers.
+        value = claims.get(claim)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise Unauthorized(f"the token's {claim!r} claim must be a number", authentic=True)
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
-        raise Unauthorized("the token's 'sub' claim must be a non-empty string")
+        raise Unauthorized("the token's 'sub' claim must be a non-empty string", authentic=True)
     admin = claims.get("admin", False)
     if not isinstance(admin, bool):
-        raise Unauthorized("the token's 'admin' claim must be true or false")
+        raise Unauthorized("the token's 'admin' claim must be true or false", authentic=True)
     read = claims.get("read", [])
     if (
         not isinstance(read, list)
@@ -253,7 +274,8 @@ def principal_from_claims(claims: Mapping[str, Any], via: Via, leeway: float) ->
         or not all(isinstance(cid, str) and is_valid_path_id(cid) for cid in read)
     ):
         raise Unauthorized(
-            f"the token's 'read' claim must be a list of at most {_MAX_READ_GRANTS} conversation ids"
+            f"the token's 'read' claim must be a list of at most {_MAX_READ_GRANTS} conversation ids",
+            authentic=True,
         )
     return Principal(
         subject=subject,

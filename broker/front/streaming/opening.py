@@ -17,6 +17,7 @@ from broker.core.errors import RUN_NOT_FOUND, ApiError
 from broker.core.ids import StreamPos, parse_stream_id, predecessor
 from broker.front.http.observe import access_of
 from broker.front.security.access import conversation_not_found
+from broker.front.security.addresses import client_address
 from broker.front.security.principal import principal_of
 from broker.front.services import Services
 from broker.front.streaming.feed import Feed, FrameWriter, resolve_start
@@ -47,7 +48,7 @@ def open_feed(
     written by ``writer`` (None: the broker's own SSE frames). ``exact``: the position is a
     checked entry of the stream; ``opened``: see ``feed.Openings``."""
     services: Services = request.state.services
-    release = services.admit_stream(cid)
+    release = services.admit_stream(cid, client_address(request.scope))
     feed = services.feed(
         cid,
         position,
