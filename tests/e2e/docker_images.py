@@ -201,7 +201,7 @@ _RECIPES: dict[str, tuple[Sequence[str], Sequence[str]]] = {
 def ensure_local_images() -> tuple[str, str]:
     """The tags of the base image and the Redis image, built now unless the engine has them.
 
-    Both are built side by side (two debootstraps, about a minute together) into a scratch
+    Both are built side by side (two debootstraps, a minute or two together) into a scratch
     directory that is removed afterwards. Raises ``Unavailable`` where they cannot be built.
     """
     tags = (BASE_IMAGE, REDIS_IMAGE)
