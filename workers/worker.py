@@ -43,7 +43,7 @@ from broker.core.events import (
 from broker.core.finished import RunEnded
 from broker.core.jobs import Job, control_decoder, job_decoder
 from broker.core.settings import Settings
-from broker.engine import UNAVAILABLE, Engine
+from broker.engine import Engine
 from broker.engine.connections import unavailable_errors
 from broker.engine.conversations import Ended, Fence, Refused, Started
 from broker.engine.pubsub import never_resync
@@ -345,11 +345,11 @@ class Worker:
                 ended = await self._generate(job, fence)
             else:
                 ended = await self._settle(entry_id, job, start, recovered)
-        except UNAVAILABLE:
-            # Redis stayed away longer than the store retries. The job stays pending: once its
-            # lease lapses, whoever claims it ends the run.
+        except self._unavailable:
+            # Redis stayed away (or full) longer than the store retries. The job stays
+            # pending: once its lease lapses, whoever claims it ends the run.
             self.metrics.redis_errors.inc()
-            log.warning("giving run %s up: Redis unreachable", job.run_id)
+            log.warning("giving run %s up: Redis unreachable or full", job.run_id)
             release = False
         except Exception:
             log.exception("run %s failed inside the worker", job.run_id)
@@ -357,7 +357,7 @@ class Worker:
             with anyio.CancelScope(shield=True):
                 try:
                     ended = await self._end(job, fence, failed)
-                except UNAVAILABLE:
+                except self._unavailable:
                     self.metrics.redis_errors.inc()
                     log.warning("could not end run %s: Redis unreachable", job.run_id)
                     release = False
@@ -534,7 +534,7 @@ class Worker:
         """Add the finished run's notice to the outbox; False if Redis stayed away too long."""
         try:
             await self.engine.outbox.add(RunEnded(job.conversation_id, job.run_id, state.value))
-        except UNAVAILABLE:
+        except self._unavailable:
             self.metrics.redis_errors.inc()
             log.error("could not announce run %s; its job is left to be reclaimed", job.run_id)
             return False

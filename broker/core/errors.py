@@ -52,6 +52,9 @@ FRONT_FULL = _code(
     "front_full", 503, "this front holds BROKER_MAX_STREAMS open streams; see Retry-After"
 )
 REDIS_UNAVAILABLE = _code("redis_unavailable", 503, "the store is unreachable; see Retry-After")
+STORE_FULL = _code(
+    "store_full", 503, "Redis is at its maxmemory and refuses writes; see Retry-After"
+)
 
 # Authentication and limits
 UNAUTHORIZED = _code(

@@ -7,7 +7,7 @@ leases and the workers' control channels), ``limits`` (per-subject counters), ``
 notices of finished runs), ``streams`` (Durable Streams) and ``subscriber`` (live notices over
 pub/sub). The Lua scripts are files in ``lua/``; their answers reach the rest of the code as
 the outcome types of each part, never as Redis's words. ``UNAVAILABLE`` is what a caller
-catches when Redis cannot answer.
+catches when Redis cannot answer, ``FULL`` when it refuses writes at its ``maxmemory``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from broker.core.settings import Settings
-from broker.engine.connections import UNAVAILABLE, Client, connect, redis_client
+from broker.engine.connections import FULL, UNAVAILABLE, Client, connect, redis_client
 from broker.engine.conversations import Conversations
 from broker.engine.index import ConversationIndex
 from broker.engine.keys import Keys
@@ -27,7 +27,7 @@ from broker.engine.queue import JobQueue
 from broker.engine.scripts import Scripts
 from broker.engine.streams import StreamStore
 
-__all__ = ["UNAVAILABLE", "Engine"]
+__all__ = ["FULL", "UNAVAILABLE", "Engine"]
 
 
 class Engine:

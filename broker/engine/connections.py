@@ -41,14 +41,20 @@ UNAVAILABLE = (
 )
 
 
+# Redis is at its maxmemory and, with the noeviction policy the broker needs, refuses writes
+# until retention frees room: the front answers 503, a worker's writes wait as for an outage.
+FULL = redis.exceptions.OutOfMemoryError
+
+
 def unavailable_errors(cluster: bool) -> tuple[type[Exception], ...]:
-    """``UNAVAILABLE``, and on a cluster the errors of a torn-down connection.
+    """What a repeatable write rides out: ``UNAVAILABLE``, ``FULL`` and, on a cluster, the
+    errors of a torn-down connection.
 
     During a failover redis-py's cluster client may hand a command a connection that a
     concurrent slot refresh is tearing down; it then raises AttributeError or RuntimeError
     before the command reaches Redis. Only for repeatable commands whose callers retry.
     """
-    return UNAVAILABLE + ((AttributeError, RuntimeError) if cluster else ())
+    return UNAVAILABLE + (FULL,) + ((AttributeError, RuntimeError) if cluster else ())
 
 
 # Either kind of client; both offer the same commands, scripts and pipelines.

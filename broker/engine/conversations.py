@@ -27,7 +27,7 @@ from broker.core.events import TERMINAL_STATES, RunState
 from broker.core.ids import LAST_POSITION, ORIGIN, StreamPos, format_stream_id, parse_stream_id
 from broker.core.settings import Settings
 from broker.core.snapshot import SnapshotFold
-from broker.engine.connections import Client, unavailable_errors
+from broker.engine.connections import FULL, Client, unavailable_errors
 from broker.engine.keys import ConversationKeys, Keys
 from broker.engine.live import DELETED_NOTICE
 from broker.engine.scripts import Scripts
@@ -254,18 +254,24 @@ class Conversations:
         return self._conversation(cid).live.encode()
 
     async def retried(self, call: Callable[[], Awaitable[T]], what: str) -> T:
-        """Run a repeatable write through a Redis outage of up to ``retry_seconds``."""
+        """Run a repeatable write through a Redis outage (or a full Redis) of up to
+        ``retry_seconds``."""
         deadline: float | None = None  # set at the first failure: the happy path reads no clock
         delay = 0.05
         while True:
             try:
                 return await call()
-            except self._unavailable:
+            except self._unavailable as exc:
                 now = time.monotonic()
                 deadline = deadline or now + self._retry_seconds
                 if now + delay > deadline:
                     raise
-                log.warning("Redis unreachable; retrying %s in %.2fs", what, delay)
+                why = (
+                    "Redis refuses writes (maxmemory)"
+                    if isinstance(exc, FULL)
+                    else ("Redis unreachable")
+                )
+                log.warning("%s; retrying %s in %.2fs", why, what, delay)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 

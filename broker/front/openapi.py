@@ -46,7 +46,7 @@ BEFORE_ANY_ROUTE = (
     codes.CLIENT_DISCONNECTED,
     codes.HTTP_ERROR,
 )
-_ALWAYS = (codes.REDIS_UNAVAILABLE, codes.INTERNAL_ERROR)
+_ALWAYS = (codes.REDIS_UNAVAILABLE, codes.STORE_FULL, codes.INTERNAL_ERROR)
 # Any request behind authentication and the per-subject limits may meet these.
 _GUARDED = (
     codes.UNAUTHORIZED,

@@ -412,3 +412,42 @@ async def test_every_wait_ends_on_drain_with_its_documented_answer(
     assert waiting.parser.retry is not None and waiting.parser.retry < 1000
     assert front.popen.wait(timeout=15) in (0, -signal.SIGTERM)
     assert " ERROR " not in front.output(), front.output()
+
+
+async def test_a_full_redis_refuses_writes_with_503_and_a_run_rides_it_out(
+    own_stack: Stack, own_redis: EmbeddedRedis
+) -> None:
+    """``maxmemory`` reached under ``noeviction``: what is stored is still served, every write
+    is refused with its documented 503 (never a 500), and the run in flight loses nothing."""
+    own_stack.start(fronts=1, workers=1, coalesce_ms=0)
+    (front,) = own_stack.fronts
+    cid = new_cid("full")
+    run_id = (await front.api.start_run(cid, "through a full store", tokens=300, interval_ms=10))[
+        "run_id"
+    ]
+    reader = asyncio.create_task(_read_across_outages(front.url, cid, run_id))
+    await asyncio.sleep(0.5)
+    admin = redis.Redis.from_url(own_redis.url)
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", admin.info("memory")["used_memory"])  # full at once
+    try:
+        async with httpx.AsyncClient(base_url=front.url, trust_env=False, timeout=10) as client:
+            refused = await client.post(
+                f"/v1/conversations/{new_cid()}/messages", json={"content": "x"}
+            )
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "store_full"
+            assert refused.headers["retry-after"]
+            snapshot = await client.get(f"/v1/conversations/{cid}")
+            assert snapshot.status_code == 200, snapshot.text
+        await asyncio.sleep(2.0)
+    finally:
+        admin.config_set("maxmemory", 0)
+    events = await reader
+    stored = stored_events(admin, "faults", cid)
+    admin.close()
+    assert events == stored
+    ended = terminals(stored, run_id)
+    assert len(ended) == 1 and ended[0].event == "run.completed", ended
+    words = "".join(e.json()["text"] for e in of_run(stored, run_id) if e.event == "delta").split()
+    assert len(words) == 300, "an append was lost or written twice while Redis was full"

@@ -23,11 +23,12 @@ from broker.core.errors import (
     METHOD_NOT_ALLOWED,
     NOT_FOUND,
     REDIS_UNAVAILABLE,
+    STORE_FULL,
     ApiError,
     ErrorCode,
 )
 from broker.core.events import ErrorInfo
-from broker.engine import UNAVAILABLE
+from broker.engine import FULL, UNAVAILABLE
 
 log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
@@ -101,6 +102,15 @@ async def on_redis_unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
+async def on_store_full(request: Request, exc: Exception) -> Response:
+    # maxmemory with noeviction (as it should be: evicting would lose conversations): writes
+    # fail until retention frees room; an operator's problem, not a defect of the request.
+    log.warning("Redis refuses writes: %s", exc)
+    return error_response(
+        STORE_FULL, "the store is full and refuses writes; retry later", {"Retry-After": "30"}
+    )
+
+
 async def on_client_disconnect(request: Request, exc: Exception) -> Response:
     # The client left before sending its whole body: nothing went wrong here, and nobody is
     # left to answer. One quiet line, since any client can do this as often as it likes.
@@ -119,6 +129,7 @@ HANDLERS = {
     ApiError: on_api_error,
     HTTPException: on_http_exception,
     **dict.fromkeys(UNAVAILABLE, on_redis_unavailable),
+    FULL: on_store_full,
     ClientDisconnect: on_client_disconnect,
     Exception: on_unexpected,
 }
