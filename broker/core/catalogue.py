@@ -60,6 +60,8 @@ DEFAULT_BASE_URLS: MappingProxyType[str, str] = MappingProxyType(
 # full speed for a flood, 200 words 50 ms apart for a demo) and no more: a run that would
 # hold a worker's slot longer than this is refused.
 SIMULATED_MAX_SECONDS = 300
+# A tool's parameters schema, as JSON: generous for real schemas, small beside the body bound.
+MAX_TOOL_SCHEMA_BYTES = 32_768
 
 
 class SimulatedParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -67,7 +69,7 @@ class SimulatedParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     tokens: Annotated[int, msgspec.Meta(ge=0, le=50_000)] = 60
     interval_ms: Annotated[float, msgspec.Meta(ge=0, le=1_000)] = 20
-    seed: int | str | None = None
+    seed: int | Annotated[str, msgspec.Meta(max_length=256)] | None = None
     reasoning_tokens: Annotated[int, msgspec.Meta(ge=0, le=50_000)] = 0
 
     def __post_init__(self) -> None:
@@ -89,6 +91,14 @@ class ToolSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     description: Annotated[str, msgspec.Meta(max_length=10_000)] = ""
     # A JSON Schema of the arguments (an object schema, as every vendor expects).
     parameters: dict[str, Any] = {}
+
+    def __post_init__(self) -> None:
+        size = len(msgspec.json.encode(self.parameters))
+        if size > MAX_TOOL_SCHEMA_BYTES:
+            raise ValueError(
+                f"tool {self.name!r}: its parameters schema is {size} bytes as JSON; "
+                f"at most {MAX_TOOL_SCHEMA_BYTES}"
+            )
 
 
 class ModelParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

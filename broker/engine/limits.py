@@ -103,6 +103,10 @@ class Limits:
         """The counter of conversations ``subject`` created today (UTC), for ``precheck``."""
         return self._keys.subject(subject).created(int(time.time() * 1000) // _DAY_MS)
 
+    async def uncount(self, counter: str) -> None:
+        """Take one back from a counter (``creation_counter``'s: a creation that was refused)."""
+        await self._redis.decr(counter)
+
     async def failed_authentication(self, address: str) -> tuple[int, float]:
         """Count a failed token check from ``address``: its failures in this minute, and when
         the minute ends (Unix seconds)."""

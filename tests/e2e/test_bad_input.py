@@ -204,6 +204,8 @@ TABLE: list[Bad] = [
     _post(
         "unknown param", {"content": "x", "params": {"temperature_of_sun": 1}}, 422, "invalid_field"
     ),
+    # Every param is bounded, a free-form one included.
+    _post("seed too long", {"content": "x", "params": {"seed": "s" * 257}}, 422, "invalid_field"),
     _post(
         "idempotency key too long",
         VALID,

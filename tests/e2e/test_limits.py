@@ -218,6 +218,14 @@ async def test_new_conversations_per_day_are_counted_across_fronts(
     await a.api.bearer(alice).wait_run_finished(first, run["run_id"])
     assert (await b.api.bearer(alice).post_message(first, "more")).status_code == 202
     assert (await a.api.bearer(hs256("bob")).post_message(third)).status_code == 202
+    # A refused creation did not count: raised to 4 (a front with the new setting), alice has
+    # exactly two more today, however often she was refused before.
+    for _ in range(3):
+        _refusal(await a.api.bearer(alice).post_message(new_cid()), "too_many_conversations")
+    raised = stack.front(limit_conversations_per_day=4)
+    for _ in range(2):
+        assert (await raised.api.bearer(alice).post_message(new_cid())).status_code == 202
+    _refusal(await raised.api.bearer(alice).post_message(new_cid()), "too_many_conversations")
 
 
 async def test_active_runs_are_counted_across_workers_and_end_with_the_run(stack: Stack) -> None:

@@ -145,6 +145,7 @@ def test_tools_go_to_the_models_that_pass_them_upstream(tmp_path: Path) -> None:
         ("claude", {"tools": [{"name": "x", "unknown": 1}]}),
         ("claude", {"tools": "get_weather"}),
         ("claude", {"tools": [{"name": f"t{i}"} for i in range(129)]}),
+        ("claude", {"tools": [{"name": "big", "parameters": {"description": "x" * 40_000}}]}),
     ]:
         with pytest.raises(msgspec.ValidationError):
             catalogue.check_params(model, params)

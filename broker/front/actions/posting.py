@@ -133,15 +133,59 @@ async def post_message(
     run_id, message_id, answer_id = new_id("r"), new_id("m"), new_id("m")
     _, data = encode(UserMessage(message_id=message_id, content=message.content, run_id=run_id))
     fingerprint = hashlib.sha256(_encoder.encode(message)).hexdigest()
-    # A new conversation is counted in the same round trip as the checks before queueing.
+    # A new conversation is counted in the same round trip as the checks before queueing, and
+    # given back unless it is created: a refused creation does not count towards the limit.
     refused, created = await conversations.precheck(
         cid, idempotency_key, owner, created_counter=counter
     )
-    if refused is not None:
-        return _refusal(cid, refused, fingerprint)
-    if created is not None:
-        limits.check_creation(created)
+    kept = False
+    try:
+        if refused is not None:
+            return _refusal(cid, refused, fingerprint)
+        if created is not None:
+            limits.check_creation(created)
+        accepted = await _queue_and_accept(
+            services,
+            cid,
+            message,
+            owner,
+            run_id,
+            message_id,
+            answer_id,
+            data,
+            fingerprint,
+            idempotency_key,
+        )
+        if not isinstance(accepted, Accepted):
+            return _refusal(cid, accepted, fingerprint)
+        kept = True
+    finally:
+        if counter is not None and created is not None and not kept:
+            await limits.give_back_creation(counter)
+    position = parse_stream_id(accepted.event_id)
+    assert position is not None
+    try:
+        await services.engine.index.record(accepted.owner, cid, position[0])
+    except UNAVAILABLE:
+        # The run is accepted and goes on; only the owner's list misses it until its next
+        # message.
+        log.warning("could not add a conversation to its owner's list: Redis unreachable")
+    return MessageAccepted(cid, message_id, run_id, accepted.event_id)
 
+
+async def _queue_and_accept(
+    services: Services,
+    cid: str,
+    message: PostMessage,
+    owner: Owner,
+    run_id: str,
+    message_id: str,
+    answer_id: str,
+    data: bytes,
+    fingerprint: str,
+    idempotency_key: str | None,
+) -> Accepted | RunActive | Replay | Refused:
+    """Queue the run's job, then accept the run; a refused run's job is withdrawn."""
     # The job goes first: once the run is accepted, its job already exists, so a front that
     # dies in between leaves at most a job for a run that never was, which a worker drops.
     job = Job(
@@ -154,7 +198,7 @@ async def post_message(
         content=message.content,
     )
     job_entry = await services.engine.queue.enqueue(job)
-    accepted = await conversations.accept(
+    accepted = await services.engine.conversations.accept(
         cid,
         run_id=run_id,
         message_id=message_id,
@@ -173,16 +217,7 @@ async def post_message(
     if not isinstance(accepted, Accepted):
         # A worker that already read the job finds it gone and leaves the run's keys untouched.
         await services.engine.queue.withdraw(run_id, job_entry)
-        return _refusal(cid, accepted, fingerprint)
-    position = parse_stream_id(accepted.event_id)
-    assert position is not None
-    try:
-        await services.engine.index.record(accepted.owner, cid, position[0])
-    except UNAVAILABLE:
-        # The run is accepted and goes on; only the owner's list misses it until its next
-        # message.
-        log.warning("could not add a conversation to its owner's list: Redis unreachable")
-    return MessageAccepted(cid, message_id, run_id, accepted.event_id)
+    return accepted
 
 
 def _refusal(cid: str, refused: RunActive | Replay | Refused, fingerprint: str) -> MessageAccepted:

@@ -170,6 +170,15 @@ class Limits:
             return None
         return self._engine.limits.creation_counter(principal.subject)
 
+    async def give_back_creation(self, counter: str) -> None:
+        """Uncount a new conversation that was not created after all (refused, or failed);
+        shielded, so a client gone meanwhile cannot leave it counted."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._engine.limits.uncount(counter)
+            except UNAVAILABLE:
+                log.warning("could not uncount a refused conversation: Redis unreachable")
+
     def check_creation(self, created: int) -> None:
         limit = self._settings.limit_conversations_per_day
         if created > limit:
