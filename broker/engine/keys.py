@@ -137,6 +137,10 @@ class Keys:
         of the runs they are for (hash: entry id -> "cid run_id"), in the shard's slot."""
         return f"{stream}:queued", f"{stream}:runs"
 
+    def ended_session(self, digest: str) -> str:
+        """A session cookie's token that was logged out of, by its digest (``sessions``)."""
+        return f"{self.prefix}:session:{digest}"
+
     def failed_authentications(self, address: str, minute: int) -> str:
         """The counter of failed token checks from a client address in one minute (its own
         slot: the address is digested like a subject)."""

@@ -131,6 +131,7 @@ def create_app(settings: Settings) -> Starlette:
                         draining,
                         OpenStreams(settings, metrics.streams_open.inc),
                         Lockout(engine, settings.limit_failed_authentications_per_minute),
+                        verifier,
                     )
                 }
                 tasks.cancel_scope.cancel()

@@ -14,6 +14,7 @@ from broker.engine import Engine
 from broker.front.http.metrics import FrontMetrics
 from broker.front.security.access import Gate
 from broker.front.security.lockout import Lockout
+from broker.front.security.tokens import TokenVerifier
 from broker.front.streaming.admission import OpenStreams
 from broker.front.streaming.feed import Feed, FrameWriter, Openings
 from broker.front.streaming.hub import Hub
@@ -40,6 +41,8 @@ class Services:
     open_streams: OpenStreams
     # Failed token checks per client address (read by the authentication middleware).
     lockout: Lockout
+    # The token checks (None with BROKER_AUTH=none), for the session's logout.
+    verifier: TokenVerifier | None
     openings: Openings = field(default_factory=Openings)
 
     def admit_stream(self, cid: str, address: str) -> Callable[[], None]:

@@ -92,8 +92,8 @@ async def test_cors_answers_the_configured_origin_and_no_other(stack: Stack) -> 
 
 
 async def test_the_session_cookie_lets_a_page_stream_and_is_cleared(stack: Stack) -> None:
-    stack.start(fronts=1, workers=0, **AUTH)
-    (front,) = stack.fronts
+    stack.start(fronts=2, workers=0, **AUTH)
+    front, other = stack.fronts
     token = hs256("alice", ttl=600)
     cid = new_cid()
     await front.api.bearer(token).start_run(cid, "hi")
@@ -121,13 +121,32 @@ async def test_the_session_cookie_lets_a_page_stream_and_is_cleared(stack: Stack
         assert "max-age=0" in ended.headers["set-cookie"].lower()
         assert (await browser.get(f"/v1/conversations/{cid}")).status_code == 401
 
-    # Behind a TLS-terminating proxy on loopback, the cookie is Secure.
-    behind_tls = await front.api.request(
-        "POST",
-        "/v1/session",
-        headers={"Authorization": f"Bearer {token}", "X-Forwarded-Proto": "https"},
+    # Logging out ended the session on the server too: a copy of the cookie, kept by anyone,
+    # reads nothing more, on any front, until its token would have expired anyway.
+    copied = {"Cookie": f"broker_token={token}"}
+    for target in (front, other):
+        refused = await target.api.request("GET", f"/v1/conversations/{cid}", headers=copied)
+        assert refused.status_code == 401 and "ended" in refused.text
+        async with await target.api.stream(cid, headers=copied) as stream:
+            assert stream.status == 401
+    # The token itself still works in the header, and its holder may start a session again.
+    assert (await front.api.bearer(token).snapshot(cid)).status_code == 200
+    again = await other.api.request(
+        "POST", "/v1/session", headers={"Authorization": f"Bearer {token}"}
     )
-    assert "secure" in behind_tls.headers["set-cookie"].lower()
+    assert again.status_code == 204
+    assert (
+        await front.api.request("GET", f"/v1/conversations/{cid}", headers=copied)
+    ).status_code == 200
+
+    # X-Forwarded-Proto counts only from a trusted proxy: then (TLS ended at the proxy) the
+    # cookie is Secure.
+    forwarded = {"Authorization": f"Bearer {token}", "X-Forwarded-Proto": "https"}
+    untrusted = await front.api.request("POST", "/v1/session", headers=forwarded)
+    assert "secure" not in untrusted.headers["set-cookie"].lower()
+    behind_tls = stack.front(trusted_proxies="127.0.0.1")
+    trusted = await behind_tls.api.request("POST", "/v1/session", headers=forwarded)
+    assert "secure" in trusted.headers["set-cookie"].lower()
 
 
 async def test_every_answer_says_nosniff_and_snapshots_are_not_stored(stack: Stack) -> None:

@@ -92,14 +92,19 @@ def _allow(request: Request) -> dict[str, str]:
     return {"Allow": ", ".join(methods)} if methods else {}
 
 
+def unavailable_response() -> Response:
+    """The answer to a request Redis could not serve."""
+    return error_response(
+        REDIS_UNAVAILABLE, "the store is unreachable; retry shortly", {"Retry-After": "1"}
+    )
+
+
 async def on_redis_unavailable(request: Request, exc: Exception) -> Response:
     log.warning("Redis unavailable: %s", exc)
     services = getattr(request.state, "services", None)
     if services is not None:
         services.metrics.redis_errors.inc()
-    return error_response(
-        REDIS_UNAVAILABLE, "the store is unreachable; retry shortly", {"Retry-After": "1"}
-    )
+    return unavailable_response()
 
 
 async def on_store_full(request: Request, exc: Exception) -> Response:

@@ -25,7 +25,8 @@ from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.core.errors import AUTH_UNAVAILABLE, TOO_MANY_FAILED_AUTHENTICATIONS, UNAUTHORIZED
-from broker.front.http.errors import error_response
+from broker.engine import UNAVAILABLE
+from broker.front.http.errors import error_response, unavailable_response
 from broker.front.security.addresses import client_address
 from broker.front.security.lockout import Lockout
 from broker.front.security.principal import Principal, Via, attach
@@ -131,6 +132,21 @@ class Authentication:
             )
             await response(scope, receive, send)
             return
+        if via == "cookie":
+            # A session logged out of: its cookie reads nothing more, wherever it was copied.
+            try:
+                ended = await scope["state"]["services"].engine.sessions.ended(token)
+            except UNAVAILABLE:
+                await unavailable_response()(scope, receive, send)
+                return
+            if ended:
+                response = error_response(
+                    UNAUTHORIZED,
+                    "this session was ended (logged out); start a new one",
+                    {"WWW-Authenticate": 'Bearer realm="broker", error="invalid_token"'},
+                )
+                await response(scope, receive, send)
+                return
         attach(scope, principal)
         await self.app(scope, receive, send)
 
