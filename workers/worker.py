@@ -60,6 +60,7 @@ from workers.providers import default_providers
 from workers.providers.base import Failure, Finish, GenerationRequest, Message, Provider
 from workers.providers.upstream import make_client
 from workers.relay import CancelRequested, Fenced, Generation, Outcome, RunGone
+from workers.slots import Slots
 from workers.webhooks import WebhookDispatcher
 
 log = logging.getLogger(__name__)
@@ -92,14 +93,15 @@ class Worker:
         self.concurrency = settings.worker_concurrency
         self._running: dict[str, anyio.CancelScope] = {}
         self._stop_reasons: dict[str, str] = {}
-        self._in_flight = 0
+        # Runs this worker holds a slot for, by subject, and the jobs waiting for one.
+        self.slots: Slots[tuple[str, bytes, Job]] = Slots(self.concurrency)
         # Job entries this worker holds the lease of, by (jobs stream, entry id): their run ids.
         self._jobs: dict[tuple[str, bytes], str] = {}
         self._reserved = 0  # slots promised to job reads in progress
         self._slot_freed = anyio.Event()
         self._stopping = anyio.Event()
         self.metrics = worker_metrics.WorkerMetrics()
-        self.metrics.runs_active.set_function(lambda: self._in_flight)
+        self.metrics.runs_active.set_function(lambda: self.slots.in_use)
 
     async def run(self) -> None:
         self.engine = Engine(
@@ -144,7 +146,9 @@ class Worker:
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for _ in signals:
-                log.info("worker %s stopping: no new jobs, %d running", self.name, self._in_flight)
+                log.info(
+                    "worker %s stopping: no new jobs, %d running", self.name, self.slots.in_use
+                )
                 self.stop()
                 return
 
@@ -161,8 +165,8 @@ class Worker:
         backoff = 0.1
         group_ready = False
         while not self._stopping.is_set():
-            free = min(share, self.concurrency - self._in_flight - self._reserved)
-            if free <= 0:
+            free = min(share, self.slots.free - self._reserved)
+            if free <= 0 or not self.slots.may_hold_more:
                 self._slot_freed = anyio.Event()
                 with anyio.move_on_after(1.0):
                     await self._slot_freed.wait()
@@ -202,9 +206,25 @@ class Worker:
                 log.error("dropping malformed or deleted job %s", entry_id)
                 await self._release(stream, entry_id, handled=False)
                 continue
-            self._in_flight += 1
             self._jobs[stream, entry_id] = job.run_id
-            runs.start_soon(self._run_job, stream, entry_id, job, recovered)
+            # A lost worker's job has waited a lease already: it takes any free slot.
+            if recovered or self.slots.may_start(job.subject):
+                self._launch(runs, stream, entry_id, job, recovered)
+            else:
+                self.slots.waiting.append((job.subject, (stream, entry_id, job)))
+
+    def _launch(
+        self, runs: anyio.abc.TaskGroup, stream: str, entry_id: bytes, job: Job, recovered: bool
+    ) -> None:
+        """Give the job a slot and run it."""
+        self.slots.take(job.subject)
+        runs.start_soon(self._run_job, runs, stream, entry_id, job, recovered)
+
+    def _start_waiting(self, runs: anyio.abc.TaskGroup) -> None:
+        """Give freed slots to the jobs waiting for one (``workers.slots``)."""
+        while not self._stopping.is_set() and (waiting := self.slots.next_waiting()):
+            _, (stream, entry_id, job) = waiting
+            self._launch(runs, stream, entry_id, job, False)
 
     async def _renew_leases(self) -> None:
         """Keep the jobs this worker runs looking alive: their idle time is their lease. A job
@@ -225,6 +245,14 @@ class Worker:
                     run_id = self._jobs.get((stream, entry_id))
                     if run_id is not None:
                         self._abandon(run_id)
+                    self._drop_waiting(stream, entry_id)
+
+    def _drop_waiting(self, stream: str, entry_id: bytes) -> None:
+        for _, (shard, entry, job) in self.slots.waiting:
+            if (shard, entry) == (stream, entry_id):
+                self.slots.forget((shard, entry, job))
+                del self._jobs[stream, entry_id]
+                return
 
     def _abandon(self, run_id: str) -> None:
         """Stop a run another worker has taken over, writing nothing; closes its model call."""
@@ -244,7 +272,7 @@ class Worker:
             for stream, leases in self.leases.items():
                 # Not counting the slots blocked job reads hold: they are mostly idle, and a
                 # dead worker's run must not wait for the queue to be empty.
-                free = self.concurrency - self._in_flight
+                free = self.slots.free
                 if self._stopping.is_set() or free <= 0:
                     break
                 try:
@@ -296,7 +324,7 @@ class Worker:
     async def _drain(self) -> None:
         """Let running generations finish within the grace period, then end the rest."""
         with anyio.move_on_after(self.settings.shutdown_grace_seconds):
-            while self._in_flight:
+            while self.slots.in_use:
                 self._slot_freed = anyio.Event()
                 await self._slot_freed.wait()
         for run_id, scope in list(self._running.items()):
@@ -328,7 +356,14 @@ class Worker:
             self._stop_reasons.setdefault(control.run_id, _USER)
             scope.cancel()
 
-    async def _run_job(self, stream: str, entry_id: bytes, job: Job, recovered: bool) -> None:
+    async def _run_job(
+        self,
+        runs: anyio.abc.TaskGroup,
+        stream: str,
+        entry_id: bytes,
+        job: Job,
+        recovered: bool,
+    ) -> None:
         # Every line this run's task (and the tasks it starts) logs names its conversation and
         # run: this task runs in a copy of the context, so nothing else sees these.
         logs.conversation_id.set(job.conversation_id)
@@ -372,7 +407,8 @@ class Worker:
                     # A job dropped because no run was there for it stays in the jobs index:
                     # a run accepted late is then ended by the sweep.
                     await self._release(stream, entry_id, handled=run_state is not RunState.MISSING)
-            self._in_flight -= 1
+            self.slots.give_back(job.subject)
+            self._start_waiting(runs)
             self._slot_freed.set()
 
     async def _settle(

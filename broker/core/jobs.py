@@ -17,6 +17,9 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     params: dict[str, Any] = {}
     content: str
+    # Who asked (the token's subject, or the client's address): workers share their slots
+    # fairly between subjects (``workers.slots``).
+    subject: str = ""
 
 
 class ControlMessage(msgspec.Struct, frozen=True, kw_only=True):

@@ -149,6 +149,7 @@ async def post_message(
             cid,
             message,
             owner,
+            principal.subject,
             run_id,
             message_id,
             answer_id,
@@ -178,6 +179,7 @@ async def _queue_and_accept(
     cid: str,
     message: PostMessage,
     owner: Owner,
+    subject: str,
     run_id: str,
     message_id: str,
     answer_id: str,
@@ -196,6 +198,7 @@ async def _queue_and_accept(
         model=message.model,
         params=message.params,
         content=message.content,
+        subject=subject,
     )
     job_entry = await services.engine.queue.enqueue(job)
     accepted = await services.engine.conversations.accept(
