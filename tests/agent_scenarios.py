@@ -44,6 +44,8 @@ class Framework:
     # A tool that raises: the error result the client sees, and how the run ends.
     raised_result: str
     raised_end: tuple[str, str | None]  # (terminal event, error code)
+    # The message of the run that reaches the framework's own limit (turns, recursion, usage).
+    limit_message: str
     # The agent's own traceback the worker logs when a run fails, by its failure.
     expected_tracebacks: list[str] = field(default_factory=list)
 
@@ -249,7 +251,7 @@ async def a_tool_that_raises(
     assert tool_result["is_error"] is True
 
 
-async def a_framework_error(framework: Framework, stack: Stack, message: str) -> None:
+async def a_framework_error(framework: Framework, stack: Stack) -> None:
     """The framework's own limit ends the run ``run.failed`` with a stable code."""
     framework.start(stack)
     front = stack.fronts[0]
@@ -261,7 +263,10 @@ async def a_framework_error(framework: Framework, stack: Stack, message: str) ->
         events = await client.read_to_end(timeout=30)
     [ended] = terminals(events, run_id)
     assert ended.event == "run.failed"
-    assert ended.json()["error"] == {"code": "limit_exceeded", "message": message}
+    assert ended.json()["error"] == {
+        "code": "limit_exceeded",
+        "message": framework.limit_message,
+    }
     assert WEATHER in [e.json()["result"] for e in events if e.event == "tool.result"]
     snapshot = (await front.api.snapshot(cid)).json()
     assert snapshot["messages"][1]["status"] == "failed"
