@@ -15,6 +15,7 @@ import anyio.abc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from broker.core.metrics import redis_counters
 from broker.engine import UNAVAILABLE
 from broker.engine.queue import JobQueue
 
@@ -77,16 +78,7 @@ class WorkerMetrics:
             ["code"],
             registry=r,
         )
-        self.redis_errors = Counter(
-            "broker_redis_errors_total",
-            "Redis commands that failed as unreachable (connection lost, timeout, cluster down)",
-            registry=r,
-        )
-        self.redis_reconnects = Counter(
-            "broker_redis_reconnects_total",
-            "Subscription connections to Redis lost and opened again",
-            registry=r,
-        )
+        self.redis_errors, self.redis_reconnects = redis_counters(r)
 
     def run_ended(self, status: str, code: str) -> None:
         """Once per run: a label lookup here costs nothing next to the run."""

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from broker.core.errors import UNAUTHORIZED
+from broker.core.metrics import redis_counters
 from broker.front.http.errors import error_response
 
 # Latency of a request's answer head, from a fast 404 to a slow first Redis read under load.
@@ -76,16 +77,7 @@ class FrontMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.redis_errors = Counter(
-            "broker_redis_errors_total",
-            "Redis commands that failed as unreachable (connection lost, timeout, cluster down)",
-            registry=r,
-        )
-        self.redis_reconnects = Counter(
-            "broker_redis_reconnects_total",
-            "Subscription connections to Redis lost and opened again",
-            registry=r,
-        )
+        self.redis_errors, self.redis_reconnects = redis_counters(r)
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._latency_children: dict[tuple[str, str], Histogram] = {}
 
