@@ -246,49 +246,50 @@ def test_docs_renders_every_operation_and_event(stack: Stack, browser: Browser) 
     browser.shot(page, "docs")
 
 
+@pytest.mark.parametrize(
+    ("generator", "params", "shown", "text", "shot"),
+    [
+        (
+            "examples.agent:weather_agent",
+            {"tool_seconds": 0.5},
+            [
+                'tool result: {"city":"Paris","temp_c":21,"sky":"sunny"}',
+                'weather_card: {"city":"Paris","temp_c":21,"sky":"sunny"}',
+            ],
+            "In Paris it is 21 °C and sunny.",
+            "agent-live",
+        ),
+        (  # a Pydantic AI agent (tests/app_agents.py)
+            "tests.app_agents:pydantic_ai_weather",
+            {"tool_seconds": 0.5, "words": 3},
+            ['tool result: {"city":"Paris","sky":"sunny","celsius":21}'],
+            "In Paris it is sunny. word0 word1 word2",
+            "framework-agent-live",
+        ),
+    ],
+    ids=["generator", "framework"],
+)
 def test_tool_calls_results_and_data_are_shown_live_and_after_a_reload(
     stack: Stack,
     browser: Browser,
+    generator: str,
+    params: dict[str, float],
+    shown: list[str],
+    text: str,
+    shot: str,
 ) -> None:
-    stack.start(fronts=1, workers=1, generators="weather=examples.agent:weather_agent")
+    stack.start(fronts=1, workers=1, generators=f"agent={generator}")
     front, cid = stack.fronts[0], new_cid()
     page = browser.page(f"{front.url}/#/c/{cid}")
     wait_status(page, "waiting")
-    send(page, "Weather in Paris?", {"tool_seconds": 0.5}, model="weather")
+    send(page, "Weather in Paris?", params, model="agent")
     page.wait_for_selector(f"{ANSWERS} .part.tool-call", timeout=TIMEOUT_MS)
     wait_answer(page, "completed")
     live = page.locator(f"{ANSWERS} .content").inner_html()
-    browser.shot(page, "agent-live")
-    assert 'tool call: get_weather({"city":"Paris"})' in live
-    assert 'tool result: {"city":"Paris","temp_c":21,"sky":"sunny"}' in live
-    assert 'weather_card: {"city":"Paris","temp_c":21,"sky":"sunny"}' in live
-    assert "In Paris it is 21 °C and sunny." in (
-        page.locator(f"{ANSWERS} .content").text_content() or ""
-    )
-    page.reload()
-    wait_answer(page, "completed")
-    assert page.locator(f"{ANSWERS} .content").inner_html() == live, "the snapshot renders the same"
-
-
-def test_a_framework_agent_s_tool_call_and_result_are_shown_live_and_after_a_reload(
-    stack: Stack,
-    browser: Browser,
-) -> None:
-    """A Pydantic AI agent (tests/app_agents.py): the page shows its call and result as parts."""
-    stack.start(fronts=1, workers=1, generators="agent=tests.app_agents:pydantic_ai_weather")
-    front, cid = stack.fronts[0], new_cid()
-    page = browser.page(f"{front.url}/#/c/{cid}")
-    wait_status(page, "waiting")
-    send(page, "Weather in Paris?", {"tool_seconds": 0.5, "words": 3}, model="agent")
-    page.wait_for_selector(f"{ANSWERS} .part.tool-call", timeout=TIMEOUT_MS)
-    wait_answer(page, "completed")
-    live = page.locator(f"{ANSWERS} .content").inner_html()
-    browser.shot(page, "framework-agent-live")
-    assert 'tool call: get_weather({"city":"Paris"})' in live
-    assert 'tool result: {"city":"Paris","sky":"sunny","celsius":21}' in live
-    assert "In Paris it is sunny. word0 word1 word2" in (
-        page.locator(f"{ANSWERS} .content").text_content() or ""
-    )
+    browser.shot(page, shot)
+    for part in ['tool call: get_weather({"city":"Paris"})', *shown]:
+        assert part in live
+    assert text in (page.locator(f"{ANSWERS} .content").text_content() or "")
     page.reload()
     wait_answer(page, "completed")
     assert page.locator(f"{ANSWERS} .content").inner_html() == live, "the snapshot renders the same"
