@@ -8,6 +8,7 @@ too (``ConversationView``): its entries are the conversation's events.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, NamedTuple
@@ -46,6 +47,7 @@ class StreamMeta(msgspec.Struct, kw_only=True):
     fso: str = ""  # a fork's sub-offset
     closer: str = ""  # the producer (id, epoch, seq) whose append closed it
     deleted: str = ""  # "1": deleted while forks of it lived; every request answers 410
+    uid: str = ""  # this incarnation of the name: a stream deleted and created again differs
 
     @property
     def is_deleted(self) -> bool:
@@ -115,6 +117,7 @@ class State(NamedTuple):
 class Chunk(NamedTuple):
     entries: list[Entry]
     first_retained: StreamPos | None  # the oldest entry still kept (None: the stream is empty)
+    gone: bool = False  # the stream read is not the one the reader began with (or none is)
 
 
 def _text(value: Any) -> str:
@@ -133,14 +136,36 @@ def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
 
 class StreamView:
     """A Redis Stream read as a Durable Stream: ``state`` says whether it still exists, where
-    its tail is and whether it is closed; ``read`` takes entries after a position."""
+    its tail is and whether it is closed; ``read`` takes entries after a position.
+
+    A view is pinned to one incarnation of its stream (``_pin``: a field of its metadata hash
+    that no later incarnation shares), so a stream deleted and created again under the same
+    name, by its owner or by another subject, is gone for every reader of the first one: its
+    state is None and a read says ``gone``, however the deletion and the re-creation fall
+    between two of the reader's wake-ups. The read checks the pin after its ``XRANGE``, in the
+    same pipeline: a pin that still holds then held throughout, since pins never recur.
+    """
 
     live: bytes  # the pub/sub channel of its live notices
 
-    def __init__(self, client: Client, data_key: str, live: str) -> None:
+    def __init__(
+        self, client: Client, data_key: str, live: str, meta_key: str, pin_field: str
+    ) -> None:
         self._redis = client
         self._data = data_key
+        self._meta_key = meta_key
+        self._pin_field = pin_field
+        self._pin: bytes | None = None
         self.live = live.encode()
+
+    def _pinned(self, value: bytes | None) -> bool:
+        """Whether ``value`` (the pin field as read now) is this view's incarnation; the first
+        value seen pins it."""
+        if value is None or value == b"":
+            return False
+        if self._pin is None:
+            self._pin = value
+        return value == self._pin
 
     async def state(self) -> State | None:
         raise NotImplementedError
@@ -151,7 +176,10 @@ class StreamView:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.xrange(self._data, start, "+", count=count)
             pipe.xrange(self._data, "-", "+", count=1)
-            raw, oldest = await pipe.execute()
+            pipe.hget(self._meta_key, self._pin_field)
+            raw, oldest, pin = await pipe.execute()
+        if not self._pinned(pin):
+            return Chunk([], None, gone=True)
         first = _position(oldest[0][0]) if oldest else None
         return Chunk([_entry(i, fields) for i, fields in raw], first)
 
@@ -166,15 +194,20 @@ class StreamView:
 
 
 class DurableView(StreamView):
-    def __init__(self, store: StreamStore, name: str) -> None:
+    """A stream, pinned to the incarnation its reader was authorized for (``uid``)."""
+
+    def __init__(self, store: StreamStore, name: str, uid: str) -> None:
         keys = store.keys(name)
-        super().__init__(store.client, keys.data, keys.live)
+        super().__init__(store.client, keys.data, keys.live, keys.meta, "uid")
+        self._pin = uid.encode()
         self._store = store
         self._name = name
 
     async def state(self) -> State | None:
         meta = await self._store.meta(self._name)
-        return None if meta is None else State(meta.is_closed, meta.tail_position)
+        if meta is None or meta.is_deleted or not self._pinned(meta.uid.encode()):
+            return None
+        return State(meta.is_closed, meta.tail_position)
 
 
 class ConversationView(StreamView):
@@ -182,7 +215,11 @@ class ConversationView(StreamView):
 
     def __init__(self, client: Client, keys: Keys, cid: str) -> None:
         conversation = keys.conversation(cid)
-        super().__init__(client, conversation.events, conversation.live)
+        # A conversation's first entry id is its incarnation: one created again after a
+        # deletion starts later.
+        super().__init__(
+            client, conversation.events, conversation.live, conversation.meta, "first_id"
+        )
         self._meta = conversation.meta
 
     async def state(self) -> State | None:
@@ -190,7 +227,7 @@ class ConversationView(StreamView):
             pipe.hget(self._meta, "first_id")
             pipe.xrevrange(self._data, "+", "-", count=1)
             first, newest = await pipe.execute()
-        if first is None:
+        if not self._pinned(first):
             return None
         return State(False, _position(newest[0][0]) if newest else ORIGIN)
 
@@ -209,8 +246,9 @@ class StreamStore:
         keys = self.keys(name)
         return [keys.data, keys.meta, keys.producers, keys.forks, keys.live]
 
-    def view(self, name: str) -> DurableView:
-        return DurableView(self, name)
+    def view(self, name: str, uid: str) -> DurableView:
+        """A reader's view of the incarnation ``uid`` of ``name`` (``StreamMeta.uid``)."""
+        return DurableView(self, name, uid)
 
     def conversation_view(self, cid: str) -> ConversationView:
         return ConversationView(self.client, self._keys, cid)
@@ -231,6 +269,7 @@ class StreamStore:
     ) -> Created | Exists:
         inherited = inherited or []
         args = [
+            uuid.uuid4().hex,
             config.content_type,
             config.media_type,
             config.ttl,

@@ -1,12 +1,14 @@
 -- Create a stream, or a fork of one.
--- ARGV: 1 content type, 2 its media type, 3 ttl, 4 expires-at, 5 expires-at in ms, 6 closed
---       ('1' or ''), 7 owner, 8 maxlen, 9 the fork's source, 10 offset and 11 sub-offset (''
---       when not a fork), 12 the number of inherited entries, those entries as (id, name,
---       data) triples, then the initial messages.
+-- ARGV: 1 this incarnation's uid (unique: a stream created again under the same name has
+--       another, so readers of the first can tell), 2 content type, 3 its media type, 4 ttl,
+--       5 expires-at, 6 expires-at in ms, 7 closed ('1' or ''), 8 owner, 9 maxlen, 10 the
+--       fork's source, 11 offset and 12 sub-offset ('' when not a fork), 13 the number of
+--       inherited entries, those entries as (id, name, data) triples, then the initial
+--       messages.
 -- Answers {'created', tail} or {'exists', same config ('1' or ''), owner, tail}.
-local ct, ctn, ttl, exp, expms, closed, owner, maxlen =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local src, fo, fso, inherited = ARGV[9], ARGV[10], ARGV[11], tonumber(ARGV[12])
+local uid, ct, ctn, ttl, exp, expms, closed, owner, maxlen =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local src, fo, fso, inherited = ARGV[10], ARGV[11], ARGV[12], tonumber(ARGV[13])
 if redis.call('EXISTS', KEYS[2]) == 1 then
   local m = redis.call('HMGET', KEYS[2], 'ctn', 'ttl', 'expms', 'closed', 'owner', 'tail',
     'src', 'fo', 'fso', 'deleted')
@@ -19,15 +21,15 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
 end
 redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
 local tail = '0-0'
-local first = 13
+local first = 14
 for i = 1, inherited do
-  local at = 13 + (i - 1) * 3
+  local at = 14 + (i - 1) * 3
   tail = redis.call('XADD', KEYS[1], ARGV[at], 't', ARGV[at + 1], 'd', ARGV[at + 2], 'r', '')
   first = at + 3
 end
 if first <= #ARGV then tail = append_all(maxlen, first, false) end
 redis.call('HSET', KEYS[2], 'ct', ct, 'ctn', ctn, 'ttl', ttl, 'exp', exp, 'expms', expms,
-  'closed', closed, 'owner', owner, 'tail', tail, 'src', src, 'fo', fo, 'fso', fso)
+  'closed', closed, 'owner', owner, 'tail', tail, 'src', src, 'fo', fo, 'fso', fso, 'uid', uid)
 expire(ttl, expms)
 notify(KEYS[5], '0-0')
 return {'created', tail}

@@ -46,7 +46,7 @@ class Source:
 
 def stream_source(engine: Engine, name: str, meta: StreamMeta) -> Source:
     return Source(
-        engine.streams.view(name),
+        engine.streams.view(name, meta.uid),
         meta.ct,
         meta.ctn,
         hashlib.blake2b(name.encode(), digest_size=8).hexdigest(),
@@ -97,6 +97,8 @@ async def read_batch(
     if start >= state.tail:
         return ReadResult([], start)
     chunk = await source.view.read(start, count)
+    if chunk.gone:
+        raise ApiError(STREAM_NOT_FOUND, "the stream was deleted")
     oldest = chunk.first_retained
     if oldest is not None and start < oldest and not from_start:
         # An offset before the oldest entry kept names data retention dropped (trimming drops
@@ -154,7 +156,9 @@ async def sse_events(
                             source, state, position, count, from_start=from_start
                         )
                     except ApiError:
-                        return  # retention overtook this reader: its reconnect gets the 410
+                        # Retention overtook this reader, or the stream it began with is gone:
+                        # its reconnect gets the 410 or the 404.
+                        return
                     if batch.messages:
                         position = batch.next_pos
                         from_start = False

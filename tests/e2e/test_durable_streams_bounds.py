@@ -1,0 +1,118 @@
+"""Durable Streams under pressure: what a reader, a writer and a fork may take, and for how long.
+
+Each test pins one bound of the Durable Streams path: a live read is bound to the incarnation
+of the stream it was authorized for and to its token's lifetime; a response, a fork, an
+append and a subject's storage are bounded in bytes, messages and count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from tests.api import error_code
+from tests.helpers import new_cid
+from tests.stack import Stack
+from tests.tokens import AUTH, hs256
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+PLAIN = {"Content-Type": "text/plain"}
+JSON = {"Content-Type": "application/json"}
+
+
+def _client(base_url: str, token: str | None = None) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.AsyncClient(base_url=base_url, headers=headers, trust_env=False, timeout=10)
+
+
+async def _events(lines: AsyncIterator[str]) -> AsyncIterator[list[str]]:
+    """The SSE events of a response, each as its lines (comments skipped)."""
+    event: list[str] = []
+    async for line in lines:
+        if line == "":
+            if event:
+                yield event
+            event = []
+        elif not line.startswith(":"):
+            event.append(line)
+    if event:
+        yield event
+
+
+@pytest.mark.parametrize("initial", [b"", b"alice;"], ids=["empty", "written"])
+async def test_a_live_reader_ends_when_its_stream_is_deleted_and_created_again_by_another(
+    stack: Stack, initial: bytes
+) -> None:
+    """The reader's front is paused while alice's stream is deleted and mallory creates one
+    under the same name and writes to it, so every notice of that lands between two wake-ups
+    of the reader: it must end (SSE) or answer 404 (long-poll), never send mallory's data.
+    (A reader of an empty stream reads from its very start, where no trimmed offset can
+    give the change away.)"""
+    stack.start(fronts=2, workers=0, **AUTH, ds_long_poll_seconds=30, ds_sse_seconds=60)
+    reading, writing = stack.fronts
+    path = "/v1/stream/" + new_cid("reborn")
+    async with (
+        _client(reading.url, hs256("alice")) as alice_reads,
+        _client(writing.url, hs256("alice")) as alice,
+        _client(writing.url, hs256("mallory")) as mallory,
+    ):
+        created = await alice.put(path, content=initial, headers=PLAIN)
+        assert created.status_code == 201
+        tail = created.headers["Stream-Next-Offset"]
+        sse_params = {"offset": "-1" if not initial else tail, "live": "sse"}
+        poll_params = {"offset": tail, "live": "long-poll"}
+        async with alice_reads.stream("GET", path, params=sse_params, timeout=30) as sse:
+            events = _events(sse.aiter_lines())
+            assert (await anext(events))[0] == "event: control"  # caught up: waiting live
+            poll = asyncio.create_task(alice_reads.get(path, params=poll_params, timeout=30))
+            await asyncio.sleep(0.3)  # the long-poll is waiting too
+            reading.signal(signal.SIGSTOP)
+            try:
+                assert (await alice.delete(path)).status_code == 204
+                again = await mallory.put(path, content=b"mallory-secret;", headers=PLAIN)
+                assert again.status_code == 201
+                appended = await mallory.post(path, content=b"mallory-more;", headers=PLAIN)
+                assert appended.status_code == 204
+            finally:
+                reading.signal(signal.SIGCONT)
+            rest = [line async for event in events for line in event]
+            polled = await poll
+        assert not any("mallory" in line for line in rest), rest
+        assert (polled.status_code, error_code(polled)) == (404, "stream_not_found")
+        # Alice sees no stream there any more; mallory's is hers alone.
+        assert (await alice.get(path, params={"offset": "-1"})).status_code == 404
+
+
+async def test_a_conversation_view_reader_ends_when_the_conversation_is_taken_over(
+    stack: Stack,
+) -> None:
+    """The same for the read-only view of a conversation deleted, then started again under
+    the same id by another subject."""
+    stack.start(fronts=2, workers=0, **AUTH, ds_sse_seconds=60)
+    reading, writing = stack.fronts
+    cid = new_cid("retaken")
+    alice_api = writing.api.bearer(hs256("alice"))
+    mallory_api = writing.api.bearer(hs256("mallory"))
+    assert (await alice_api.post_message(cid, "alice's words")).status_code == 202
+    view = f"/v1/stream/conversations/{cid}"
+    async with _client(reading.url, hs256("alice")) as alice_reads:
+        async with alice_reads.stream(
+            "GET", view, params={"offset": "now", "live": "sse"}, timeout=30
+        ) as sse:
+            events = _events(sse.aiter_lines())
+            assert (await anext(events))[0] == "event: control"
+            reading.signal(signal.SIGSTOP)
+            try:
+                deleted = await alice_api.request("DELETE", f"/v1/conversations/{cid}")
+                assert deleted.status_code in (200, 202, 204), deleted.text
+                taken = await mallory_api.post_message(cid, "mallory-secret")
+                assert taken.status_code == 202, taken.text
+            finally:
+                reading.signal(signal.SIGCONT)
+            rest = [line async for event in events for line in event]
+    assert not any("mallory" in line for line in rest), rest
