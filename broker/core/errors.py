@@ -49,6 +49,9 @@ REDIS_UNAVAILABLE = _code("redis_unavailable", 503, "the store is unreachable; s
 UNAUTHORIZED = _code(
     "unauthorized", 401, "no acceptable token; the message says which check failed"
 )
+TOKEN_EXPIRED = _code(
+    "token_expired", 401, "the token expired while a live read waited; retry with a fresh one"
+)
 AUTH_UNAVAILABLE = _code(
     "auth_unavailable", 503, "the token signing keys (JWKS) could not be fetched"
 )

@@ -116,3 +116,47 @@ async def test_a_conversation_view_reader_ends_when_the_conversation_is_taken_ov
                 reading.signal(signal.SIGCONT)
             rest = [line async for event in events for line in event]
     assert not any("mallory" in line for line in rest), rest
+
+
+async def test_live_reads_end_when_their_token_expires(stack: Stack) -> None:
+    """An SSE read (of a stream and of a conversation's view) ends at the token's expiry with
+    a last ``error`` event saying ``token_expired``; a long-poll answers 401 then, and data
+    that comes after that reaches none of them."""
+    stack.start(fronts=1, workers=0, **AUTH, jwt_leeway_seconds=0, ds_long_poll_seconds=30)
+    front = stack.fronts[0]
+    path = "/v1/stream/" + new_cid("expiring")
+    cid = new_cid("expiring")
+    lasting = hs256("alice", ttl=600)
+    assert (await front.api.bearer(lasting).post_message(cid)).status_code == 202
+    async with _client(front.url, lasting) as owner:
+        assert (await owner.put(path, content=b"a", headers=PLAIN)).status_code == 201
+        short = hs256("alice", ttl=3)
+        async with _client(front.url, short) as reader:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+
+            async def sse_lines(url: str) -> list[str]:
+                params = {"offset": "now", "live": "sse"}
+                async with reader.stream("GET", url, params=params, timeout=30) as sse:
+                    assert sse.status_code == 200
+                    return [line async for event in _events(sse.aiter_lines()) for line in event]
+
+            async def keep_writing() -> None:
+                await asyncio.sleep(4)  # from after the token's expiry on
+                while loop.time() - started < 8:
+                    await owner.post(path, content=b"b", headers=PLAIN)
+                    await asyncio.sleep(0.2)
+
+            writer = asyncio.create_task(keep_writing())
+            stream_read, view_read, polled = await asyncio.gather(
+                sse_lines(path),
+                sse_lines(f"/v1/stream/conversations/{cid}"),
+                reader.get(path, params={"offset": "now", "live": "long-poll"}, timeout=30),
+            )
+            ended = loop.time() - started
+            writer.cancel()
+    for lines in (stream_read, view_read):
+        assert lines[-2:] == ["event: error", lines[-1]], lines[-4:]
+        assert '"code":"token_expired"' in lines[-1]
+    assert ended < 6, f"the SSE reads went on {ended:.1f} s after a 3 s token was issued"
+    assert (polled.status_code, error_code(polled)) == (401, "token_expired"), polled.text

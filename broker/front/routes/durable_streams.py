@@ -46,6 +46,7 @@ from broker.core.errors import (
     STREAM_EXISTS,
     STREAM_GONE,
     STREAM_NOT_FOUND,
+    TOKEN_EXPIRED,
     TOO_MANY_STREAMS,
     ApiError,
     ErrorCode,
@@ -77,6 +78,7 @@ from broker.protocols.durable_streams.framing import (
     JSON,
     SSE_HEADERS,
     ControlEvent,
+    ReadEnd,
     body_of,
     cursor,
     etag,
@@ -387,7 +389,13 @@ async def _read(request: Request, source: Source) -> Response:
     if state is None:
         raise _not_found(request.url.path)
     start, now, from_start = parse_offset(query.get("offset"), state.tail)
-    read = Read(start, now=now, from_start=from_start, client_cursor=query.get("cursor"))
+    read = Read(
+        start,
+        now=now,
+        from_start=from_start,
+        client_cursor=query.get("cursor"),
+        expires_at=principal_of(request).expires_at,
+    )
     if live == "sse":
         # Checked before the stream starts: a read from a trimmed offset is an error, not data.
         await read_batch(source, state, start, 1, from_start=from_start)
@@ -492,6 +500,12 @@ _EVENTS = Events(
             "content, see Stream-SSE-Data-Encoding)",
         ),
         Frame("control", ControlEvent, "where the stream stands after the data before it"),
+        Frame(
+            "error",
+            ReadEnd,
+            "the last event of a read the server ends because its token expired "
+            "(`token_expired`): read on from the last offset with a fresh token",
+        ),
     ),
     "Data and control events, until the stream closes or the read's time is up.",
 )
@@ -501,7 +515,14 @@ _READ_REPLIES = (
     Reply(204, "long-poll: nothing arrived in time, or the stream is closed"),
     Reply(304, "unchanged since the ETag sent in If-None-Match"),
 )
-_READ_ERRORS = (INVALID_OFFSET, INVALID_LIVE, MISSING_OFFSET, OFFSET_GONE, TOO_MANY_STREAMS)
+_READ_ERRORS = (
+    INVALID_OFFSET,
+    INVALID_LIVE,
+    MISSING_OFFSET,
+    OFFSET_GONE,
+    TOO_MANY_STREAMS,
+    TOKEN_EXPIRED,
+)
 _READ_DESCRIPTION = (
     "Catch-up (200, data from the offset; Stream-Next-Offset, Stream-Up-To-Date, "
     "Stream-Closed, ETag), long-poll (200, or 204 when the wait ends with nothing) or SSE "
