@@ -177,6 +177,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "server ends it and the client resumes at its offset.",
         ),
     ] = 60.0
+    ds_read_max_bytes: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            description="Durable Streams: the most bytes of messages one read answers with "
+            "(catch-up, long-poll, an SSE `data` event), at least one message whatever its "
+            "size; the rest follows from its `Stream-Next-Offset`.",
+        ),
+    ] = 1 << 20
     # Security: authentication, limits, CORS
     auth: Annotated[
         str,

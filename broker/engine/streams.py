@@ -62,6 +62,9 @@ class StreamMeta(msgspec.Struct, kw_only=True):
         return _position(self.tail)
 
 
+# A bounded read's first page, in entries: its size is learnt from them.
+_FIRST_PAGE = 16
+
 # A fork's copy of its source's entries: (entry id, name, data), in order.
 Inherited = list[tuple[bytes, bytes, bytes]]
 
@@ -170,18 +173,48 @@ class StreamView:
     async def state(self) -> State | None:
         raise NotImplementedError
 
-    async def read(self, after: StreamPos, count: int) -> Chunk:
-        """Up to ``count`` entries past ``after``, and the oldest entry kept (to tell a trim)."""
-        start = "-" if after == ORIGIN else "(" + format_stream_id(after)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xrange(self._data, start, "+", count=count)
-            pipe.xrange(self._data, "-", "+", count=1)
-            pipe.hget(self._meta_key, self._pin_field)
-            raw, oldest, pin = await pipe.execute()
-        if not self._pinned(pin):
-            return Chunk([], None, gone=True)
-        first = _position(oldest[0][0]) if oldest else None
-        return Chunk([_entry(i, fields) for i, fields in raw], first)
+    async def read(self, after: StreamPos, count: int, max_bytes: int = 0) -> Chunk:
+        """Up to ``count`` entries past ``after``, and the oldest entry kept (to tell a trim).
+
+        With ``max_bytes``, the entries' data add up to at most that many bytes (one entry
+        always, whatever its size): the read takes pages sized from the largest entry seen so
+        far, so what it holds stays near the bound however large the entries are."""
+        entries: list[Entry] = []
+        size = 0
+        first: StreamPos | None = None
+        page = min(count, _FIRST_PAGE) if max_bytes else count
+        position = after
+        largest = 1
+        while True:
+            start = "-" if position == ORIGIN else "(" + format_stream_id(position)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xrange(self._data, start, "+", count=page)
+                if not entries:
+                    pipe.xrange(self._data, "-", "+", count=1)
+                pipe.hget(self._meta_key, self._pin_field)
+                replies = await pipe.execute()
+            raw, pin = replies[0], replies[-1]
+            if not self._pinned(pin):
+                return Chunk([], None, gone=True)
+            if not entries:
+                oldest = replies[1]
+                first = _position(oldest[0][0]) if oldest else None
+            full = False
+            for entry_id, fields in raw:
+                length = len(fields[b"d"])
+                if max_bytes and entries and size + length > max_bytes:
+                    full = True
+                    break
+                entries.append(_entry(entry_id, fields))
+                size += length
+                largest = max(largest, length)
+            if full or len(raw) < page or len(entries) >= count or not max_bytes:
+                break
+            if size >= max_bytes:
+                break
+            position = entries[-1].pos
+            page = max(1, min(count - len(entries), (max_bytes - size) // largest))
+        return Chunk(entries, first)
 
     async def trimmed(self) -> bool:
         """Has retention dropped any entry? (XDEL is never used on these streams.)"""

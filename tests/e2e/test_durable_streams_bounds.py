@@ -160,3 +160,42 @@ async def test_live_reads_end_when_their_token_expires(stack: Stack) -> None:
         assert '"code":"token_expired"' in lines[-1]
     assert ended < 6, f"the SSE reads went on {ended:.1f} s after a 3 s token was issued"
     assert (polled.status_code, error_code(polled)) == (401, "token_expired"), polled.text
+
+
+async def test_a_read_of_many_large_messages_answers_a_bounded_prefix(stack: Stack) -> None:
+    """Each catch-up response holds at most BROKER_DS_READ_MAX_BYTES of messages (one at
+    least), without Stream-Up-To-Date; following Stream-Next-Offset reads the rest, in order."""
+    stack.start(fronts=1, workers=0, ds_read_max_bytes=300_000)
+    path = "/v1/stream/" + new_cid("large")
+    bodies = [bytes([65 + i]) * 200_000 for i in range(5)]
+    async with _client(stack.fronts[0].url) as client:
+        assert (await client.put(path, headers=PLAIN)).status_code == 201
+        for body in bodies:
+            assert (await client.post(path, content=body, headers=PLAIN)).status_code == 204
+        offset, got, sizes = "-1", b"", []
+        while True:
+            read = await client.get(path, params={"offset": offset})
+            assert read.status_code == 200
+            sizes.append(len(read.content))
+            got += read.content
+            offset = read.headers["Stream-Next-Offset"]
+            if read.headers.get("Stream-Up-To-Date") == "true":
+                break
+        assert got == b"".join(bodies)
+        assert max(sizes) <= 300_000 and len(sizes) >= 5, sizes
+
+        # JSON: whole messages, as many as fit.
+        json_path = path + "-json"
+        assert (await client.put(json_path, headers=JSON)).status_code == 201
+        item = b'"' + b"x" * 100_000 + b'"'
+        batch = b"[" + b",".join([item] * 5) + b"]"
+        assert (await client.post(json_path, content=batch, headers=JSON)).status_code == 204
+        first = await client.get(json_path, params={"offset": "-1"})
+        assert len(first.json()) == 2 and "Stream-Up-To-Date" not in first.headers
+        # An SSE read sends the same bounded data events.
+        params = {"offset": "-1", "live": "sse"}
+        async with client.stream("GET", json_path, params=params, timeout=30) as sse:
+            events = _events(sse.aiter_lines())
+            data = await anext(events)
+            assert data[0] == "event: data"
+            assert sum(len(line) for line in data) < 300_000

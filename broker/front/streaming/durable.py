@@ -44,6 +44,7 @@ class Source:
     closable: bool  # a conversation never closes
     stream_key: str  # what counts this process's open SSE reads of it (Services.admit_stream)
     message: Callable[[Entry], bytes]
+    max_bytes: int  # the most bytes of messages one read answers with
 
 
 def stream_source(engine: Engine, name: str, meta: StreamMeta) -> Source:
@@ -56,6 +57,7 @@ def stream_source(engine: Engine, name: str, meta: StreamMeta) -> Source:
         closable=True,
         stream_key="/" + name,  # never a conversation id: those have no "/"
         message=entry_data,
+        max_bytes=engine.settings.ds_read_max_bytes,
     )
 
 
@@ -71,6 +73,7 @@ def conversation_source(engine: Engine, cid: str) -> Source:
         closable=False,
         stream_key=cid,
         message=conversation_message,
+        max_bytes=engine.settings.ds_read_max_bytes,
     )
 
 
@@ -121,10 +124,11 @@ class ReadResult:
 async def read_batch(
     source: Source, state: State, start: StreamPos, count: int, *, from_start: bool
 ) -> ReadResult:
-    """Raises 410 when retention dropped entries past ``start``: never later data instead."""
+    """At most ``count`` messages and ``source.max_bytes`` bytes of them past ``start``.
+    Raises 410 when retention dropped entries past ``start``: never later data instead."""
     if start >= state.tail:
         return ReadResult([], start)
-    chunk = await source.view.read(start, count)
+    chunk = await source.view.read(start, count, source.max_bytes)
     if chunk.gone:
         raise ApiError(STREAM_NOT_FOUND, "the stream was deleted")
     oldest = chunk.first_retained
