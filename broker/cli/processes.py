@@ -39,6 +39,9 @@ OPEN_AND_UNLIMITED: dict[str, Any] = {
     "limit_streams_per_subject": 0,
     "limit_conversations_per_day": 0,
     "limit_active_runs_per_subject": 0,
+    "limit_ds_messages_per_minute": 0,
+    "limit_ds_streams_per_day": 0,
+    "limit_ds_bytes_per_subject": 0,
 }
 
 

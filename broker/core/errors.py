@@ -61,6 +61,14 @@ TOO_MANY_STREAMS = _code(
     "too_many_streams", 429, "too many open streams (this conversation, or this subject)"
 )
 TOO_MANY_RUNS = _code("too_many_runs", 429, "too many runs of this subject at once")
+TOO_MANY_STREAMS_CREATED = _code(
+    "too_many_streams_created", 429, "too many Durable Streams created by this subject today"
+)
+STORAGE_QUOTA_EXCEEDED = _code(
+    "storage_quota_exceeded",
+    413,
+    "this subject's Durable Streams hold BROKER_LIMIT_DS_BYTES_PER_SUBJECT bytes already",
+)
 TOO_MANY_CONVERSATIONS = _code(
     "too_many_conversations", 429, "too many conversations created by this subject today"
 )
@@ -154,6 +162,9 @@ SOURCE_DELETED = _code(
     "source_deleted", 409, "the fork's source was deleted (forks of it still live)"
 )
 OFFSET_GONE = _code("offset_gone", 410, "retention dropped the data past this offset")
+STREAM_TOO_LARGE = _code(
+    "stream_too_large", 413, "the stream would hold more than BROKER_DS_MAX_STREAM_BYTES bytes"
+)
 STREAM_GONE = _code("stream_gone", 410, "the stream was deleted while forks of it live")
 
 

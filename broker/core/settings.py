@@ -186,6 +186,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "size; the rest follows from its `Stream-Next-Offset`.",
         ),
     ] = 1 << 20
+    ds_max_stream_bytes: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            description="Durable Streams: the most bytes of messages one stream may be given "
+            "over its life (a fork's inherited ones included); a write past it is "
+            "`413 stream_too_large` (`0`: no bound).",
+        ),
+    ] = 64 << 20
+    ds_default_ttl_seconds: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            description="Durable Streams: the sliding TTL of a stream created with neither "
+            "`Stream-TTL` nor `Stream-Expires-At` (reads and writes restart it; not shown as "
+            "its `Stream-TTL`); `0`: such streams live until deleted.",
+        ),
+    ] = 7 * 24 * 3600
     # Security: authentication, limits, CORS
     auth: Annotated[
         str,
@@ -299,6 +317,29 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "more get `429 too_many_runs` (`0`: no limit)."
         ),
     ] = 16
+    limit_ds_messages_per_minute: Annotated[
+        int,
+        msgspec.Meta(
+            description="Durable Streams messages one subject may append in a sliding minute "
+            "(each message of a JSON batch counts); more get `429 rate_limited` (`0`: no "
+            "limit)."
+        ),
+    ] = 60_000
+    limit_ds_streams_per_day: Annotated[
+        int,
+        msgspec.Meta(
+            description="Durable Streams one subject may create per UTC day (forks included); "
+            "more get `429 too_many_streams_created` (`0`: no limit)."
+        ),
+    ] = 1000
+    limit_ds_bytes_per_subject: Annotated[
+        int,
+        msgspec.Meta(
+            description="Durable Streams storage per subject: the bytes it wrote to streams "
+            "that still exist (a fork's copy included); more get `413 storage_quota_exceeded` "
+            "(`0`: no limit). Deleting or expiring a stream gives its bytes back."
+        ),
+    ] = 256 << 20
     stream_lease_seconds: Annotated[
         float,
         msgspec.Meta(

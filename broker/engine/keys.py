@@ -40,7 +40,7 @@ class SubjectKeys:
     break the hash tag, and its length is the token issuer's choice.
     """
 
-    __slots__ = ("_base", "streams", "runs", "conversations")
+    __slots__ = ("_base", "streams", "runs", "conversations")  # and storage, a property
 
     def __init__(self, prefix: str, subject: str) -> None:
         digest = hashlib.blake2b(subject.encode(), digest_size=12).hexdigest()
@@ -58,6 +58,20 @@ class SubjectKeys:
 
     def created(self, day: int) -> str:
         return f"{self._base}:new:{day}"
+
+    def stream_messages(self, minute: int) -> str:
+        """Durable Streams messages written in one minute."""
+        return f"{self._base}:dsm:{minute}"
+
+    def streams_created(self, day: int) -> str:
+        """Durable Streams created in one UTC day."""
+        return f"{self._base}:dsn:{day}"
+
+    @property
+    def storage(self) -> str:
+        """Hash: the bytes this subject wrote to each stream incarnation ('<uid> <name>') that
+        may still exist, and their total (field '')."""
+        return f"{self._base}:dsb"
 
 
 class DurableKeys:

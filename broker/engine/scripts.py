@@ -29,6 +29,8 @@ HELPERS: dict[str, tuple[str, ...]] = {
     "stream_append": ("notice", "stream"),
     "stream_delete": ("notice",),
     "stream_add_fork": (),
+    "ds_admit": (),
+    "ds_refund": (),
 }
 
 
@@ -60,3 +62,5 @@ class Scripts:
         self.stream_append = loaded["stream_append"]
         self.stream_delete = loaded["stream_delete"]
         self.stream_add_fork = loaded["stream_add_fork"]
+        self.ds_admit = loaded["ds_admit"]
+        self.ds_refund = loaded["ds_refund"]

@@ -48,6 +48,17 @@ class StreamMeta(msgspec.Struct, kw_only=True):
     closer: str = ""  # the producer (id, epoch, seq) whose append closed it
     deleted: str = ""  # "1": deleted while forks of it lived; every request answers 410
     uid: str = ""  # this incarnation of the name: a stream deleted and created again differs
+    dttl: str = ""  # the default TTL it got, having neither TTL nor expiry of its own
+    bytes: str = "0"  # the bytes of every message it was given, inherited ones included
+
+    @property
+    def sliding_ttl(self) -> int | None:
+        """The sliding TTL in seconds its reads restart: its own, else its default one."""
+        if self.ttl:
+            return int(self.ttl)
+        if self.dttl and not self.expms:
+            return int(self.dttl)
+        return None
 
     @property
     def is_deleted(self) -> bool:
@@ -75,6 +86,11 @@ class Created:
 
 
 @dataclass(frozen=True, slots=True)
+class TooLarge:
+    """It would hold more than BROKER_DS_MAX_STREAM_BYTES."""
+
+
+@dataclass(frozen=True, slots=True)
 class Exists:
     """The stream exists already; ``same``: with the configuration asked for."""
 
@@ -96,6 +112,7 @@ class AppendOutcome(Enum):
     SEQ = "seq"  # Stream-Seq did not increase
     MISSING = "missing"
     GONE = "gone"  # soft-deleted: forks of it live
+    TOO_LARGE = "too_large"  # the stream would hold more than its bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +138,11 @@ class Chunk(NamedTuple):
     entries: list[Entry]
     first_retained: StreamPos | None  # the oldest entry still kept (None: the stream is empty)
     gone: bool = False  # the stream read is not the one the reader began with (or none is)
+
+
+def new_uid() -> str:
+    """A new stream incarnation's uid."""
+    return uuid.uuid4().hex
 
 
 def _text(value: Any) -> str:
@@ -271,6 +293,8 @@ class StreamStore:
         self._keys = keys
         self._scripts = scripts
         self._maxlen = settings.stream_maxlen
+        self._max_bytes = settings.ds_max_stream_bytes
+        self._default_ttl = str(settings.ds_default_ttl_seconds or "")
 
     def keys(self, name: str) -> DurableKeys:
         return self._keys.durable(name)
@@ -299,10 +323,13 @@ class StreamStore:
         owner: str,
         messages: list[bytes],
         inherited: Inherited | None = None,
-    ) -> Created | Exists:
+        *,
+        uid: str | None = None,
+    ) -> Created | Exists | TooLarge:
+        """Create incarnation ``uid`` (a fresh one when None) of ``name``."""
         inherited = inherited or []
         args = [
-            uuid.uuid4().hex,
+            uid or new_uid(),
             config.content_type,
             config.media_type,
             config.ttl,
@@ -314,6 +341,8 @@ class StreamStore:
             config.source,
             config.fork_offset,
             config.fork_sub_offset,
+            self._default_ttl,
+            self._max_bytes,
             len(inherited),
             *[part for entry in inherited for part in entry],
             *messages,
@@ -321,6 +350,8 @@ class StreamStore:
         reply = await self._scripts.stream_create(keys=self._script_keys(name), args=args)
         if _text(reply[0]) == "created":
             return Created(_position(reply[1]))
+        if _text(reply[0]) == "too_large":
+            return TooLarge()
         return Exists(reply[1] == b"1", _text(reply[2]), _position(reply[3]))
 
     async def append(
@@ -334,7 +365,17 @@ class StreamStore:
         producer: tuple[str, str, str] | None,
     ) -> Appended:
         pid, epoch, pseq = producer or ("", "", "")
-        args = [media_type, "1" if close else "", seq, pid, epoch, pseq, self._maxlen, *messages]
+        args = [
+            media_type,
+            "1" if close else "",
+            seq,
+            pid,
+            epoch,
+            pseq,
+            self._maxlen,
+            self._max_bytes,
+            *messages,
+        ]
         reply = [
             _text(v)
             for v in await self._scripts.stream_append(keys=self._script_keys(name), args=args)

@@ -199,3 +199,63 @@ async def test_a_read_of_many_large_messages_answers_a_bounded_prefix(stack: Sta
             data = await anext(events)
             assert data[0] == "event: data"
             assert sum(len(line) for line in data) < 300_000
+
+
+async def test_stream_creation_storage_and_lifetime_are_bounded_per_subject(stack: Stack) -> None:
+    """Streams created per day, bytes stored per subject and per stream, and a default TTL:
+    each refusal is a documented 4xx that stores nothing, and deleting or expiring a stream
+    gives its bytes back."""
+    mib = 1 << 20
+    stack.start(
+        fronts=1,
+        workers=0,
+        **AUTH,
+        limit_ds_streams_per_day=4,
+        limit_ds_bytes_per_subject=3 * mib,
+        ds_max_stream_bytes=mib + 1000,
+        ds_default_ttl_seconds=2,
+        max_body_bytes=mib,
+    )
+    base = "/v1/stream/" + new_cid("quota")
+    body = b"x" * (mib - 100)
+    async with (
+        _client(stack.fronts[0].url, hs256("alice")) as alice,
+        _client(stack.fronts[0].url, hs256("backend", admin=True)) as admin,
+    ):
+        # One stream holds at most BROKER_DS_MAX_STREAM_BYTES.
+        assert (await alice.put(base + "/a", content=body, headers=PLAIN)).status_code == 201
+        over = await alice.post(base + "/a", content=body, headers=PLAIN)
+        assert (over.status_code, error_code(over)) == (413, "stream_too_large")
+        assert (await alice.head(base + "/a")).headers["Stream-Next-Offset"] == (
+            (await alice.get(base + "/a", params={"offset": "-1"})).headers["Stream-Next-Offset"]
+        )
+        # The subject holds at most 3 MiB, whichever streams hold it.
+        assert (await alice.put(base + "/b", content=body, headers=PLAIN)).status_code == 201
+        assert (await alice.put(base + "/c", content=body, headers=PLAIN)).status_code == 201
+        full = await alice.put(base + "/d", content=body, headers=PLAIN)
+        assert (full.status_code, error_code(full)) == (413, "storage_quota_exceeded")
+        assert (await alice.head(base + "/d")).status_code == 404
+        # Re-confirming an existing stream creates nothing and costs nothing.
+        assert (await alice.put(base + "/c", headers=PLAIN)).status_code == 200
+        # Deleting a stream gives its bytes back.
+        assert (await alice.delete(base + "/b")).status_code == 204
+        assert (await alice.put(base + "/d", content=body, headers=PLAIN)).status_code == 201
+        # Four creations a day (the refused one and the re-confirmation did not count).
+        refused = await alice.put(base + "/e", headers=PLAIN)
+        assert (refused.status_code, error_code(refused)) == (429, "too_many_streams_created")
+        assert int(refused.headers["Retry-After"]) > 0
+        assert (await admin.put(base + "/admin", headers=PLAIN)).status_code == 201
+
+        # A stream created without TTL or expiry gets the default TTL: not shown as its own,
+        # and it is gone once nobody read or wrote it for that long; its bytes come back.
+        head = await alice.head(base + "/d")
+        assert "Stream-TTL" not in head.headers and "Stream-Expires-At" not in head.headers
+        await asyncio.sleep(3)
+        for name in ("/a", "/c", "/d"):
+            assert (await alice.head(base + name)).status_code == 404
+    stack.settings["limit_ds_streams_per_day"] = 0
+    front = stack.front()
+    async with _client(front.url, hs256("alice")) as alice:
+        for name in ("/f", "/g", "/h"):
+            created = await alice.put(base + name, content=body, headers=PLAIN)
+            assert created.status_code == 201, created.text

@@ -39,28 +39,41 @@ from broker.core.errors import (
     NOT_FOUND,
     OFFSET_GONE,
     PRODUCER_SEQUENCE_GAP,
+    RATE_LIMITED,
     SEQUENCE_CONFLICT,
     SOURCE_DELETED,
     STALE_PRODUCER_EPOCH,
+    STORAGE_QUOTA_EXCEEDED,
     STREAM_CLOSED,
     STREAM_EXISTS,
     STREAM_GONE,
     STREAM_NOT_FOUND,
+    STREAM_TOO_LARGE,
     TOKEN_EXPIRED,
     TOO_MANY_STREAMS,
+    TOO_MANY_STREAMS_CREATED,
     ApiError,
     ErrorCode,
 )
 from broker.core.ids import format_stream_id
 from broker.core.streams import StreamConfig
 from broker.engine import Engine
-from broker.engine.streams import AppendOutcome, Created, Inherited, StreamMeta
+from broker.engine.limits import storage_field
+from broker.engine.streams import (
+    AppendOutcome,
+    Created,
+    Exists,
+    Inherited,
+    StreamMeta,
+    TooLarge,
+    new_uid,
+)
 from broker.front.http.bodies import read_body
 from broker.front.http.docs import Doc, Events, Frame, Param, Raw, Reply
 from broker.front.routes.declare import ApiRoute
 from broker.front.security.access import Access, Endpoint, check_owner
 from broker.front.security.limits import Cost
-from broker.front.security.principal import principal_of
+from broker.front.security.principal import Principal, principal_of
 from broker.front.services import Services
 from broker.front.streaming.durable import (
     Read,
@@ -209,12 +222,20 @@ def _head(meta: StreamMeta) -> Response:
 
 async def _delete(request: Request, name: str) -> Response:
     """A stream with live forks is only marked deleted (410 from then on, its name taken);
-    the last fork's deletion removes it, and so on up a chain of such sources."""
+    the last fork's deletion removes it, and so on up a chain of such sources. Its bytes are
+    given back to the storage of the subject deleting it and of its owner (any other writer
+    gets them back when its storage is next checked)."""
     streams = _engine(request).streams
     meta = await _meta(request, name)
     soft = await streams.live_forks(name) > 0
     if not await streams.delete(name, soft=soft):
         raise _not_found(name)
+    limits = _services(request).gate.limits
+    field = storage_field(meta.uid, name)
+    principal = principal_of(request)
+    await limits.refund_write(principal, field, None)
+    if meta.owner and meta.owner != principal.subject:
+        await limits.refund_write(Principal(subject=meta.owner), field, None)
     source = meta.src
     while source:
         above = await streams.meta(source)
@@ -226,6 +247,9 @@ async def _delete(request: Request, name: str) -> Response:
 
 
 async def _create(request: Request, name: str) -> Response:
+    """A new stream is one of its subject's creations of the day, and its first messages (and
+    a fork's inherited ones) count in its messages and its storage; a PUT that finds the
+    stream existing gives all of that back."""
     streams = _engine(request).streams
     config = create_config(request.headers)
     inherited: Inherited = []
@@ -234,7 +258,22 @@ async def _create(request: Request, name: str) -> Response:
     body = await read_body(request, _services(request).settings.max_body_bytes)
     initial = messages(body, config.media_type, append=False)
     owner = _owner_of(request)
-    created = await streams.create(name, config, owner, initial, inherited)
+    uid = new_uid()
+    field = storage_field(uid, name)
+    size = sum(map(len, initial)) + sum(len(data) for _, _, data in inherited)
+    principal = principal_of(request)
+    limits = _services(request).gate.limits
+    counted = await limits.admit_write(
+        principal, messages=len(initial), size=size, field=field, creating=True
+    )
+    created: Created | Exists | TooLarge | None = None
+    try:
+        created = await streams.create(name, config, owner, initial, inherited, uid=uid)
+    finally:
+        if counted and not isinstance(created, Created):
+            await limits.refund_write(principal, field, size, creation=True)
+    if isinstance(created, TooLarge):
+        raise ApiError(STREAM_TOO_LARGE, "the stream would hold more bytes than a stream may")
     if isinstance(created, Created):
         if config.source:
             await streams.add_fork(config.source, name)
@@ -335,7 +374,22 @@ async def _append(request: Request, name: str) -> Response:
     seq = request.headers.get("stream-seq", "")
     if len(seq) > MAX_TOKEN_LENGTH:
         raise ApiError(INVALID_SEQ, f"Stream-Seq is at most {MAX_TOKEN_LENGTH} characters")
-    result = await streams.append(name, kind, batch, close=close, seq=seq, producer=writer)
+    principal = principal_of(request)
+    limits = _services(request).gate.limits
+    field = storage_field(meta.uid, name)
+    size = sum(map(len, batch))
+    counted = False
+    if batch:
+        counted = await limits.admit_write(
+            principal, messages=len(batch), size=size, field=field, creating=False
+        )
+    stored = False
+    try:
+        result = await streams.append(name, kind, batch, close=close, seq=seq, producer=writer)
+        stored = result.outcome is AppendOutcome.OK
+    finally:
+        if counted and not stored:
+            await limits.refund_write(principal, field, size)
     tail = {"Stream-Next-Offset": offsets.encode(result.tail)}
     closed = {**tail, "Stream-Closed": "true"}
     match result.outcome:
@@ -343,6 +397,8 @@ async def _append(request: Request, name: str) -> Response:
             raise _not_found(name)
         case AppendOutcome.GONE:
             raise ApiError(STREAM_GONE, "the stream was deleted; forks of it still read")
+        case AppendOutcome.TOO_LARGE:
+            raise ApiError(STREAM_TOO_LARGE, "the stream would hold more bytes than a stream may")
         case AppendOutcome.CLOSED:
             raise ApiError(STREAM_CLOSED, "the stream is closed", closed)
         case AppendOutcome.CONTENT_TYPE:
@@ -630,6 +686,10 @@ routes = [
                     INVALID_OFFSET,
                     SOURCE_DELETED,
                     CONTENT_TYPE_MISMATCH,
+                    RATE_LIMITED,
+                    TOO_MANY_STREAMS_CREATED,
+                    STORAGE_QUOTA_EXCEEDED,
+                    STREAM_TOO_LARGE,
                 ),
                 path_params=_NAME,
             ),
@@ -661,6 +721,9 @@ routes = [
                     PRODUCER_SEQUENCE_GAP,
                     NOT_FOUND,
                     STREAM_GONE,
+                    RATE_LIMITED,
+                    STORAGE_QUOTA_EXCEEDED,
+                    STREAM_TOO_LARGE,
                 ),
                 path_params=_NAME,
             ),

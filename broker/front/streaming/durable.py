@@ -53,7 +53,7 @@ def stream_source(engine: Engine, name: str, meta: StreamMeta) -> Source:
         meta.ct,
         meta.ctn,
         hashlib.blake2b(name.encode(), digest_size=8).hexdigest(),
-        int(meta.ttl) if meta.ttl else None,
+        meta.sliding_ttl,
         closable=True,
         stream_key="/" + name,  # never a conversation id: those have no "/"
         message=entry_data,
