@@ -162,6 +162,9 @@ SOURCE_DELETED = _code(
     "source_deleted", 409, "the fork's source was deleted (forks of it still live)"
 )
 OFFSET_GONE = _code("offset_gone", 410, "retention dropped the data past this offset")
+TOO_MANY_MESSAGES = _code(
+    "too_many_messages", 413, "a JSON write holds more than BROKER_DS_MAX_MESSAGES_PER_WRITE"
+)
 STREAM_TOO_LARGE = _code(
     "stream_too_large", 413, "the stream would hold more than BROKER_DS_MAX_STREAM_BYTES bytes"
 )

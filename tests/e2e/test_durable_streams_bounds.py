@@ -44,6 +44,18 @@ async def _events(lines: AsyncIterator[str]) -> AsyncIterator[list[str]]:
         yield event
 
 
+async def _read_all(client: httpx.AsyncClient, path: str) -> list[object]:
+    """Every message of a JSON stream, read on until up to date."""
+    offset, items = "-1", []
+    while True:
+        read = await client.get(path, params={"offset": offset})
+        assert read.status_code == 200, read.text
+        items += read.json()
+        offset = read.headers["Stream-Next-Offset"]
+        if read.headers.get("Stream-Up-To-Date") == "true":
+            return items
+
+
 @pytest.mark.parametrize("initial", [b"", b"alice;"], ids=["empty", "written"])
 async def test_a_live_reader_ends_when_its_stream_is_deleted_and_created_again_by_another(
     stack: Stack, initial: bytes
@@ -259,3 +271,38 @@ async def test_stream_creation_storage_and_lifetime_are_bounded_per_subject(stac
         for name in ("/f", "/g", "/h"):
             created = await alice.put(base + name, content=body, headers=PLAIN)
             assert created.status_code == 201, created.text
+
+
+async def test_a_write_holds_a_bounded_number_of_messages_and_each_one_counts(
+    stack: Stack,
+) -> None:
+    """A JSON write of more than BROKER_DS_MAX_MESSAGES_PER_WRITE messages is refused before
+    anything is written (each message is an XADD in the one script that holds Redis), and the
+    per-minute limit counts messages, not requests."""
+    stack.start(
+        fronts=1,
+        workers=0,
+        **AUTH,
+        ds_max_messages_per_write=1000,
+        limit_ds_messages_per_minute=1500,
+    )
+    path = "/v1/stream/" + new_cid("batches")
+    async with _client(stack.fronts[0].url, hs256("alice")) as alice:
+        assert (await alice.put(path, headers=JSON)).status_code == 201
+        too_many = b"[" + b",".join([b"1"] * 1001) + b"]"
+        refused = await alice.post(path, content=too_many, headers=JSON)
+        assert (refused.status_code, error_code(refused)) == (413, "too_many_messages")
+        assert (await alice.get(path, params={"offset": "-1"})).json() == []
+        created = await alice.put(path + "-2", content=too_many, headers=JSON)
+        assert (created.status_code, error_code(created)) == (413, "too_many_messages")
+
+        full = b"[" + b",".join([b"1"] * 1000) + b"]"
+        assert (await alice.post(path, content=full, headers=JSON)).status_code == 204
+        limited = await alice.post(
+            path, content=b"[" + b",".join([b"2"] * 600) + b"]", headers=JSON
+        )
+        assert (limited.status_code, error_code(limited)) == (429, "rate_limited")
+        assert int(limited.headers["Retry-After"]) >= 1
+        assert len(await _read_all(alice, path)) == 1000
+        # Fewer messages still fit in the minute.
+        assert (await alice.post(path, content=b"[3,4]", headers=JSON)).status_code == 204

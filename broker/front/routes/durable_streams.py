@@ -16,7 +16,6 @@ from starlette.responses import Response
 
 from broker.core.errors import (
     BODY_TOO_LARGE,
-    CONTENT_TOO_LARGE,
     CONTENT_TYPE_MISMATCH,
     CONVERSATION_NOT_FOUND,
     EMPTY_ARRAY,
@@ -50,6 +49,7 @@ from broker.core.errors import (
     STREAM_NOT_FOUND,
     STREAM_TOO_LARGE,
     TOKEN_EXPIRED,
+    TOO_MANY_MESSAGES,
     TOO_MANY_STREAMS,
     TOO_MANY_STREAMS_CREATED,
     ApiError,
@@ -256,7 +256,12 @@ async def _create(request: Request, name: str) -> Response:
     if config.source:
         config, inherited = await _fork(request, config)
     body = await read_body(request, _services(request).settings.max_body_bytes)
-    initial = messages(body, config.media_type, append=False)
+    initial = messages(
+        body,
+        config.media_type,
+        append=False,
+        max_messages=_services(request).settings.ds_max_messages_per_write,
+    )
     owner = _owner_of(request)
     uid = new_uid()
     field = storage_field(uid, name)
@@ -370,7 +375,16 @@ async def _append(request: Request, name: str) -> Response:
             raise ApiError(MISSING_CONTENT_TYPE, "an append with a body needs Content-Type")
         kind = media_type(content_type)
         # A body of another type is refused by the script, after the closed check it outranks.
-        batch = messages(body, meta.ctn, append=True) if kind == meta.ctn else [body]
+        batch = (
+            messages(
+                body,
+                meta.ctn,
+                append=True,
+                max_messages=_services(request).settings.ds_max_messages_per_write,
+            )
+            if kind == meta.ctn
+            else [body]
+        )
     seq = request.headers.get("stream-seq", "")
     if len(seq) > MAX_TOKEN_LENGTH:
         raise ApiError(INVALID_SEQ, f"Stream-Seq is at most {MAX_TOKEN_LENGTH} characters")
@@ -677,7 +691,7 @@ routes = [
                     INVALID_EXPIRY,
                     MALFORMED_JSON,
                     BODY_TOO_LARGE,
-                    CONTENT_TOO_LARGE,
+                    TOO_MANY_MESSAGES,
                     STREAM_NOT_FOUND,
                     STREAM_EXISTS,
                     NOT_FOUND,
@@ -711,7 +725,7 @@ routes = [
                     MISSING_CONTENT_TYPE,
                     MALFORMED_JSON,
                     BODY_TOO_LARGE,
-                    CONTENT_TOO_LARGE,
+                    TOO_MANY_MESSAGES,
                     INVALID_SEQ,
                     STALE_PRODUCER_EPOCH,
                     STREAM_NOT_FOUND,
