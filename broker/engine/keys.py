@@ -99,6 +99,10 @@ class DurableKeys:
     def all(self) -> list[str]:
         return [self.meta, self.data, self.producers, self.forks]
 
+    def staging(self, uid: str) -> str:
+        """A fork's inherited entries while they are copied, before its creation commits."""
+        return f"{self._base}:stage:{uid}"
+
 
 def _spread_tags(count: int) -> list[str]:
     """``count`` hash tags, the i-th in the i-th of ``count`` equal parts of the slot space.

@@ -29,6 +29,7 @@ HELPERS: dict[str, tuple[str, ...]] = {
     "stream_append": ("notice", "stream"),
     "stream_delete": ("notice",),
     "stream_add_fork": (),
+    "stream_stage": (),
     "ds_admit": (),
     "ds_refund": (),
 }
@@ -62,5 +63,6 @@ class Scripts:
         self.stream_append = loaded["stream_append"]
         self.stream_delete = loaded["stream_delete"]
         self.stream_add_fork = loaded["stream_add_fork"]
+        self.stream_stage = loaded["stream_stage"]
         self.ds_admit = loaded["ds_admit"]
         self.ds_refund = loaded["ds_refund"]

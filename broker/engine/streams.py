@@ -76,6 +76,12 @@ class StreamMeta(msgspec.Struct, kw_only=True):
 # A bounded read's first page, in entries: its size is learnt from them.
 _FIRST_PAGE = 16
 
+# A fork's copy: entries and about this many bytes per page (one short script each), and how
+# long a copy that never gets its creation is kept.
+_STAGE_ENTRIES = 500
+_STAGE_BYTES = 1 << 20
+_STAGE_EXPIRY_MS = 600_000
+
 # A fork's copy of its source's entries: (entry id, name, data), in order.
 Inherited = list[tuple[bytes, bytes, bytes]]
 
@@ -83,6 +89,20 @@ Inherited = list[tuple[bytes, bytes, bytes]]
 @dataclass(frozen=True, slots=True)
 class Created:
     tail: StreamPos
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A fork's inherited entries, copied into its staging stream: their bytes and the last
+    one's position (ORIGIN: none)."""
+
+    size: int
+    tail: StreamPos
+
+
+@dataclass(frozen=True, slots=True)
+class StageLost:
+    """The staged entries of a fork expired before its creation came (a copy of minutes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,14 +342,15 @@ class StreamStore:
         config: StreamConfig,
         owner: str,
         messages: list[bytes],
-        inherited: Inherited | None = None,
+        staged: Staged | None = None,
         *,
         uid: str | None = None,
-    ) -> Created | Exists | TooLarge:
-        """Create incarnation ``uid`` (a fresh one when None) of ``name``."""
-        inherited = inherited or []
+    ) -> Created | Exists | TooLarge | StageLost:
+        """Create incarnation ``uid`` of ``name`` (a fresh one when None); a fork's inherited
+        entries were ``staged`` under the same uid (``stage_fork``)."""
+        uid = uid or new_uid()
         args = [
-            uid or new_uid(),
+            uid,
             config.content_type,
             config.media_type,
             config.ttl,
@@ -343,16 +364,56 @@ class StreamStore:
             config.fork_sub_offset,
             self._default_ttl,
             self._max_bytes,
-            len(inherited),
-            *[part for entry in inherited for part in entry],
+            staged.size if staged else 0,
+            format_stream_id(staged.tail) if staged else "0-0",
             *messages,
         ]
-        reply = await self._scripts.stream_create(keys=self._script_keys(name), args=args)
-        if _text(reply[0]) == "created":
+        keys = [*self._script_keys(name), self.keys(name).staging(uid)]
+        reply = await self._scripts.stream_create(keys=keys, args=args)
+        outcome = _text(reply[0])
+        if outcome == "created":
             return Created(_position(reply[1]))
-        if _text(reply[0]) == "too_large":
+        if outcome == "too_large":
             return TooLarge()
+        if outcome == "stage_lost":
+            return StageLost()
         return Exists(reply[1] == b"1", _text(reply[2]), _position(reply[3]))
+
+    async def stage_fork(
+        self, fork: str, uid: str, source: str, through: StreamPos, extra: Inherited
+    ) -> Staged:
+        """Copy what fork incarnation ``uid`` inherits into its staging stream: ``source``'s
+        entries up to and including ``through``, then ``extra`` (a sub-offset's cut). Page by
+        page, each at most ``_STAGE_ENTRIES`` entries and about ``_STAGE_BYTES`` bytes, each
+        one short script: what the copy holds in memory and the time it holds Redis stay
+        bounded however large the source. The staging stream expires by itself unless the
+        creation makes it the fork's data."""
+        staging = self.keys(fork).staging(uid)
+        data = self.keys(source).data
+        size, tail = 0, ORIGIN
+        position, page, largest = ORIGIN, 16, 1
+        last = format_stream_id(through)
+        while through != ORIGIN and position < through:
+            start = "-" if position == ORIGIN else "(" + format_stream_id(position)
+            raw = await self.client.xrange(data, start, last, count=page)
+            if not raw:
+                break
+            entries = [(eid, f[b"t"], f[b"d"]) for eid, f in raw]
+            await self._stage(staging, entries)
+            lengths = [len(entry[2]) for entry in entries]
+            size += sum(lengths)
+            largest = max(largest, *lengths)
+            position = tail = _position(entries[-1][0])
+            page = max(1, min(_STAGE_ENTRIES, _STAGE_BYTES // largest))
+        if extra:
+            await self._stage(staging, extra)
+            size += sum(len(entry[2]) for entry in extra)
+            tail = _position(extra[-1][0])
+        return Staged(size, tail)
+
+    async def _stage(self, staging: str, entries: Inherited) -> None:
+        args = [_STAGE_EXPIRY_MS, *[part for entry in entries for part in entry]]
+        await self._scripts.stream_stage(keys=[staging], args=args)
 
     async def append(
         self,
@@ -413,13 +474,6 @@ class StreamStore:
 
     async def add_fork(self, source: str, fork: str) -> None:
         await self._scripts.stream_add_fork(keys=self._script_keys(source), args=[fork])
-
-    async def entries_through(self, name: str, last: StreamPos) -> Inherited:
-        """Every entry up to and including ``last``: what a fork at that offset inherits."""
-        if last == ORIGIN:
-            return []
-        entries = await self.client.xrange(self.keys(name).data, "-", format_stream_id(last))
-        return [(eid, f[b"t"], f[b"d"]) for eid, f in entries]
 
     async def entries_after(self, name: str, after: StreamPos, count: int) -> Inherited:
         start = "-" if after == ORIGIN else "(" + format_stream_id(after)

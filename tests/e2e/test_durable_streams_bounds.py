@@ -8,11 +8,13 @@ append and a subject's storage are bounded in bytes, messages and count.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+import redis.asyncio
 
 from tests.api import error_code
 from tests.helpers import new_cid
@@ -306,3 +308,55 @@ async def test_a_write_holds_a_bounded_number_of_messages_and_each_one_counts(
         assert len(await _read_all(alice, path)) == 1000
         # Fewer messages still fit in the minute.
         assert (await alice.post(path, content=b"[3,4]", headers=JSON)).status_code == 204
+
+
+async def test_a_fork_is_copied_in_bounded_pages_and_counts_in_its_subjects_storage(
+    stack: Stack,
+) -> None:
+    """A fork's inherited entries are copied page by page, each one short script of at most
+    500 entries (seen in Redis's slow log, which records every command's arguments), and
+    they count in the storage of the subject that forks: three forks of a large stream do not
+    multiply what a subject may store."""
+    mib = 1 << 20
+    stack.start(fronts=1, workers=0, **AUTH, limit_ds_bytes_per_subject=4 * mib)
+    path = "/v1/stream/" + new_cid("source")
+    redis_client = redis.asyncio.Redis.from_url(stack.redis_url)
+    async with _client(stack.fronts[0].url, hs256("alice")) as alice, redis_client:
+        assert (await alice.put(path, headers=JSON)).status_code == 201
+        message = b'"' + b"m" * 400 + b'"'
+        for _ in range(3):
+            batch = b"[" + b",".join([message] * 1000) + b"]"
+            assert (await alice.post(path, content=batch, headers=JSON)).status_code == 204
+        source_items = await _read_all(alice, path)
+        assert len(source_items) == 3000
+
+        previous = await redis_client.config_get("slowlog-*")
+        await redis_client.config_set("slowlog-log-slower-than", 0)
+        await redis_client.config_set("slowlog-max-len", 100_000)
+        await redis_client.slowlog_reset()
+        try:
+            forked = await alice.put(path + "-fork1", headers={"Stream-Forked-From": path})
+            assert forked.status_code == 201, forked.text
+            log = await redis_client.slowlog_get(100_000)
+        finally:
+            for name, value in previous.items():
+                await redis_client.config_set(name, value)
+        scripts = [entry for entry in log if entry["command"].upper().startswith(b"EVALSHA")]
+        arguments = [_argument_count(entry["command"]) for entry in scripts]
+        assert len(scripts) >= 6, arguments  # 3000 entries: several pages
+        assert max(arguments) <= 3 * 500 + 10, arguments
+        assert await _read_all(alice, path + "-fork1") == source_items
+
+        # About 1.2 MB each: the source and a first fork fit in 4 MiB, a third copy does not.
+        second = await alice.put(path + "-fork2", headers={"Stream-Forked-From": path})
+        assert second.status_code == 201, second.text
+        third = await alice.put(path + "-fork3", headers={"Stream-Forked-From": path})
+        assert (third.status_code, error_code(third)) == (413, "storage_quota_exceeded")
+        assert (await alice.head(path + "-fork3")).status_code == 404
+
+
+def _argument_count(command: bytes) -> int:
+    """The arguments of a slow-log entry: Redis keeps 32 and says how many more there were."""
+    words = command.split()
+    more = re.search(rb"\.\.\. \((\d+) more arguments\)", command)
+    return (31 + int(more.group(1))) if more else len(words)

@@ -9,6 +9,7 @@ access check and accepts no write.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -52,10 +53,11 @@ from broker.core.errors import (
     TOO_MANY_MESSAGES,
     TOO_MANY_STREAMS,
     TOO_MANY_STREAMS_CREATED,
+    TRY_AGAIN,
     ApiError,
     ErrorCode,
 )
-from broker.core.ids import format_stream_id
+from broker.core.ids import StreamPos, format_stream_id
 from broker.core.streams import StreamConfig
 from broker.engine import Engine
 from broker.engine.limits import storage_field
@@ -64,6 +66,8 @@ from broker.engine.streams import (
     Created,
     Exists,
     Inherited,
+    Staged,
+    StageLost,
     StreamMeta,
     TooLarge,
     new_uid,
@@ -252,9 +256,9 @@ async def _create(request: Request, name: str) -> Response:
     stream existing gives all of that back."""
     streams = _engine(request).streams
     config = create_config(request.headers)
-    inherited: Inherited = []
+    fork: Fork | None = None
     if config.source:
-        config, inherited = await _fork(request, config)
+        config, fork = await _fork(request, config)
     body = await read_body(request, _services(request).settings.max_body_bytes)
     initial = messages(
         body,
@@ -265,20 +269,30 @@ async def _create(request: Request, name: str) -> Response:
     owner = _owner_of(request)
     uid = new_uid()
     field = storage_field(uid, name)
-    size = sum(map(len, initial)) + sum(len(data) for _, _, data in inherited)
+    own = sum(map(len, initial))
+    # A fork is admitted for all its source was ever given (what it inherits is known once
+    # copied), and gets back what it did not inherit.
+    size = own + (fork.estimate if fork else 0)
     principal = principal_of(request)
     limits = _services(request).gate.limits
     counted = await limits.admit_write(
         principal, messages=len(initial), size=size, field=field, creating=True
     )
-    created: Created | Exists | TooLarge | None = None
+    created: Created | Exists | TooLarge | StageLost | None = None
+    staged: Staged | None = None
     try:
-        created = await streams.create(name, config, owner, initial, inherited, uid=uid)
+        if fork is not None:
+            staged = await streams.stage_fork(name, uid, config.source, fork.through, fork.extra)
+        created = await streams.create(name, config, owner, initial, staged, uid=uid)
     finally:
         if counted and not isinstance(created, Created):
             await limits.refund_write(principal, field, size, creation=True)
+        elif counted and staged is not None and own + staged.size < size:
+            await limits.refund_write(principal, field, size - own - staged.size)
     if isinstance(created, TooLarge):
         raise ApiError(STREAM_TOO_LARGE, "the stream would hold more bytes than a stream may")
+    if isinstance(created, StageLost):
+        raise ApiError(TRY_AGAIN, "the fork's copy took too long; try again", {"Retry-After": "1"})
     if isinstance(created, Created):
         if config.source:
             await streams.add_fork(config.source, name)
@@ -300,9 +314,19 @@ async def _create(request: Request, name: str) -> Response:
     return Response(status_code=200, headers=headers)
 
 
-async def _fork(request: Request, config: StreamConfig) -> tuple[StreamConfig, Inherited]:
-    """A fork copies what it inherits, entry ids included: its offsets are its source's up to
-    the fork offset, and from then on it is a stream like any other."""
+class Fork(NamedTuple):
+    """What a fork inherits: its source's entries through ``through``, then ``extra`` (a
+    sub-offset's cut of the next append); ``estimate`` bounds their bytes from above."""
+
+    through: StreamPos
+    extra: Inherited
+    estimate: int
+
+
+async def _fork(request: Request, config: StreamConfig) -> tuple[StreamConfig, Fork]:
+    """A fork copies what it inherits, entry ids included (``StreamStore.stage_fork``, page by
+    page): its offsets are its source's up to the fork offset, and from then on it is a stream
+    like any other."""
     streams = _engine(request).streams
     source = await streams.meta(config.source)
     if source is None:
@@ -319,11 +343,11 @@ async def _fork(request: Request, config: StreamConfig) -> tuple[StreamConfig, I
         raise ApiError(INVALID_OFFSET, "Stream-Fork-Offset is not an offset of this server")
     if at > tail:
         raise ApiError(INVALID_OFFSET, "Stream-Fork-Offset is past the source's tail")
-    inherited = await streams.entries_through(config.source, at)
+    extra: Inherited = []
     sub = int(config.fork_sub_offset or 0)
     if sub:
         following = await streams.entries_after(config.source, at, _MAX_BATCH)
-        inherited += _sub_offset(following, sub, json=source.ctn == JSON)
+        extra = _sub_offset(following, sub, json=source.ctn == JSON)
     expiry = {}
     if not config.ttl and not config.expires_at:
         expiry = {"ttl": source.ttl, "expires_at": source.exp, "expires_at_ms": source.expms}
@@ -333,7 +357,8 @@ async def _fork(request: Request, config: StreamConfig) -> tuple[StreamConfig, I
         fork_offset=format_stream_id(at),
         **expiry,
     )
-    return forked, inherited
+    estimate = int(source.bytes or 0) + sum(len(data) for _, _, data in extra)
+    return forked, Fork(at, extra, estimate)
 
 
 def _sub_offset(following: Inherited, sub: int, *, json: bool) -> Inherited:
