@@ -61,6 +61,7 @@ from workers.providers import default_providers
 from workers.providers.base import Failure, Finish, GenerationRequest, Message, Provider
 from workers.providers.upstream import make_client
 from workers.relay import CancelRequested, Fenced, Generation, Outcome, RunGone
+from workers.wakes import WakeDispatcher
 from workers.webhooks import WebhookDispatcher
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,8 @@ class Worker:
                 if self.settings.webhook_url:
                     dispatcher = WebhookDispatcher(self.engine, self.settings, self.name)
                     services.start_soon(dispatcher.run)
+                # Durable Streams subscriptions: every worker delivers their wakes.
+                services.start_soon(WakeDispatcher(self.engine, self.settings, self.name).run)
                 async with anyio.create_task_group() as runs:
                     runs.start_soon(self._reap, runs)
                     await self._consume(runs)
@@ -495,13 +498,19 @@ class Worker:
         return state
 
     async def _announce(self, job: Job, state: RunState) -> bool:
-        """Add the finished run's notice to the outbox; False if Redis stayed away too long."""
+        """Add the finished run's notice to the outbox; False if Redis stayed away too long.
+        The Durable Streams subscriptions of the conversation are woken too (best effort: the
+        subscription sweep wakes them if this is lost)."""
         try:
             await self.engine.outbox.add(RunEnded(job.conversation_id, job.run_id, state.value))
         except UNAVAILABLE:
             self.metrics.redis_errors.inc()
             log.error("could not announce run %s; its job is left to be reclaimed", job.run_id)
             return False
+        try:
+            await self.engine.subscriptions.changed("conversations/" + job.conversation_id)
+        except UNAVAILABLE:
+            log.warning("could not wake the subscriptions of %s", job.conversation_id)
         return True
 
     async def _release(self, stream: str, entry_id: bytes) -> None:

@@ -170,17 +170,54 @@ STREAM_TOO_LARGE = _code(
 )
 STREAM_GONE = _code("stream_gone", 410, "the stream was deleted while forks of it live")
 
+# Durable Streams subscriptions (/v1/stream/__ds/...): the protocol names these codes itself.
+INVALID_SUBSCRIPTION = _code(
+    "invalid_subscription", 400, "the subscription's body or id is not one the protocol allows"
+)
+WEBHOOK_URL_REJECTED = _code(
+    "WEBHOOK_URL_REJECTED",
+    400,
+    "the webhook URL is not https, or names a private, loopback or other local target",
+)
+SUBSCRIPTION_NOT_FOUND = _code(
+    "subscription_not_found", 404, "no such subscription, or none the token may see"
+)
+SUBSCRIPTION_EXISTS = _code(
+    "subscription_exists", 409, "the subscription exists with another configuration"
+)
+ALREADY_CLAIMED = _code(
+    "ALREADY_CLAIMED", 409, "another worker holds the lease (current_holder, generation)"
+)
+FENCED = _code(
+    "FENCED", 409, "the token, wake_id or generation is not the current wake's, or its lease lapsed"
+)
+TOO_MANY_SUBSCRIPTIONS = _code(
+    "too_many_subscriptions", 429, "this subject has BROKER_LIMIT_DS_SUBSCRIPTIONS_PER_SUBJECT"
+)
+TOO_MANY_SUBSCRIPTION_STREAMS = _code(
+    "too_many_subscription_streams",
+    413,
+    "a subscription would link more than BROKER_DS_MAX_STREAMS_PER_SUBSCRIPTION streams",
+)
+
 
 class ApiError(Exception):
-    """A refusal: the code (its status comes with it), a message for people, extra headers."""
+    """A refusal: the code (its status comes with it), a message for people, extra headers,
+    and ``fields`` the error object carries besides its code and message (the protocol's
+    ``current_holder`` of a claimed subscription, say)."""
 
     def __init__(
-        self, error: ErrorCode, message: str, headers: dict[str, str] | None = None
+        self,
+        error: ErrorCode,
+        message: str,
+        headers: dict[str, str] | None = None,
+        fields: dict[str, object] | None = None,
     ) -> None:
         super().__init__(message)
         self.error = error
         self.message = message
         self.headers = headers
+        self.fields = fields
 
     @property
     def code(self) -> str:

@@ -214,6 +214,49 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "its `Stream-TTL`); `0`: such streams live until deleted.",
         ),
     ] = 7 * 24 * 3600
+    # Durable Streams subscriptions (/v1/stream/__ds/subscriptions/...)
+    ds_max_streams_per_subscription: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            description="Durable Streams subscriptions: the most streams one subscription "
+            "links; explicit streams past it are `413 too_many_subscription_streams`, pattern "
+            "matches past it are not linked.",
+        ),
+    ] = 1000
+    ds_webhook_allow_localhost: Annotated[
+        bool,
+        msgspec.Meta(
+            description="Development only: subscription webhooks may be `http://localhost` "
+            "and `http://127.0.0.x` (and resolve to loopback). Off, every webhook URL is "
+            "`https` to a public address, checked again after DNS resolution."
+        ),
+    ] = False
+    ds_webhook_timeout_seconds: Annotated[
+        float,
+        msgspec.Meta(
+            gt=0,
+            description="Durable Streams subscriptions: one webhook delivery's limit, answer "
+            "included; then it is retried with backoff (1 s to 60 s).",
+        ),
+    ] = 10.0
+    ds_wake_concurrency: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            description="Durable Streams subscriptions: wakes (webhook deliveries and "
+            "wake-stream appends) one worker has in flight at once.",
+        ),
+    ] = 16
+    ds_subscription_sweep_seconds: Annotated[
+        float,
+        msgspec.Meta(
+            gt=0,
+            description="Durable Streams subscriptions: how often one worker compares every "
+            "subscription's cursors with its streams' tails and wakes what a lost write left "
+            "pending (the bound on how late such a wake can be).",
+        ),
+    ] = 10.0
     # Security: authentication, limits, CORS
     auth: Annotated[
         str,
@@ -350,6 +393,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "(`0`: no limit). Deleting or expiring a stream gives its bytes back."
         ),
     ] = 256 << 20
+    limit_ds_subscriptions_per_subject: Annotated[
+        int,
+        msgspec.Meta(
+            description="Durable Streams subscriptions one subject may have; more get "
+            "`429 too_many_subscriptions` (`0`: no limit)."
+        ),
+    ] = 100
     stream_lease_seconds: Annotated[
         float,
         msgspec.Meta(

@@ -68,6 +68,11 @@ class SubjectKeys:
         return f"{self._base}:dsn:{day}"
 
     @property
+    def subscriptions(self) -> str:
+        """Set: the digests of this subject's subscriptions."""
+        return f"{self._base}:subs"
+
+    @property
     def storage(self) -> str:
         """Hash: the bytes this subject wrote to each stream incarnation ('<uid> <name>') that
         may still exist, and their total (field '')."""
@@ -82,7 +87,7 @@ class DurableKeys:
     all on a cluster.
     """
 
-    __slots__ = ("_base", "meta", "data", "producers", "forks", "live")
+    __slots__ = ("_base", "meta", "data", "producers", "forks", "live", "subscriptions")
 
     def __init__(self, prefix: str, name: str) -> None:
         digest = hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
@@ -94,6 +99,9 @@ class DurableKeys:
         self.producers = f"{self._base}:producers"  # hash: producer id -> "epoch:seq"
         self.forks = f"{self._base}:forks"  # set: names of the streams forked from this one
         self.live = f"{self._base}:live"  # pub/sub channel: every append and the close
+        # set: the subscriptions linked to this name (their digests); outlives the stream,
+        # since a link names a path, and is cleaned when a subscription drops the link
+        self.subscriptions = f"{self._base}:subs"
 
     @property
     def all(self) -> list[str]:
@@ -102,6 +110,23 @@ class DurableKeys:
     def staging(self, uid: str) -> str:
         """A fork's inherited entries while they are copied, before its creation commits."""
         return f"{self._base}:stage:{uid}"
+
+
+class SubscriptionKeys:
+    """The keys of one Durable Streams subscription, tagged with its digest (of its owner and
+    its id: each subject has a namespace of its own), so its scripts run in one slot."""
+
+    __slots__ = ("digest", "state", "links")
+
+    def __init__(self, prefix: str, digest: str) -> None:
+        self.digest = digest
+        base = f"{prefix}:sub:{{u:{digest}}}"
+        self.state = f"{base}:state"  # hash: configuration, wake, lease, generation, status
+        self.links = f"{base}:links"  # hash: stream path -> '<kinds>|<acked entry id>'
+
+
+def subscription_digest(owner: str, subscription_id: str) -> str:
+    return hashlib.blake2b(f"{owner}\0{subscription_id}".encode(), digest_size=16).hexdigest()
 
 
 def _spread_tags(count: int) -> list[str]:
@@ -129,12 +154,25 @@ class Keys:
         # A stream of notices, one per finished run, read by the webhook dispatcher and by
         # taps through consumer groups (``broker.engine.outbox``).
         self.outbox = f"{prefix}:outbox"
+        # Durable Streams subscriptions, each key of its own (one shard carries each on a
+        # cluster): every stream name by creation time (the listing a pattern's backfill
+        # reads), every subscription, the patterns, the subscriptions a dispatcher should look
+        # at (scored by when), the webhook signing keys, the sweep's lock.
+        self.stream_index = f"{prefix}:ds:index"
+        self.subscriptions = f"{prefix}:subs:all"
+        self.subscription_patterns = f"{prefix}:subs:patterns"
+        self.subscriptions_due = f"{prefix}:subs:due"
+        self.signing_keys = f"{prefix}:subs:keys"
+        self.subscription_sweep = f"{prefix}:subs:sweep"
 
     def conversation(self, cid: str) -> ConversationKeys:
         return ConversationKeys(self.prefix, cid)
 
     def durable(self, name: str) -> DurableKeys:
         return DurableKeys(self.prefix, name)
+
+    def subscription(self, digest: str) -> SubscriptionKeys:
+        return SubscriptionKeys(self.prefix, digest)
 
     def subject(self, subject: str) -> SubjectKeys:
         return SubjectKeys(self.prefix, subject)

@@ -9,7 +9,7 @@ too (``ConversationView``): its entries are the conversation's events.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, NamedTuple
 
@@ -147,6 +147,7 @@ class Appended:
     seq: str = ""
     expected_seq: str = ""
     received_seq: str = ""
+    linked: list[bytes] = field(default_factory=list)  # the subscriptions to wake (digests)
 
 
 class State(NamedTuple):
@@ -437,16 +438,18 @@ class StreamStore:
             self._max_bytes,
             *messages,
         ]
-        reply = [
-            _text(v)
-            for v in await self._scripts.stream_append(keys=self._script_keys(name), args=args)
-        ]
+        keys = [*self._script_keys(name), self.keys(name).subscriptions]
+        raw = await self._scripts.stream_append(keys=keys, args=args)
+        linked: list[bytes] = list(raw[4]) if len(raw) > 4 else []
+        reply = [_text(v) for v in raw[:4]]
         outcome = AppendOutcome(reply[0])
         if outcome in (AppendOutcome.MISSING, AppendOutcome.GONE):
             return Appended(outcome)
         tail = _position(reply[1])
         extra = reply[2:]
-        if outcome in (AppendOutcome.OK, AppendOutcome.DUPLICATE, AppendOutcome.DUPLICATE_CLOSED):
+        if outcome is AppendOutcome.OK:
+            return Appended(outcome, tail, epoch=extra[0], seq=extra[1], linked=linked)
+        if outcome in (AppendOutcome.DUPLICATE, AppendOutcome.DUPLICATE_CLOSED):
             return Appended(outcome, tail, epoch=extra[0], seq=extra[1])
         if outcome is AppendOutcome.STALE_EPOCH:
             return Appended(outcome, tail, epoch=extra[0])

@@ -1,9 +1,12 @@
 -- Append to a stream and/or close it; an idempotent producer's check, the append it admits and
--- its new state are one step, so a retry can never be written twice.
+-- its new state are one step, so a retry can never be written twice. KEYS: those of every
+-- stream script, then the set of subscriptions linked to it, which an append answers with (so
+-- its writer marks them due without another round trip).
 -- ARGV: 1 media type of the body, 2 close ('1' or ''), 3 Stream-Seq, 4 producer id, 5 epoch,
 --       6 seq (all '' without a producer), 7 maxlen, 8 the most bytes the stream may hold
 --       (0: no bound), then the messages.
--- Answers {outcome, tail, ...}: 'ok' (epoch, seq), 'duplicate' (epoch, highest seq),
+-- Answers {outcome, tail, ...}: 'ok' (epoch, seq, and the linked subscriptions when it
+-- appended), 'duplicate' (epoch, highest seq),
 -- 'duplicate_closed' (epoch, seq), 'already_closed', 'closed', 'content_type', 'stale_epoch'
 -- (current epoch), 'epoch_seq', 'gap' (expected, received), 'seq', 'too_large' (the stream
 -- would hold more than its bound); or {'missing'}, {'gone'} (soft-deleted).
@@ -55,4 +58,5 @@ redis.call('HSET', KEYS[2], unpack(fields))
 if pid ~= '' then redis.call('HSET', KEYS[3], pid, epoch .. ':' .. pseq) end
 expire(m[4], m[5], m[8])
 notify(KEYS[5], after)
-return {'ok', tail, epoch, pseq}
+if count == 0 then return {'ok', tail, epoch, pseq} end
+return {'ok', tail, epoch, pseq, redis.call('SMEMBERS', KEYS[6])}

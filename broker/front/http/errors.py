@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
 
 
-def error_body(code: ErrorCode, message: str) -> bytes:
+def error_body(code: ErrorCode, message: str, fields: dict[str, object] | None = None) -> bytes:
+    if fields:
+        return _encoder.encode({"error": {"code": code.name, "message": message, **fields}})
     return _encoder.encode(ErrorBody(ErrorInfo(code.name, message)))
 
 
@@ -43,13 +45,14 @@ def error_response(
     headers: dict[str, str] | None = None,
     *,
     status: int | None = None,
+    fields: dict[str, object] | None = None,
 ) -> Response:
     """The answer for ``code`` (with its own status unless ``status`` says otherwise: an HTTP
     error of another kind keeps its status)."""
     # Also here, not only in the middleware: a 500 leaves from outside every middleware.
     headers = {**(headers or {}), "X-Content-Type-Options": "nosniff"}
     return Response(
-        error_body(code, message),
+        error_body(code, message, fields),
         status or code.status,
         headers=headers,
         media_type="application/json",
@@ -58,7 +61,7 @@ def error_response(
 
 async def on_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.error, exc.message, exc.headers)
+    return error_response(exc.error, exc.message, exc.headers, fields=exc.fields)
 
 
 async def on_http_exception(request: Request, exc: Exception) -> Response:

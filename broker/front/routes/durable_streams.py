@@ -9,6 +9,7 @@ access check and accepts no write.
 from __future__ import annotations
 
 import functools
+import logging
 from typing import NamedTuple
 from urllib.parse import quote
 
@@ -59,7 +60,7 @@ from broker.core.errors import (
 )
 from broker.core.ids import StreamPos, format_stream_id
 from broker.core.streams import StreamConfig
-from broker.engine import Engine
+from broker.engine import UNAVAILABLE, Engine
 from broker.engine.limits import storage_field
 from broker.engine.streams import (
     AppendOutcome,
@@ -111,6 +112,8 @@ from broker.protocols.durable_streams.requests import (
     messages,
     producer,
 )
+
+log = logging.getLogger(__name__)
 
 PREFIX = "/v1/stream/"
 CONVERSATIONS = "conversations/"
@@ -238,6 +241,10 @@ async def _delete(request: Request, name: str) -> Response:
     field = storage_field(meta.uid, name)
     principal = principal_of(request)
     await limits.refund_write(principal, field, None)
+    try:
+        await _engine(request).subscriptions.stream_deleted(name)
+    except UNAVAILABLE:
+        log.warning("could not drop a deleted stream from the listing: Redis unreachable")
     if meta.owner and meta.owner != principal.subject:
         await limits.refund_write(Principal(subject=meta.owner), field, None)
     source = meta.src
@@ -248,6 +255,26 @@ async def _delete(request: Request, name: str) -> Response:
         await streams.delete(source)
         source = above.src
     return Response(status_code=204)
+
+
+async def _subscriptions_see(
+    request: Request,
+    name: str,
+    *,
+    created_by: str | None = None,
+    linked: list[bytes] | None = None,
+) -> None:
+    """Tell the subscriptions of a write: a new stream is listed and linked to the patterns
+    that match it; the subscriptions linked to a written one are marked due. Written after the
+    stream's own script (another slot); if this is lost, the workers' sweep repairs it."""
+    subscriptions = _engine(request).subscriptions
+    try:
+        if created_by is not None:
+            await subscriptions.stream_created(name, created_by)
+        else:
+            await subscriptions.changed(name, linked)
+    except UNAVAILABLE:
+        log.warning("could not mark subscriptions of %s due: Redis unreachable", name)
 
 
 async def _create(request: Request, name: str) -> Response:
@@ -296,6 +323,7 @@ async def _create(request: Request, name: str) -> Response:
     if isinstance(created, Created):
         if config.source:
             await streams.add_fork(config.source, name)
+        await _subscriptions_see(request, name, created_by=owner)
     else:
         _check_owner(request, name, created.owner)
         if not created.same:
@@ -463,6 +491,8 @@ async def _append(request: Request, name: str) -> Response:
             )
         case AppendOutcome.ALREADY_CLOSED:
             return Response(status_code=204, headers=closed)
+    if result.linked:
+        await _subscriptions_see(request, name, linked=result.linked)
     headers = closed if close or result.outcome is AppendOutcome.DUPLICATE_CLOSED else tail
     if writer is not None:
         headers = {**headers, "Producer-Epoch": result.epoch, "Producer-Seq": result.seq}
