@@ -10,6 +10,8 @@ pick, another subject, and conversations waking their subscriber.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -17,8 +19,6 @@ import httpx
 import msgspec
 import pytest
 
-from broker.core.settings import Settings
-from broker.engine import Engine
 from broker.protocols.durable_streams.subscriptions import Jwks, verify
 from tests.api import error_code
 from tests.helpers import new_cid
@@ -60,8 +60,8 @@ async def test_every_webhook_is_signed_with_a_published_key_across_a_rotation(
     stack: Stack,
 ) -> None:
     """A receiver verifies each delivery with the JWK Set at __ds/jwks.json, by the kid of the
-    signature header; a key rotated in Redis is used from the next deliveries on, without a
-    restart, and the old key stays published."""
+    signature header; a key rotated with ``broker webhook-keys rotate`` is used from the next
+    deliveries on, without a restart, and the old key stays published."""
     stack.start(fronts=1, workers=1, **FAST)
     base = new_cid("signed")
     with Receiver("done") as receiver:
@@ -83,11 +83,15 @@ async def test_every_webhook_is_signed_with_a_published_key_across_a_rotation(
 
             assert (await client.put(f"{ROOT}{base}/s", headers=JSON)).status_code == 201
             await deliveries_after(1)
-            engine = Engine(Settings(redis_url=stack.redis_url, key_prefix=stack.prefix), "test")
-            try:
-                new_kid = await engine.subscriptions.rotate_signing_key()
-            finally:
-                await engine.aclose()
+            rotated = subprocess.run(
+                [sys.executable, "-m", "broker", "webhook-keys", "rotate"],
+                env=stack.env(),
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            )
+            new_kid = rotated.stdout.strip()
             assert new_kid != signing["kid"]
             await asyncio.sleep(6)  # every process reads the active key again within 5 s
             await deliveries_after(2)
@@ -408,3 +412,35 @@ async def test_a_conversation_wakes_its_subscriber_on_a_message_and_a_run_end(
         assert view.headers["Stream-Next-Offset"] == end_offset
         wakes = (await alice.get(ROOT + wake, params={"offset": "-1"})).json()
         assert all(w["stream"] in (None, f"conversations/{cid}") for w in wakes), wakes
+
+
+async def test_subscriptions_and_their_streams_are_bounded_per_subject(stack: Stack) -> None:
+    stack.start(
+        fronts=1,
+        workers=0,
+        **AUTH,
+        limit_ds_subscriptions_per_subject=2,
+        ds_max_streams_per_subscription=3,
+    )
+    async with _client(stack.fronts[0].url, hs256("alice")) as alice:
+        body = {"type": "pull-wake", "streams": ["a"], "wake_stream": "w"}
+        assert (await alice.put(_sub("one"), json=body)).status_code == 201
+        assert (await alice.put(_sub("two"), json=body)).status_code == 201
+        assert (await alice.put(_sub("two"), json=body)).status_code == 200  # re-confirmed
+        third = await alice.put(_sub("three"), json=body)
+        assert (third.status_code, error_code(third)) == (429, "too_many_subscriptions")
+        assert (await alice.delete(_sub("one"))).status_code == 204
+        assert (await alice.put(_sub("three"), json=body)).status_code == 201
+
+        too_many = await alice.post(_sub("two") + "/streams", json={"streams": ["b", "c", "d"]})
+        assert (too_many.status_code, error_code(too_many)) == (
+            413,
+            "too_many_subscription_streams",
+        )
+        assert (
+            await alice.post(_sub("two") + "/streams", json={"streams": ["b", "c"]})
+        ).status_code == 204
+        paths = [s["path"] for s in (await alice.get(_sub("two"))).json()["streams"]]
+        assert paths == ["a", "b", "c"]
+        changed = await alice.put(_sub("two"), json={**body, "lease_ttl_ms": 5000})
+        assert (changed.status_code, error_code(changed)) == (409, "subscription_exists")
