@@ -23,7 +23,7 @@ from broker.protocols.durable_streams.subscriptions import Jwks, verify
 from tests.api import error_code
 from tests.helpers import new_cid
 from tests.receiver import Receiver
-from tests.stack import Stack
+from tests.stack import REPO_ROOT, Stack
 from tests.tokens import AUTH, hs256
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
@@ -444,3 +444,40 @@ async def test_subscriptions_and_their_streams_are_bounded_per_subject(stack: St
         assert paths == ["a", "b", "c"]
         changed = await alice.put(_sub("two"), json={**body, "lease_ttl_ms": 5000})
         assert (changed.status_code, error_code(changed)) == (409, "subscription_exists")
+
+
+async def test_the_example_pull_wake_worker_prints_a_new_conversation_message(
+    stack: Stack,
+) -> None:
+    """examples/pull_wake_worker.py, run as its docstring says, against a front and a worker."""
+    stack.start(fronts=1, workers=1, **AUTH, **FAST)
+    front = stack.fronts[0]
+    token = hs256("alice")
+    example = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "examples" / "pull_wake_worker.py"), "--once"],
+        env={**stack.env(), "BROKER_URL": front.url, "TOKEN": token},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        await _until(
+            lambda: example.poll() is not None or _subscribed(stack), what="the subscription"
+        )
+        await asyncio.sleep(0.5)
+        cid = new_cid("example")
+        await front.api.bearer(token).start_run(cid, "Hello from the test", tokens=3)
+        output, _ = await asyncio.to_thread(example.communicate, timeout=60)
+    finally:
+        if example.poll() is None:
+            example.kill()
+            example.wait()
+    assert f"conversations/{cid}: user said 'Hello from the test'" in output, output
+
+
+def _subscribed(stack: Stack) -> bool:
+    with httpx.Client(base_url=stack.fronts[0].url, timeout=5) as client:
+        response = client.get(
+            _sub("conversation-messages"), headers={"Authorization": f"Bearer {hs256('alice')}"}
+        )
+    return response.status_code == 200
