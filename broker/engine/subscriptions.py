@@ -646,11 +646,9 @@ class Subscriptions:
         kid = await self._add_key(activate_if_none=False)
         keys = self._keys.signing_keys
         old = await self._redis.hget(keys, "active")
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys, "active", kid)
-            if old is not None:
-                pipe.hset(keys, f"retired:{old.decode()}", int(time.time() * 1000))
-            await pipe.execute()
+        if old is not None:  # marked first: a reader in between still publishes the old key
+            await self._redis.hset(keys, f"retired:{old.decode()}", int(time.time() * 1000))
+        await self._redis.hset(keys, "active", kid)
         self._cached_key = None
         return kid
 

@@ -215,6 +215,7 @@ async def test_a_read_of_many_large_messages_answers_a_bounded_prefix(stack: Sta
             assert sum(len(line) for line in data) < 300_000
 
 
+@pytest.mark.parametrize("redis_target", ["single", "cluster"], indirect=True)
 async def test_stream_creation_storage_and_lifetime_are_bounded_per_subject(stack: Stack) -> None:
     """Streams created per day, bytes stored per subject and per stream, and a default TTL:
     each refusal is a documented 4xx that stores nothing, and deleting or expiring a stream

@@ -152,9 +152,12 @@ async def test_a_worker_killed_mid_delivery_loses_no_wake_and_repeats_no_generat
     assert generations == sorted(generations)
 
 
+@pytest.mark.parametrize("redis_target", ["single", "cluster"], indirect=True)
 async def test_pull_wake_workers_race_for_one_claim_and_a_lapsed_lease_advances_nothing(
     stack: Stack,
 ) -> None:
+    """Also on Redis Cluster: every script is over one subscription's (or one stream's) slot,
+    and what ties them together is written beside them."""
     stack.start(fronts=2, workers=1, **FAST)
     one, two = stack.fronts
     base = new_cid("pull")
