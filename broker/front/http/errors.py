@@ -84,13 +84,20 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
 def _allow(request: Request) -> dict[str, str]:
     """The ``Allow`` header over every route of the path: a path may have a route per method
     (reading and deleting a conversation need different access), and Starlette names only the
-    methods of the first."""
-    methods: list[str] = []
+    methods of the first. Of routes that all match, those with the longest literal start win:
+    ``/v1/stream/__ds/jwks.json`` is not also a stream because ``/v1/stream/{name:path}``
+    would match it."""
+    matching: list[Route] = []
     for route in getattr(request.scope.get("router"), "routes", ()):
         if not isinstance(route, Route) or not route.methods:
             continue
         if route.matches(request.scope)[0] is not Match.NONE:
-            methods += [m for m in route.methods if m not in methods]
+            matching.append(route)
+    longest = max((len(route.path.split("{", 1)[0]) for route in matching), default=0)
+    methods: list[str] = []
+    for route in matching:
+        if len(route.path.split("{", 1)[0]) == longest:
+            methods += [m for m in route.methods or () if m not in methods]
     return {"Allow": ", ".join(methods)} if methods else {}
 
 

@@ -43,7 +43,7 @@ from broker.core.ids import StreamPos
 from broker.engine.keys import subscription_digest
 from broker.engine.subscriptions import Subscription, Subscriptions
 from broker.front.http.bodies import json_body
-from broker.front.http.docs import Doc, Json, Reply
+from broker.front.http.docs import Doc, Json, Raw, Reply
 from broker.front.routes.declare import ApiRoute
 from broker.front.security.access import Access
 from broker.front.security.principal import principal_of
@@ -377,7 +377,21 @@ routes = [
             "getWebhookKeys",
             "The public keys of the webhook signatures (a JWK Set, cacheable for 5 minutes)",
             _TAG,
-            replies=(Reply(200, "the JWK Set", Json(Jwks)),),
+            replies=(
+                Reply(
+                    200,
+                    "the JWK Set: `keys`, each an Ed25519 JWK (kty OKP, crv Ed25519, kid, use "
+                    "sig, alg EdDSA, x)",
+                    Raw(
+                        (JWKS_MEDIA_TYPE,),
+                        {
+                            "type": "object",
+                            "properties": {"keys": {"type": "array", "items": {"type": "object"}}},
+                            "required": ["keys"],
+                        },
+                    ),
+                ),
+            ),
         ),
     ),
     ApiRoute(
