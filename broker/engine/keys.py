@@ -161,6 +161,9 @@ class Keys:
         self.stream_index = f"{prefix}:ds:index"
         self.subscriptions = f"{prefix}:subs:all"
         self.subscription_patterns = f"{prefix}:subs:patterns"
+        # sorted set, all scores 0: '<literal start of a pattern>\0<digest>', so a new stream
+        # finds the patterns that may match it by lexical ranges, not by reading them all
+        self.pattern_prefixes = f"{prefix}:subs:prefixes"
         self.subscriptions_due = f"{prefix}:subs:due"
         self.signing_keys = f"{prefix}:subs:keys"
         self.subscription_sweep = f"{prefix}:subs:sweep"

@@ -140,6 +140,11 @@ def _kinds(value: str) -> tuple[str, StreamPos]:
     return kinds, parse_stream_id(acked) or ORIGIN
 
 
+def _prefix_member(pattern: str, digest: str) -> str:
+    """A pattern's entry in the prefix index: its literal start, NUL, the subscription."""
+    return f"{literal_prefix(pattern)}\0{digest}"
+
+
 def link_type(kinds: str) -> str:
     return "explicit" if "e" in kinds else "glob"
 
@@ -295,6 +300,7 @@ class Subscriptions:
             if config.pattern is not None:
                 entry = msgspec.json.encode([owner, admin, config.pattern, now])
                 pipe.hset(self._keys.subscription_patterns, digest, entry)
+                pipe.zadd(self._keys.pattern_prefixes, {_prefix_member(config.pattern, digest): 0})
             for path in explicit[: self._max_links]:
                 pipe.sadd(self._keys.durable(path).subscriptions, digest)
             await pipe.execute()
@@ -316,8 +322,9 @@ class Subscriptions:
             if not (self._enforced and admin):
                 for cid in await self._redis.zrange(owned, 0, -1):
                     candidates.append((CONVERSATIONS + cid.decode(), 0))
-        low = "[" + prefix if prefix else "-"
-        high = "[" + prefix + "\xff" if prefix else "+"
+        # Bytes: "\xff" in a str would go out as UTF-8, below some names' first bytes.
+        low: bytes = b"[" + prefix.encode() if prefix else b"-"
+        high: bytes = b"[" + prefix.encode() + b"\xff" if prefix else b"+"
         start = 0
         while True:
             names = await self._redis.zrangebylex(
@@ -400,6 +407,9 @@ class Subscriptions:
             pipe.srem(self._keys.subscriptions, digest)
             pipe.srem(self._keys.subject(owner).subscriptions, digest)
             pipe.hdel(self._keys.subscription_patterns, digest)
+            if subscription.config.pattern is not None:
+                member = _prefix_member(subscription.config.pattern, digest)
+                pipe.zrem(self._keys.pattern_prefixes, member)
             pipe.zrem(self._keys.subscriptions_due, digest)
             for path in paths:
                 pipe.srem(self._keys.durable(path.decode()).subscriptions, digest)
@@ -439,16 +449,30 @@ class Subscriptions:
         """A stream (or a conversation) came to be: list it, and link it from its start to
         the pattern subscriptions that match it and may read it, before its first wake."""
         now = int(time.time() * 1000)
+        # Only the patterns whose literal start is a start of the path can match it: one
+        # range of the prefix index per segment of the path, whatever the patterns' number.
+        parts = path.split("/")
+        starts = [""] + ["/".join(parts[:i]) + "/" for i in range(1, len(parts))] + [path]
         async with self._redis.pipeline(transaction=False) as pipe:
             if index:
                 pipe.zadd(self._keys.stream_index, {path: now})
-            pipe.hgetall(self._keys.subscription_patterns)
             pipe.smembers(self._keys.durable(path).subscriptions)
+            for start in starts:
+                low = b"[" + start.encode() + b"\0"
+                pipe.zrangebylex(self._keys.pattern_prefixes, low, low + b"\xff")
             replies = await pipe.execute()
-        patterns, linked = replies[-2], replies[-1]
+        linked = replies[1 if index else 0]
+        candidates = {
+            member.rpartition(b"\0")[2]
+            for found in replies[len(replies) - len(starts) :]
+            for member in found
+        } - set(linked)
+        patterns = {}
+        if candidates:
+            ordered = sorted(candidates)
+            raws = await self._redis.hmget(self._keys.subscription_patterns, ordered)
+            patterns = {d: r for d, r in zip(ordered, raws, strict=True) if r is not None}
         for digest, raw in patterns.items():
-            if digest in linked:
-                continue
             sub_owner, admin, pattern, _ = msgspec.json.decode(raw)
             if matches(pattern, path) and self.may_read(owner, sub_owner, admin):
                 await self.link(
