@@ -484,3 +484,33 @@ def _subscribed(stack: Stack) -> bool:
             _sub("conversation-messages"), headers={"Authorization": f"Bearer {hs256('alice')}"}
         )
     return response.status_code == 200
+
+
+async def test_a_deleted_subscriptions_claim_can_ack_nothing(stack: Stack) -> None:
+    """Deletion tombstones a subscription: the ack of a claim taken before fails and moves no
+    cursor; a subscription created again under the id starts past every old generation."""
+    stack.start(fronts=1, workers=0)
+    base = new_cid("tomb")
+    async with _client(stack.fronts[0].url) as client:
+        assert (await client.put(ROOT + base, content=b"[1]", headers=JSON)).status_code == 201
+        body = {"type": "pull-wake", "streams": [base], "wake_stream": f"{base}-wake"}
+        assert (await client.put(_sub(base), json=body)).status_code == 201
+        appended = await client.post(ROOT + base, content=b"[2]", headers=JSON)
+        claim = (await client.post(_sub(base) + "/claim", json={"worker": "w"})).json()
+        assert (await client.delete(_sub(base))).status_code == 204
+        late = await client.post(
+            _sub(base) + "/ack",
+            headers={"Authorization": f"Bearer {claim['token']}"},
+            json={
+                "wake_id": claim["wake_id"],
+                "generation": claim["generation"],
+                "acks": [{"stream": base, "offset": appended.headers["Stream-Next-Offset"]}],
+                "done": True,
+            },
+        )
+        assert error_code(late) == "FENCED"
+        assert (await client.get(_sub(base))).status_code == 404
+        assert (await client.put(_sub(base), json=body)).status_code == 201
+        again = (await client.post(_sub(base) + "/claim", json={"worker": "w"})).json()
+        assert again["generation"] > claim["generation"]
+        assert again["streams"][0]["has_pending"] is False  # linked at the tail again
