@@ -30,6 +30,7 @@ HELPERS: dict[str, tuple[str, ...]] = {
     "stream_delete": ("notice",),
     "stream_add_fork": (),
     "stream_stage": (),
+    "stream_uid": (),
     "ds_admit": (),
     "ds_refund": (),
     "subscription_put": ("subscription",),
@@ -74,6 +75,7 @@ class Scripts:
         self.stream_delete = loaded["stream_delete"]
         self.stream_add_fork = loaded["stream_add_fork"]
         self.stream_stage = loaded["stream_stage"]
+        self.stream_uid = loaded["stream_uid"]
         self.ds_admit = loaded["ds_admit"]
         self.ds_refund = loaded["ds_refund"]
         self.subscription_put = loaded["subscription_put"]

@@ -332,9 +332,17 @@ class StreamStore:
         return ConversationView(self.client, self._keys, cid)
 
     async def meta(self, name: str) -> StreamMeta | None:
-        raw = await self.client.hgetall(self.keys(name).meta)
+        key = self.keys(name).meta
+        raw = await self.client.hgetall(key)
         if not raw:
             return None
+        if b"uid" not in raw:
+            # A stream created before streams had a uid gets one, once, so its readers can
+            # be pinned like any other's.
+            flat = await self._scripts.stream_uid(keys=[key], args=[new_uid()])
+            raw = dict(zip(flat[::2], flat[1::2], strict=True))
+            if not raw:
+                return None
         return msgspec.convert({k.decode(): v.decode() for k, v in raw.items()}, StreamMeta)
 
     async def create(
