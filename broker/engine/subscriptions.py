@@ -310,10 +310,17 @@ class Subscriptions:
         return Put(outcome, refused)
 
     async def _backfill(
-        self, digest: str, owner: str, admin: bool, pattern: str, created_ms: int
+        self,
+        digest: str,
+        owner: str,
+        admin: bool,
+        pattern: str,
+        created_ms: int,
+        linked: frozenset[str] = frozenset(),
     ) -> int:
-        """Link the streams that match ``pattern`` now: at their tail, or from their start
-        for one created after the subscription (its first append must wake it)."""
+        """Link the streams that match ``pattern`` now, but those ``linked`` already: at their
+        tail, or from their start for one created after the subscription (its first append
+        must wake it)."""
         prefix = literal_prefix(pattern)
         candidates: list[tuple[str, int]] = []
         if prefix.startswith(CONVERSATIONS) or CONVERSATIONS.startswith(prefix):
@@ -334,7 +341,7 @@ class Subscriptions:
             if len(names) < 1000:
                 break
             start += 1000
-        matching = [path for path, _ in candidates if matches(pattern, path)]
+        matching = [path for path, _ in candidates if path not in linked and matches(pattern, path)]
         return await self.link(digest, owner, admin, matching, kind="g", created_after=created_ms)
 
     async def link(
@@ -616,6 +623,7 @@ class Subscriptions:
                         subscription.admin,
                         pattern,
                         subscription.created_ms,
+                        frozenset(subscription.links),
                     )
                     subscription = await self.load(digest)
                     if subscription is None:

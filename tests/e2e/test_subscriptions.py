@@ -18,7 +18,9 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+import redis.asyncio
 
+from broker.engine.keys import Keys
 from broker.protocols.durable_streams.subscriptions import Jwks, verify
 from tests.api import error_code
 from tests.helpers import new_cid
@@ -514,3 +516,31 @@ async def test_a_deleted_subscriptions_claim_can_ack_nothing(stack: Stack) -> No
         again = (await client.post(_sub(base) + "/claim", json={"worker": "w"})).json()
         assert again["generation"] > claim["generation"]
         assert again["streams"][0]["has_pending"] is False  # linked at the tail again
+
+
+async def test_the_sweep_wakes_what_a_lost_mark_left_pending(stack: Stack) -> None:
+    """A front that dies between an append and marking its subscriptions due (played here by
+    dropping the stream's set of linked subscriptions before the append, so the append marks
+    nobody) delays the wake by one sweep, it does not lose it: the sweep compares the tails
+    with the cursors, marks it due and restores the set."""
+    stack.start(fronts=1, workers=1, **FAST)
+    base = new_cid("sweep")
+    wake = f"{base}-wake"
+    async with _client(stack.fronts[0].url) as client:
+        assert (await client.put(ROOT + wake, headers=JSON)).status_code == 201
+        assert (await client.put(ROOT + base, headers=JSON)).status_code == 201
+        body = {"type": "pull-wake", "streams": [base], "wake_stream": wake}
+        assert (await client.put(_sub(base), json=body)).status_code == 201
+        await asyncio.sleep(0.5)  # the dispatcher's first look (nothing pending) is over
+        reverse = Keys(stack.prefix).durable(base).subscriptions
+        redis_client = redis.asyncio.Redis.from_url(stack.redis_url)
+        async with redis_client:
+            assert await redis_client.delete(reverse) == 1
+            assert (await client.post(ROOT + base, content=b"[1]", headers=JSON)).status_code == 204
+
+            async def woken() -> list[dict[str, Any]]:
+                return (await client.get(ROOT + wake, params={"offset": "-1"})).json()
+
+            events = await _until(woken, timeout=10, what="the sweep's wake")
+            assert events[0]["stream"] == base
+            assert await redis_client.exists(reverse)
