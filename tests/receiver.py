@@ -39,6 +39,7 @@ class Received:
 class Receiver:
     def __init__(self, mode: Mode = "ok") -> None:
         self.mode: Mode = mode
+        self.delay = 0.0  # seconds before each answer
         self.port = free_port()
         self.requests: list[Received] = []
         self._lock = threading.Lock()
@@ -110,6 +111,8 @@ class Receiver:
                 while await reader.read(4096):
                     pass
                 return
+            if self.delay:
+                await asyncio.sleep(self.delay)
             status = {"ok": 204, "done": 200}.get(mode, 500)
             answer = b'{"done":true}' if mode == "done" else b""
             writer.write(

@@ -64,6 +64,9 @@ class WakeDispatcher:
         self._settings = settings
         self._name = name
         self._looking: set[str] = set()
+        # Subscriptions taken again while a look at them was in flight (marked by a write
+        # meanwhile), with the lease they were taken under: looked at again when that look ends.
+        self._retaken: dict[str, int] = {}
         self._slot_freed = anyio.Event()
         # The lease of a look, and of a delivery: the webhook's time and a margin.
         self._lease_ms = int((settings.ds_webhook_timeout_seconds + 5) * 1000)
@@ -101,7 +104,9 @@ class WakeDispatcher:
                 continue
             backoff = 0.1
             for digest, taken in due:
-                if digest not in self._looking:
+                if digest in self._looking:
+                    self._retaken[digest] = taken
+                else:
                     self._looking.add(digest)
                     looks.start_soon(self._look, digest, taken)
             if not due:
@@ -124,6 +129,11 @@ class WakeDispatcher:
         try:
             again = await self._look_at(digest)
             await self._subscriptions.settle(digest, taken, again)
+            # Taken again while this look ran (a write marked it): what was written may be newer
+            # than what this look saw, so it is due now, not when that lease runs out. No await
+            # between the last check and leaving ``_looking``, so none is missed.
+            while (retaken := self._retaken.pop(digest, None)) is not None:
+                await self._subscriptions.settle(digest, retaken, int(time.time() * 1000))
         except UNAVAILABLE:
             # Left due: once its lease runs out, a dispatcher (maybe this one) looks again.
             log.warning("Redis unreachable; subscription %s left for later", digest)

@@ -544,3 +544,30 @@ async def test_the_sweep_wakes_what_a_lost_mark_left_pending(stack: Stack) -> No
             events = await _until(woken, timeout=10, what="the sweep's wake")
             assert events[0]["stream"] == base
             assert await redis_client.exists(reverse)
+
+
+async def test_an_append_during_a_delivery_is_woken_right_after_it(stack: Stack) -> None:
+    """A write that marks a subscription while its wake is being delivered is looked at as
+    soon as that delivery ends, not when a lease or the sweep comes round (the sweep is a
+    minute away here)."""
+    stack.start(fronts=1, workers=1, **{**FAST, "ds_subscription_sweep_seconds": 60})
+    base = new_cid("during")
+    with Receiver("done") as receiver:
+        receiver.delay = 1.0
+        async with _client(stack.fronts[0].url) as client:
+            assert (await client.put(ROOT + base, headers=JSON)).status_code == 201
+            body = {"type": "webhook", "streams": [base], "webhook": {"url": receiver.url}}
+            assert (await client.put(_sub(base), json=body)).status_code == 201
+            await asyncio.sleep(0.5)
+            first = await client.post(ROOT + base, content=b"[1]", headers=JSON)
+            await _until(lambda: len(receiver.requests) >= 1, what="the first delivery")
+            second = await client.post(ROOT + base, content=b"[2]", headers=JSON)
+            started = time.monotonic()
+            await _until(lambda: len(receiver.delivered()) >= 2, timeout=20, what="the second")
+            waited = time.monotonic() - started
+    tails = [r.json()["streams"][0]["tail_offset"] for r in receiver.delivered()]
+    assert tails == [
+        first.headers["Stream-Next-Offset"],
+        second.headers["Stream-Next-Offset"],
+    ]
+    assert waited < 4, f"the second wake came {waited:.1f} s after its append"
