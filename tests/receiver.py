@@ -1,8 +1,9 @@
 """A webhook receiver for the tests: a real HTTP server on 127.0.0.1 that records every POST.
 
 It runs its own event loop in a thread, so worker processes reach it over a loopback socket.
-Its ``mode`` decides each answer: ``"ok"`` (204), ``"error"`` (500) or ``"hang"`` (read the
-request, answer nothing, hold the connection until the client leaves). It can be created on a
+Its ``mode`` decides each answer: ``"ok"`` (204), ``"done"`` (200 ``{"done":true}``, a
+subscription webhook's synchronous ack), ``"error"`` (500) or ``"hang"`` (read the request,
+answer nothing, hold the connection until the client leaves). It can be created on a
 port before it listens, to play a receiver that is down and comes up later.
 """
 
@@ -17,7 +18,7 @@ from typing import Any, Literal
 
 from tests.stack import free_port
 
-Mode = Literal["ok", "error", "hang"]
+Mode = Literal["ok", "done", "error", "hang"]
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Received:
 class Receiver:
     def __init__(self, mode: Mode = "ok") -> None:
         self.mode: Mode = mode
+        self.delay = 0.0  # seconds before each answer
         self.port = free_port()
         self.requests: list[Received] = []
         self._lock = threading.Lock()
@@ -109,9 +111,14 @@ class Receiver:
                 while await reader.read(4096):
                     pass
                 return
-            status = 204 if mode == "ok" else 500
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            status = {"ok": 204, "done": 200}.get(mode, 500)
+            answer = b'{"done":true}' if mode == "done" else b""
             writer.write(
-                f"HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".encode()
+                f"HTTP/1.1 {status} X\r\ncontent-length: {len(answer)}\r\n".encode()
+                + b"content-type: application/json\r\nconnection: close\r\n\r\n"
+                + answer
             )
             await writer.drain()
             received.answered = status

@@ -61,6 +61,7 @@ from workers.providers.base import Failure, Finish, GenerationRequest, Message, 
 from workers.providers.upstream import make_client
 from workers.relay import CancelRequested, Fenced, Generation, Outcome, RunGone
 from workers.slots import Slots
+from workers.wakes import WakeDispatcher
 from workers.webhooks import WebhookDispatcher
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,8 @@ class Worker:
                 if self.settings.webhook_url:
                     dispatcher = WebhookDispatcher(self.engine, self.settings, self.name)
                     services.start_soon(dispatcher.run)
+                # Durable Streams subscriptions: every worker delivers their wakes.
+                services.start_soon(WakeDispatcher(self.engine, self.settings, self.name).run)
                 async with anyio.create_task_group() as runs:
                     runs.start_soon(self._reap, runs)
                     await self._consume(runs)
@@ -567,13 +570,19 @@ class Worker:
         return state
 
     async def _announce(self, job: Job, state: RunState) -> bool:
-        """Add the finished run's notice to the outbox; False if Redis stayed away too long."""
+        """Add the finished run's notice to the outbox; False if Redis stayed away too long.
+        The Durable Streams subscriptions of the conversation are woken too (best effort: the
+        subscription sweep wakes them if this is lost)."""
         try:
             await self.engine.outbox.add(RunEnded(job.conversation_id, job.run_id, state.value))
         except self._unavailable:
             self.metrics.redis_errors.inc()
             log.error("could not announce run %s; its job is left to be reclaimed", job.run_id)
             return False
+        try:
+            await self.engine.subscriptions.changed("conversations/" + job.conversation_id)
+        except self._unavailable:
+            log.warning("could not wake the subscriptions of %s", job.conversation_id)
         return True
 
     async def _release(self, stream: str, entry_id: bytes, *, handled: bool = True) -> None:

@@ -2,7 +2,7 @@
 
 Servers: ``dev`` (everything at once), ``serve`` (a front), ``worker``, ``tap`` (every event,
 for a copy elsewhere), ``doctor`` (checks of a deployment), ``token`` (a signed token for local
-testing). Clients: ``send``, ``tail``, ``cancel``, ``show``, ``list``, ``delete``, which talk
+testing), ``webhook-keys`` (the keys that sign subscription webhooks). Clients: ``send``, ``tail``, ``cancel``, ``show``, ``list``, ``delete``, which talk
 HTTP to a running broker. ``processes`` is the one launcher of broker processes (``dev``, the
 tests, the benchmark and the soak).
 
@@ -16,18 +16,19 @@ from __future__ import annotations
 import argparse
 from importlib import metadata
 
-from broker.cli import client, dev, doctor, serve, tap, token, worker
+from broker.cli import client, dev, doctor, keys, serve, tap, token, worker
 from broker.core import logs
 from broker.core.settings import Settings
 
-SUBCOMMANDS = (dev, serve, worker, doctor, tap, token, client)
+SUBCOMMANDS = (dev, serve, worker, doctor, tap, token, keys, client)
 
 DESCRIPTION = """\
 A durable, resumable stream broker for LLM token streams, backed by Redis.
 
 Run the servers with dev (everything on one machine) or serve and worker (any
 number of each); tap copies every event elsewhere; doctor checks a deployment;
-token prints a token for local testing. Talk to a running broker with send,
+token prints a token for local testing; webhook-keys lists or rotates the
+keys that sign subscription webhooks. Talk to a running broker with send,
 tail, cancel, show, list and delete; they read BROKER_URL and BROKER_TOKEN.
 Every server setting is a BROKER_* environment variable (docs/pages/
 configuration.md lists them all)."""

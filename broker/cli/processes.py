@@ -41,6 +41,9 @@ OPEN_AND_UNLIMITED: dict[str, Any] = {
     "limit_active_runs_per_subject": 0,
     "limit_failed_authentications_per_minute": 0,
     "max_streams_per_address": 0,
+    "limit_ds_messages_per_minute": 0,
+    "limit_ds_streams_per_day": 0,
+    "limit_ds_bytes_per_subject": 0,
 }
 
 

@@ -60,6 +60,9 @@ STORE_FULL = _code(
 UNAUTHORIZED = _code(
     "unauthorized", 401, "no acceptable token; the message says which check failed"
 )
+TOKEN_EXPIRED = _code(
+    "token_expired", 401, "the token expired while a live read waited; retry with a fresh one"
+)
 AUTH_UNAVAILABLE = _code(
     "auth_unavailable", 503, "the token signing keys (JWKS) could not be fetched"
 )
@@ -76,6 +79,14 @@ TOO_MANY_FAILED_AUTHENTICATIONS = _code(
     "too many failed token checks from this client address this minute; see Retry-After",
 )
 TOO_MANY_RUNS = _code("too_many_runs", 429, "too many runs of this subject at once")
+TOO_MANY_STREAMS_CREATED = _code(
+    "too_many_streams_created", 429, "too many Durable Streams created by this subject today"
+)
+STORAGE_QUOTA_EXCEEDED = _code(
+    "storage_quota_exceeded",
+    413,
+    "this subject's Durable Streams hold BROKER_LIMIT_DS_BYTES_PER_SUBJECT bytes already",
+)
 TOO_MANY_CONVERSATIONS = _code(
     "too_many_conversations", 429, "too many conversations created by this subject today"
 )
@@ -169,19 +180,62 @@ SOURCE_DELETED = _code(
     "source_deleted", 409, "the fork's source was deleted (forks of it still live)"
 )
 OFFSET_GONE = _code("offset_gone", 410, "retention dropped the data past this offset")
+TOO_MANY_MESSAGES = _code(
+    "too_many_messages", 413, "a JSON write holds more than BROKER_DS_MAX_MESSAGES_PER_WRITE"
+)
+STREAM_TOO_LARGE = _code(
+    "stream_too_large", 413, "the stream would hold more than BROKER_DS_MAX_STREAM_BYTES bytes"
+)
 STREAM_GONE = _code("stream_gone", 410, "the stream was deleted while forks of it live")
+
+# Durable Streams subscriptions (/v1/stream/__ds/...): the protocol names these codes itself.
+INVALID_SUBSCRIPTION = _code(
+    "invalid_subscription", 400, "the subscription's body or id is not one the protocol allows"
+)
+WEBHOOK_URL_REJECTED = _code(
+    "WEBHOOK_URL_REJECTED",
+    400,
+    "the webhook URL is not https, or names a private, loopback or other local target",
+)
+SUBSCRIPTION_NOT_FOUND = _code(
+    "subscription_not_found", 404, "no such subscription, or none the token may see"
+)
+SUBSCRIPTION_EXISTS = _code(
+    "subscription_exists", 409, "the subscription exists with another configuration"
+)
+ALREADY_CLAIMED = _code(
+    "ALREADY_CLAIMED", 409, "another worker holds the lease (current_holder, generation)"
+)
+FENCED = _code(
+    "FENCED", 409, "the token, wake_id or generation is not the current wake's, or its lease lapsed"
+)
+TOO_MANY_SUBSCRIPTIONS = _code(
+    "too_many_subscriptions", 429, "this subject has BROKER_LIMIT_DS_SUBSCRIPTIONS_PER_SUBJECT"
+)
+TOO_MANY_SUBSCRIPTION_STREAMS = _code(
+    "too_many_subscription_streams",
+    413,
+    "a subscription would link more than BROKER_DS_MAX_STREAMS_PER_SUBSCRIPTION streams",
+)
 
 
 class ApiError(Exception):
-    """A refusal: the code (its status comes with it), a message for people, extra headers."""
+    """A refusal: the code (its status comes with it), a message for people, extra headers,
+    and ``fields`` the error object carries besides its code and message (the protocol's
+    ``current_holder`` of a claimed subscription, say)."""
 
     def __init__(
-        self, error: ErrorCode, message: str, headers: dict[str, str] | None = None
+        self,
+        error: ErrorCode,
+        message: str,
+        headers: dict[str, str] | None = None,
+        fields: dict[str, object] | None = None,
     ) -> None:
         super().__init__(message)
         self.error = error
         self.message = message
         self.headers = headers
+        self.fields = fields
 
     @property
     def code(self) -> str:

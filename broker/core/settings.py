@@ -194,6 +194,86 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "server ends it and the client resumes at its offset.",
         ),
     ] = 60.0
+    ds_read_max_bytes: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            description="Durable Streams: the most bytes of messages one read answers with "
+            "(catch-up, long-poll, an SSE `data` event), at least one message whatever its "
+            "size; the rest follows from its `Stream-Next-Offset`.",
+        ),
+    ] = 1 << 20
+    ds_max_stream_bytes: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            description="Durable Streams: the most bytes of messages one stream may be given "
+            "over its life (a fork's inherited ones included); a write past it is "
+            "`413 stream_too_large` (`0`: no bound).",
+        ),
+    ] = 64 << 20
+    ds_max_messages_per_write: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            description="Durable Streams: the most messages one JSON write (a create's body "
+            "or an append) may hold; more is `413 too_many_messages`. A write is one atomic "
+            "script that holds Redis for everyone while it runs: about 3 ms for 1000 "
+            "messages.",
+        ),
+    ] = 1000
+    ds_default_ttl_seconds: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            description="Durable Streams: the sliding TTL of a stream created with neither "
+            "`Stream-TTL` nor `Stream-Expires-At` (reads and writes restart it; not shown as "
+            "its `Stream-TTL`); `0`: such streams live until deleted.",
+        ),
+    ] = 7 * 24 * 3600
+    # Durable Streams subscriptions (/v1/stream/__ds/subscriptions/...)
+    ds_max_streams_per_subscription: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            description="Durable Streams subscriptions: the most streams one subscription "
+            "links; explicit streams past it are `413 too_many_subscription_streams`, pattern "
+            "matches past it are not linked.",
+        ),
+    ] = 1000
+    ds_webhook_allow_localhost: Annotated[
+        bool,
+        msgspec.Meta(
+            description="Development only: subscription webhooks may be `http://localhost` "
+            "and `http://127.0.0.x` (and resolve to loopback). Off, every webhook URL is "
+            "`https` to a public address, checked again after DNS resolution."
+        ),
+    ] = False
+    ds_webhook_timeout_seconds: Annotated[
+        float,
+        msgspec.Meta(
+            gt=0,
+            description="Durable Streams subscriptions: one webhook delivery's limit, answer "
+            "included; then it is retried with backoff (1 s to 60 s).",
+        ),
+    ] = 10.0
+    ds_wake_concurrency: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            description="Durable Streams subscriptions: wakes (webhook deliveries and "
+            "wake-stream appends) one worker has in flight at once.",
+        ),
+    ] = 16
+    ds_subscription_sweep_seconds: Annotated[
+        float,
+        msgspec.Meta(
+            gt=0,
+            description="Durable Streams subscriptions: how often one worker compares every "
+            "subscription's cursors with its streams' tails and wakes what a lost write left "
+            "pending (the bound on how late such a wake can be).",
+        ),
+    ] = 10.0
     # Security: authentication, limits, CORS
     auth: Annotated[
         str,
@@ -325,6 +405,36 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "`429 too_many_failed_authentications` until the minute ends (`0`: no limit).",
         ),
     ] = 30
+    limit_ds_messages_per_minute: Annotated[
+        int,
+        msgspec.Meta(
+            description="Durable Streams messages one subject may append in a sliding minute "
+            "(each message of a JSON batch counts); more get `429 rate_limited` (`0`: no "
+            "limit)."
+        ),
+    ] = 60_000
+    limit_ds_streams_per_day: Annotated[
+        int,
+        msgspec.Meta(
+            description="Durable Streams one subject may create per UTC day (forks included); "
+            "more get `429 too_many_streams_created` (`0`: no limit)."
+        ),
+    ] = 1000
+    limit_ds_bytes_per_subject: Annotated[
+        int,
+        msgspec.Meta(
+            description="Durable Streams storage per subject: the bytes it wrote to streams "
+            "that still exist (a fork's copy included); more get `413 storage_quota_exceeded` "
+            "(`0`: no limit). Deleting or expiring a stream gives its bytes back."
+        ),
+    ] = 256 << 20
+    limit_ds_subscriptions_per_subject: Annotated[
+        int,
+        msgspec.Meta(
+            description="Durable Streams subscriptions one subject may have; more get "
+            "`429 too_many_subscriptions` (`0`: no limit)."
+        ),
+    ] = 100
     stream_lease_seconds: Annotated[
         float,
         msgspec.Meta(

@@ -4,8 +4,9 @@ Everything the product keeps is behind the ``Engine`` and the parts it gathers, 
 what the product does with it: ``conversations`` (accept, start, append, finish, cancel,
 delete, and the reads), ``index`` (each subject's list of conversations), ``queue`` (jobs,
 leases and the workers' control channels), ``limits`` (per-subject counters), ``outbox`` (the
-notices of finished runs), ``streams`` (Durable Streams), ``sessions`` (logged-out session
-cookies) and ``subscriber`` (live notices over pub/sub). The Lua scripts are files in ``lua/``; their answers reach the rest of the code as
+notices of finished runs), ``streams`` (Durable Streams), ``subscriptions`` (their durable
+cursors and wakes), ``sessions`` (logged-out session cookies) and ``subscriber`` (live notices
+over pub/sub). The Lua scripts are files in ``lua/``; their answers reach the rest of the code as
 the outcome types of each part, never as Redis's words. ``UNAVAILABLE`` is what a caller
 catches when Redis cannot answer, ``FULL`` when it refuses writes at its ``maxmemory``.
 """
@@ -27,6 +28,7 @@ from broker.engine.queue import JobQueue
 from broker.engine.scripts import Scripts
 from broker.engine.sessions import Sessions
 from broker.engine.streams import StreamStore
+from broker.engine.subscriptions import Subscriptions
 
 __all__ = ["FULL", "UNAVAILABLE", "Engine"]
 
@@ -69,6 +71,7 @@ class Engine:
         self.outbox = Outbox(self._client, self.keys, scripts, self.conversations, settings)
         self.streams = StreamStore(self._client, self.keys, scripts, settings)
         self.sessions = Sessions(self._client, self.keys)
+        self.subscriptions = Subscriptions(self._client, self.keys, scripts, settings)
 
     @property
     def client(self) -> Any:

@@ -40,7 +40,7 @@ class SubjectKeys:
     break the hash tag, and its length is the token issuer's choice.
     """
 
-    __slots__ = ("_base", "streams", "runs", "conversations")
+    __slots__ = ("_base", "streams", "runs", "conversations")  # and storage, a property
 
     def __init__(self, prefix: str, subject: str) -> None:
         digest = hashlib.blake2b(subject.encode(), digest_size=12).hexdigest()
@@ -59,6 +59,25 @@ class SubjectKeys:
     def created(self, day: int) -> str:
         return f"{self._base}:new:{day}"
 
+    def stream_messages(self, minute: int) -> str:
+        """Durable Streams messages written in one minute."""
+        return f"{self._base}:dsm:{minute}"
+
+    def streams_created(self, day: int) -> str:
+        """Durable Streams created in one UTC day."""
+        return f"{self._base}:dsn:{day}"
+
+    @property
+    def subscriptions(self) -> str:
+        """Set: the digests of this subject's subscriptions."""
+        return f"{self._base}:subs"
+
+    @property
+    def storage(self) -> str:
+        """Hash: the bytes this subject wrote to each stream incarnation ('<uid> <name>') that
+        may still exist, and their total (field '')."""
+        return f"{self._base}:dsb"
+
 
 class DurableKeys:
     """The keys of one Durable Streams stream, tagged with a digest of its name.
@@ -68,7 +87,7 @@ class DurableKeys:
     all on a cluster.
     """
 
-    __slots__ = ("_base", "meta", "data", "producers", "forks", "live")
+    __slots__ = ("_base", "meta", "data", "producers", "forks", "live", "subscriptions")
 
     def __init__(self, prefix: str, name: str) -> None:
         digest = hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
@@ -80,10 +99,34 @@ class DurableKeys:
         self.producers = f"{self._base}:producers"  # hash: producer id -> "epoch:seq"
         self.forks = f"{self._base}:forks"  # set: names of the streams forked from this one
         self.live = f"{self._base}:live"  # pub/sub channel: every append and the close
+        # set: the subscriptions linked to this name (their digests); outlives the stream,
+        # since a link names a path, and is cleaned when a subscription drops the link
+        self.subscriptions = f"{self._base}:subs"
 
     @property
     def all(self) -> list[str]:
         return [self.meta, self.data, self.producers, self.forks]
+
+    def staging(self, uid: str) -> str:
+        """A fork's inherited entries while they are copied, before its creation commits."""
+        return f"{self._base}:stage:{uid}"
+
+
+class SubscriptionKeys:
+    """The keys of one Durable Streams subscription, tagged with its digest (of its owner and
+    its id: each subject has a namespace of its own), so its scripts run in one slot."""
+
+    __slots__ = ("digest", "state", "links")
+
+    def __init__(self, prefix: str, digest: str) -> None:
+        self.digest = digest
+        base = f"{prefix}:sub:{{u:{digest}}}"
+        self.state = f"{base}:state"  # hash: configuration, wake, lease, generation, status
+        self.links = f"{base}:links"  # hash: stream path -> '<kinds>|<acked entry id>'
+
+
+def subscription_digest(owner: str, subscription_id: str) -> str:
+    return hashlib.blake2b(f"{owner}\0{subscription_id}".encode(), digest_size=16).hexdigest()
 
 
 def _spread_tags(count: int) -> list[str]:
@@ -113,12 +156,28 @@ class Keys:
         # taps through consumer groups (``broker.engine.outbox``); sharded like the jobs, so
         # on a cluster the runs' ends do not all write to one slot.
         self.outbox_streams = [f"{prefix}:outbox:{{{tag}}}" for tag in tags]
+        # Durable Streams subscriptions, each key of its own (one shard carries each on a
+        # cluster): every stream name by creation time (the listing a pattern's backfill
+        # reads), every subscription, the patterns, the subscriptions a dispatcher should look
+        # at (scored by when), the webhook signing keys, the sweep's lock.
+        self.stream_index = f"{prefix}:ds:index"
+        self.subscriptions = f"{prefix}:subs:all"
+        self.subscription_patterns = f"{prefix}:subs:patterns"
+        # sorted set, all scores 0: '<literal start of a pattern>\0<digest>', so a new stream
+        # finds the patterns that may match it by lexical ranges, not by reading them all
+        self.pattern_prefixes = f"{prefix}:subs:prefixes"
+        self.subscriptions_due = f"{prefix}:subs:due"
+        self.signing_keys = f"{prefix}:subs:keys"
+        self.subscription_sweep = f"{prefix}:subs:sweep"
 
     def conversation(self, cid: str) -> ConversationKeys:
         return ConversationKeys(self.prefix, cid)
 
     def durable(self, name: str) -> DurableKeys:
         return DurableKeys(self.prefix, name)
+
+    def subscription(self, digest: str) -> SubscriptionKeys:
+        return SubscriptionKeys(self.prefix, digest)
 
     def subject(self, subject: str) -> SubjectKeys:
         return SubjectKeys(self.prefix, subject)

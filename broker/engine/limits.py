@@ -16,6 +16,12 @@ SSE event pays nothing.
 - Conversations created per UTC day: a counter (``creation_counter``), incremented in the round
   trip that checks the conversation before its first message is queued.
 - Failed token checks per client address and minute: a counter (``failed_authentication``).
+- Durable Streams writes (``admit_write``, ``lua/ds_admit.lua``): messages per minute (a sliding
+  window as for requests), streams created per UTC day, and storage: a hash of the bytes the
+  subject wrote to each stream incarnation, with their total. The stream's keys live in
+  another slot, so a stream that expired or was deleted by someone else is not seen at once:
+  a subject at its storage limit has its entries checked against the streams themselves (one
+  more round trip, only then) and those gone are dropped, as for the active runs.
 """
 
 from __future__ import annotations
@@ -83,6 +89,36 @@ class Refusal:
 Verdict = Admitted | Refusal
 
 
+@dataclass(frozen=True, slots=True)
+class WriteQuota:
+    """One Durable Streams write: what it takes, and the limits it meets (0: not checked)."""
+
+    messages: int
+    size: int  # bytes it stores
+    field: str  # the stream incarnation it writes, as its storage field (``storage_field``)
+    messages_per_minute: int = 0
+    storage_bytes: int = 0
+    streams_per_day: int = 0  # checked and counted only when the write creates a stream
+
+
+class WriteOver(Enum):
+    MESSAGES = "messages"
+    CREATED = "created"
+    STORAGE = "storage"
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRefusal:
+    over: WriteOver
+    retry_after_ms: int = 0
+    stored: int = 0  # the subject's bytes stored, for STORAGE
+
+
+def storage_field(uid: str, name: str) -> str:
+    """A stream incarnation's field in its writers' storage hashes."""
+    return f"{uid} {name}"
+
+
 class Limits:
     def __init__(
         self,
@@ -95,6 +131,8 @@ class Limits:
         self._redis = client
         self._keys = keys
         self._admit = scripts.admit
+        self._ds_admit = scripts.ds_admit
+        self._ds_refund = scripts.ds_refund
         self._conversations = conversations
         self._lease_ms = int(settings.stream_lease_seconds * 1000)
         self._run_deadline_ms = int(settings.max_run_seconds * 2 * 1000)
@@ -203,3 +241,69 @@ class Limits:
                     pipe.zadd(key, dict.fromkeys(ids, expiry), xx=True)
                     pipe.pexpire(key, self._lease_ms)
             await pipe.execute()
+
+    async def admit_write(self, subject: str, quota: WriteQuota) -> WriteRefusal | None:
+        """Count one Durable Streams write of ``subject``; None when admitted. At the storage
+        limit, the subject's streams are checked once and those gone are dropped first."""
+        keys_of = self._keys.subject(subject)
+        now = int(time.time() * 1000)
+        minute, day = now // _MINUTE_MS, now // _DAY_MS
+        keys = [
+            keys_of.stream_messages(minute),
+            keys_of.stream_messages(minute - 1),
+            keys_of.storage,
+            keys_of.streams_created(day),
+        ]
+        args: list[Any] = [
+            now,
+            quota.messages_per_minute,
+            quota.messages,
+            quota.storage_bytes,
+            quota.size,
+            quota.field,
+            quota.streams_per_day,
+        ]
+        reply = await self._ds_admit(keys=keys, args=args)
+        if reply[0] == b"storage":
+            gone = await self._gone_streams(keys_of.storage)
+            if gone:
+                reply = await self._ds_admit(keys=keys, args=args + gone)
+        over = reply[0].decode()
+        if over == "ok":
+            return None
+        if over == "messages":
+            return WriteRefusal(WriteOver.MESSAGES, retry_after_ms=int(reply[1]))
+        if over == "storage":
+            return WriteRefusal(WriteOver.STORAGE, stored=int(reply[1]))
+        return WriteRefusal(WriteOver(over))
+
+    async def _gone_streams(self, storage: str) -> list[str]:
+        """The fields of a storage hash whose stream incarnation no longer exists."""
+        gone: list[str] = []
+        cursor = 0
+        while True:
+            cursor, fields = await self._redis.hscan(storage, cursor, count=500)
+            named = [f.decode() for f in fields if f]
+            if named:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for field in named:
+                        uid, _, name = field.partition(" ")
+                        pipe.hget(self._keys.durable(name).meta, "uid")
+                    uids = await pipe.execute()
+                for field, uid in zip(named, uids, strict=True):
+                    if uid is None or uid.decode() != field.partition(" ")[0]:
+                        gone.append(field)
+            if not cursor:
+                return gone
+
+    async def refund_write(
+        self, subject: str, field: str, size: int | None, *, creation: bool = False
+    ) -> None:
+        """Give back ``size`` stored bytes of ``field`` (None: all of them, the stream is
+        gone) and, with ``creation``, the day's creation it counted."""
+        keys_of = self._keys.subject(subject)
+        day = int(time.time() * 1000) // _DAY_MS
+        await self._ds_refund(
+            keys=[keys_of.storage, keys_of.streams_created(day)],
+            args=[field, "all" if size is None else size, "1" if creation else ""],
+        )

@@ -32,6 +32,20 @@ HELPERS: dict[str, tuple[str, ...]] = {
     "stream_append": ("notice", "stream"),
     "stream_delete": ("notice",),
     "stream_add_fork": (),
+    "stream_stage": (),
+    "stream_uid": (),
+    "ds_admit": (),
+    "ds_refund": (),
+    "subscription_put": ("subscription",),
+    "subscription_link": ("subscription",),
+    "subscription_unlink": ("subscription",),
+    "subscription_delete": ("subscription",),
+    "subscription_issue": ("subscription",),
+    "subscription_sent": ("subscription",),
+    "subscription_claim": ("subscription",),
+    "subscription_ack": ("subscription",),
+    "subscription_take": (),
+    "subscription_settle": (),
 }
 
 
@@ -66,3 +80,17 @@ class Scripts:
         self.stream_append = loaded["stream_append"]
         self.stream_delete = loaded["stream_delete"]
         self.stream_add_fork = loaded["stream_add_fork"]
+        self.stream_stage = loaded["stream_stage"]
+        self.stream_uid = loaded["stream_uid"]
+        self.ds_admit = loaded["ds_admit"]
+        self.ds_refund = loaded["ds_refund"]
+        self.subscription_put = loaded["subscription_put"]
+        self.subscription_link = loaded["subscription_link"]
+        self.subscription_unlink = loaded["subscription_unlink"]
+        self.subscription_delete = loaded["subscription_delete"]
+        self.subscription_issue = loaded["subscription_issue"]
+        self.subscription_sent = loaded["subscription_sent"]
+        self.subscription_claim = loaded["subscription_claim"]
+        self.subscription_ack = loaded["subscription_ack"]
+        self.subscription_take = loaded["subscription_take"]
+        self.subscription_settle = loaded["subscription_settle"]

@@ -8,7 +8,8 @@ too (``ConversationView``): its entries are the conversation's events.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, NamedTuple
 
@@ -46,6 +47,18 @@ class StreamMeta(msgspec.Struct, kw_only=True):
     fso: str = ""  # a fork's sub-offset
     closer: str = ""  # the producer (id, epoch, seq) whose append closed it
     deleted: str = ""  # "1": deleted while forks of it lived; every request answers 410
+    uid: str = ""  # this incarnation of the name: a stream deleted and created again differs
+    dttl: str = ""  # the default TTL it got, having neither TTL nor expiry of its own
+    bytes: str = "0"  # the bytes of every message it was given, inherited ones included
+
+    @property
+    def sliding_ttl(self) -> int | None:
+        """The sliding TTL in seconds its reads restart: its own, else its default one."""
+        if self.ttl:
+            return int(self.ttl)
+        if self.dttl and not self.expms:
+            return int(self.dttl)
+        return None
 
     @property
     def is_deleted(self) -> bool:
@@ -60,6 +73,15 @@ class StreamMeta(msgspec.Struct, kw_only=True):
         return _position(self.tail)
 
 
+# A bounded read's first page, in entries: its size is learnt from them.
+_FIRST_PAGE = 16
+
+# A fork's copy: entries and about this many bytes per page (one short script each), and how
+# long a copy that never gets its creation is kept.
+_STAGE_ENTRIES = 500
+_STAGE_BYTES = 1 << 20
+_STAGE_EXPIRY_MS = 600_000
+
 # A fork's copy of its source's entries: (entry id, name, data), in order.
 Inherited = list[tuple[bytes, bytes, bytes]]
 
@@ -67,6 +89,25 @@ Inherited = list[tuple[bytes, bytes, bytes]]
 @dataclass(frozen=True, slots=True)
 class Created:
     tail: StreamPos
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A fork's inherited entries, copied into its staging stream: their bytes and the last
+    one's position (ORIGIN: none)."""
+
+    size: int
+    tail: StreamPos
+
+
+@dataclass(frozen=True, slots=True)
+class StageLost:
+    """The staged entries of a fork expired before its creation came (a copy of minutes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TooLarge:
+    """It would hold more than BROKER_DS_MAX_STREAM_BYTES."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +132,7 @@ class AppendOutcome(Enum):
     SEQ = "seq"  # Stream-Seq did not increase
     MISSING = "missing"
     GONE = "gone"  # soft-deleted: forks of it live
+    TOO_LARGE = "too_large"  # the stream would hold more than its bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +147,7 @@ class Appended:
     seq: str = ""
     expected_seq: str = ""
     received_seq: str = ""
+    linked: list[bytes] = field(default_factory=list)  # the subscriptions to wake (digests)
 
 
 class State(NamedTuple):
@@ -115,6 +158,12 @@ class State(NamedTuple):
 class Chunk(NamedTuple):
     entries: list[Entry]
     first_retained: StreamPos | None  # the oldest entry still kept (None: the stream is empty)
+    gone: bool = False  # the stream read is not the one the reader began with (or none is)
+
+
+def new_uid() -> str:
+    """A new stream incarnation's uid."""
+    return uuid.uuid4().hex
 
 
 def _text(value: Any) -> str:
@@ -133,27 +182,82 @@ def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
 
 class StreamView:
     """A Redis Stream read as a Durable Stream: ``state`` says whether it still exists, where
-    its tail is and whether it is closed; ``read`` takes entries after a position."""
+    its tail is and whether it is closed; ``read`` takes entries after a position.
+
+    A view is pinned to one incarnation of its stream (``_pin``: a field of its metadata hash
+    that no later incarnation shares), so a stream deleted and created again under the same
+    name, by its owner or by another subject, is gone for every reader of the first one: its
+    state is None and a read says ``gone``, however the deletion and the re-creation fall
+    between two of the reader's wake-ups. The read checks the pin after its ``XRANGE``, in the
+    same pipeline: a pin that still holds then held throughout, since pins never recur.
+    """
 
     live: bytes  # the pub/sub channel of its live notices
 
-    def __init__(self, client: Client, data_key: str, live: str) -> None:
+    def __init__(
+        self, client: Client, data_key: str, live: str, meta_key: str, pin_field: str
+    ) -> None:
         self._redis = client
         self._data = data_key
+        self._meta_key = meta_key
+        self._pin_field = pin_field
+        self._pin: bytes | None = None
         self.live = live.encode()
+
+    def _pinned(self, value: bytes | None) -> bool:
+        """Whether ``value`` (the pin field as read now) is this view's incarnation; the first
+        value seen pins it."""
+        if value is None or value == b"":
+            return False
+        if self._pin is None:
+            self._pin = value
+        return value == self._pin
 
     async def state(self) -> State | None:
         raise NotImplementedError
 
-    async def read(self, after: StreamPos, count: int) -> Chunk:
-        """Up to ``count`` entries past ``after``, and the oldest entry kept (to tell a trim)."""
-        start = "-" if after == ORIGIN else "(" + format_stream_id(after)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xrange(self._data, start, "+", count=count)
-            pipe.xrange(self._data, "-", "+", count=1)
-            raw, oldest = await pipe.execute()
-        first = _position(oldest[0][0]) if oldest else None
-        return Chunk([_entry(i, fields) for i, fields in raw], first)
+    async def read(self, after: StreamPos, count: int, max_bytes: int = 0) -> Chunk:
+        """Up to ``count`` entries past ``after``, and the oldest entry kept (to tell a trim).
+
+        With ``max_bytes``, the entries' data add up to at most that many bytes (one entry
+        always, whatever its size): the read takes pages sized from the largest entry seen so
+        far, so what it holds stays near the bound however large the entries are."""
+        entries: list[Entry] = []
+        size = 0
+        first: StreamPos | None = None
+        page = min(count, _FIRST_PAGE) if max_bytes else count
+        position = after
+        largest = 1
+        while True:
+            start = "-" if position == ORIGIN else "(" + format_stream_id(position)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xrange(self._data, start, "+", count=page)
+                if not entries:
+                    pipe.xrange(self._data, "-", "+", count=1)
+                pipe.hget(self._meta_key, self._pin_field)
+                replies = await pipe.execute()
+            raw, pin = replies[0], replies[-1]
+            if not self._pinned(pin):
+                return Chunk([], None, gone=True)
+            if not entries:
+                oldest = replies[1]
+                first = _position(oldest[0][0]) if oldest else None
+            full = False
+            for entry_id, fields in raw:
+                length = len(fields[b"d"])
+                if max_bytes and entries and size + length > max_bytes:
+                    full = True
+                    break
+                entries.append(_entry(entry_id, fields))
+                size += length
+                largest = max(largest, length)
+            if full or len(raw) < page or len(entries) >= count or not max_bytes:
+                break
+            if size >= max_bytes:
+                break
+            position = entries[-1].pos
+            page = max(1, min(count - len(entries), (max_bytes - size) // largest))
+        return Chunk(entries, first)
 
     async def trimmed(self) -> bool:
         """Has retention dropped any entry? (XDEL is never used on these streams.)"""
@@ -166,15 +270,20 @@ class StreamView:
 
 
 class DurableView(StreamView):
-    def __init__(self, store: StreamStore, name: str) -> None:
+    """A stream, pinned to the incarnation its reader was authorized for (``uid``)."""
+
+    def __init__(self, store: StreamStore, name: str, uid: str) -> None:
         keys = store.keys(name)
-        super().__init__(store.client, keys.data, keys.live)
+        super().__init__(store.client, keys.data, keys.live, keys.meta, "uid")
+        self._pin = uid.encode()
         self._store = store
         self._name = name
 
     async def state(self) -> State | None:
         meta = await self._store.meta(self._name)
-        return None if meta is None else State(meta.is_closed, meta.tail_position)
+        if meta is None or meta.is_deleted or not self._pinned(meta.uid.encode()):
+            return None
+        return State(meta.is_closed, meta.tail_position)
 
 
 class ConversationView(StreamView):
@@ -182,7 +291,11 @@ class ConversationView(StreamView):
 
     def __init__(self, client: Client, keys: Keys, cid: str) -> None:
         conversation = keys.conversation(cid)
-        super().__init__(client, conversation.events, conversation.live)
+        # A conversation's first entry id is its incarnation: one created again after a
+        # deletion starts later.
+        super().__init__(
+            client, conversation.events, conversation.live, conversation.meta, "first_id"
+        )
         self._meta = conversation.meta
 
     async def state(self) -> State | None:
@@ -190,7 +303,7 @@ class ConversationView(StreamView):
             pipe.hget(self._meta, "first_id")
             pipe.xrevrange(self._data, "+", "-", count=1)
             first, newest = await pipe.execute()
-        if first is None:
+        if not self._pinned(first):
             return None
         return State(False, _position(newest[0][0]) if newest else ORIGIN)
 
@@ -201,6 +314,8 @@ class StreamStore:
         self._keys = keys
         self._scripts = scripts
         self._maxlen = settings.stream_maxlen
+        self._max_bytes = settings.ds_max_stream_bytes
+        self._default_ttl = str(settings.ds_default_ttl_seconds or "")
 
     def keys(self, name: str) -> DurableKeys:
         return self._keys.durable(name)
@@ -209,16 +324,25 @@ class StreamStore:
         keys = self.keys(name)
         return [keys.data, keys.meta, keys.producers, keys.forks, keys.live]
 
-    def view(self, name: str) -> DurableView:
-        return DurableView(self, name)
+    def view(self, name: str, uid: str) -> DurableView:
+        """A reader's view of the incarnation ``uid`` of ``name`` (``StreamMeta.uid``)."""
+        return DurableView(self, name, uid)
 
     def conversation_view(self, cid: str) -> ConversationView:
         return ConversationView(self.client, self._keys, cid)
 
     async def meta(self, name: str) -> StreamMeta | None:
-        raw = await self.client.hgetall(self.keys(name).meta)
+        key = self.keys(name).meta
+        raw = await self.client.hgetall(key)
         if not raw:
             return None
+        if b"uid" not in raw:
+            # A stream created before streams had a uid gets one, once, so its readers can
+            # be pinned like any other's.
+            flat = await self._scripts.stream_uid(keys=[key], args=[new_uid()])
+            raw = dict(zip(flat[::2], flat[1::2], strict=True))
+            if not raw:
+                return None
         return msgspec.convert({k.decode(): v.decode() for k, v in raw.items()}, StreamMeta)
 
     async def create(
@@ -227,10 +351,15 @@ class StreamStore:
         config: StreamConfig,
         owner: str,
         messages: list[bytes],
-        inherited: Inherited | None = None,
-    ) -> Created | Exists:
-        inherited = inherited or []
+        staged: Staged | None = None,
+        *,
+        uid: str | None = None,
+    ) -> Created | Exists | TooLarge | StageLost:
+        """Create incarnation ``uid`` of ``name`` (a fresh one when None); a fork's inherited
+        entries were ``staged`` under the same uid (``stage_fork``)."""
+        uid = uid or new_uid()
         args = [
+            uid,
             config.content_type,
             config.media_type,
             config.ttl,
@@ -242,14 +371,58 @@ class StreamStore:
             config.source,
             config.fork_offset,
             config.fork_sub_offset,
-            len(inherited),
-            *[part for entry in inherited for part in entry],
+            self._default_ttl,
+            self._max_bytes,
+            staged.size if staged else 0,
+            format_stream_id(staged.tail) if staged else "0-0",
             *messages,
         ]
-        reply = await self._scripts.stream_create(keys=self._script_keys(name), args=args)
-        if _text(reply[0]) == "created":
+        keys = [*self._script_keys(name), self.keys(name).staging(uid)]
+        reply = await self._scripts.stream_create(keys=keys, args=args)
+        outcome = _text(reply[0])
+        if outcome == "created":
             return Created(_position(reply[1]))
+        if outcome == "too_large":
+            return TooLarge()
+        if outcome == "stage_lost":
+            return StageLost()
         return Exists(reply[1] == b"1", _text(reply[2]), _position(reply[3]))
+
+    async def stage_fork(
+        self, fork: str, uid: str, source: str, through: StreamPos, extra: Inherited
+    ) -> Staged:
+        """Copy what fork incarnation ``uid`` inherits into its staging stream: ``source``'s
+        entries up to and including ``through``, then ``extra`` (a sub-offset's cut). Page by
+        page, each at most ``_STAGE_ENTRIES`` entries and about ``_STAGE_BYTES`` bytes, each
+        one short script: what the copy holds in memory and the time it holds Redis stay
+        bounded however large the source. The staging stream expires by itself unless the
+        creation makes it the fork's data."""
+        staging = self.keys(fork).staging(uid)
+        data = self.keys(source).data
+        size, tail = 0, ORIGIN
+        position, page, largest = ORIGIN, 16, 1
+        last = format_stream_id(through)
+        while through != ORIGIN and position < through:
+            start = "-" if position == ORIGIN else "(" + format_stream_id(position)
+            raw = await self.client.xrange(data, start, last, count=page)
+            if not raw:
+                break
+            entries = [(eid, f[b"t"], f[b"d"]) for eid, f in raw]
+            await self._stage(staging, entries)
+            lengths = [len(entry[2]) for entry in entries]
+            size += sum(lengths)
+            largest = max(largest, *lengths)
+            position = tail = _position(entries[-1][0])
+            page = max(1, min(_STAGE_ENTRIES, _STAGE_BYTES // largest))
+        if extra:
+            await self._stage(staging, extra)
+            size += sum(len(entry[2]) for entry in extra)
+            tail = _position(extra[-1][0])
+        return Staged(size, tail)
+
+    async def _stage(self, staging: str, entries: Inherited) -> None:
+        args = [_STAGE_EXPIRY_MS, *[part for entry in entries for part in entry]]
+        await self._scripts.stream_stage(keys=[staging], args=args)
 
     async def append(
         self,
@@ -262,17 +435,29 @@ class StreamStore:
         producer: tuple[str, str, str] | None,
     ) -> Appended:
         pid, epoch, pseq = producer or ("", "", "")
-        args = [media_type, "1" if close else "", seq, pid, epoch, pseq, self._maxlen, *messages]
-        reply = [
-            _text(v)
-            for v in await self._scripts.stream_append(keys=self._script_keys(name), args=args)
+        args = [
+            media_type,
+            "1" if close else "",
+            seq,
+            pid,
+            epoch,
+            pseq,
+            self._maxlen,
+            self._max_bytes,
+            *messages,
         ]
+        keys = [*self._script_keys(name), self.keys(name).subscriptions]
+        raw = await self._scripts.stream_append(keys=keys, args=args)
+        linked: list[bytes] = list(raw[4]) if len(raw) > 4 else []
+        reply = [_text(v) for v in raw[:4]]
         outcome = AppendOutcome(reply[0])
         if outcome in (AppendOutcome.MISSING, AppendOutcome.GONE):
             return Appended(outcome)
         tail = _position(reply[1])
         extra = reply[2:]
-        if outcome in (AppendOutcome.OK, AppendOutcome.DUPLICATE, AppendOutcome.DUPLICATE_CLOSED):
+        if outcome is AppendOutcome.OK:
+            return Appended(outcome, tail, epoch=extra[0], seq=extra[1], linked=linked)
+        if outcome in (AppendOutcome.DUPLICATE, AppendOutcome.DUPLICATE_CLOSED):
             return Appended(outcome, tail, epoch=extra[0], seq=extra[1])
         if outcome is AppendOutcome.STALE_EPOCH:
             return Appended(outcome, tail, epoch=extra[0])
@@ -300,13 +485,6 @@ class StreamStore:
 
     async def add_fork(self, source: str, fork: str) -> None:
         await self._scripts.stream_add_fork(keys=self._script_keys(source), args=[fork])
-
-    async def entries_through(self, name: str, last: StreamPos) -> Inherited:
-        """Every entry up to and including ``last``: what a fork at that offset inherits."""
-        if last == ORIGIN:
-            return []
-        entries = await self.client.xrange(self.keys(name).data, "-", format_stream_id(last))
-        return [(eid, f[b"t"], f[b"d"]) for eid, f in entries]
 
     async def entries_after(self, name: str, after: StreamPos, count: int) -> Inherited:
         start = "-" if after == ORIGIN else "(" + format_stream_id(after)

@@ -19,7 +19,7 @@ from broker.front.http.errors import HANDLERS
 from broker.front.http.metrics import FrontMetrics
 from broker.front.http.observe import Observe
 from broker.front.openapi import build as build_openapi
-from broker.front.routes import ai_sdk, durable_streams, operations, v1
+from broker.front.routes import ai_sdk, durable_streams, operations, subscriptions, v1
 from broker.front.routes.declare import ApiRoute
 from broker.front.routes.dispatch import StreamRoutes
 from broker.front.routes.web import web_routes
@@ -55,6 +55,8 @@ def all_routes() -> list[ApiRoute]:
         *operations.routes,
         *v1.routes,
         *ai_sdk.routes,
+        # Before the streams: the protocol reserves `__ds` for them.
+        *subscriptions.routes,
         *durable_streams.routes,
         *web_routes(),
     ]

@@ -109,3 +109,21 @@ def test_bench_runs_every_scenario(redis_url: str, prefix: str, tmp_path: Path) 
     assert worker["tokens"] > 0 and worker["tokens_per_worker_cpu_s"] > 0
     assert worker["writes_per_token"] > 0
     assert {r["scenario"] for r in report["ratios"]} == set(streaming)
+
+
+def test_wake_bench_runs(redis_url: str, tmp_path: Path) -> None:
+    """``python -m scripts.bench.wakes`` at a tiny size: it starts, delivers every wake of a
+    round and stops everything it started."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    env["REDIS_URL"] = redis_url
+    completed = subprocess.run(
+        [sys.executable, "-m", "scripts.bench.wakes", "--subscriptions", "5", "--rounds", "1"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "round 1: 5 wakes" in completed.stdout
+    assert "wakes delivered per second" in completed.stdout

@@ -147,3 +147,22 @@ async def test_without_a_fence_only_a_run_no_worker_started_can_be_ended(
     started = encode(RunStarted(run_id, "m_a", "simulated"))[1]
     assert isinstance(await store.start_run(cid, run_id, "worker-a", "1-0", started), Started)
     assert await store.finish(cid, run_id, None, RunState.FAILED, *failed) is Refused.FENCED
+
+
+async def test_a_stream_from_before_uids_gets_one_and_a_deleted_one_none(
+    redis_url: str, redis_client: redis.Redis, prefix: str
+) -> None:
+    """Streams written before streams had a uid are read (and pinned) as any other; the uid
+    is given once, and never to a stream that is gone."""
+    engine = Engine(Settings(redis_url=redis_url, key_prefix=prefix), "test")
+    try:
+        meta_key = engine.keys.durable("old").meta
+        redis_client.hset(meta_key, mapping={"ct": "text/plain", "ctn": "text/plain"})
+        first = await engine.streams.meta("old")
+        again = await engine.streams.meta("old")
+        assert first is not None and again is not None and first.uid and first.uid == again.uid
+        redis_client.delete(meta_key)
+        assert await engine.streams.meta("old") is None
+        assert not redis_client.exists(meta_key)
+    finally:
+        await engine.aclose()

@@ -15,12 +15,21 @@ local function append_all(maxlen, first, closing)
   end
   return tail
 end
-local function expire(ttl, expms)
+-- A stream's own TTL or expiry, else the default TTL it was created with (dttl).
+local function expire(ttl, expms, dttl)
   for i = 1, 4 do
     if ttl and ttl ~= '' then
       redis.call('PEXPIRE', KEYS[i], tonumber(ttl) * 1000)
     elseif expms and expms ~= '' then
       redis.call('PEXPIREAT', KEYS[i], expms)
+    elseif dttl and dttl ~= '' then
+      redis.call('PEXPIRE', KEYS[i], tonumber(dttl) * 1000)
     end
   end
+end
+-- The bytes of the messages ARGV[first..] (what a stream's byte bound counts).
+local function sizes(first)
+  local n = 0
+  for i = first, #ARGV do n = n + #ARGV[i] end
+  return n
 end

@@ -1,18 +1,23 @@
 -- Append to a stream and/or close it; an idempotent producer's check, the append it admits and
--- its new state are one step, so a retry can never be written twice.
+-- its new state are one step, so a retry can never be written twice. KEYS: those of every
+-- stream script, then the set of subscriptions linked to it, which an append answers with (so
+-- its writer marks them due without another round trip).
 -- ARGV: 1 media type of the body, 2 close ('1' or ''), 3 Stream-Seq, 4 producer id, 5 epoch,
---       6 seq (all '' without a producer), 7 maxlen, then the messages.
--- Answers {outcome, tail, ...}: 'ok' (epoch, seq), 'duplicate' (epoch, highest seq),
+--       6 seq (all '' without a producer), 7 maxlen, 8 the most bytes the stream may hold
+--       (0: no bound), then the messages.
+-- Answers {outcome, tail, ...}: 'ok' (epoch, seq, and the linked subscriptions when it
+-- appended), 'duplicate' (epoch, highest seq),
 -- 'duplicate_closed' (epoch, seq), 'already_closed', 'closed', 'content_type', 'stale_epoch'
--- (current epoch), 'epoch_seq', 'gap' (expected, received), 'seq'; or {'missing'}, {'gone'}
--- (soft-deleted).
-local ctn, close, seq, pid, epoch, pseq, maxlen =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local m = redis.call('HMGET', KEYS[2], 'ctn', 'closed', 'seq', 'ttl', 'expms', 'tail', 'closer')
+-- (current epoch), 'epoch_seq', 'gap' (expected, received), 'seq', 'too_large' (the stream
+-- would hold more than its bound); or {'missing'}, {'gone'} (soft-deleted).
+local ctn, close, seq, pid, epoch, pseq, maxlen, most =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
+local m = redis.call('HMGET', KEYS[2], 'ctn', 'closed', 'seq', 'ttl', 'expms', 'tail', 'closer',
+  'dttl', 'bytes')
 if not m[1] then return {'missing'} end
 if redis.call('HGET', KEYS[2], 'deleted') == '1' then return {'gone'} end
 local tail = m[6]
-local count = #ARGV - 7
+local count = #ARGV - 8
 local tuple = ''
 if pid ~= '' then tuple = pid .. '\n' .. epoch .. '\n' .. pseq end
 if m[2] == '1' then
@@ -39,9 +44,11 @@ if pid ~= '' then
   end
 end
 if seq ~= '' and m[3] and m[3] ~= '' and seq <= m[3] then return {'seq', tail} end
+local bytes = tonumber(m[9] or '0') + sizes(9)
+if most > 0 and bytes > most then return {'too_large', tail} end
 local after = tail
-if count > 0 then tail = append_all(maxlen, 8, close == '1') end
-local fields = {'tail', tail}
+if count > 0 then tail = append_all(maxlen, 9, close == '1') end
+local fields = {'tail', tail, 'bytes', bytes}
 if seq ~= '' then fields[#fields + 1] = 'seq'; fields[#fields + 1] = seq end
 if close == '1' then
   fields[#fields + 1] = 'closed'; fields[#fields + 1] = '1'
@@ -49,6 +56,7 @@ if close == '1' then
 end
 redis.call('HSET', KEYS[2], unpack(fields))
 if pid ~= '' then redis.call('HSET', KEYS[3], pid, epoch .. ':' .. pseq) end
-expire(m[4], m[5])
+expire(m[4], m[5], m[8])
 notify(KEYS[5], after)
-return {'ok', tail, epoch, pseq}
+if count == 0 then return {'ok', tail, epoch, pseq} end
+return {'ok', tail, epoch, pseq, redis.call('SMEMBERS', KEYS[6])}

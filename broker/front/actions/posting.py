@@ -171,6 +171,14 @@ async def post_message(
         # The run is accepted and goes on; only the owner's list misses it until its next
         # message.
         log.warning("could not add a conversation to its owner's list: Redis unreachable")
+    try:
+        # Durable Streams subscriptions to `conversations/<cid>`: linked when they match it
+        # (a new conversation), woken by the new message.
+        await services.engine.subscriptions.stream_created(
+            "conversations/" + cid, accepted.owner, index=False
+        )
+    except UNAVAILABLE:
+        log.warning("could not wake the subscriptions of %s: Redis unreachable", cid)
     return MessageAccepted(cid, message_id, run_id, accepted.event_id)
 
 

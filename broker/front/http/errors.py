@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
 
 
-def error_body(code: ErrorCode, message: str) -> bytes:
+def error_body(code: ErrorCode, message: str, fields: dict[str, object] | None = None) -> bytes:
+    if fields:
+        return _encoder.encode({"error": {"code": code.name, "message": message, **fields}})
     return _encoder.encode(ErrorBody(ErrorInfo(code.name, message)))
 
 
@@ -44,13 +46,14 @@ def error_response(
     headers: dict[str, str] | None = None,
     *,
     status: int | None = None,
+    fields: dict[str, object] | None = None,
 ) -> Response:
     """The answer for ``code`` (with its own status unless ``status`` says otherwise: an HTTP
     error of another kind keeps its status)."""
     # Also here, not only in the middleware: a 500 leaves from outside every middleware.
     headers = {**(headers or {}), "X-Content-Type-Options": "nosniff"}
     return Response(
-        error_body(code, message),
+        error_body(code, message, fields),
         status or code.status,
         headers=headers,
         media_type="application/json",
@@ -59,7 +62,7 @@ def error_response(
 
 async def on_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.error, exc.message, exc.headers)
+    return error_response(exc.error, exc.message, exc.headers, fields=exc.fields)
 
 
 async def on_http_exception(request: Request, exc: Exception) -> Response:
@@ -82,13 +85,20 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
 def _allow(request: Request) -> dict[str, str]:
     """The ``Allow`` header over every route of the path: a path may have a route per method
     (reading and deleting a conversation need different access), and Starlette names only the
-    methods of the first."""
-    methods: list[str] = []
+    methods of the first. Of routes that all match, those with the longest literal start win:
+    ``/v1/stream/__ds/jwks.json`` is not also a stream because ``/v1/stream/{name:path}``
+    would match it."""
+    matching: list[Route] = []
     for route in getattr(request.scope.get("router"), "routes", ()):
         if not isinstance(route, Route) or not route.methods:
             continue
         if route.matches(request.scope)[0] is not Match.NONE:
-            methods += [m for m in route.methods if m not in methods]
+            matching.append(route)
+    longest = max((len(route.path.split("{", 1)[0]) for route in matching), default=0)
+    methods: list[str] = []
+    for route in matching:
+        if len(route.path.split("{", 1)[0]) == longest:
+            methods += [m for m in route.methods or () if m not in methods]
     return {"Allow": ", ".join(methods)} if methods else {}
 
 

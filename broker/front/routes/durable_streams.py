@@ -9,6 +9,8 @@ access check and accepts no write.
 from __future__ import annotations
 
 import functools
+import logging
+from typing import NamedTuple
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -16,7 +18,6 @@ from starlette.responses import Response
 
 from broker.core.errors import (
     BODY_TOO_LARGE,
-    CONTENT_TOO_LARGE,
     CONTENT_TYPE_MISMATCH,
     CONVERSATION_NOT_FOUND,
     EMPTY_ARRAY,
@@ -40,28 +41,46 @@ from broker.core.errors import (
     NOT_FOUND,
     OFFSET_GONE,
     PRODUCER_SEQUENCE_GAP,
+    RATE_LIMITED,
     SEQUENCE_CONFLICT,
     SOURCE_DELETED,
     STALE_PRODUCER_EPOCH,
+    STORAGE_QUOTA_EXCEEDED,
     STREAM_CLOSED,
     STREAM_EXISTS,
     STREAM_GONE,
     STREAM_NOT_FOUND,
+    STREAM_TOO_LARGE,
+    TOKEN_EXPIRED,
+    TOO_MANY_MESSAGES,
     TOO_MANY_STREAMS,
+    TOO_MANY_STREAMS_CREATED,
+    TRY_AGAIN,
     ApiError,
     ErrorCode,
 )
-from broker.core.ids import format_stream_id
+from broker.core.ids import StreamPos, format_stream_id
 from broker.core.streams import StreamConfig
-from broker.engine import Engine
-from broker.engine.streams import AppendOutcome, Created, Inherited, StreamMeta
+from broker.engine import UNAVAILABLE, Engine
+from broker.engine.limits import storage_field
+from broker.engine.streams import (
+    AppendOutcome,
+    Created,
+    Exists,
+    Inherited,
+    Staged,
+    StageLost,
+    StreamMeta,
+    TooLarge,
+    new_uid,
+)
 from broker.front.http.bodies import read_body
 from broker.front.http.docs import Doc, Events, Frame, Param, Raw, Reply
 from broker.front.routes.declare import ApiRoute
 from broker.front.security.access import Access, Endpoint, check_owner
 from broker.front.security.addresses import client_address
 from broker.front.security.limits import Cost
-from broker.front.security.principal import principal_of
+from broker.front.security.principal import Principal, principal_of
 from broker.front.services import Services
 from broker.front.streaming.durable import (
     Read,
@@ -79,6 +98,7 @@ from broker.protocols.durable_streams.framing import (
     JSON,
     SSE_HEADERS,
     ControlEvent,
+    ReadEnd,
     body_of,
     cursor,
     etag,
@@ -94,6 +114,8 @@ from broker.protocols.durable_streams.requests import (
     messages,
     producer,
 )
+
+log = logging.getLogger(__name__)
 
 PREFIX = "/v1/stream/"
 CONVERSATIONS = "conversations/"
@@ -209,12 +231,24 @@ def _head(meta: StreamMeta) -> Response:
 
 async def _delete(request: Request, name: str) -> Response:
     """A stream with live forks is only marked deleted (410 from then on, its name taken);
-    the last fork's deletion removes it, and so on up a chain of such sources."""
+    the last fork's deletion removes it, and so on up a chain of such sources. Its bytes are
+    given back to the storage of the subject deleting it and of its owner (any other writer
+    gets them back when its storage is next checked)."""
     streams = _engine(request).streams
     meta = await _meta(request, name)
     soft = await streams.live_forks(name) > 0
     if not await streams.delete(name, soft=soft):
         raise _not_found(name)
+    limits = _services(request).gate.limits
+    field = storage_field(meta.uid, name)
+    principal = principal_of(request)
+    await limits.refund_write(principal, field, None)
+    try:
+        await _engine(request).subscriptions.stream_deleted(name)
+    except UNAVAILABLE:
+        log.warning("could not drop a deleted stream from the listing: Redis unreachable")
+    if meta.owner and meta.owner != principal.subject:
+        await limits.refund_write(Principal(subject=meta.owner), field, None)
     source = meta.src
     while source:
         above = await streams.meta(source)
@@ -225,19 +259,73 @@ async def _delete(request: Request, name: str) -> Response:
     return Response(status_code=204)
 
 
+async def _subscriptions_see(
+    request: Request,
+    name: str,
+    *,
+    created_by: str | None = None,
+    linked: list[bytes] | None = None,
+) -> None:
+    """Tell the subscriptions of a write: a new stream is listed and linked to the patterns
+    that match it; the subscriptions linked to a written one are marked due. Written after the
+    stream's own script (another slot); if this is lost, the workers' sweep repairs it."""
+    subscriptions = _engine(request).subscriptions
+    try:
+        if created_by is not None:
+            await subscriptions.stream_created(name, created_by)
+        else:
+            await subscriptions.changed(name, linked)
+    except UNAVAILABLE:
+        log.warning("could not mark subscriptions of %s due: Redis unreachable", name)
+
+
 async def _create(request: Request, name: str) -> Response:
+    """A new stream is one of its subject's creations of the day, and its first messages (and
+    a fork's inherited ones) count in its messages and its storage; a PUT that finds the
+    stream existing gives all of that back."""
     streams = _engine(request).streams
     config = create_config(request.headers)
-    inherited: Inherited = []
+    fork: Fork | None = None
     if config.source:
-        config, inherited = await _fork(request, config)
+        config, fork = await _fork(request, config)
     body = await read_body(request, _services(request).settings.max_body_bytes)
-    initial = messages(body, config.media_type, append=False)
+    initial = messages(
+        body,
+        config.media_type,
+        append=False,
+        max_messages=_services(request).settings.ds_max_messages_per_write,
+    )
     owner = _owner_of(request)
-    created = await streams.create(name, config, owner, initial, inherited)
+    uid = new_uid()
+    field = storage_field(uid, name)
+    own = sum(map(len, initial))
+    # A fork is admitted for all its source was ever given (what it inherits is known once
+    # copied), and gets back what it did not inherit.
+    size = own + (fork.estimate if fork else 0)
+    principal = principal_of(request)
+    limits = _services(request).gate.limits
+    counted = await limits.admit_write(
+        principal, messages=len(initial), size=size, field=field, creating=True
+    )
+    created: Created | Exists | TooLarge | StageLost | None = None
+    staged: Staged | None = None
+    try:
+        if fork is not None:
+            staged = await streams.stage_fork(name, uid, config.source, fork.through, fork.extra)
+        created = await streams.create(name, config, owner, initial, staged, uid=uid)
+    finally:
+        if counted and not isinstance(created, Created):
+            await limits.refund_write(principal, field, size, creation=True)
+        elif counted and staged is not None and own + staged.size < size:
+            await limits.refund_write(principal, field, size - own - staged.size)
+    if isinstance(created, TooLarge):
+        raise ApiError(STREAM_TOO_LARGE, "the stream would hold more bytes than a stream may")
+    if isinstance(created, StageLost):
+        raise ApiError(TRY_AGAIN, "the fork's copy took too long; try again", {"Retry-After": "1"})
     if isinstance(created, Created):
         if config.source:
             await streams.add_fork(config.source, name)
+        await _subscriptions_see(request, name, created_by=owner)
     else:
         _check_owner(request, name, created.owner)
         if not created.same:
@@ -256,9 +344,19 @@ async def _create(request: Request, name: str) -> Response:
     return Response(status_code=200, headers=headers)
 
 
-async def _fork(request: Request, config: StreamConfig) -> tuple[StreamConfig, Inherited]:
-    """A fork copies what it inherits, entry ids included: its offsets are its source's up to
-    the fork offset, and from then on it is a stream like any other."""
+class Fork(NamedTuple):
+    """What a fork inherits: its source's entries through ``through``, then ``extra`` (a
+    sub-offset's cut of the next append); ``estimate`` bounds their bytes from above."""
+
+    through: StreamPos
+    extra: Inherited
+    estimate: int
+
+
+async def _fork(request: Request, config: StreamConfig) -> tuple[StreamConfig, Fork]:
+    """A fork copies what it inherits, entry ids included (``StreamStore.stage_fork``, page by
+    page): its offsets are its source's up to the fork offset, and from then on it is a stream
+    like any other."""
     streams = _engine(request).streams
     source = await streams.meta(config.source)
     if source is None:
@@ -275,11 +373,11 @@ async def _fork(request: Request, config: StreamConfig) -> tuple[StreamConfig, I
         raise ApiError(INVALID_OFFSET, "Stream-Fork-Offset is not an offset of this server")
     if at > tail:
         raise ApiError(INVALID_OFFSET, "Stream-Fork-Offset is past the source's tail")
-    inherited = await streams.entries_through(config.source, at)
+    extra: Inherited = []
     sub = int(config.fork_sub_offset or 0)
     if sub:
         following = await streams.entries_after(config.source, at, _MAX_BATCH)
-        inherited += _sub_offset(following, sub, json=source.ctn == JSON)
+        extra = _sub_offset(following, sub, json=source.ctn == JSON)
     expiry = {}
     if not config.ttl and not config.expires_at:
         expiry = {"ttl": source.ttl, "expires_at": source.exp, "expires_at_ms": source.expms}
@@ -289,7 +387,8 @@ async def _fork(request: Request, config: StreamConfig) -> tuple[StreamConfig, I
         fork_offset=format_stream_id(at),
         **expiry,
     )
-    return forked, inherited
+    estimate = int(source.bytes or 0) + sum(len(data) for _, _, data in extra)
+    return forked, Fork(at, extra, estimate)
 
 
 def _sub_offset(following: Inherited, sub: int, *, json: bool) -> Inherited:
@@ -331,11 +430,35 @@ async def _append(request: Request, name: str) -> Response:
             raise ApiError(MISSING_CONTENT_TYPE, "an append with a body needs Content-Type")
         kind = media_type(content_type)
         # A body of another type is refused by the script, after the closed check it outranks.
-        batch = messages(body, meta.ctn, append=True) if kind == meta.ctn else [body]
+        batch = (
+            messages(
+                body,
+                meta.ctn,
+                append=True,
+                max_messages=_services(request).settings.ds_max_messages_per_write,
+            )
+            if kind == meta.ctn
+            else [body]
+        )
     seq = request.headers.get("stream-seq", "")
     if len(seq) > MAX_TOKEN_LENGTH:
         raise ApiError(INVALID_SEQ, f"Stream-Seq is at most {MAX_TOKEN_LENGTH} characters")
-    result = await streams.append(name, kind, batch, close=close, seq=seq, producer=writer)
+    principal = principal_of(request)
+    limits = _services(request).gate.limits
+    field = storage_field(meta.uid, name)
+    size = sum(map(len, batch))
+    counted = False
+    if batch:
+        counted = await limits.admit_write(
+            principal, messages=len(batch), size=size, field=field, creating=False
+        )
+    stored = False
+    try:
+        result = await streams.append(name, kind, batch, close=close, seq=seq, producer=writer)
+        stored = result.outcome is AppendOutcome.OK
+    finally:
+        if counted and not stored:
+            await limits.refund_write(principal, field, size)
     tail = {"Stream-Next-Offset": offsets.encode(result.tail)}
     closed = {**tail, "Stream-Closed": "true"}
     match result.outcome:
@@ -343,6 +466,8 @@ async def _append(request: Request, name: str) -> Response:
             raise _not_found(name)
         case AppendOutcome.GONE:
             raise ApiError(STREAM_GONE, "the stream was deleted; forks of it still read")
+        case AppendOutcome.TOO_LARGE:
+            raise ApiError(STREAM_TOO_LARGE, "the stream would hold more bytes than a stream may")
         case AppendOutcome.CLOSED:
             raise ApiError(STREAM_CLOSED, "the stream is closed", closed)
         case AppendOutcome.CONTENT_TYPE:
@@ -368,6 +493,8 @@ async def _append(request: Request, name: str) -> Response:
             )
         case AppendOutcome.ALREADY_CLOSED:
             return Response(status_code=204, headers=closed)
+    if result.linked:
+        await _subscriptions_see(request, name, linked=result.linked)
     headers = closed if close or result.outcome is AppendOutcome.DUPLICATE_CLOSED else tail
     if writer is not None:
         headers = {**headers, "Producer-Epoch": result.epoch, "Producer-Seq": result.seq}
@@ -389,7 +516,13 @@ async def _read(request: Request, source: Source) -> Response:
     if state is None:
         raise _not_found(request.url.path)
     start, now, from_start = parse_offset(query.get("offset"), state.tail)
-    read = Read(start, now=now, from_start=from_start, client_cursor=query.get("cursor"))
+    read = Read(
+        start,
+        now=now,
+        from_start=from_start,
+        client_cursor=query.get("cursor"),
+        expires_at=principal_of(request).expires_at,
+    )
     if live == "sse":
         # Checked before the stream starts: a read from a trimmed offset is an error, not data.
         await read_batch(source, state, start, 1, from_start=from_start)
@@ -494,6 +627,12 @@ _EVENTS = Events(
             "content, see Stream-SSE-Data-Encoding)",
         ),
         Frame("control", ControlEvent, "where the stream stands after the data before it"),
+        Frame(
+            "error",
+            ReadEnd,
+            "the last event of a read the server ends because its token expired "
+            "(`token_expired`): read on from the last offset with a fresh token",
+        ),
     ),
     "Data and control events, until the stream closes or the read's time is up.",
 )
@@ -510,6 +649,7 @@ _READ_ERRORS = (
     OFFSET_GONE,
     TOO_MANY_STREAMS,
     FRONT_FULL,
+    TOKEN_EXPIRED,
 )
 _READ_DESCRIPTION = (
     "Catch-up (200, data from the offset; Stream-Next-Offset, Stream-Up-To-Date, "
@@ -609,7 +749,7 @@ routes = [
                     INVALID_EXPIRY,
                     MALFORMED_JSON,
                     BODY_TOO_LARGE,
-                    CONTENT_TOO_LARGE,
+                    TOO_MANY_MESSAGES,
                     STREAM_NOT_FOUND,
                     STREAM_EXISTS,
                     NOT_FOUND,
@@ -618,6 +758,10 @@ routes = [
                     INVALID_OFFSET,
                     SOURCE_DELETED,
                     CONTENT_TYPE_MISMATCH,
+                    RATE_LIMITED,
+                    TOO_MANY_STREAMS_CREATED,
+                    STORAGE_QUOTA_EXCEEDED,
+                    STREAM_TOO_LARGE,
                 ),
                 path_params=_NAME,
             ),
@@ -639,7 +783,7 @@ routes = [
                     MISSING_CONTENT_TYPE,
                     MALFORMED_JSON,
                     BODY_TOO_LARGE,
-                    CONTENT_TOO_LARGE,
+                    TOO_MANY_MESSAGES,
                     INVALID_SEQ,
                     STALE_PRODUCER_EPOCH,
                     STREAM_NOT_FOUND,
@@ -649,6 +793,9 @@ routes = [
                     PRODUCER_SEQUENCE_GAP,
                     NOT_FOUND,
                     STREAM_GONE,
+                    RATE_LIMITED,
+                    STORAGE_QUOTA_EXCEEDED,
+                    STREAM_TOO_LARGE,
                 ),
                 path_params=_NAME,
             ),

@@ -26,10 +26,11 @@ from enum import Enum
 from starlette.requests import Request
 from starlette.responses import Response
 
-from broker.core.errors import CONVERSATION_NOT_FOUND, FORBIDDEN, ApiError
+from broker.core.errors import CONVERSATION_NOT_FOUND, FORBIDDEN, METHOD_NOT_ALLOWED, ApiError
 from broker.core.ids import check_id
 from broker.engine import Engine
 from broker.engine.limits import StreamLease
+from broker.front.security.authentication import is_public
 from broker.front.security.limits import Cost, Limits
 from broker.front.security.principal import Principal, principal_of
 
@@ -169,6 +170,12 @@ def guard(
 
     @functools.wraps(endpoint)
     async def guarded(request: Request) -> Response:
+        if is_public(request.url.path):
+            # A public path (a subscription's callback, say) asked with another method lands
+            # on a guarded route that matches any path: it has no principal, and the path
+            # does not take that method.
+            allowed = "GET, HEAD" if request.url.path.endswith(".json") else "POST"
+            raise ApiError(METHOD_NOT_ALLOWED, "method not allowed here", {"Allow": allowed})
         gate: Gate = request.state.services.gate
         if conversation is not None:
             cid: str | None = await conversation(request)

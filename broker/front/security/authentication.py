@@ -18,6 +18,7 @@ A client address whose token checks keep failing is refused unchecked for the re
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable
 from urllib.parse import parse_qsl, urlencode
 
@@ -36,13 +37,23 @@ PUBLIC_PATHS = frozenset(
     {"/", "/healthz", "/readyz", "/openapi.json", "/docs", "/metrics", "/broker.js"}
 )
 PUBLIC_PREFIXES = ("/static/",)
+# Durable Streams subscriptions: the signing keys, and the requests a wake's own token
+# authorizes (a webhook receiver or a pull-wake worker holds no service token for them).
+PUBLIC_PATTERN = re.compile(
+    r"/v1/stream/__ds/(?:jwks\.json|subscriptions/[^/]+/(?:callback|ack|release))"
+)
 QUERY_TOKEN = "access_token"
 _READS = frozenset({"GET", "HEAD"})
 
 
 def is_public(path: str) -> bool:
-    """Served without a principal: health, the API document, metrics and the page's assets."""
-    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+    """Served without a principal: health, the API document, metrics, the page's assets, and
+    the Durable Streams subscription requests a wake's token authorizes."""
+    return (
+        path in PUBLIC_PATHS
+        or path.startswith(PUBLIC_PREFIXES)
+        or PUBLIC_PATTERN.fullmatch(path) is not None
+    )
 
 
 def _without_query_token(query: bytes) -> tuple[bytes, str | None]:

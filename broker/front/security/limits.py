@@ -17,14 +17,24 @@ import anyio
 
 from broker.core.errors import (
     RATE_LIMITED,
+    STORAGE_QUOTA_EXCEEDED,
     TOO_MANY_CONVERSATIONS,
     TOO_MANY_RUNS,
     TOO_MANY_STREAMS,
+    TOO_MANY_STREAMS_CREATED,
     ApiError,
 )
 from broker.core.settings import Settings
 from broker.engine import UNAVAILABLE, Engine
-from broker.engine.limits import Admitted, Over, Quota, Refusal, StreamLease
+from broker.engine.limits import (
+    Admitted,
+    Over,
+    Quota,
+    Refusal,
+    StreamLease,
+    WriteOver,
+    WriteQuota,
+)
 from broker.front.security.principal import Principal
 
 log = logging.getLogger(__name__)
@@ -188,3 +198,67 @@ class Limits:
                 f"more than {limit} new conversations today (UTC)",
                 {"Retry-After": str(max(1, math.ceil((_DAY_MS - now_ms % _DAY_MS) / 1000)))},
             )
+
+    async def admit_write(
+        self, principal: Principal, *, messages: int, size: int, field: str, creating: bool
+    ) -> bool:
+        """Count a Durable Streams write of ``messages`` messages storing ``size`` bytes in the
+        stream incarnation ``field`` (``storage_field``); raise its refusal. True when it was
+        counted: then what it does not store is given back (``refund_write``)."""
+        settings = self._settings
+        creations = settings.limit_ds_streams_per_day if creating else 0
+        if principal.admin or not (
+            settings.limit_ds_messages_per_minute
+            or settings.limit_ds_bytes_per_subject
+            or creations
+        ):
+            return False
+        refusal = await self._engine.limits.admit_write(
+            principal.subject,
+            WriteQuota(
+                messages,
+                size,
+                field,
+                messages_per_minute=settings.limit_ds_messages_per_minute,
+                storage_bytes=settings.limit_ds_bytes_per_subject,
+                streams_per_day=creations,
+            ),
+        )
+        if refusal is None:
+            return True
+        if refusal.over is WriteOver.MESSAGES:
+            limit = settings.limit_ds_messages_per_minute
+            raise ApiError(
+                RATE_LIMITED,
+                f"more than {limit} stream {_plural(limit, 'message', 'messages')} a minute",
+                {"Retry-After": str(max(1, math.ceil(refusal.retry_after_ms / 1000)))},
+            )
+        if refusal.over is WriteOver.CREATED:
+            now_ms = int(time.time() * 1000)
+            raise ApiError(
+                TOO_MANY_STREAMS_CREATED,
+                f"more than {settings.limit_ds_streams_per_day} new streams today (UTC)",
+                {"Retry-After": str(max(1, math.ceil((_DAY_MS - now_ms % _DAY_MS) / 1000)))},
+            )
+        raise ApiError(
+            STORAGE_QUOTA_EXCEEDED,
+            f"your streams hold {refusal.stored} bytes of at most "
+            f"{settings.limit_ds_bytes_per_subject}: delete some, or write less",
+        )
+
+    async def refund_write(
+        self, principal: Principal, field: str, size: int | None, *, creation: bool = False
+    ) -> None:
+        """Give back what a counted write did not store (``size`` None: all the bytes of a
+        deleted stream); a lost refund only leaves the count high until the stream is gone."""
+        settings = self._settings
+        if principal.admin or not (
+            settings.limit_ds_bytes_per_subject or settings.limit_ds_streams_per_day
+        ):
+            return
+        try:
+            await self._engine.limits.refund_write(
+                principal.subject, field, size, creation=creation
+            )
+        except UNAVAILABLE:
+            log.warning("could not give back a stream write's count: Redis unreachable")

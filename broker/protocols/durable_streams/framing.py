@@ -123,6 +123,28 @@ def read_headers(
     return headers
 
 
+class ReadEnd(msgspec.Struct, frozen=True):
+    """The ``error`` event that ends an SSE read the server ends on purpose (it is not one of
+    the protocol's own events, so a client that does not know it just sees the read end and
+    reconnects at its offset, where it gets the matching error answer)."""
+
+    code: str
+    message: str
+
+
+TOKEN_EXPIRED_EVENT = (
+    b"event: error\ndata:"
+    + _control.encode(
+        ReadEnd(
+            "token_expired",
+            "the token that opened this read has expired; read on from the last "
+            "streamNextOffset with a fresh one",
+        )
+    )
+    + b"\n\n"
+)
+
+
 def data_event(media_type: str, messages: list[bytes]) -> bytes:
     payload = body_of(media_type, messages)
     if not is_text(media_type):

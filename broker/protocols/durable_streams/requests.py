@@ -10,7 +10,6 @@ from urllib.parse import urlsplit
 import msgspec
 
 from broker.core.errors import (
-    CONTENT_TOO_LARGE,
     EMPTY_ARRAY,
     EMPTY_BODY,
     INVALID_EXPIRES_AT,
@@ -20,6 +19,7 @@ from broker.core.errors import (
     INVALID_SUB_OFFSET,
     INVALID_TTL,
     MALFORMED_JSON,
+    TOO_MANY_MESSAGES,
     ApiError,
 )
 from broker.core.streams import StreamConfig
@@ -28,8 +28,6 @@ from broker.protocols.durable_streams.framing import JSON
 # Up to ten digits of seconds (three centuries): a larger TTL would not fit Redis's expiry.
 _TTL = re.compile(r"0|[1-9][0-9]{0,9}")
 _MAX_SAFE = (1 << 53) - 1
-# The most messages one JSON append may hold: each is an XADD inside one script.
-MAX_MESSAGES = 10_000
 # Producer-Id and Stream-Seq are stored per stream; like an Idempotency-Key, they are bounded.
 MAX_TOKEN_LENGTH = 255
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
@@ -101,8 +99,12 @@ def _source_name(value: str) -> str:
     return name
 
 
-def messages(body: bytes, stream_media_type: str, *, append: bool) -> list[bytes]:
-    """The messages a body holds: one, or for JSON streams each element of a top-level array."""
+def messages(
+    body: bytes, stream_media_type: str, *, append: bool, max_messages: int
+) -> list[bytes]:
+    """The messages a body holds: one, or for JSON streams each element of a top-level array;
+    at most ``max_messages`` (each is an XADD inside the one script that makes the append
+    atomic, which holds Redis for everyone while it runs)."""
     if stream_media_type != JSON:
         return [body] if body else []
     if not body.strip():
@@ -120,8 +122,8 @@ def messages(body: bytes, stream_media_type: str, *, append: bool) -> list[bytes
         raise ApiError(MALFORMED_JSON, "the body is not valid JSON") from None
     if append and not items:
         raise ApiError(EMPTY_ARRAY, "an empty JSON array appends nothing")
-    if len(items) > MAX_MESSAGES:
-        raise ApiError(CONTENT_TOO_LARGE, f"at most {MAX_MESSAGES} messages per append")
+    if len(items) > max_messages:
+        raise ApiError(TOO_MANY_MESSAGES, f"at most {max_messages} messages per write")
     return items
 
 
