@@ -24,8 +24,9 @@ Its scenarios (the default with ``--peers``):
 
 - L1 live fan-in, L2 fan-out, L3 resume storm, L4 idle: S1 to S4 at the issue's sizes, against
   the broker and resumable-stream.
-- D3 fan-out to SSE subscribers, D4 idle SSE subscribers, over Durable Streams: against the
-  broker's /v1/stream routes and the reference server.
+- D1/N Durable Streams appends by N producers, D2 append to long-poll round trip, D3 fan-out
+  to SSE subscribers, D4 idle SSE subscribers: against the broker's /v1/stream routes and the
+  reference server.
 
 Server CPU is the server process plus Redis for the systems whose state is in Redis.
 
@@ -47,6 +48,7 @@ from pathlib import Path
 import msgspec
 import redis
 
+from .durable import ds_round_trip, ds_writes
 from .harness import Bench
 from .idle import idle_conversations
 from .infra import Processes, install_peers, machine_info, redis_and_processes
@@ -88,6 +90,16 @@ def run(args: argparse.Namespace, redis_url: str, processes: Processes) -> Repor
                 for idle in args.s6_idle:
                     _progress(f"S6/{idle} broker")
                     results.append(idle_conversations(bench, idle))
+                continue
+            if scenario in ("D1", "D2"):
+                for name in [s for s in systems if s in ("broker", "ds-reference")]:
+                    if scenario == "D2":
+                        _progress(f"D2 {name}")
+                        results.append(ds_round_trip(bench, name))
+                        continue
+                    for producers in args.d1_producers:
+                        _progress(f"D1/{producers} {name}")
+                        results.append(ds_writes(bench, producers, name))
                 continue
             for workload in workloads(args, scenario):
                 for name in systems:

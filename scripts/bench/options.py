@@ -6,8 +6,8 @@ import argparse
 
 ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6")
 # Issue 21's side-by-side with the peers: L1-L4 over the conversation feed (resumable-stream),
-# D3-D4 over Durable Streams (the reference server).
-PEER_SCENARIOS = ("L1", "L2", "L3", "L4", "D3", "D4")
+# D1-D4 over Durable Streams (the reference server).
+PEER_SCENARIOS = ("L1", "L2", "L3", "L4", "D1", "D2", "D3", "D4")
 
 
 def parse_setting(text: str) -> tuple[str, str]:
@@ -43,7 +43,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         action="store_true",
         help="also run the peers of issue 21 on every scenario they serve, and print the "
         "side-by-side tables: resumable-stream (Node, on the benchmark's Redis) on L1-L4 "
-        "(and S1-S4), the Durable Streams reference server (Node, in memory) on D3-D4; "
+        "(and S1-S4), the Durable Streams reference server (Node, in memory) on D1-D4; "
         "installed by npm ci from scripts/bench/peers/package-lock.json when needed",
     )
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
@@ -107,6 +107,12 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--l4-clients", type=int, default=5000, help="L4 and D4: idle streams")
     p.add_argument("--l4-conversations", type=int, default=500, help="L4 and D4")
+    p.add_argument(
+        "--d1-producers",
+        type=_int_list,
+        default=[1, 8, 64],
+        help="D1: concurrent Durable Streams producers, a list",
+    )
     p.add_argument("--d3-streams", type=int, default=1, help="D3: Durable Streams fanned out")
     p.add_argument(
         "--d3-subscribers", type=int, default=1000, help="D3: SSE subscribers over all streams"
