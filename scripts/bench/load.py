@@ -64,7 +64,7 @@ class LoadResult:
     connected: int = 0  # clients that received their first event
     connect_failed: int = 0
     bad_status: int = 0
-    closed_early: int = 0
+    closed_early: int = 0  # clients that had their first event, closed before the end
     events: int = 0  # SSE events (frames with an id; DS: messages) received inside the window
     tokens: int = 0  # whitespace-separated words of delta texts that are not timestamps
     latencies_ns: array = field(default_factory=lambda: array("q"))
@@ -327,7 +327,14 @@ async def _run(conn: Connection, plan: LoadPlan) -> None:
         await _sleep_until(go.t0)
         readers = await _connect_all(plan, window)
     await _sleep_until(go.t_end)
-    result.closed_early = sum(1 for r in readers if r.transport is None or r.transport.is_closing())
+    # Of the clients that got their first event: a client refused at once is a connect_failed.
+    result.closed_early = sum(
+        1
+        for r in readers
+        if r.first_event.done()
+        and r.first_event.result()
+        and (r.transport is None or r.transport.is_closing())
+    )
     for reader in readers:
         if reader.transport is not None:
             reader.transport.close()
