@@ -117,7 +117,12 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--d3-subscribers", type=int, default=1000, help="D3: SSE subscribers over all streams"
     )
-    p.add_argument("--d3-rate", type=float, default=20.0, help="D3: appends/s per stream")
+    p.add_argument(
+        "--d3-rate",
+        type=float,
+        default=10.0,
+        help="D3: appends/s per stream (10 x 1,000 subscribers: L1's 10,000 deliveries/s)",
+    )
     p.add_argument("--s5-runs", type=int, default=32, help="concurrent runs on the one worker")
     p.add_argument(
         "--s5-tokens-per-s", type=float, default=200.0, help="tokens/s of each simulated run"

@@ -151,7 +151,11 @@ def _figures(r: Result) -> list[tuple[str, float | None, str]]:
     p50 = lat.p50_ms if lat else None
     p99 = lat.p99_ms if lat else None
     if family in ("L1", "L2", "D3"):
+        appended = r.appended_events / r.window_s if r.window_s else None
         return [
+            # Below the offered rate when the appender fell behind its schedule (a saturated
+            # server answers its appends late): the load that system really had.
+            ("appended events/s", round(appended, 1) if appended is not None else None, "higher"),
             ("delivered events/s", r.events_per_s, "higher"),
             ("events per server CPU-s", r.events_per_server_cpu_s, "higher"),
             ("latency p50 ms", p50, "lower"),
