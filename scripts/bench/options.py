@@ -99,7 +99,10 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--s4-clients", type=int, default=10_000)
     p.add_argument("--s4-conversations", type=int, default=1000)
     p.add_argument(
-        "--s4-rate", type=float, default=10.0, help="events/s over all S4 conversations (a trickle)"
+        "--s4-rate",
+        type=float,
+        default=10.0,
+        help="events/s over all S4 (L4, D4) conversations (a trickle)",
     )
     p.add_argument("--l2-fanout", type=int, default=100, help="L2: clients per conversation")
     p.add_argument(

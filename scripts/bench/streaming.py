@@ -6,8 +6,9 @@ protocol (``--peers``):
 
 - S1 to S4, and issue 21's L1 to L4 (the same code at the sizes of the peers' side-by-side),
   over the conversation feed: the broker, the naive front, resumable-stream.
-- D3 (fan-out) and D4 (idle subscribers), the L2 and L4 shapes over Durable Streams SSE reads,
-  written by Durable Streams appends: the broker's /v1/stream routes, the reference server.
+- D3 (fan-out: one stream, 1,000 subscribers) and D4 (L4's idle streams), over Durable
+  Streams SSE reads fed by Durable Streams appends: the broker's /v1/stream routes, the
+  reference server.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Workload:
 def workloads(args: argparse.Namespace, scenario: str) -> list[Workload]:
     """The workloads of a streaming scenario; L1 and L3 are S1 and S3 (their flags, whose
     defaults are issue 21's sizes), L2 and L4 are S2 and S4 at issue 21's sizes (flags of
-    their own), D3 and D4 are L2 and L4's shapes over Durable Streams."""
+    their own), D3 is a fan-out and D4 is L4, over Durable Streams."""
     if scenario in ("S1", "L1"):
         return [Workload(scenario, args.s1_conversations, 1, args.s1_rate)]
     if scenario == "S2":
