@@ -1,6 +1,6 @@
-"""Benchmark of the stream broker's front tier and workers, optionally against a naive baseline.
+"""Benchmark of the broker's front tier and workers, optionally beside a naive baseline and peers.
 
-    .venv/bin/python -m scripts.bench [--compare-naive] [--scenarios S1,S3] [--json out.json]
+    .venv/bin/python -m scripts.bench [--compare-naive] [--peers] [--scenarios S1,S3] [--json out.json]
 
 It starts what it needs: a Redis on a free port (unless ``REDIS_URL`` is set), one front process
 per scenario (fresh, so its CPU, RSS and connections belong to that scenario alone), the load
@@ -16,6 +16,19 @@ processes, an appender, and a worker for S5. Scenarios:
   usual, one client) while N idle conversations each hold an open stream, for every N in a
   list; front CPU, Redis CPU and Redis commands per delivered event, from the run's first
   append to its terminal event.
+
+With ``--peers`` (issue 21) the peers run beside the broker, installed by ``npm ci`` from
+``scripts/bench/peers/package-lock.json``: Vercel's ``resumable-stream`` (Node, on the same
+Redis) and the Durable Streams reference server (``@durable-streams/server``, Node, in memory).
+Its scenarios (the default with ``--peers``):
+
+- L1 live fan-in, L2 fan-out, L3 resume storm, L4 idle: S1 to S4 at the issue's sizes, against
+  the broker and resumable-stream.
+- D1/N Durable Streams appends by N producers, D2 append to long-poll round trip, D3 fan-out
+  to SSE subscribers, D4 idle SSE subscribers: against the broker's /v1/stream routes and the
+  reference server.
+
+Server CPU is the server process plus Redis for the systems whose state is in Redis.
 
 Each scenario runs a warm-up, then a fixed measured window; every counter is a delta over that
 window. Latency is end to end: the appender puts ``time.time_ns()`` in each delta's text and the
@@ -35,24 +48,37 @@ from pathlib import Path
 import msgspec
 import redis
 
+from .durable import ds_round_trip, ds_writes
 from .harness import Bench
 from .idle import idle_conversations
-from .infra import Processes, machine_info, redis_and_processes
+from .infra import Processes, install_peers, machine_info, redis_and_processes
 from .load import raise_nofile
-from .options import ALL_SCENARIOS, build_parser
-from .report import Report, Result, markdown, ratios
-from .streaming import streaming, workloads
+from .options import ALL_SCENARIOS, PEER_SCENARIOS, build_parser
+from .report import Report, Result, markdown, ratios, side_by_side
+from .streaming import serves, streaming, workloads
+from .systems import peers
 from .worker import worker
+
+
+def scenarios_of(args: argparse.Namespace) -> list[str]:
+    default = PEER_SCENARIOS if args.peers else ALL_SCENARIOS
+    text = args.scenarios if args.scenarios is not None else ",".join(default)
+    scenarios = [s.strip().upper() for s in text.split(",") if s.strip()]
+    unknown = set(scenarios) - set(ALL_SCENARIOS) - set(PEER_SCENARIOS)
+    if unknown:
+        raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    return scenarios
 
 
 def run(args: argparse.Namespace, redis_url: str, processes: Processes) -> Report:
     load_at_start = round(os.getloadavg()[0], 2)
+    scenarios = scenarios_of(args)
     bench = Bench(args, redis_url, processes)
-    scenarios = [s.strip().upper() for s in args.scenarios.split(",") if s.strip()]
-    unknown = set(scenarios) - set(ALL_SCENARIOS)
-    if unknown:
-        raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}")
-    systems = ["broker", "naive"] if args.compare_naive else ["broker"]
+    systems = ["broker"]
+    if args.compare_naive:
+        systems.append("naive")
+    if args.peers:
+        systems += [peer.name for peer in peers()]
     results: list[Result] = []
     try:
         for scenario in scenarios:
@@ -65,10 +91,21 @@ def run(args: argparse.Namespace, redis_url: str, processes: Processes) -> Repor
                     _progress(f"S6/{idle} broker")
                     results.append(idle_conversations(bench, idle))
                 continue
+            if scenario in ("D1", "D2"):
+                for name in [s for s in systems if s in ("broker", "ds-reference")]:
+                    if scenario == "D2":
+                        _progress(f"D2 {name}")
+                        results.append(ds_round_trip(bench, name))
+                        continue
+                    for producers in args.d1_producers:
+                        _progress(f"D1/{producers} {name}")
+                        results.append(ds_writes(bench, producers, name))
+                continue
             for workload in workloads(args, scenario):
-                for system in systems:
-                    _progress(f"{workload.name} {system}")
-                    results.append(streaming(bench, workload, system))
+                for name in systems:
+                    if serves(name, workload):
+                        _progress(f"{workload.name} {name}")
+                        results.append(streaming(bench, workload, name))
     finally:
         _delete_prefix(bench.redis, bench.prefix)
         bench.redis.close()
@@ -76,7 +113,13 @@ def run(args: argparse.Namespace, redis_url: str, processes: Processes) -> Repor
     with redis.Redis.from_url(redis_url) as client:
         machine = machine_info(client)
     machine["load_average_1m_at_start"] = load_at_start
-    return Report(machine=machine, settings=settings, results=results, ratios=ratios(results))
+    return Report(
+        machine=machine,
+        settings=settings,
+        results=results,
+        ratios=ratios(results),
+        side_by_side=side_by_side(results, tuple(peer.name for peer in peers())),
+    )
 
 
 def _progress(text: str) -> None:
@@ -105,6 +148,8 @@ def _stop_on_sigterm() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser(__doc__.split("\n\n")[0]).parse_args(argv)
+    if args.peers:
+        install_peers()
     raise_nofile()
     _stop_on_sigterm()
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))

@@ -1,16 +1,27 @@
-"""The benchmark's appender: writes conversation events through the broker's own core.
+"""The benchmark's appender: writes conversation events on a schedule, to whatever is measured.
 
-It opens one run per conversation and appends deltas through the broker's engine (the accept,
-start, append and finish transitions the workers use), so the front sees exactly what a worker
-would write. Each delta's text is ``time.time_ns()`` taken just before its append: readers
-subtract it from their receipt time, which gives end-to-end latency at sub-millisecond
-precision (an entry id only carries milliseconds).
+For the broker (and the naive front, which reads the broker's keys) it opens one run per
+conversation and appends deltas through the broker's engine (the accept, start, append and
+finish transitions the workers use), so the front sees exactly what a worker would write. Each
+delta's text is ``time.time_ns()`` taken just before its append: readers subtract it from their
+receipt time, which gives end-to-end latency at sub-millisecond precision (an entry id only
+carries milliseconds).
 
 Appends are spread evenly in time across conversations (round robin at a fixed global
 interval), as independent generations would be, rather than all conversations at once. The
 appends due at one tick go out in one round trip (``Conversations.append_each``), at a fraction
 of the client CPU that one awaited call per append costs, so the appender stays out of the way
 of what it measures.
+
+The schedule is the same whatever the target; only the writer differs (``AppendPlan.target``):
+
+- ``engine``: the broker's core, as above.
+- ``resumable-stream``: the peer's producers, through the routes its server has for the
+  benchmark (``scripts/bench/peers/resumable_stream_server.mjs``): a tick's deltas in one POST,
+  as the engine writer sends them in one round trip.
+- ``ds``: Durable Streams appends, one ``POST /v1/stream/{name}`` per event (the protocol has
+  no multi-stream append), those of a tick at once over a few keep-alive connections; every
+  message is a 100-byte JSON object whose ``text`` is the time stamp.
 
 ``calibrate`` measures what one such append costs in Redis commands, so that the appender's
 writes can be taken out of the front's command counts. Every call the benchmark makes into the
@@ -28,6 +39,9 @@ from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from typing import TYPE_CHECKING
 
+import msgspec
+
+from .client import Pool, expect
 from .load import raise_nofile
 
 if TYPE_CHECKING:
@@ -35,7 +49,20 @@ if TYPE_CHECKING:
 
 _SETUP_PARALLEL = 64
 _PREFILL_BATCH = 100
+_HTTP_PREFILL_BATCH = 2000
+_HTTP_CONNECTIONS = 16
 _MIN_TICK_NS = 2_000_000
+_DS_MESSAGE_BYTES = 100
+_JSON = {"Content-Type": "application/json"}
+ENGINE = "engine"
+RESUMABLE_STREAM = "resumable-stream"
+DS = "ds"
+
+
+def ds_message(text: str, size: int = _DS_MESSAGE_BYTES) -> bytes:
+    """A JSON message of exactly ``size`` bytes whose ``text`` is ``text`` (padded)."""
+    bare = b'{"text":"%s","pad":""}' % text.encode()
+    return bare[:-2] + b"x" * max(0, size - len(bare)) + b'"}'
 
 
 @dataclass(frozen=True)
@@ -45,6 +72,8 @@ class AppendPlan:
     cids: list[str]
     rate: float  # delta events per second per conversation while ticking (0: none)
     prefill: int = 0  # delta events per conversation written before the window
+    target: str = ENGINE  # ENGINE, RESUMABLE_STREAM or DS
+    base_url: str = ""  # the server, for the HTTP targets
 
 
 @dataclass
@@ -55,10 +84,10 @@ class AppendResult:
     cpu_seconds: float = 0.0
 
 
-class Appender:
+class EngineWriter:
     """One open run per conversation, appended to through the engine as a worker does."""
 
-    def __init__(self, plan: AppendPlan, appends: Synchronized, events: Synchronized) -> None:
+    def __init__(self, plan: AppendPlan) -> None:
         from broker.core.settings import Settings
         from broker.engine import Engine
 
@@ -71,11 +100,8 @@ class Appender:
         self.runs: list[str] = []
         self.fences: dict[str, Fence] = {}  # each run's, as a worker holds it
         self.sequence: list[int] = []
-        self.appends = appends
-        self.events = events
-        self.result = AppendResult()
 
-    async def open_runs(self) -> None:
+    async def open(self) -> None:
         """A user message and a started run in every conversation, as accept + a worker's start."""
         from broker.core.events import RunStarted, UserMessage, encode
         from broker.core.ids import new_id
@@ -118,6 +144,10 @@ class Appender:
 
         await _bounded(one(i) for i in range(len(self.runs)))
 
+    def positions(self) -> dict[str, list[str]] | None:
+        """None: the parent reads the stored entry ids from Redis itself."""
+        return None
+
     async def _append(self, index: int, count: int = 1) -> None:
         from broker.core.events import Delta, encode
 
@@ -130,7 +160,7 @@ class Appender:
         if appended.value != "written":
             raise RuntimeError(f"bench: append refused: {appended}")
 
-    async def _append_batch(self, indexes: list[int]) -> None:
+    async def append(self, indexes: list[int]) -> None:
         """One delta in each of these conversations, in one round trip."""
         from broker.core.events import Delta, encode
         from broker.engine.conversations import RunWrite
@@ -153,9 +183,158 @@ class Appender:
             if appended.value != "written":
                 raise RuntimeError(f"bench: append refused: {appended}")
 
+    async def finish(self) -> None:
+        from broker.core.events import RunCompleted, RunState, encode
+
+        async def one(cid: str, run_id: str) -> None:
+            name, data = encode(RunCompleted(run_id, "stop"))
+            await self.store.finish(
+                cid, run_id, self.fences[run_id], RunState.COMPLETED, name, data
+            )
+
+        await _bounded(one(cid, run) for cid, run in zip(self.plan.cids, self.runs, strict=True))
+
+    async def close(self) -> None:
+        await self.engine.aclose()
+
+
+class ProducerWriter:
+    """resumable-stream's producers, one per conversation, in the peer's server process.
+
+    The server opens each producer with a user message and a started run (as the engine writer
+    does) and turns each ``[cid, text]`` into a delta frame; it answers the ids it gave when
+    asked, which a resume storm starts from.
+    """
+
+    def __init__(self, plan: AppendPlan) -> None:
+        self.plan = plan
+        self.pool = Pool(plan.base_url, 1)
+        self.ids: dict[str, list[str]] = {cid: [] for cid in plan.cids}
+
+    async def open(self) -> None:
+        await self.pool.open()
+        for start in range(0, len(self.plan.cids), _HTTP_PREFILL_BATCH):
+            cids = self.plan.cids[start : start + _HTTP_PREFILL_BATCH]
+            response = await self.pool.request(
+                "POST", "/bench/open", _JSON, msgspec.json.encode({"cids": cids})
+            )
+            expect(response, 200, what="POST /bench/open")
+
+    async def prefill(self) -> None:
+        pending = [(cid, self.plan.prefill) for cid in self.plan.cids]
+        while pending:
+            batch: list[tuple[str, str]] = []
+            while pending and len(batch) < _HTTP_PREFILL_BATCH:
+                cid, left = pending.pop()
+                take = min(left, _HTTP_PREFILL_BATCH - len(batch))
+                batch.extend((cid, str(time.time_ns())) for _ in range(take))
+                if left > take:
+                    pending.append((cid, left - take))
+            response = await self.pool.request(
+                "POST", "/bench/append?ids=1", _JSON, msgspec.json.encode(batch)
+            )
+            ids = msgspec.json.decode(expect(response, 200, what="POST /bench/append").body)
+            for (cid, _), entry_id in zip(batch, ids["ids"], strict=True):
+                self.ids[cid].append(entry_id)
+
+    def positions(self) -> dict[str, list[str]] | None:
+        return self.ids
+
+    async def append(self, indexes: list[int]) -> None:
+        cids = self.plan.cids
+        batch = [(cids[i], str(time.time_ns())) for i in indexes]
+        response = await self.pool.request(
+            "POST", "/bench/append", _JSON, msgspec.json.encode(batch)
+        )
+        expect(response, 204, what="POST /bench/append")
+
+    async def finish(self) -> None:
+        body = msgspec.json.encode({"cids": self.plan.cids})
+        expect(await self.pool.request("POST", "/bench/finish", _JSON, body), 204, what="finish")
+
+    async def close(self) -> None:
+        self.pool.close()
+
+
+class DsWriter:
+    """Durable Streams appends over HTTP: one JSON stream per ``cid``, a message per event.
+
+    Each stream is created with one message, so that a reader from its start has a first event
+    at once, as a conversation has its user message.
+    """
+
+    def __init__(self, plan: AppendPlan) -> None:
+        self.plan = plan
+        self.pool = Pool(plan.base_url, _HTTP_CONNECTIONS)
+        self.paths = [f"/v1/stream/{cid}" for cid in plan.cids]
+
+    async def open(self) -> None:
+        await self.pool.open()
+
+        async def one(path: str) -> None:
+            response = await self.pool.request("PUT", path, _JSON)
+            expect(response, 200, 201, what=f"PUT {path}")
+            response = await self.pool.request("POST", path, _JSON, ds_message("opened"))
+            expect(response, 200, 204, what=f"POST {path}")
+
+        await _bounded((one(path) for path in self.paths), _HTTP_CONNECTIONS)
+
+    async def prefill(self) -> None:
+        async def one(path: str) -> None:
+            left = self.plan.prefill
+            while left > 0:
+                count = min(left, _PREFILL_BATCH)
+                body = b"[" + b",".join(ds_message(str(time.time_ns())) for _ in range(count))
+                response = await self.pool.request("POST", path, _JSON, body + b"]")
+                expect(response, 200, 204, what=f"POST {path}")
+                left -= count
+
+        await _bounded((one(path) for path in self.paths), _HTTP_CONNECTIONS)
+
+    def positions(self) -> dict[str, list[str]] | None:
+        return None
+
+    async def append(self, indexes: list[int]) -> None:
+        async def one(path: str) -> None:
+            body = ds_message(str(time.time_ns()))
+            response = await self.pool.request("POST", path, _JSON, body)
+            expect(response, 200, 204, what=f"POST {path}")
+
+        await asyncio.gather(*(one(self.paths[i]) for i in indexes))
+
+    async def finish(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self.pool.close()
+
+
+Writer = EngineWriter | ProducerWriter | DsWriter
+
+
+def _writer(plan: AppendPlan) -> Writer:
+    if plan.target == RESUMABLE_STREAM:
+        return ProducerWriter(plan)
+    if plan.target == DS:
+        return DsWriter(plan)
+    return EngineWriter(plan)
+
+
+class Appender:
+    """The schedule: ``rate`` deltas per second per conversation, in turn, through a writer."""
+
+    def __init__(
+        self, plan: AppendPlan, writer: Writer, appends: Synchronized, events: Synchronized
+    ) -> None:
+        self.plan = plan
+        self.writer = writer
+        self.appends = appends
+        self.events = events
+        self.result = AppendResult()
+
     async def tick(self, t_start: int, t_end: int) -> None:
         """Append one delta at a time, conversations in turn, at ``rate`` per conversation."""
-        count = len(self.runs)
+        count = len(self.plan.cids)
         if self.plan.rate <= 0 or count == 0:
             await _sleep_until(t_end)
             return
@@ -182,24 +361,13 @@ class Appender:
                     self.appends.value += batch
                 with self.events.get_lock():
                     self.events.value += batch
-                await self._append_batch(indexes)
+                await self.writer.append(indexes)
                 done += batch
                 self.result.appends += batch
                 self.result.events += batch
             # A pipeline costs the same client CPU for 1 append as for 20: tick at most every
             # _MIN_TICK_NS. Each delta still carries the time it was really written.
             await _sleep_until(max(int(t_start + done * interval), time.time_ns() + _MIN_TICK_NS))
-
-    async def finish_runs(self) -> None:
-        from broker.core.events import RunCompleted, RunState, encode
-
-        async def one(cid: str, run_id: str) -> None:
-            name, data = encode(RunCompleted(run_id, "stop"))
-            await self.store.finish(
-                cid, run_id, self.fences[run_id], RunState.COMPLETED, name, data
-            )
-
-        await _bounded(one(cid, run) for cid, run in zip(self.plan.cids, self.runs, strict=True))
 
 
 @dataclass(frozen=True)
@@ -285,17 +453,18 @@ async def _sleep_until(t_ns: int) -> None:
 async def _run(
     conn: Connection, plan: AppendPlan, appends: Synchronized, events: Synchronized
 ) -> None:
-    appender = Appender(plan, appends, events)
+    writer = _writer(plan)
+    appender = Appender(plan, writer, appends, events)
     try:
-        await appender.open_runs()
+        await writer.open()
         if plan.prefill:
-            await appender.prefill()
-        conn.send(("ready", appender.runs))
+            await writer.prefill()
+        conn.send(("ready", writer.positions()))
         t_start, t_end = await asyncio.to_thread(conn.recv)
         await appender.tick(t_start, t_end)
-        await appender.finish_runs()
+        await writer.finish()
     finally:
-        await appender.engine.aclose()
+        await writer.close()
     times = os.times()
     appender.result.cpu_seconds = times.user + times.system
     conn.send(("result", appender.result))

@@ -27,9 +27,12 @@ from .infra import Processes, RedisSample, cpu_seconds, machine_cpu, redis_sampl
 from .load import LoadPlan, LoadResult, load_main
 from .options import parse_setting
 from .report import Result, percentiles
+from .systems import CONVERSATION, DS, System
 
 SOURCE_ADDRESSES = [f"127.0.0.{i}" for i in range(2, 10)]
 SETUP_TIMEOUT = 180.0
+# The broker's front for Durable Streams scenarios (see Bench.front).
+_DS_OPEN = (("ds_sse_seconds", 3600), ("max_streams_per_conversation", 1_000_000))
 
 
 class Bench:
@@ -48,15 +51,28 @@ class Bench:
     # -- measurement helpers -------------------------------------------------------------
 
     @contextmanager
-    def front(self, system: str) -> Iterator[Front]:
-        child = self.processes.front(system, self.redis_url, self.prefix, self.front_settings)
+    def front(self, system: str | System, protocol: str = CONVERSATION) -> Iterator[Front]:
+        """A fresh server of ``system`` for one scenario, stopped at its end.
+
+        For Durable Streams reads the broker's front is given no reason to end them inside a
+        scenario: SSE reads last an hour (not ``BROKER_DS_SSE_SECONDS``' minute) and one
+        stream may have as many readers as the scenario has (not 1,000 per front).
+        """
+        settings = dict(self.front_settings)
+        if protocol == DS:
+            settings = {**dict(_DS_OPEN), **settings}
+        child = self.processes.front(system, self.redis_url, self.prefix, settings)
         try:
             yield child
         finally:
             self.processes.release(child)
 
     def loads(
-        self, clients: list[tuple[str, str | None]], port: int, storm: bool
+        self,
+        clients: list[tuple[str, str | None]],
+        port: int,
+        storm: bool,
+        protocol: str = CONVERSATION,
     ) -> list[tuple[Any, Any]]:
         """Start the load processes, each with its share of the clients, round robin."""
         count = max(1, min(self.args.load_procs, len(clients)))
@@ -66,7 +82,14 @@ class Bench:
         return [
             self.processes.helper(
                 load_main,
-                LoadPlan("127.0.0.1", port, share, SOURCE_ADDRESSES, connect_on_go=storm),
+                LoadPlan(
+                    "127.0.0.1",
+                    port,
+                    share,
+                    SOURCE_ADDRESSES,
+                    connect_on_go=storm,
+                    protocol=protocol,
+                ),
             )
             for share in shares
         ]
@@ -100,7 +123,11 @@ class Bench:
         before: Sample,
         after: Sample,
         loads: list[LoadResult],
+        *,
+        uses_redis: bool = True,
     ) -> Result:
+        """What the window measured. ``uses_redis``: the system keeps its state in Redis, so
+        Redis's CPU is part of its server CPU."""
         window = (after.at - before.at) / 1e9
         delivered = sum(r.events for r in loads)
         latencies = array("q")
@@ -109,6 +136,8 @@ class Bench:
             latencies.extend(r.latencies_ns)
             ttfe.extend(r.ttfe_ns)
         front_cpu = after.cpu["front"] - before.cpu["front"]
+        redis_cpu = after.redis.cpu - before.redis.cpu
+        server_cpu = front_cpu + (redis_cpu if uses_redis else 0.0)
         commands = after.redis.delta(before.redis)
         result = Result(
             scenario=scenario,
@@ -123,6 +152,7 @@ class Bench:
             events_per_s=round(delivered / window, 1),
             latency=percentiles(latencies),
             front_cpu_s=round(front_cpu, 3),
+            server_cpu_s=round(server_cpu, 3),
             front_cpu_pct=after.cpu_pct(before, "front"),
             load_cpu_pct=after.cpu_pct(before, "load"),
             redis_cpu_pct=round((after.redis.cpu - before.redis.cpu) / window * 100, 1),
@@ -132,13 +162,15 @@ class Bench:
                 * 100,
                 1,
             ),
-            time_to_first_event=percentiles(ttfe) if scenario == "S3" else None,
+            time_to_first_event=percentiles(ttfe) if scenario in ("S3", "L3") else None,
         )
         if delivered:
             result.front_cpu_s_per_1k_events = round(front_cpu / delivered * 1000, 4)
             result.redis_cmds_per_event_all = round(commands / delivered, 4)
             if front_cpu > 0:
                 result.events_per_front_cpu_s = round(delivered / front_cpu, 0)
+            if server_cpu > 0:
+                result.events_per_server_cpu_s = round(delivered / server_cpu, 0)
         return result
 
 

@@ -1,7 +1,7 @@
 """The benchmark's plumbing: the processes it starts and the counters it reads.
 
 Everything it starts is tracked by one ``Processes`` object whose ``close`` stops all of it, so
-an error or Ctrl-C never leaves a front, a worker or a Redis behind. Measurements come from the
+an error or Ctrl-C never leaves a front, a worker, a peer's Node server or a Redis behind. Measurements come from the
 kernel (``/proc/<pid>/stat`` CPU ticks and ``/proc/<pid>/status`` RSS) and from Redis itself
 (``INFO commandstats``, ``INFO cpu``, ``CLIENT LIST``), never from the processes measured.
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -32,9 +34,17 @@ from broker.cli.processes import (
     wait_ready,
 )
 
+from .systems import DS, System
+from .systems import system as named_system
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The baseline front, run as a module from REPO_ROOT as the broker's front is.
 NAIVE_FRONT = "scripts.bench.naive_front"
+# The peers' Node project: package.json, its lock file, and a small server per peer.
+PEERS_DIR = Path(__file__).resolve().parent / "peers"
+NPM_TIMEOUT = 600.0
+# A peer's server runs no longer than this, whatever happens to the benchmark.
+PEER_MAX_SECONDS = 3 * 3600
 STOP_TIMEOUT = 10.0
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The benchmark's own calls to Redis, left out of every command count.
@@ -117,6 +127,33 @@ def redis_sample(client: redis.Redis) -> RedisSample:
     return RedisSample(calls, float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]))
 
 
+def install_peers() -> None:
+    """``npm ci`` in scripts/bench/peers when its node_modules is missing or older than its lock
+    file (what scripts/test does for the Node test projects), so the peers run the versions
+    the lock file pins."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        raise SystemExit("bench: the peers need Node (20 or newer) and npm on PATH")
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)
+    if int(version.stdout.strip().lstrip("v").split(".")[0]) < 20:
+        raise SystemExit(f"bench: the peers need Node 20 or newer, not {version.stdout.strip()}")
+    modules = PEERS_DIR / "node_modules"
+    lock = PEERS_DIR / "package-lock.json"
+    if modules.is_dir() and modules.stat().st_mtime >= lock.stat().st_mtime:
+        return
+    print("bench: npm ci in scripts/bench/peers ...", file=sys.stderr, flush=True)
+    completed = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=PEERS_DIR,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=NPM_TIMEOUT,
+    )
+    if completed.returncode != 0:
+        raise SystemExit(f"bench: npm ci in {PEERS_DIR} failed:\n{completed.stderr[-4000:]}")
+
+
 def connections_named(client: redis.Redis, name: str) -> int:
     return sum(1 for c in client.client_list() if c.get("name") == name)
 
@@ -146,12 +183,19 @@ class Processes:
         self.started += 1
         return {"log_path": self.workdir / f"{self.started:02d}-{name}.log", "cwd": REPO_ROOT}
 
-    def front(self, system: str, redis_url: str, prefix: str, settings: dict[str, Any]) -> Front:
-        """One front process (the broker's, or the naive baseline), ready to serve."""
-        name = f"front-{system}"
+    def front(
+        self, system: System | str, redis_url: str, prefix: str, settings: dict[str, Any]
+    ) -> Front:
+        """One server process of ``system`` (the broker's front, the naive baseline, or a
+        peer's Node server; a ``System`` or its name), ready to serve."""
+        if isinstance(system, str):
+            system = named_system(system)
+        name = f"front-{system.name}"
         env = child_env(redis_url, prefix, settings)
-        if system == "broker":
+        if system.name == "broker":
             child = Front.serve(name, env, **self._options(name))
+        elif system.node_script is not None:
+            child = self._node(name, system, redis_url, prefix, settings)
         else:
             port = free_port()
             args = ["--host", "127.0.0.1", "--port", str(port)]
@@ -161,6 +205,42 @@ class Processes:
         self.children.append(child)
         wait_ready(child)
         return child
+
+    def _node(
+        self, name: str, system: System, redis_url: str, prefix: str, settings: dict[str, Any]
+    ) -> Front:
+        """A peer's Node server on a free port: started here as ``Process.start`` starts a
+        Python child (its output to a numbered file, no terminal input), and handed back as a
+        ``Front``, so that readiness, CPU, RSS and the stop go through the same code. It is
+        told this process's pid and a lifetime, and exits by itself when either runs out."""
+        port = free_port()
+        args = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--parent-pid",
+            str(os.getpid()),
+            "--max-seconds",
+            str(PEER_MAX_SECONDS),
+        ]
+        if system.uses_redis:
+            args += ["--key-prefix", prefix]
+        if DS in system.protocols and "ds_long_poll_seconds" in settings:  # as the broker's
+            args += ["--long-poll-seconds", str(settings["ds_long_poll_seconds"])]
+        env = {**clean_environment(), "REDIS_URL": redis_url}
+        options = self._options(name)
+        log_path: Path = options["log_path"]
+        with open(log_path, "wb") as log:
+            popen = subprocess.Popen(
+                ["node", str(PEERS_DIR / str(system.node_script)), *args],
+                env=env,
+                cwd=PEERS_DIR,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return Front(name, popen, log_path, port=port)
 
     def worker(
         self, redis_url: str, prefix: str, concurrency: int, settings: dict[str, Any]

@@ -1,9 +1,14 @@
 """The benchmark's load generator: lean SSE readers over raw sockets, in processes of their own.
 
 A reader speaks just enough HTTP/1.1 to hold an SSE response (status line, headers, chunked
-transfer coding, which uvicorn uses for streaming bodies) and parses each event's ``data`` JSON.
-A delta whose text is a ``time.time_ns()`` taken by the appender gives one latency sample:
-receipt time (one clock read per socket read) minus append time. Keeping the reader this thin,
+transfer coding, which uvicorn and Node use for streaming bodies) and parses each event's
+``data`` JSON. A delta whose text is a ``time.time_ns()`` taken by the appender gives one
+latency sample: receipt time (one clock read per socket read) minus append time.
+
+Readers speak one of two protocols (``scripts.bench.systems``): a conversation's SSE feed
+(``GET /v1/conversations/{cid}/stream``, an event is a frame with an ``id:``), or a Durable
+Streams SSE read (``GET /v1/stream/{name}?offset=-1&live=sse``, an event is one message of a
+``data`` event's JSON array; ``control`` events carry offsets, not events). Keeping the reader this thin,
 and in separate processes, is what keeps it from being the bottleneck it measures.
 
 The parent drives each load process over a pipe: a ``LoadPlan`` in, ``("connected", ...)`` out,
@@ -22,6 +27,8 @@ from multiprocessing.connection import Connection
 
 import msgspec
 
+from .systems import CONVERSATION, DS
+
 # Linux: pick the source port at connect time, so many sockets can share a source address.
 _IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 _CONNECT_PARALLEL = 256
@@ -34,11 +41,13 @@ class LoadPlan:
 
     host: str
     port: int
-    clients: list[tuple[str, str | None]]  # (conversation id, Last-Event-ID or None)
+    # (conversation id, Last-Event-ID or None); DS: (stream name, offset or None)
+    clients: list[tuple[str, str | None]]
     source_addresses: list[str]
     connect_on_go: bool = (
         False  # a storm: connect at the window's start, measure time to first event
     )
+    protocol: str = CONVERSATION
 
 
 @dataclass(frozen=True)
@@ -55,8 +64,8 @@ class LoadResult:
     connected: int = 0  # clients that received their first event
     connect_failed: int = 0
     bad_status: int = 0
-    closed_early: int = 0
-    events: int = 0  # SSE events (frames with an id) received inside the window
+    closed_early: int = 0  # clients that had their first event, closed before the end
+    events: int = 0  # SSE events (frames with an id; DS: messages) received inside the window
     tokens: int = 0  # whitespace-separated words of delta texts that are not timestamps
     latencies_ns: array = field(default_factory=lambda: array("q"))
     ttfe_ns: array = field(default_factory=lambda: array("q"))
@@ -68,17 +77,44 @@ class _Delta(msgspec.Struct):
 
 
 _decode_delta = msgspec.json.Decoder(_Delta).decode
+_decode_messages = msgspec.json.Decoder(list[_Delta]).decode
 
 
 class _Window:
     """Shared by every reader of the process: the window and the counters it fills."""
 
-    def __init__(self, result: LoadResult) -> None:
+    def __init__(self, result: LoadResult, protocol: str = CONVERSATION) -> None:
         self.result = result
         self.t0 = 1 << 62
         self.t1 = 1 << 62
+        # What starts a frame that holds events: the first such frame is a client's first event.
+        self.mark = b"event: data\n" if protocol == DS else b"id: "
+        self.frames = self._ds_frames if protocol == DS else self._conversation_frames
 
-    def frames(self, data: bytes, now: int) -> None:
+    def _ds_frames(self, data: bytes, now: int) -> None:
+        """Account the messages of the complete ``data`` events in ``data``, received at ``now``."""
+        if not (self.t0 <= now <= self.t1):
+            return
+        result = self.result
+        t0 = self.t0
+        for frame in data.split(b"\n\n"):
+            if not frame.startswith(b"event: data\n"):
+                continue  # control events, keepalive comments
+            lines = frame.split(b"\n")[1:]
+            payload = b"\n".join(
+                line[6:] if line.startswith(b"data: ") else line[5:]
+                for line in lines
+                if line.startswith(b"data:")
+            )
+            messages = _decode_messages(payload)
+            result.events += len(messages)
+            for message in messages:
+                if message.text.isdigit():
+                    sent = int(message.text)
+                    if sent >= t0:
+                        result.latencies_ns.append(now - sent)
+
+    def _conversation_frames(self, data: bytes, now: int) -> None:
         """Account the complete SSE frames in ``data``, all received at ``now``."""
         if not (self.t0 <= now <= self.t1):
             return
@@ -149,7 +185,8 @@ class SseReader(asyncio.Protocol):
             return
         complete, self._sse = text[: cut + 2], text[cut + 2 :]
         if not self.first_event.done():
-            if complete.startswith(b"id: ") or complete.find(b"\n\nid: ") >= 0:
+            mark = self._window.mark
+            if complete.startswith(mark) or complete.find(b"\n\n" + mark) >= 0:
                 self._window.result.connected += 1
                 self._window.result.ttfe_ns.append(now - self._started)
                 self.first_event.set_result(True)
@@ -203,9 +240,14 @@ def raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-def _request(host: str, port: int, cid: str, last_event_id: str | None) -> bytes:
+def _request(host: str, port: int, cid: str, last_event_id: str | None, protocol: str) -> bytes:
+    if protocol == DS:  # a Durable Streams name, read from its start; offsets are not resumed
+        target = f"/v1/stream/{cid}?offset={last_event_id or '-1'}&live=sse"
+        last_event_id = None
+    else:
+        target = f"/v1/conversations/{cid}/stream"
     lines = [
-        f"GET /v1/conversations/{cid}/stream HTTP/1.1",
+        f"GET {target} HTTP/1.1",
         f"Host: {host}:{port}",
         "Accept: text/event-stream",
     ]
@@ -236,7 +278,7 @@ async def _open(
             await asyncio.wait_for(
                 loop.sock_connect(sock, (plan.host, plan.port)), _CONNECT_TIMEOUT
             )
-            request = _request(plan.host, plan.port, cid, last_event_id)
+            request = _request(plan.host, plan.port, cid, last_event_id, plan.protocol)
             _, reader = await loop.create_connection(
                 lambda: SseReader(window, request, started), sock=sock
             )
@@ -274,7 +316,7 @@ async def _sleep_until(t_ns: int) -> None:
 
 async def _run(conn: Connection, plan: LoadPlan) -> None:
     result = LoadResult()
-    window = _Window(result)
+    window = _Window(result, plan.protocol)
     readers: list[SseReader] = []
     if not plan.connect_on_go:
         readers = await _connect_all(plan, window)
@@ -285,7 +327,14 @@ async def _run(conn: Connection, plan: LoadPlan) -> None:
         await _sleep_until(go.t0)
         readers = await _connect_all(plan, window)
     await _sleep_until(go.t_end)
-    result.closed_early = sum(1 for r in readers if r.transport is None or r.transport.is_closing())
+    # Of the clients that got their first event: a client refused at once is a connect_failed.
+    result.closed_early = sum(
+        1
+        for r in readers
+        if r.first_event.done()
+        and r.first_event.result()
+        and (r.transport is None or r.transport.is_closing())
+    )
     for reader in readers:
         if reader.transport is not None:
             reader.transport.close()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 
 ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6")
+# Issue 21's side-by-side with the peers: L1-L4 over the conversation feed (resumable-stream),
+# D1-D4 over Durable Streams (the reference server).
+PEER_SCENARIOS = ("L1", "L2", "L3", "L4", "D1", "D2", "D3", "D4")
 
 
 def parse_setting(text: str) -> tuple[str, str]:
@@ -25,12 +28,23 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--scenarios", default=",".join(ALL_SCENARIOS), help="comma-separated, e.g. S1,S3"
+        "--scenarios",
+        default=None,
+        help=f"comma-separated, e.g. S1,S3 (default: {','.join(ALL_SCENARIOS)}; with --peers, "
+        f"{','.join(PEER_SCENARIOS)})",
     )
     p.add_argument(
         "--compare-naive",
         action="store_true",
         help="also run the naive baseline (scripts/bench/naive_front.py) on the same workload",
+    )
+    p.add_argument(
+        "--peers",
+        action="store_true",
+        help="also run the peers of issue 21 on every scenario they serve, and print the "
+        "side-by-side tables: resumable-stream (Node, on the benchmark's Redis) on L1-L4 "
+        "(and S1-S4), the Durable Streams reference server (Node, in memory) on D1-D4; "
+        "installed by npm ci from scripts/bench/peers/package-lock.json when needed",
     )
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument(
@@ -85,7 +99,32 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--s4-clients", type=int, default=10_000)
     p.add_argument("--s4-conversations", type=int, default=1000)
     p.add_argument(
-        "--s4-rate", type=float, default=10.0, help="events/s over all S4 conversations (a trickle)"
+        "--s4-rate",
+        type=float,
+        default=10.0,
+        help="events/s over all S4 (L4, D4) conversations (a trickle)",
+    )
+    p.add_argument("--l2-fanout", type=int, default=100, help="L2: clients per conversation")
+    p.add_argument(
+        "--l2-max-events", type=float, default=100_000, help="L2: cap on offered deliveries per s"
+    )
+    p.add_argument("--l4-clients", type=int, default=5000, help="L4 and D4: idle streams")
+    p.add_argument("--l4-conversations", type=int, default=500, help="L4 and D4")
+    p.add_argument(
+        "--d1-producers",
+        type=_int_list,
+        default=[1, 8, 64],
+        help="D1: concurrent Durable Streams producers, a list",
+    )
+    p.add_argument("--d3-streams", type=int, default=1, help="D3: Durable Streams fanned out")
+    p.add_argument(
+        "--d3-subscribers", type=int, default=1000, help="D3: SSE subscribers over all streams"
+    )
+    p.add_argument(
+        "--d3-rate",
+        type=float,
+        default=10.0,
+        help="D3: appends/s per stream (10 x 1,000 subscribers: L1's 10,000 deliveries/s)",
     )
     p.add_argument("--s5-runs", type=int, default=32, help="concurrent runs on the one worker")
     p.add_argument(
