@@ -8,11 +8,13 @@ too (``ConversationView``): its entries are the conversation's events.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, NamedTuple
 
+import anyio
 import msgspec
 import redis.exceptions
 
@@ -197,6 +199,26 @@ def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
     return entry_from_fields(entry_id, fields[b"t"], fields[b"d"], fields.get(b"r", b""))
 
 
+@dataclass(frozen=True, slots=True)
+class _PendingAppend:
+    """An append waiting to be sent with others (``StreamStore._send_append``)."""
+
+    keys: list[str]
+    args: list[Any]
+    answer: asyncio.Future[Any]
+
+
+def _settle(answer: asyncio.Future[Any], reply: Any) -> None:
+    """Give a waiting append its reply, or the error in its place (unless it stopped
+    waiting: its request was cancelled)."""
+    if answer.done():
+        return
+    if isinstance(reply, Exception):
+        answer.set_exception(reply)
+    else:
+        answer.set_result(reply)
+
+
 def _appended(raw: list[Any]) -> Appended:
     """The append script's answer (``lua/stream_append.lua``) as an ``Appended``."""
     outcome = AppendOutcome(_text(raw[0]))
@@ -356,6 +378,8 @@ class StreamStore:
         self._max_bytes = settings.ds_max_stream_bytes
         self._default_ttl = str(settings.ds_default_ttl_seconds or "")
         self._known: dict[str, Incarnation] = {}
+        # The appends waiting to be sent with the one that collects them (``_send_append``).
+        self._gathering: list[_PendingAppend] | None = None
 
     def keys(self, name: str) -> DurableKeys:
         return self._keys.durable(name)
@@ -512,8 +536,61 @@ class StreamStore:
             uid,
             *messages,
         ]
-        raw = await self._scripts.stream_append(keys=self._append_keys(name), args=args)
+        raw = await self._send_append(self._append_keys(name), args)
         return _appended(raw)
+
+    async def _send_append(self, keys: list[str], args: list[Any]) -> Any:
+        """Run the append script, in one pipeline with the appends other requests of this
+        process make at the same moment.
+
+        Much of an append's cost to the front is the client's own work per command (a
+        connection from the pool, timeouts, retries, about a hundred Python calls), which a
+        pipeline pays once for all its commands. The first append finds nobody gathering:
+        it gathers, lets every task that is ready run once (those that reach their append
+        join it), then sends what it gathered, shielded from its own cancellation since the
+        others wait for it, and hands each its answer. Alone, it is sent as a plain call."""
+        gathering = self._gathering
+        if gathering is not None:
+            pending = _PendingAppend(keys, args, asyncio.get_running_loop().create_future())
+            gathering.append(pending)
+            return await pending.answer
+        gathering = self._gathering = []
+        try:
+            await asyncio.sleep(0)
+        finally:
+            self._gathering = None
+            if gathering:
+                with anyio.CancelScope(shield=True):
+                    await self._send_gathered(keys, args, gathering)
+        if not gathering:
+            return await self._scripts.stream_append(keys=keys, args=args)
+        return gathering[0].answer.result()
+
+    async def _send_gathered(
+        self, keys: list[str], args: list[Any], others: list[_PendingAppend]
+    ) -> None:
+        """Send the gatherer's append and ``others`` in one pipeline; the gatherer's answer
+        (or error) is put first in ``others``."""
+        own = _PendingAppend(keys, args, asyncio.get_running_loop().create_future())
+        batch = [own, *others]
+        script = self._scripts.stream_append
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for pending in batch:
+                    pipe.evalsha(script.sha, len(pending.keys), *pending.keys, *pending.args)
+                replies = await pipe.execute(raise_on_error=False)
+            for pending, reply in zip(batch, replies, strict=True):
+                if isinstance(reply, redis.exceptions.NoScriptError):
+                    # Redis restarted and forgot the script: loaded by a plain call.
+                    try:
+                        reply = await script(keys=pending.keys, args=pending.args)
+                    except Exception as exc:  # that append's own error, for its request
+                        reply = exc
+                _settle(pending.answer, reply)
+        except Exception as exc:  # the pipeline failed as a whole: every append with it
+            for pending in batch:
+                _settle(pending.answer, exc)
+        others.insert(0, own)
 
     def _append_keys(self, name: str) -> list[str]:
         keys = self.keys(name)
