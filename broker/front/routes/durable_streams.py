@@ -15,6 +15,8 @@ from urllib.parse import quote
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import Scope
 
 from broker.core.errors import (
     BODY_TOO_LARGE,
@@ -861,6 +863,26 @@ _STREAM_READ = _read_doc(
     "readStream", "Read a stream", INVALID_STREAM_NAME, STREAM_NOT_FOUND, STREAM_GONE, **_NAME
 )
 
+
+class _StreamRoute(ApiRoute):
+    """A route of the streams themselves. Like the conversations' views before them, they
+    are served below the router (``streaming``): their SSE reads pass through nothing more,
+    and a write, the hot path of a producer, is not matched against every route of the app
+    first. So they must not take what the subscription routes serve, which come before them
+    in the router but not there: no stream is named under the reserved ``__ds`` prefix."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE:
+            name: str = child["path_params"]["name"]
+            if name == _RESERVED or name.startswith(_RESERVED + "/"):
+                return Match.NONE, {}
+        return match, child
+
+
+_RESERVED = "__ds"
+
+
 routes = [
     ApiRoute(
         PREFIX + CONVERSATIONS + "{cid}",
@@ -869,6 +891,7 @@ routes = [
         access=Access.READ,
         cost=Cost.STREAM,
         doc=_CONVERSATION_READ,
+        streaming=True,
     ),
     ApiRoute(
         PREFIX + CONVERSATIONS + "{cid}",
@@ -880,16 +903,18 @@ routes = [
             "POST": _read_only("appendConversationStream"),
             "DELETE": _read_only("deleteConversationStream"),
         },
+        streaming=True,
     ),
-    ApiRoute(
+    _StreamRoute(
         PREFIX + "{name:path}",
         _cross_origin(stream),
         methods=_READS,
         access=Access.SUBJECT,
         cost=Cost.STREAM,
         doc=_STREAM_READ,
+        streaming=True,
     ),
-    ApiRoute(
+    _StreamRoute(
         PREFIX + "{name:path}",
         _cross_origin(stream),
         methods=list(_WRITES),
@@ -973,5 +998,6 @@ routes = [
                 path_params=_NAME,
             ),
         },
+        streaming=True,
     ),
 ]
