@@ -440,6 +440,10 @@ class StreamStore:
         self._default_ttl = str(settings.ds_default_ttl_seconds or "")
         self._known: dict[str, Incarnation] = {}
         self._append = Gathered(client, scripts.stream_append)
+        self._append_keys_of: dict[str, list[bytes]] = {}
+        # The append's fixed arguments, encoded once.
+        self._maxlen_arg = str(settings.stream_maxlen).encode()
+        self._max_bytes_arg = str(settings.ds_max_stream_bytes).encode()
 
     def keys(self, name: str) -> DurableKeys:
         return self._keys.durable(name)
@@ -585,13 +589,13 @@ class StreamStore:
         pid, epoch, pseq = producer or ("", "", "")
         args = [
             media_type,
-            "1" if close else "",
+            b"1" if close else b"",
             seq,
             pid,
             epoch,
             pseq,
-            self._maxlen,
-            self._max_bytes,
+            self._maxlen_arg,
+            self._max_bytes_arg,
             owner,
             uid,
             *messages,
@@ -599,9 +603,28 @@ class StreamStore:
         raw = await self._append(self._append_keys(name), args)
         return _appended(raw)
 
-    def _append_keys(self, name: str) -> list[str]:
-        keys = self.keys(name)
-        return [keys.data, keys.meta, keys.producers, keys.forks, keys.live, keys.subscriptions]
+    def _append_keys(self, name: str) -> list[bytes]:
+        """The append script's keys, encoded, remembered for the names written lately: a
+        producer appends to the same stream again and again, and the keys cost a digest and
+        their encoding each time (on a cluster, bytes route as their text would)."""
+        found = self._append_keys_of.get(name)
+        if found is None:
+            keys = self.keys(name)
+            found = [
+                key.encode()
+                for key in (
+                    keys.data,
+                    keys.meta,
+                    keys.producers,
+                    keys.forks,
+                    keys.live,
+                    keys.subscriptions,
+                )
+            ]
+            if len(self._append_keys_of) >= _KNOWN_INCARNATIONS:
+                self._append_keys_of.clear()
+            self._append_keys_of[name] = found
+        return found
 
     async def delete(self, name: str, *, soft: bool = False) -> bool:
         """Remove a stream; ``soft`` keeps its metadata, marked deleted, while forks of it
