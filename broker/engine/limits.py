@@ -39,6 +39,7 @@ from broker.engine.connections import Client
 from broker.engine.conversations import Conversations
 from broker.engine.keys import Keys
 from broker.engine.scripts import Scripts
+from broker.engine.streams import Gathered
 
 _MINUTE_MS = 60_000
 _DAY_MS = 86_400_000
@@ -132,6 +133,8 @@ class Limits:
         self._keys = keys
         self._admit = scripts.admit
         self._ds_admit = scripts.ds_admit
+        # Sent with the admissions of other writes of the moment, as their appends are.
+        self._ds_admit_gathered = Gathered(client, scripts.ds_admit)
         self._ds_refund = scripts.ds_refund
         self._conversations = conversations
         self._lease_ms = int(settings.stream_lease_seconds * 1000)
@@ -263,7 +266,7 @@ class Limits:
             quota.field,
             quota.streams_per_day,
         ]
-        reply = await self._ds_admit(keys=keys, args=args)
+        reply = await self._ds_admit_gathered(keys, args)
         if reply[0] == b"storage":
             gone = await self._gone_streams(keys_of.storage)
             if gone:

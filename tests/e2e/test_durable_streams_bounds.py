@@ -11,6 +11,7 @@ import asyncio
 import re
 import signal
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -354,6 +355,111 @@ async def test_a_fork_is_copied_in_bounded_pages_and_counts_in_its_subjects_stor
         third = await alice.put(path + "-fork3", headers={"Stream-Forked-From": path})
         assert (third.status_code, error_code(third)) == (413, "storage_quota_exceeded")
         assert (await alice.head(path + "-fork3")).status_code == 404
+
+
+async def _commands_of(redis_client: redis.asyncio.Redis, request: Any) -> list[bytes]:
+    """The commands Redis ran while ``request`` (an awaitable) was answered, by its slow log
+    (which records every command at a threshold of 0), oldest first."""
+    previous = await redis_client.config_get("slowlog-*")
+    await redis_client.config_set("slowlog-log-slower-than", 0)
+    await redis_client.config_set("slowlog-max-len", 10_000)
+    await redis_client.slowlog_reset()
+    try:
+        await request
+        log = await redis_client.slowlog_get(10_000)
+    finally:
+        for name, value in previous.items():
+            await redis_client.config_set(name, value)
+    # Those a front sent (not those its scripts ran, nor this function's own).
+    return [
+        entry["command"].split()[0].upper()
+        for entry in reversed(log)
+        if entry.get("client_name", b"").startswith(b"broker:front")
+    ]
+
+
+async def test_an_append_is_one_script_that_checks_what_a_read_before_it_would(
+    stack: Stack,
+) -> None:
+    """An uncounted append is one round trip (its script checks the stream exists, is not
+    deleted and is the caller's), and every answer is what it was when the metadata was read
+    first: a stream that is missing or another's is a 404 whatever is wrong with the request,
+    and a body of another type than the stream's is a 409 even when it is malformed."""
+    stack.start(fronts=1, workers=0, **AUTH)
+    path = "/v1/stream/" + new_cid("one-trip")
+    redis_client = redis.asyncio.Redis.from_url(stack.redis_url)
+    url = stack.fronts[0].url
+    async with (
+        _client(url, hs256("alice")) as alice,
+        _client(url, hs256("mallory")) as mallory,
+        redis_client,
+    ):
+        assert (await alice.put(path, headers=JSON)).status_code == 201
+        assert (await alice.put(path + "-text", headers=PLAIN)).status_code == 201
+        assert (await alice.post(path + "-text", content=b"x", headers=PLAIN)).status_code == 204
+        appended = alice.post(path, content=b'[{"a":1},{"b":2}]', headers=JSON)
+        assert await _commands_of(redis_client, appended) == [b"EVALSHA"]
+        assert await _read_all(alice, path) == [{"a": 1}, {"b": 2}]
+
+        bad: dict[str, tuple[bytes, dict[str, str]]] = {
+            "malformed": (b'{"a":', JSON),
+            "empty array": (b"[]", JSON),
+            "no body": (b"", JSON),
+            "no content type": (b"x", {}),
+            "producer": (b"1", {**JSON, "Producer-Id": "p"}),
+            "seq": (b"1", {**JSON, "Stream-Seq": "s" * 300}),
+        }
+        for what, (content, headers) in bad.items():
+            for target in (path, path + "-missing"):
+                refused = await mallory.post(target, content=content, headers=headers)
+                assert (refused.status_code, error_code(refused)) == (404, "stream_not_found"), (
+                    what,
+                    target,
+                )
+            mine = await alice.post(path, content=content, headers=headers)
+            assert mine.status_code in (400, 415), (what, mine.text)
+        mismatch = await alice.post(path + "-text", content=b'{"a":', headers=JSON)
+        assert (mismatch.status_code, error_code(mismatch)) == (409, "content_type_mismatch")
+        assert "text/plain" in mismatch.json()["error"]["message"]
+        assert await _read_all(alice, path) == [{"a": 1}, {"b": 2}]
+        assert (await alice.get(path + "-text", params={"offset": "-1"})).content == b"x"
+
+
+async def test_a_counted_append_is_counted_in_the_incarnation_it_writes(stack: Stack) -> None:
+    """A front remembers a stream's incarnation for the storage count of its next appends;
+    once the stream is deleted and another subject creates it again, an append the first
+    owner sends is refused as for a missing stream and its bytes are given back."""
+    stack.start(fronts=1, workers=0, **AUTH, limit_ds_bytes_per_subject=1000)
+    path = "/v1/stream/" + new_cid("incarnations")
+    message = b'"' + b"m" * 598 + b'"'
+    redis_client = redis.asyncio.Redis.from_url(stack.redis_url)
+    url = stack.fronts[0].url
+    async with (
+        _client(url, hs256("alice")) as alice,
+        _client(url, hs256("bob")) as bob,
+        redis_client,
+    ):
+        assert (await alice.put(path, headers=JSON)).status_code == 201
+        assert (await alice.post(path, content=message, headers=JSON)).status_code == 204
+        # Remembered: the storage count and the append, one round trip each.
+        counted = alice.post(path, content=b"1", headers=JSON)
+        assert await _commands_of(redis_client, counted) == [b"EVALSHA", b"EVALSHA"]
+        full = await alice.post(path, content=message, headers=JSON)
+        assert (full.status_code, error_code(full)) == (413, "storage_quota_exceeded")
+        assert (await alice.delete(path)).status_code == 204  # 601 bytes given back
+
+        assert (await bob.put(path, headers=JSON)).status_code == 201
+        stranger = await alice.post(path, content=message, headers=JSON)
+        assert (stranger.status_code, error_code(stranger)) == (404, "stream_not_found")
+        assert await _read_all(bob, path) == []
+        assert (await bob.delete(path)).status_code == 204
+
+        # Alice's refused append gave its bytes back: 600 fit in her 1000 again, 1200 do not.
+        assert (await alice.put(path, headers=JSON)).status_code == 201
+        assert (await alice.post(path, content=message, headers=JSON)).status_code == 204
+        over = await alice.post(path, content=message, headers=JSON)
+        assert (over.status_code, error_code(over)) == (413, "storage_quota_exceeded")
+        assert len(await _read_all(alice, path)) == 1
 
 
 def _argument_count(command: bytes) -> int:

@@ -8,6 +8,7 @@ first call, and write nothing twice. And a started run belongs to one worker at 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,6 +27,7 @@ from broker.core.events import (
 )
 from broker.core.ids import new_id
 from broker.core.settings import Settings
+from broker.core.streams import StreamConfig
 from broker.engine import Engine
 from broker.engine.conversations import (
     Accepted,
@@ -37,6 +39,7 @@ from broker.engine.conversations import (
     RunActive,
     Started,
 )
+from broker.engine.streams import AppendOutcome, Created
 from tests.helpers import new_cid
 from tests.stored import stored_events
 
@@ -164,5 +167,60 @@ async def test_a_stream_from_before_uids_gets_one_and_a_deleted_one_none(
         redis_client.delete(meta_key)
         assert await engine.streams.meta("old") is None
         assert not redis_client.exists(meta_key)
+    finally:
+        await engine.aclose()
+
+
+async def test_appends_of_one_moment_share_a_pipeline_and_each_gets_its_own_answer(
+    redis_url: str, redis_client: redis.Redis, prefix: str
+) -> None:
+    """Concurrent appends are sent together (``Gathered``): each is applied once and gets its
+    own outcome, a refusal included, also after Redis forgot the script (a restart)."""
+    engine = Engine(Settings(redis_url=redis_url, key_prefix=prefix), "test")
+    streams = engine.streams
+    config = StreamConfig("application/json", "application/json", "", "", "", False, "", "", "")
+    try:
+        names = [f"gathered-{i}" for i in range(20)]
+        for name in names:
+            assert isinstance(await streams.create(name, config, "alice", []), Created)
+        for round_ in range(2):
+            if round_:
+                redis_client.script_flush()
+            outcomes = await asyncio.gather(
+                *(
+                    streams.append(
+                        name,
+                        "application/json",
+                        [b"%d" % i],
+                        close=False,
+                        seq="",
+                        producer=None,
+                        owner="alice",
+                    )
+                    for i, name in enumerate(names)
+                ),
+                streams.append(names[0], "text/plain", [b"x"], close=False, seq="", producer=None),
+                streams.append(
+                    names[1],
+                    "application/json",
+                    [b"1"],
+                    close=False,
+                    seq="",
+                    producer=None,
+                    owner="mallory",
+                ),
+                streams.append(
+                    "nothing", "application/json", [b"1"], close=False, seq="", producer=None
+                ),
+            )
+            *appended, mismatch, foreign, missing = outcomes
+            assert [a.outcome for a in appended] == [AppendOutcome.OK] * len(names)
+            assert mismatch.outcome is AppendOutcome.CONTENT_TYPE
+            assert mismatch.content_type == "application/json"
+            assert foreign.outcome is AppendOutcome.MISSING
+            assert missing.outcome is AppendOutcome.MISSING
+        for i, name in enumerate(names):
+            data = redis_client.xrange(engine.keys.durable(name).data)
+            assert [fields[b"d"] for _, fields in data] == [b"%d" % i] * 2
     finally:
         await engine.aclose()

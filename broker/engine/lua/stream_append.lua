@@ -4,20 +4,28 @@
 -- its writer marks them due without another round trip).
 -- ARGV: 1 media type of the body, 2 close ('1' or ''), 3 Stream-Seq, 4 producer id, 5 epoch,
 --       6 seq (all '' without a producer), 7 maxlen, 8 the most bytes the stream may hold
---       (0: no bound), then the messages.
+--       (0: no bound), 9 the subject the stream must belong to ('' anyone's), 10 the
+--       incarnation (uid) the writer was admitted for ('' any), then the messages.
+-- The owner and incarnation are checked here, so a write needs no read of the metadata
+-- before it: the whole append is this one round trip.
 -- Answers {outcome, tail, ...}: 'ok' (epoch, seq, and the linked subscriptions when it
 -- appended), 'duplicate' (epoch, highest seq),
--- 'duplicate_closed' (epoch, seq), 'already_closed', 'closed', 'content_type', 'stale_epoch'
--- (current epoch), 'epoch_seq', 'gap' (expected, received), 'seq', 'too_large' (the stream
--- would hold more than its bound); or {'missing'}, {'gone'} (soft-deleted).
+-- 'duplicate_closed' (epoch, seq), 'already_closed', 'closed', 'content_type' (the stream's
+-- content type), 'stale_epoch' (current epoch), 'epoch_seq', 'gap' (expected, received),
+-- 'seq', 'too_large' (the stream would hold more than its bound); or {'missing'} (none, or
+-- another subject's), {'gone'} (soft-deleted), {'moved', uid} (another incarnation than the
+-- one asked for: nothing written).
 local ctn, close, seq, pid, epoch, pseq, maxlen, most =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
+local owner, uid = ARGV[9], ARGV[10]
 local m = redis.call('HMGET', KEYS[2], 'ctn', 'closed', 'seq', 'ttl', 'expms', 'tail', 'closer',
-  'dttl', 'bytes')
+  'dttl', 'bytes', 'owner', 'deleted', 'uid', 'ct')
 if not m[1] then return {'missing'} end
-if redis.call('HGET', KEYS[2], 'deleted') == '1' then return {'gone'} end
+if owner ~= '' and m[10] ~= owner then return {'missing'} end
+if m[11] == '1' then return {'gone'} end
+if uid ~= '' and m[12] ~= uid then return {'moved', m[12] or ''} end
 local tail = m[6]
-local count = #ARGV - 8
+local count = #ARGV - 10
 local tuple = ''
 if pid ~= '' then tuple = pid .. '\n' .. epoch .. '\n' .. pseq end
 if m[2] == '1' then
@@ -25,7 +33,7 @@ if m[2] == '1' then
   if count == 0 and close == '1' then return {'already_closed', tail} end
   return {'closed', tail}
 end
-if count > 0 and ctn ~= m[1] then return {'content_type', tail} end
+if count > 0 and ctn ~= m[1] then return {'content_type', tail, m[13]} end
 if pid ~= '' then
   local e, s = tonumber(epoch), tonumber(pseq)
   local state = redis.call('HGET', KEYS[3], pid)
@@ -44,10 +52,10 @@ if pid ~= '' then
   end
 end
 if seq ~= '' and m[3] and m[3] ~= '' and seq <= m[3] then return {'seq', tail} end
-local bytes = tonumber(m[9] or '0') + sizes(9)
+local bytes = tonumber(m[9] or '0') + sizes(11)
 if most > 0 and bytes > most then return {'too_large', tail} end
 local after = tail
-if count > 0 then tail = append_all(maxlen, 9, close == '1') end
+if count > 0 then tail = append_all(maxlen, 11, close == '1') end
 local fields = {'tail', tail, 'bytes', bytes}
 if seq ~= '' then fields[#fields + 1] = 'seq'; fields[#fields + 1] = seq end
 if close == '1' then

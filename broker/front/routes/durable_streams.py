@@ -13,8 +13,10 @@ import logging
 from typing import NamedTuple
 from urllib.parse import quote
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import Scope
 
 from broker.core.errors import (
     BODY_TOO_LARGE,
@@ -64,9 +66,11 @@ from broker.core.streams import StreamConfig
 from broker.engine import UNAVAILABLE, Engine
 from broker.engine.limits import storage_field
 from broker.engine.streams import (
+    Appended,
     AppendOutcome,
     Created,
     Exists,
+    Incarnation,
     Inherited,
     Staged,
     StageLost,
@@ -414,53 +418,203 @@ def _sub_offset(following: Inherited, sub: int, *, json: bool) -> Inherited:
     return kept
 
 
-async def _append(request: Request, name: str) -> Response:
-    streams = _engine(request).streams
-    meta = await _meta(request, name)
-    close = flag(request.headers, "stream-closed")
-    writer = producer(request.headers)
-    body = await read_body(request, _services(request).settings.max_body_bytes)
+class _Written(Response):
+    """The answer to a write: no body, its headers given as raw pairs. Starlette's own
+    ``Response`` builds them from a mapping (each name lower-cased and encoded), a fair part
+    of what a small append costs the front."""
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = b""
+        self.raw_headers = headers
+
+
+_CROSS_ORIGIN = (b"cross-origin-resource-policy", b"cross-origin")
+_STREAM_CLOSED = (b"stream-closed", b"true")
+
+
+def _header_map(request: Request) -> dict[str, str]:
+    """The request's headers by (lower-case) name, the first of each: one pass, where each
+    lookup in Starlette's ``Headers`` is a pass of its own."""
+    found: dict[str, str] = {}
+    for name, value in request.scope["headers"]:
+        key = name.decode("latin-1")
+        if key not in found:
+            found[key] = value.decode("latin-1")
+    return found
+
+
+async def _read_body(request: Request, declared: str | None, limit: int) -> bytes:
+    """``read_body``'s bounds (413 as soon as the body is known to exceed ``limit``), read
+    from the request's ``receive`` itself: an append's body is nearly always one message."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(BODY_TOO_LARGE, f"the body exceeds {limit} bytes")
+    receive = request.receive
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(BODY_TOO_LARGE, f"the body exceeds {limit} bytes")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class _Write(NamedTuple):
+    kind: str  # the body's media type ("" without a body)
+    batch: list[bytes]  # its messages
+    seq: str  # Stream-Seq
+
+
+def _write_of(
+    headers: dict[str, str], body: bytes, close: bool, stream_type: str, max_messages: int
+) -> _Write:
+    """What an append's body holds for a stream of media type ``stream_type``: each element of
+    a JSON array in a JSON stream, the body as one message otherwise (a body of another type is
+    refused by the script, after the closed check that outranks it)."""
     if not body and not close:
         raise ApiError(EMPTY_BODY, "an append needs a body (or Stream-Closed: true)")
-    content_type = request.headers.get("content-type")
     kind = ""
     batch: list[bytes] = []
     if body:
+        content_type = headers.get("content-type")
         if content_type is None:
             raise ApiError(MISSING_CONTENT_TYPE, "an append with a body needs Content-Type")
         kind = media_type(content_type)
-        # A body of another type is refused by the script, after the closed check it outranks.
-        batch = (
-            messages(
-                body,
-                meta.ctn,
-                append=True,
-                max_messages=_services(request).settings.ds_max_messages_per_write,
-            )
-            if kind == meta.ctn
-            else [body]
-        )
-    seq = request.headers.get("stream-seq", "")
+        if kind == stream_type:
+            batch = messages(body, stream_type, append=True, max_messages=max_messages)
+        else:
+            batch = [body]
+    seq = headers.get("stream-seq", "")
     if len(seq) > MAX_TOKEN_LENGTH:
         raise ApiError(INVALID_SEQ, f"Stream-Seq is at most {MAX_TOKEN_LENGTH} characters")
+    return _Write(kind, batch, seq)
+
+
+async def _append(request: Request, name: str) -> Response:
+    """One round trip to Redis when the write is not counted (an admin, or no per-subject
+    stream limits): the append script checks what the metadata read before it used to (the
+    stream exists, is not deleted, is the caller's) and the body is split by its own content
+    type, which must be the stream's anyway. The metadata is read only on an error path, so
+    that a missing or deleted stream outranks what is wrong with the request, as when it was
+    read first. A counted write needs the stream's incarnation (its storage is counted per
+    incarnation) before the append: the one remembered from an earlier write, which the script
+    checks (``MOVED``: given back, and tried again with the metadata read afresh), else read."""
+    services = _services(request)
+    settings = services.settings
+    streams = services.engine.streams
+    limits = services.gate.limits
     principal = principal_of(request)
-    limits = _services(request).gate.limits
-    field = storage_field(meta.uid, name)
-    size = sum(map(len, batch))
-    counted = False
-    if batch:
-        counted = await limits.admit_write(
-            principal, messages=len(batch), size=size, field=field, creating=False
+    owner = principal.subject if services.gate.enforced and not principal.admin else ""
+    headers = _header_map(request)
+    try:
+        close = flag(headers, "stream-closed")
+        writer = producer(headers)
+        body = await _read_body(request, headers.get("content-length"), settings.max_body_bytes)
+    except ApiError:
+        await _meta(request, name)  # the stream's own 404 or 410 comes first
+        raise
+    most = settings.ds_max_messages_per_write
+    counts = limits.counts_write(principal)
+    for attempt in range(2):
+        known = streams.known(name) if counts and not attempt else None
+        if known is not None and owner and known.owner != owner:
+            known = None  # remembered from before a deletion, maybe: read it again
+        # Without the stream's type at hand, the body is read as of its own type.
+        assumed = (
+            known.media_type if known is not None else media_type(headers.get("content-type") or "")
         )
+        try:
+            write = _write_of(headers, body, close, assumed, most)
+        except ApiError:
+            meta = await _meta(request, name)
+            known = _incarnation(meta) if counts else None
+            write = _write_of(headers, body, close, meta.ctn, most)
+        if counts and known is None and write.batch:
+            meta = await _meta(request, name)
+            known = _incarnation(meta)
+            if meta.ctn != assumed:
+                write = _write_of(headers, body, close, meta.ctn, most)
+        result = await _admitted_append(
+            request, name, write, close, writer, owner, known if write.batch else None
+        )
+        if result.outcome is not AppendOutcome.MOVED:
+            return await _answer_append(request, name, result, close, writer, bool(write.batch))
+        streams.forget(name)
+    raise ApiError(TRY_AGAIN, "the stream was replaced while written; try again", _RETRY_SOON)
+
+
+_RETRY_SOON = {"Retry-After": "1"}
+
+
+def _incarnation(meta: StreamMeta) -> Incarnation:
+    return Incarnation(meta.uid, meta.owner, meta.ctn)
+
+
+async def _admitted_append(
+    request: Request,
+    name: str,
+    write: _Write,
+    close: bool,
+    writer: tuple[str, str, str] | None,
+    owner: str,
+    known: Incarnation | None,
+) -> Appended:
+    """The append, counted first in its subject's limits when ``known`` says which stream
+    incarnation it stores in; what it does not store is given back."""
+    services = _services(request)
+    limits = services.gate.limits
+    principal = principal_of(request)
+    counted = False
+    field = ""
+    size = 0
+    if known is not None:
+        field = storage_field(known.uid, name)
+        size = sum(map(len, write.batch))
+        try:
+            counted = await limits.admit_write(
+                principal, messages=len(write.batch), size=size, field=field, creating=False
+            )
+        except ApiError:
+            await _meta(request, name)  # a stream gone since it was remembered: its 404 first
+            raise
     stored = False
     try:
-        result = await streams.append(name, kind, batch, close=close, seq=seq, producer=writer)
+        result = await services.engine.streams.append(
+            name,
+            write.kind,
+            write.batch,
+            close=close,
+            seq=write.seq,
+            producer=writer,
+            owner=owner,
+            uid=known.uid if counted and known is not None else "",
+        )
         stored = result.outcome is AppendOutcome.OK
     finally:
         if counted and not stored:
             await limits.refund_write(principal, field, size)
-    tail = {"Stream-Next-Offset": offsets.encode(result.tail)}
-    closed = {**tail, "Stream-Closed": "true"}
+    return result
+
+
+async def _answer_append(
+    request: Request,
+    name: str,
+    result: Appended,
+    close: bool,
+    writer: tuple[str, str, str] | None,
+    has_messages: bool,
+) -> Response:
+    """The answer to an append: its refusal raised, or its headers (an idempotent producer's
+    append that wrote messages is a 200, every other success a 204)."""
+    tail = offsets.encode(result.tail)
     match result.outcome:
         case AppendOutcome.MISSING:
             raise _not_found(name)
@@ -469,9 +623,15 @@ async def _append(request: Request, name: str) -> Response:
         case AppendOutcome.TOO_LARGE:
             raise ApiError(STREAM_TOO_LARGE, "the stream would hold more bytes than a stream may")
         case AppendOutcome.CLOSED:
-            raise ApiError(STREAM_CLOSED, "the stream is closed", closed)
+            raise ApiError(
+                STREAM_CLOSED,
+                "the stream is closed",
+                {"Stream-Next-Offset": tail, "Stream-Closed": "true"},
+            )
         case AppendOutcome.CONTENT_TYPE:
-            raise ApiError(CONTENT_TYPE_MISMATCH, f"the stream's content type is {meta.ct}")
+            raise ApiError(
+                CONTENT_TYPE_MISMATCH, f"the stream's content type is {result.content_type}"
+            )
         case AppendOutcome.SEQ:
             raise ApiError(SEQUENCE_CONFLICT, "Stream-Seq must increase")
         case AppendOutcome.STALE_EPOCH:
@@ -492,15 +652,22 @@ async def _append(request: Request, name: str) -> Response:
                 },
             )
         case AppendOutcome.ALREADY_CLOSED:
-            return Response(status_code=204, headers=closed)
+            return _Written(
+                204, [(b"stream-next-offset", tail.encode()), _STREAM_CLOSED, _CROSS_ORIGIN]
+            )
     if result.linked:
         await _subscriptions_see(request, name, linked=result.linked)
-    headers = closed if close or result.outcome is AppendOutcome.DUPLICATE_CLOSED else tail
+    headers = [(b"stream-next-offset", tail.encode())]
+    if close or result.outcome is AppendOutcome.DUPLICATE_CLOSED:
+        headers.append(_STREAM_CLOSED)
+    status = 204
     if writer is not None:
-        headers = {**headers, "Producer-Epoch": result.epoch, "Producer-Seq": result.seq}
-        status = 200 if result.outcome is AppendOutcome.OK and batch else 204
-        return Response(status_code=status, headers=headers)
-    return Response(status_code=204, headers=headers)
+        headers.append((b"producer-epoch", result.epoch.encode()))
+        headers.append((b"producer-seq", result.seq.encode()))
+        if result.outcome is AppendOutcome.OK and has_messages:
+            status = 200
+    headers.append(_CROSS_ORIGIN)
+    return _Written(status, headers)
 
 
 async def _read(request: Request, source: Source) -> Response:
@@ -592,7 +759,7 @@ def _cross_origin(endpoint: Endpoint) -> Endpoint:
     @functools.wraps(endpoint)
     async def answer(request: Request) -> Response:
         response = await endpoint(request)
-        if isinstance(response, Response):
+        if isinstance(response, Response) and not isinstance(response, _Written):
             response.headers["Cross-Origin-Resource-Policy"] = "cross-origin"
         return response
 
@@ -696,6 +863,26 @@ _STREAM_READ = _read_doc(
     "readStream", "Read a stream", INVALID_STREAM_NAME, STREAM_NOT_FOUND, STREAM_GONE, **_NAME
 )
 
+
+class _StreamRoute(ApiRoute):
+    """A route of the streams themselves. Like the conversations' views before them, they
+    are served below the router (``streaming``): their SSE reads pass through nothing more,
+    and a write, the hot path of a producer, is not matched against every route of the app
+    first. So they must not take what the subscription routes serve, which come before them
+    in the router but not there: no stream is named under the reserved ``__ds`` prefix."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE:
+            name: str = child["path_params"]["name"]
+            if name == _RESERVED or name.startswith(_RESERVED + "/"):
+                return Match.NONE, {}
+        return match, child
+
+
+_RESERVED = "__ds"
+
+
 routes = [
     ApiRoute(
         PREFIX + CONVERSATIONS + "{cid}",
@@ -704,6 +891,7 @@ routes = [
         access=Access.READ,
         cost=Cost.STREAM,
         doc=_CONVERSATION_READ,
+        streaming=True,
     ),
     ApiRoute(
         PREFIX + CONVERSATIONS + "{cid}",
@@ -715,16 +903,18 @@ routes = [
             "POST": _read_only("appendConversationStream"),
             "DELETE": _read_only("deleteConversationStream"),
         },
+        streaming=True,
     ),
-    ApiRoute(
+    _StreamRoute(
         PREFIX + "{name:path}",
         _cross_origin(stream),
         methods=_READS,
         access=Access.SUBJECT,
         cost=Cost.STREAM,
         doc=_STREAM_READ,
+        streaming=True,
     ),
-    ApiRoute(
+    _StreamRoute(
         PREFIX + "{name:path}",
         _cross_origin(stream),
         methods=list(_WRITES),
@@ -808,5 +998,6 @@ routes = [
                 path_params=_NAME,
             ),
         },
+        streaming=True,
     ),
 ]

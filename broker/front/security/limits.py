@@ -199,6 +199,16 @@ class Limits:
                 {"Retry-After": str(max(1, math.ceil((_DAY_MS - now_ms % _DAY_MS) / 1000)))},
             )
 
+    def counts_write(self, principal: Principal, *, creating: bool = False) -> bool:
+        """Whether ``admit_write`` counts this principal's write at all: an append that is not
+        counted needs nothing of its stream before its script (no storage field)."""
+        settings = self._settings
+        return not principal.admin and bool(
+            settings.limit_ds_messages_per_minute
+            or settings.limit_ds_bytes_per_subject
+            or (creating and settings.limit_ds_streams_per_day)
+        )
+
     async def admit_write(
         self, principal: Principal, *, messages: int, size: int, field: str, creating: bool
     ) -> bool:
@@ -206,13 +216,9 @@ class Limits:
         stream incarnation ``field`` (``storage_field``); raise its refusal. True when it was
         counted: then what it does not store is given back (``refund_write``)."""
         settings = self._settings
-        creations = settings.limit_ds_streams_per_day if creating else 0
-        if principal.admin or not (
-            settings.limit_ds_messages_per_minute
-            or settings.limit_ds_bytes_per_subject
-            or creations
-        ):
+        if not self.counts_write(principal, creating=creating):
             return False
+        creations = settings.limit_ds_streams_per_day if creating else 0
         refusal = await self._engine.limits.admit_write(
             principal.subject,
             WriteQuota(
