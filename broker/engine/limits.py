@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from broker.core.settings import Settings
 from broker.engine.connections import Client
 from broker.engine.conversations import Conversations
@@ -173,13 +175,22 @@ class Limits:
             pending = None
             if subject is not None:
                 pending = self._queue(pipe, subject, quota)
-                await self._admit(keys=pending[0], args=pending[1], client=pipe)
-            replies: list[Any] = await pipe.execute()
+                # EVALSHA itself: a script registered on a pipeline costs a SCRIPT EXISTS
+                # round trip first, on every request.
+                pipe.evalsha(self._admit.sha, len(pending[0]), *pending[0], *pending[1])
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
+                raise reply
         owner = read_owner(replies[0]) if read_owner is not None else None
         if pending is None:
             return Admitted(None), owner
         keys, args, stream_id = pending
-        return await self._verdict(keys, args, stream_id, replies[-1]), owner
+        counted = replies[-1]
+        if isinstance(counted, NoScriptError):
+            # Redis restarted and forgot the script: a plain call loads it.
+            counted = await self._admit(keys=keys, args=args)
+        return await self._verdict(keys, args, stream_id, counted), owner
 
     def _queue(self, pipe: Any, subject: str, quota: Quota) -> tuple[list[str], list[Any], str]:
         keys_of = self._keys.subject(subject)

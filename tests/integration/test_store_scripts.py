@@ -39,6 +39,7 @@ from broker.engine.conversations import (
     RunActive,
     Started,
 )
+from broker.engine.limits import Admitted, Quota, Refusal
 from broker.engine.streams import AppendOutcome, Created
 from tests.helpers import new_cid
 from tests.stored import stored_events
@@ -222,5 +223,31 @@ async def test_appends_of_one_moment_share_a_pipeline_and_each_gets_its_own_answ
         for i, name in enumerate(names):
             data = redis_client.xrange(engine.keys.durable(name).data)
             assert [fields[b"d"] for _, fields in data] == [b"%d" % i] * 2
+    finally:
+        await engine.aclose()
+
+
+async def test_a_request_s_limits_cost_one_round_trip_and_survive_a_forgotten_script(
+    redis_url: str, redis_client: redis.Redis, prefix: str
+) -> None:
+    """The guard's admission goes by EVALSHA in its pipeline: no SCRIPT EXISTS before it on
+    every request, and a script Redis forgot (a restart) is loaded again."""
+    engine = Engine(Settings(redis_url=redis_url, key_prefix=prefix), "test")
+    quota = Quota(requests_per_minute=100)
+
+    def script_calls() -> int:
+        return int(redis_client.info("commandstats").get("cmdstat_script", {}).get("calls", 0))
+
+    try:
+        assert isinstance((await engine.limits.admit("alice", quota))[0], Admitted)
+        before = script_calls()
+        for _ in range(5):
+            verdict, owner = await engine.limits.admit("alice", quota, owner_of=new_cid())
+            assert isinstance(verdict, Admitted) and owner == (None, False)
+        assert script_calls() == before, "SCRIPT EXISTS (or LOAD) sent with every request"
+        redis_client.script_flush()
+        assert isinstance((await engine.limits.admit("alice", quota))[0], Admitted)
+        over = Quota(requests_per_minute=7)  # 7 counted so far: the next is over
+        assert isinstance((await engine.limits.admit("alice", over))[0], Refusal)
     finally:
         await engine.aclose()
