@@ -39,9 +39,9 @@ from redis.exceptions import NoScriptError
 from broker.core.settings import Settings
 from broker.engine.connections import Client
 from broker.engine.conversations import Conversations
+from broker.engine.gathered import Gathered
 from broker.engine.keys import Keys
 from broker.engine.scripts import Scripts
-from broker.engine.streams import Gathered
 
 _MINUTE_MS = 60_000
 _DAY_MS = 86_400_000
