@@ -160,8 +160,7 @@ class Generation:
             parts[-1][1].append(piece)
             return
         if not parts and self._window > 0:
-            self._deadline = time.monotonic() + self._window
-            self._armed.set()
+            self._arm()
         parts.append((key, [piece]))
 
     def _put(self, event: ToolCall | ToolResult | Data) -> None:
@@ -172,9 +171,16 @@ class Generation:
             parts[-1][1].append(encoded)
             return
         if not parts and self._window > 0:
-            self._deadline = time.monotonic() + self._window
-            self._armed.set()
+            self._arm()
         parts.append((_WHOLE, [encoded]))
+
+    def _arm(self) -> None:
+        # Windows close on ticks common to the worker's runs (multiples of the window on the
+        # monotonic clock), so the appends of runs with output waiting fall due together and
+        # go to Redis in one pipeline (``Conversations.append``).
+        window = self._window
+        self._deadline = (time.monotonic() // window + 1) * window
+        self._armed.set()
 
     async def _flush_on_time(self, run_scope: anyio.CancelScope) -> None:
         """Append the gathered output when its window closes; a stop it learns of ends the run."""

@@ -446,8 +446,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     coalesce_ms: Annotated[
         float,
         msgspec.Meta(
-            description="Workers gather tokens this long into one `delta` event (`0`: one "
-            "event per token)."
+            description="Workers gather tokens at most this long into one `delta` event "
+            "(`0`: one event per token); the windows of a worker's runs close together, and "
+            "their appends share one round trip."
         ),
     ] = 15.0
     worker_concurrency: Annotated[

@@ -28,6 +28,7 @@ from broker.core.ids import LAST_POSITION, ORIGIN, StreamPos, format_stream_id, 
 from broker.core.settings import Settings
 from broker.core.snapshot import SnapshotFold
 from broker.engine.connections import FULL, Client, unavailable_errors
+from broker.engine.gathered import Gathered
 from broker.engine.keys import ConversationKeys, Keys
 from broker.engine.live import DELETED_NOTICE
 from broker.engine.scripts import Scripts
@@ -158,16 +159,6 @@ class RunRecord:
         return self.state in TERMINAL_STATES
 
 
-class RunWrite(NamedTuple):
-    """One append of a run's output (see ``Conversations.append``)."""
-
-    cid: str
-    run_id: str
-    fence: Fence
-    sequence: int
-    events: list[tuple[str, bytes]]
-
-
 class Positions(NamedTuple):
     """What deciding where a reader resumes needs, read in one round trip."""
 
@@ -232,6 +223,8 @@ class Conversations:
         self._redis = client
         self._keys = keys
         self._scripts = scripts
+        # The appends of a worker's runs that fall due together go out in one pipeline.
+        self._append = Gathered(client, scripts.append)
         # The (repeatable) run transitions retry a torn-down cluster connection like an outage.
         self._unavailable = unavailable_errors(settings.redis_cluster)
         self._retry_seconds = retry_seconds
@@ -399,19 +392,6 @@ class Conversations:
             return TakenOver(RunState(answer[1]), Fence(worker, answer[2]))
         return None
 
-    def _append_args(self, write: RunWrite, refresh_ttl: bool) -> list[Any]:
-        args: list[Any] = [
-            write.run_id,
-            self._maxlen,
-            self._ttl_ms,
-            write.sequence,
-            *write.fence,
-            int(refresh_ttl),
-        ]
-        for name, data in write.events:
-            args += (name, data)
-        return args
-
     async def append(
         self,
         cid: str,
@@ -423,25 +403,16 @@ class Conversations:
         refresh_ttl: bool = True,
     ) -> Appended:
         """Append a run's output as its ``sequence``-th write (from 1); ``refresh_ttl`` also
-        renews the conversation's idle TTL."""
-        args = self._append_args(RunWrite(cid, run_id, fence, sequence, events), refresh_ttl)
-        answer = await self._run_script(self._scripts.append, cid, run_id, args)
-        return _appended(answer[0])
+        renews the conversation's idle TTL.
 
-    async def append_each(
-        self, writes: list[RunWrite], *, refresh_ttl: bool = False
-    ) -> list[Appended]:
-        """The appends of several runs in one round trip (each its own script call, in its
-        own conversation's slot), answered in order."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for write in writes:
-                await self._scripts.append(
-                    keys=self._run_keys(write.cid, write.run_id),
-                    args=self._append_args(write, refresh_ttl),
-                    client=pipe,
-                )
-            replies = await pipe.execute()
-        return [_appended(_text(reply)[0]) for reply in replies]
+        Appends that other tasks make at the same moment (the runs of a worker whose
+        coalescing windows close together) go to Redis in one pipeline.
+        """
+        args: list[Any] = [run_id, self._maxlen, self._ttl_ms, sequence, *fence, int(refresh_ttl)]
+        for name, data in events:
+            args += (name, data)
+        answer = await self._run_script(self._append, cid, run_id, args)
+        return _appended(answer[0])
 
     async def finish(
         self, cid: str, run_id: str, fence: Fence | None, state: RunState, name: str, data: bytes

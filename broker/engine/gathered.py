@@ -13,11 +13,11 @@ from broker.engine.connections import Client
 
 
 class Gathered:
-    """A script whose calls go to Redis in one pipeline with the calls other requests of this
-    process make at the same moment (the Durable Streams writes: the append and its
-    admission).
+    """A script whose calls go to Redis in one pipeline with the calls other tasks of this
+    process make at the same moment: the Durable Streams writes of concurrent requests (the
+    append and its admission), the appends of a worker's runs whose windows close together.
 
-    Much of what a small write costs the front after its HTTP handling is redis-py's work per
+    Much of what a small write costs after its HTTP handling is redis-py's work per
     command: a connection from the pool, timeouts, retries, about a hundred Python calls
     (80 to 100 us of CPU on the reference machine, against 8 us for the round trip itself),
     which a pipeline pays once for all its commands. The first call that finds nobody

@@ -9,7 +9,8 @@ carries milliseconds).
 
 Appends are spread evenly in time across conversations (round robin at a fixed global
 interval), as independent generations would be, rather than all conversations at once. The
-appends due at one tick go out in one round trip (``Conversations.append_each``), at a fraction
+appends due at one tick go out in one round trip (``Conversations.append`` gathers concurrent
+calls into one pipeline, as it does for a worker's runs), at a fraction
 of the client CPU that one awaited call per append costs, so the appender stays out of the way
 of what it measures.
 
@@ -45,7 +46,7 @@ from .client import Pool, expect
 from .load import raise_nofile
 
 if TYPE_CHECKING:
-    from broker.engine.conversations import Fence, RunWrite
+    from broker.engine.conversations import Fence
 
 _SETUP_PARALLEL = 64
 _PREFILL_BATCH = 100
@@ -163,23 +164,23 @@ class EngineWriter:
     async def append(self, indexes: list[int]) -> None:
         """One delta in each of these conversations, in one round trip."""
         from broker.core.events import Delta, encode
-        from broker.engine.conversations import RunWrite
 
-        writes: list[RunWrite] = []
+        writes = []
         for index in indexes:
             run_id = self.runs[index]
             self.sequence[index] += 1
             events = [encode(Delta(run_id, str(time.time_ns())))]
             writes.append(
-                RunWrite(
+                self.store.append(
                     self.plan.cids[index],
                     run_id,
                     self.fences[run_id],
                     self.sequence[index],
                     events,
+                    refresh_ttl=False,
                 )
             )
-        for appended in await self.store.append_each(writes):
+        for appended in await asyncio.gather(*writes):
             if appended.value != "written":
                 raise RuntimeError(f"bench: append refused: {appended}")
 
@@ -390,7 +391,7 @@ def calibrate(redis_url: str, prefix: str, commands: Callable[[], int]) -> Scrip
     from broker.core.events import Delta, RunStarted, UserMessage, encode
     from broker.core.settings import Settings
     from broker.engine import Engine
-    from broker.engine.conversations import RunWrite, Started
+    from broker.engine.conversations import Started
 
     settings = Settings.from_env({"BROKER_REDIS_URL": redis_url, "BROKER_KEY_PREFIX": prefix})
 
@@ -421,7 +422,7 @@ def calibrate(redis_url: str, prefix: str, commands: Callable[[], int]) -> Scrip
                 sequence += 1
                 events = [encode(Delta(run, "0"))] * count
                 # As the appender's appends, in a round trip of their own.
-                await store.append_each([RunWrite(cid, run, start.fence, sequence, events)])
+                await store.append(cid, run, start.fence, sequence, events, refresh_ttl=False)
                 costs.append((count, commands() - before))
             one = min(c for n, c in costs if n == 1)
             two = min(c for n, c in costs if n == 2)
