@@ -23,7 +23,7 @@ class Entry(NamedTuple):
 
 def entry_from_fields(entry_id: bytes, name: bytes, data: bytes, run_id: bytes) -> Entry:
     ms, _, seq = entry_id.partition(b"-")
-    frame = b"id: " + entry_id + b"\nevent: " + name + b"\ndata: " + data + b"\n\n"
+    frame = b"".join((b"id: ", entry_id, b"\nevent: ", name, b"\ndata: ", data, b"\n\n"))
     return Entry((int(ms), int(seq)), run_id, name, frame)
 
 

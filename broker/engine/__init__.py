@@ -19,6 +19,7 @@ from typing import Any
 from broker.core.settings import Settings
 from broker.engine.connections import FULL, UNAVAILABLE, Client, connect, redis_client
 from broker.engine.conversations import Conversations
+from broker.engine.entries import as_sent
 from broker.engine.index import ConversationIndex
 from broker.engine.keys import Keys
 from broker.engine.limits import Limits
@@ -39,7 +40,9 @@ class Engine:
     ``role`` names the process's connections (``CLIENT LIST`` shows ``broker:<role>:<pid>``);
     ``retry_seconds`` > 0 (the workers) rides out a Redis outage of up to that long in the
     run transitions, which are safe to repeat. ``client`` wraps a redis-py client the caller
-    owns instead of opening one.
+    owns instead of opening one; either way the client hands stream reads (``XRANGE``,
+    ``XREVRANGE``) over as Redis sent them, since the engine reads their entries by place
+    (``entries.py``).
     """
 
     def __init__(
@@ -60,6 +63,8 @@ class Engine:
             max_connections=max_connections or settings.redis_pool_size,
             socket_timeout=socket_timeout,
         )
+        for command in ("XRANGE", "XREVRANGE"):
+            self._client.set_response_callback(command, as_sent)
         self.keys = Keys(settings.key_prefix, settings.job_shard_count)
         scripts = Scripts(self._client, cluster=settings.redis_cluster)
         self.conversations = Conversations(

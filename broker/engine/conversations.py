@@ -22,12 +22,13 @@ from typing import Any, NamedTuple, TypeVar
 import anyio
 
 from broker.core.bodies import Snapshot
-from broker.core.entries import Entry, entry_from_fields
+from broker.core.entries import Entry
 from broker.core.events import TERMINAL_STATES, RunState
 from broker.core.ids import LAST_POSITION, ORIGIN, StreamPos, format_stream_id, parse_stream_id
 from broker.core.settings import Settings
 from broker.core.snapshot import SnapshotFold
 from broker.engine.connections import FULL, Client, unavailable_errors
+from broker.engine.entries import RUN, entries
 from broker.engine.gathered import Gathered
 from broker.engine.keys import ConversationKeys, Keys
 from broker.engine.live import DELETED_NOTICE
@@ -180,11 +181,6 @@ class Summary:
 
 def _text(values: list[Any]) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
-
-
-def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
-    """An entry as stored: its event's name in ``t``, its JSON in ``d``, its run in ``r``."""
-    return entry_from_fields(entry_id, fields[b"t"], fields[b"d"], fields.get(b"r", b""))
 
 
 def _appended(answer: str) -> Appended:
@@ -560,7 +556,7 @@ class Conversations:
             max="+",
             count=count,
         )
-        return [_entry(entry_id, fields) for entry_id, fields in raw]
+        return entries(raw)
 
     async def pages(self, cid: str, after: StreamPos = ORIGIN) -> AsyncIterator[list[Entry]]:
         """Every entry after ``after``, a page at a time."""
@@ -576,13 +572,13 @@ class Conversations:
         """The entries of run ``run_id`` from entry ``first`` through ``last``."""
         key = self._conversation(cid).events
         run = run_id.encode()
-        entries: list[Entry] = []
+        found: list[Entry] = []
         start = first
         while True:
             page = await self._redis.xrange(key, min=start, max=last, count=self._batch)
-            entries += [_entry(i, fields) for i, fields in page if fields.get(b"r") == run]
+            found += entries([entry for entry in page if entry[1][RUN] == run])
             if len(page) < self._batch:
-                return entries
+                return found
             start = "(" + page[-1][0].decode()
 
     async def snapshot(self, cid: str) -> Snapshot | None:

@@ -21,6 +21,7 @@ from broker.core.ids import ORIGIN, StreamPos, format_stream_id, parse_stream_id
 from broker.core.settings import Settings
 from broker.core.streams import StreamConfig
 from broker.engine.connections import Client
+from broker.engine.entries import DATA, NAME, RUN
 from broker.engine.gathered import Gathered
 from broker.engine.keys import DurableKeys, Keys
 from broker.engine.scripts import Scripts
@@ -194,10 +195,6 @@ def _position(entry_id: bytes | str) -> StreamPos:
     return position
 
 
-def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
-    return entry_from_fields(entry_id, fields[b"t"], fields[b"d"], fields.get(b"r", b""))
-
-
 def _appended(raw: list[Any]) -> Appended:
     """The append script's answer (``lua/stream_append.lua``) as an ``Appended``."""
     outcome = AppendOutcome(_text(raw[0]))
@@ -284,11 +281,11 @@ class StreamView:
                 first = _position(oldest[0][0]) if oldest else None
             full = False
             for entry_id, fields in raw:
-                length = len(fields[b"d"])
+                length = len(fields[DATA])
                 if max_bytes and entries and size + length > max_bytes:
                     full = True
                     break
-                entries.append(_entry(entry_id, fields))
+                entries.append(entry_from_fields(entry_id, fields[NAME], fields[DATA], fields[RUN]))
                 size += length
                 largest = max(largest, length)
             if full or len(raw) < page or len(entries) >= count or not max_bytes:
@@ -470,7 +467,7 @@ class StreamStore:
             raw = await self.client.xrange(data, start, last, count=page)
             if not raw:
                 break
-            entries = [(eid, f[b"t"], f[b"d"]) for eid, f in raw]
+            entries = [(eid, f[NAME], f[DATA]) for eid, f in raw]
             await self._stage(staging, entries)
             lengths = [len(entry[2]) for entry in entries]
             size += sum(lengths)
@@ -569,7 +566,7 @@ class StreamStore:
     async def entries_after(self, name: str, after: StreamPos, count: int) -> Inherited:
         start = "-" if after == ORIGIN else "(" + format_stream_id(after)
         entries = await self.client.xrange(self.keys(name).data, start, "+", count=count)
-        return [(eid, f[b"t"], f[b"d"]) for eid, f in entries]
+        return [(eid, f[NAME], f[DATA]) for eid, f in entries]
 
     async def touch(self, name: str, ttl_seconds: int) -> None:
         """A read restarts a sliding TTL, as a write does."""
