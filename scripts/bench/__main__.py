@@ -17,13 +17,15 @@ processes, an appender, and a worker for S5. Scenarios:
   list; front CPU, Redis CPU and Redis commands per delivered event, from the run's first
   append to its terminal event.
 
-With ``--peers`` (issue 21) the peers run beside the broker, installed by ``npm ci`` from
+With ``--peers`` the peers run beside the broker, installed by ``npm ci`` from
 ``scripts/bench/peers/package-lock.json``: Vercel's ``resumable-stream`` (Node, on the same
 Redis) and the Durable Streams reference server (``@durable-streams/server``, Node, in memory).
 Its scenarios (the default with ``--peers``):
 
-- L1 live fan-in, L2 fan-out, L3 resume storm, L4 idle: S1 to S4 at the issue's sizes, against
-  the broker and resumable-stream.
+- L1 live fan-in (200 conversations x 1 client, 10,000 events/s), L2 fan-out (20 x 100
+  clients, 100,000 deliveries/s offered), L3 resume storm (500 clients into 20 conversations
+  of 5,000 events), L4 idle (5,000 streams over 500 conversations): S1 to S4 at these sizes,
+  against the broker and resumable-stream.
 - D1/N Durable Streams appends by N producers, D2 append to long-poll round trip, D3 fan-out
   to SSE subscribers, D4 idle SSE subscribers: against the broker's /v1/stream routes and the
   reference server.

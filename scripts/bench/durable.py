@@ -1,4 +1,4 @@
-"""Durable Streams writes (issue 21, target 5): the broker's /v1/stream routes against the
+"""Durable Streams writes: the broker's /v1/stream routes against the
 protocol's reference server, under one load generator.
 
 - D1/N: N producers, each appending 100-byte JSON messages to a stream of its own as fast as

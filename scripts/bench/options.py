@@ -41,7 +41,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--peers",
         action="store_true",
-        help="also run the peers of issue 21 on every scenario they serve, and print the "
+        help="also run the peers on every scenario they serve, and print the "
         "side-by-side tables: resumable-stream (Node, on the benchmark's Redis) on L1-L4 "
         "(and S1-S4), the Durable Streams reference server (Node, in memory) on D1-D4; "
         "installed by npm ci from scripts/bench/peers/package-lock.json when needed",

@@ -75,7 +75,7 @@ class Ratio(msgspec.Struct):
 
 
 class SideBySide(msgspec.Struct):
-    """One figure of one load, the broker's beside a peer's (issue 21's tables)."""
+    """One figure of one load, the broker's beside a peer's (the side-by-side tables)."""
 
     peer: str  # "resumable-stream" or "ds-reference"
     scenario: str
@@ -145,7 +145,7 @@ def ratios(results: list[Result]) -> list[Ratio]:
 
 
 def _figures(r: Result) -> list[tuple[str, float | None, str]]:
-    """The figures issue 21 compares for a result's load: (name, value, which way is better)."""
+    """The figures compared side by side for a result's load: (name, value, which way is better)."""
     family = r.scenario.split("/")[0]
     lat = r.latency
     p50 = lat.p50_ms if lat else None

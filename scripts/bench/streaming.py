@@ -4,7 +4,7 @@ Each scenario is one or more ``Workload``s, run against the broker's front and, 
 workload, against the naive baseline (``--compare-naive``) and the peers that serve its
 protocol (``--peers``):
 
-- S1 to S4, and issue 21's L1 to L4 (the same code at the sizes of the peers' side-by-side),
+- S1 to S4, and L1 to L4 (the same code at the sizes of the side-by-side with the peers),
   over the conversation feed: the broker, the naive front, resumable-stream.
 - D3 (fan-out: one stream, 1,000 subscribers) and D4 (L4's idle streams), over Durable
   Streams SSE reads fed by Durable Streams appends: the broker's /v1/stream routes, the
@@ -48,8 +48,8 @@ class Workload:
 
 def workloads(args: argparse.Namespace, scenario: str) -> list[Workload]:
     """The workloads of a streaming scenario; L1 and L3 are S1 and S3 (their flags, whose
-    defaults are issue 21's sizes), L2 and L4 are S2 and S4 at issue 21's sizes (flags of
-    their own), D3 is a fan-out and D4 is L4, over Durable Streams."""
+    defaults are the side-by-side sizes), L2 and L4 are S2 and S4 at the side-by-side sizes
+    (flags of their own), D3 is a fan-out and D4 is L4, over Durable Streams."""
     if scenario in ("S1", "L1"):
         return [Workload(scenario, args.s1_conversations, 1, args.s1_rate)]
     if scenario == "S2":

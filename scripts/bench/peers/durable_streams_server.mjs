@@ -1,6 +1,6 @@
 // The Durable Streams reference server (@durable-streams/server 0.3.7), in memory, started the
 // way its README documents (`new DurableStreamTestServer({ port, host }).start()`), so that the
-// benchmark runs it beside the broker's /v1/stream routes under one load generator (issue 21).
+// benchmark runs it beside the broker's /v1/stream routes under one load generator.
 //
 //   node durable_streams_server.mjs --port 4437 [--long-poll-seconds 30] [--parent-pid N]
 //     [--max-seconds 3600]

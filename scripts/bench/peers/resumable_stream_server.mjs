@@ -1,6 +1,6 @@
 // Vercel's resumable-stream (2.2.13, Redis through the `redis` package it documents) behind the
 // HTTP and SSE contract that the benchmark's readers use against the broker's front, so that
-// both systems run under one load generator and one accounting (issue 21).
+// both systems run under one load generator and one accounting.
 //
 //   REDIS_URL=redis://127.0.0.1:6379/0 node resumable_stream_server.mjs --port 8200 \
 //     --key-prefix bench1234 [--parent-pid N] [--max-seconds 3600]
