@@ -83,7 +83,7 @@ def redis_client(
     """
     name = f"broker:{role}:{os.getpid()}"
     if settings.redis_cluster:
-        client = RedisCluster.from_url(
+        return RedisCluster.from_url(
             settings.redis_url,
             max_connections=max_connections,
             socket_timeout=socket_timeout,
@@ -93,20 +93,18 @@ def redis_client(
             # what a replica takes to be promoted.
             retry=Retry(ExponentialWithJitterBackoff(base=0.1, cap=1.0), retries=10),
         )
-    else:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=max_connections,
-            timeout=socket_timeout,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=5.0,
-            client_name=name,
-            retry=_retry(),
-            health_check_interval=_HEALTH_CHECK_SECONDS,
-        )
-        # With a pool given, the client takes its retry policy from the pool's connections.
-        client = aioredis.Redis(connection_pool=pool)
-    return client
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=max_connections,
+        timeout=socket_timeout,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=5.0,
+        client_name=name,
+        retry=_retry(),
+        health_check_interval=_HEALTH_CHECK_SECONDS,
+    )
+    # With a pool given, the client takes its retry policy from the pool's connections.
+    return aioredis.Redis(connection_pool=pool)
 
 
 async def connect(client: Any) -> None:

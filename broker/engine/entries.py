@@ -3,9 +3,9 @@
 Every entry of a conversation or a Durable Stream is written with the same three fields in the
 same order, ``t`` (the event's name), ``d`` (its JSON or the message's bytes) and ``r`` (the run,
 empty outside runs): ``lua/notice.lua`` and ``lua/stream_stage.lua``. The engine's client hands
-stream replies over as Redis sent them (``Engine``), so a replay builds each
-entry's frame straight from the reply's list, without a dict per entry first: on a resume storm
-that dict was a quarter of the front's CPU.
+stream replies over as Redis sent them (``Engine``), so a replay builds each entry's frame
+straight from the reply's list, without a dict per entry first: on a resume storm that dict
+was a quarter of the front's CPU.
 """
 
 from __future__ import annotations
