@@ -96,10 +96,11 @@ class Observe:
     def _route(self, scope: Scope) -> tuple[str, str | None]:
         """The route's path template (or ``unmatched``) and the conversation in the path."""
         partial: BaseRoute | None = None
+        path = scope["path"]
         # Routes match the path below root_path; with one set, every route is tried.
-        path = "" if scope.get("root_path") else scope["path"]
+        rooted = bool(scope.get("root_path"))
         for route, prefix in self.routes:
-            if not path.startswith(prefix):
+            if not (rooted or path.startswith(prefix)):
                 continue
             match, child = route.matches(scope)
             if match is Match.FULL:
