@@ -10,9 +10,8 @@ carries milliseconds).
 Appends are spread evenly in time across conversations (round robin at a fixed global
 interval), as independent generations would be, rather than all conversations at once. The
 appends due at one tick go out in one round trip (``Conversations.append`` gathers concurrent
-calls into one pipeline, as it does for a worker's runs), at a fraction
-of the client CPU that one awaited call per append costs, so the appender stays out of the way
-of what it measures.
+calls into one pipeline, as it does for a worker's runs), at a fraction of the client CPU that
+one round trip per append costs, so the appender stays out of the way of what it measures.
 
 The schedule is the same whatever the target; only the writer differs (``AppendPlan.target``):
 
