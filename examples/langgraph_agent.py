@@ -5,7 +5,7 @@ No network: its chat model is LangChain's own ``FakeMessagesListChatModel`` (a c
 tool, then the answer); put ``ChatOpenAI(...).bind_tools(tools)`` or the broker's catalogue
 model (``catalogue_chat_model(run, "gpt-4o-mini")``) in its place. Install the extra, then::
 
-    pip install -e '.[langgraph]'
+    .venv/bin/pip install -e '.[langgraph]'
     BROKER_GENERATORS=graph=examples.langgraph_agent:weather_graph PYTHONPATH=. scripts/dev
 
     curl -s -X POST localhost:8000/v1/conversations/g1/messages \\

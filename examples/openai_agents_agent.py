@@ -5,7 +5,7 @@ No network: each run gives the agents the SDK's own ``ScriptedModel`` (a call of
 handoff to the writer, then the answer); with a real model, pass ``triage`` as it is. Tracing
 is off, as it would send the run to OpenAI. Install the extra, then::
 
-    pip install -e '.[openai-agents]'
+    .venv/bin/pip install -e '.[openai-agents]'
     BROKER_GENERATORS=triage=examples.openai_agents_agent:triage_agent PYTHONPATH=. scripts/dev
 
     curl -s -X POST localhost:8000/v1/conversations/o1/messages \\

@@ -5,7 +5,7 @@ No network: the agent's model is Pydantic AI's own ``TestModel``, which calls ea
 and then answers (put ``"openai:gpt-4o"`` or any model of yours in its place, or the broker's
 catalogue model with ``catalogue_model(run, "gpt-4o-mini")``). Install the extra, then::
 
-    pip install -e '.[pydantic-ai]'
+    .venv/bin/pip install -e '.[pydantic-ai]'
     BROKER_GENERATORS=support=examples.pydantic_ai_agent:support PYTHONPATH=. scripts/dev
 
     curl -s -X POST localhost:8000/v1/conversations/p1/messages \\
