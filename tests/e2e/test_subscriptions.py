@@ -348,6 +348,14 @@ async def test_another_subject_can_neither_see_change_nor_claim_a_subscription(
             json={"wake_id": claimed.json()["wake_id"], "generation": 1, "done": True},
         )
         assert error_code(forged) == "FENCED"
+        # Nor does a token whose subscription part is no digest (here one that would move a
+        # key's hash tag): refused before it names any key.
+        bent = await mallory.post(
+            _sub("shared-name") + "/ack",
+            headers={"Authorization": "Bearer u:x}" + "A" * 29 + ".sig"},
+            json={"wake_id": claimed.json()["wake_id"], "generation": 1, "done": True},
+        )
+        assert error_code(bent) == "FENCED"
         # A subscriber cannot link a stream it may not read.
         await alice.post(_sub("shared-name") + "/streams", json={"streams": [f"{base}/hers"]})
         streams = (await alice.get(_sub("shared-name"))).json()["streams"]

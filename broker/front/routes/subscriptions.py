@@ -41,7 +41,7 @@ from broker.core.errors import (
 )
 from broker.core.ids import StreamPos
 from broker.engine.keys import subscription_digest
-from broker.engine.subscriptions import Subscription, Subscriptions
+from broker.engine.subscriptions import Subscription, Subscriptions, digest_of_token
 from broker.front.http.bodies import json_body
 from broker.front.http.docs import Doc, Json, Raw, Reply
 from broker.front.routes.declare import ApiRoute
@@ -303,8 +303,8 @@ async def _acknowledge(request: Request, mode: str) -> Response:
             raise ApiError(INVALID_OFFSET, f"not an offset of this server: {ack.offset!r}")
         acks.append((stream_path(ack.stream), position))
     subscriptions = _subscriptions(request)
-    digest = token.partition(".")[0]
-    subscription = await subscriptions.load(digest)
+    digest = digest_of_token(token)  # checked before it names a key
+    subscription = await subscriptions.load(digest) if digest is not None else None
     expected = (WEBHOOK,) if mode == "callback" else (PULL_WAKE,)
     if (
         subscription is None
