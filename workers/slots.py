@@ -16,6 +16,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+import anyio
+
 T = TypeVar("T")
 
 
@@ -78,3 +80,22 @@ class Slots(Generic[T]):
             return None
         _, order = min(ready)
         return self.waiting.pop(order)
+
+
+class Freed:
+    """Wakes a loop that waits for a free slot (to read more work, or to drain) when a slot is
+    freed; ``set`` is called wherever a slot is given back."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    async def wait(self, at_most: float = 1.0) -> None:
+        """Until a slot is freed after this call, or ``at_most`` seconds."""
+        self._event = anyio.Event()
+        with anyio.move_on_after(at_most):
+            await self._event.wait()
+
+    def set(self) -> None:
+        self._event.set()

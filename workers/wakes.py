@@ -35,6 +35,7 @@ import httpx
 import msgspec
 
 from broker.core import offsets
+from broker.core.backoff import Backoff
 from broker.core.settings import Settings
 from broker.core.subscriptions import (
     SIGNATURE_HEADER,
@@ -49,6 +50,7 @@ from broker.core.subscriptions import (
 )
 from broker.engine import UNAVAILABLE, Engine
 from broker.engine.subscriptions import Issued, LinkState, Subscription
+from workers.slots import Freed
 
 log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
@@ -67,7 +69,7 @@ class WakeDispatcher:
         # Subscriptions taken again while a look at them was in flight (marked by a write
         # meanwhile), with the lease they were taken under: looked at again when that look ends.
         self._retaken: dict[str, int] = {}
-        self._slot_freed = anyio.Event()
+        self._slot_freed = Freed()
         # The lease of a look, and of a delivery: the webhook's time and a margin.
         self._lease_ms = int((settings.ds_webhook_timeout_seconds + 5) * 1000)
         self.delivered = 0  # wakes delivered by this dispatcher (a webhook or a wake event)
@@ -88,21 +90,18 @@ class WakeDispatcher:
         return self._settings.ds_wake_concurrency - len(self._looking)
 
     async def _take(self, looks: anyio.abc.TaskGroup) -> None:
-        backoff = 0.1
+        backoff = Backoff()
         while True:
             if self._free <= 0:
-                self._slot_freed = anyio.Event()
-                with anyio.move_on_after(1.0):
-                    await self._slot_freed.wait()
+                await self._slot_freed.wait()
                 continue
             try:
                 due = await self._subscriptions.take_due(self._free, self._lease_ms)
             except UNAVAILABLE:
-                log.warning("subscriptions unreachable; retrying in %.1fs", backoff)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                log.warning("subscriptions unreachable; retrying in %.1fs", backoff.delay)
+                await backoff.wait()
                 continue
-            backoff = 0.1
+            backoff.reset()
             for digest, taken in due:
                 if digest in self._looking:
                     self._retaken[digest] = taken

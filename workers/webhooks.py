@@ -24,6 +24,7 @@ import anyio.abc
 import httpx
 import msgspec
 
+from broker.core.backoff import Backoff
 from broker.core.finished import notice_decoder
 from broker.core.settings import Settings
 from broker.core.webhook import (
@@ -36,6 +37,7 @@ from broker.core.webhook import (
 )
 from broker.engine import UNAVAILABLE, Engine
 from broker.engine.queue import Handed, Leases
+from workers.slots import Freed
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ class WebhookDispatcher:
         # Notices being delivered here, by (shard, entry id), each in its own scope: their
         # leases are renewed, and a delivery whose lease was taken over is cancelled.
         self._held: dict[tuple[str, bytes], anyio.CancelScope] = {}
-        self._slot_freed = anyio.Event()
+        self._slot_freed = Freed()
 
     async def run(self) -> None:
         """Deliver until cancelled; deliveries in flight then stay pending for another worker."""
@@ -70,13 +72,11 @@ class WebhookDispatcher:
 
     async def _read(self, deliveries: anyio.abc.TaskGroup, shard: str) -> None:
         leases = self._leases[shard]
-        backoff = 0.1
+        backoff = Backoff()
         group_ready = False
         while True:
             if self._free <= 0:
-                self._slot_freed = anyio.Event()
-                with anyio.move_on_after(1.0):
-                    await self._slot_freed.wait()
+                await self._slot_freed.wait()
                 continue
             try:
                 if not group_ready:
@@ -84,11 +84,10 @@ class WebhookDispatcher:
                     group_ready = True
                 entries = await leases.read_new(self._free, self._settings.job_block_ms)
             except UNAVAILABLE:
-                log.warning("outbox unreachable; retrying in %.1fs", backoff)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                log.warning("outbox unreachable; retrying in %.1fs", backoff.delay)
+                await backoff.wait()
                 continue
-            backoff = 0.1
+            backoff.reset()
             self._start(deliveries, shard, entries)
 
     def _start(

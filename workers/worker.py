@@ -16,6 +16,7 @@ next append or lease renewal, and abandons the run, closing its model call.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import socket
@@ -27,6 +28,7 @@ import anyio.abc
 import msgspec
 
 from broker.core import logs, webhook
+from broker.core.backoff import Backoff
 from broker.core.catalogue import Catalogue, CatalogueError
 from broker.core.events import (
     TERMINAL_EVENTS,
@@ -60,7 +62,7 @@ from workers.providers import default_providers
 from workers.providers.base import Failure, Finish, GenerationRequest, Message, Provider
 from workers.providers.upstream import make_client
 from workers.relay import CancelRequested, Fenced, Generation, Outcome, RunGone
-from workers.slots import Slots
+from workers.slots import Freed, Slots
 from workers.wakes import WakeDispatcher
 from workers.webhooks import WebhookDispatcher
 
@@ -99,7 +101,7 @@ class Worker:
         # Job entries this worker holds the lease of, by (jobs stream, entry id): their run ids.
         self._jobs: dict[tuple[str, bytes], str] = {}
         self._reserved = 0  # slots promised to job reads in progress
-        self._slot_freed = anyio.Event()
+        self._slot_freed = Freed()
         self._stopping = anyio.Event()
         self.metrics = worker_metrics.WorkerMetrics()
         self.metrics.runs_active.set_function(lambda: self.slots.in_use)
@@ -165,14 +167,12 @@ class Worker:
         # blocking read never holds every slot while jobs wait on another.
         leases = self.leases[stream]
         share = max(1, self.concurrency // len(self.leases))
-        backoff = 0.1
+        backoff = Backoff()
         group_ready = False
         while not self._stopping.is_set():
             free = min(share, self.slots.free - self._reserved)
             if free <= 0 or not self.slots.may_hold_more:
-                self._slot_freed = anyio.Event()
-                with anyio.move_on_after(1.0):
-                    await self._slot_freed.wait()
+                await self._slot_freed.wait()
                 continue
             self._reserved += free
             try:
@@ -182,13 +182,12 @@ class Worker:
                 messages = await leases.read_new(free, self.settings.job_block_ms)
             except self._unavailable:
                 self.metrics.redis_errors.inc()
-                log.warning("job queue unreachable; retrying in %.1fs", backoff)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                log.warning("job queue unreachable; retrying in %.1fs", backoff.delay)
+                await backoff.wait()
                 continue
             finally:
                 self._reserved -= free
-            backoff = 0.1
+            backoff.reset()
             await self._start_jobs(runs, stream, messages, recovered=False)
 
     async def _start_jobs(
@@ -328,8 +327,7 @@ class Worker:
         """Let running generations finish within the grace period, then end the rest."""
         with anyio.move_on_after(self.settings.shutdown_grace_seconds):
             while self.slots.in_use:
-                self._slot_freed = anyio.Event()
-                await self._slot_freed.wait()
+                await self._slot_freed.wait(math.inf)
         for run_id, scope in list(self._running.items()):
             if self._stop_reasons.get(run_id) != _LOST:
                 self._stop_reasons[run_id] = _SHUTDOWN

@@ -30,6 +30,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
+from broker.core.backoff import Backoff
 from broker.engine.connections import connect
 
 log = logging.getLogger(__name__)
@@ -187,12 +188,12 @@ class Subscriber:
     # -- one shard -----------------------------------------------------------------------
 
     async def _serve(self, shard: _Shard) -> None:
-        backoff = 0.05
+        backoff = Backoff(0.05, 2.0)
         while shard.channels or shard.to_subscribe:
             connection = shard.connection_class(**{**shard.connection_kwargs, **_own_connection()})
             try:
                 await connection.connect()
-                backoff = 0.05
+                backoff.reset()
                 # A new connection carries nothing yet: subscribe everything wanted here.
                 shard.confirmed.clear()
                 shard.unsubscribing.clear()
@@ -215,8 +216,7 @@ class Subscriber:
             shard.confirmed.clear()
             if self._on_reconnect is not None and (shard.channels or shard.to_subscribe):
                 self._on_reconnect()
-            await anyio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
+            await backoff.wait()
             await self._reroute(shard, set(shard.channels))
         if self._shards.get(shard.name) is shard:
             del self._shards[shard.name]

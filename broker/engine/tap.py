@@ -25,9 +25,9 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import anyio
 import msgspec
 
+from broker.core.backoff import Backoff
 from broker.core.entries import entry_data, entry_id
 from broker.core.events import Event, decode
 from broker.core.finished import notice_decoder, tap_group
@@ -83,16 +83,15 @@ class Tap:
     async def events(self) -> AsyncIterator[TapEvent]:
         """Every event, run by run, until the caller stops; a Redis outage is waited out (the
         run being read then comes again, whole)."""
-        backoff = 0.1
+        backoff = Backoff()
         while True:
             try:
                 async for event in self._follow():
                     yield event
-                    backoff = 0.1
+                    backoff.reset()
             except UNAVAILABLE:
-                log.warning("Redis unreachable; the tap goes on in %.1fs", backoff)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                log.warning("Redis unreachable; the tap goes on in %.1fs", backoff.delay)
+                await backoff.wait()
 
     async def _follow(self) -> AsyncIterator[TapEvent]:
         for leases in self._shards:
